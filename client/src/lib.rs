@@ -1,0 +1,36 @@
+//! # privagg-client
+//!
+//! The SDK a training loop calls to take part in privagg's secure, differentially
+//! private federated averaging. It does the whole client side: it clips, rotates,
+//! quantizes and noises the update (`privagg-dp`), masks it and runs every protocol
+//! phase (`privagg-protocol`) over QUIC, with the server's certificate pinned.
+//!
+//! ```no_run
+//! # async fn example(update: ndarray::Array1<f32>) -> Result<(), privagg_client::SdkError> {
+//! use privagg_client::{Client, ClientOptions};
+//! let cert = std::fs::read("state/cert.der").expect("the server's certificate");
+//! let mut options = ClientOptions::new("127.0.0.1:7000".parse().expect("address"), cert);
+//! options.token = Some("secret-token".into());
+//! let mut client = Client::connect(options).await?;
+//! // One round with one update…
+//! let report = client.submit(update.view(), 1.0).await?;
+//! println!("round {} summed {} inputs", report.round, report.inputs);
+//! // …or every round until the session ends, training on the current model.
+//! client.run(|model| Ok::<_, String>(model.mapv(|w| -0.01 * w))).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The DP parameters come from the server; [`ClientOptions::min_noise_multiplier`] lets
+//! a client refuse rounds with less noise than it wants, never accept less than the
+//! server's. With DP off, [`Client::submit`]'s weight travels masked inside the vector,
+//! so the server learns only the total weight and the weighted mean.
+
+mod error;
+mod session;
+pub mod settings;
+pub mod tls;
+pub mod wire;
+
+pub use error::SdkError;
+pub use session::{Client, ClientOptions, DropAfter, RoundReport};
+pub use settings::{AggregationMode, RoundSettings};

@@ -1,0 +1,280 @@
+//! The client encoding pipeline and its server-side inverse.
+//!
+//! Client ([`ClientEncoder::encode`]): draw the noise share, clip to L2 norm `C` (f64),
+//! pad and rotate ([`crate::rotation`]), scale by `1/γ`, round (conditionally, with the
+//! exact norm check), add the integer noise, reduce mod `2^b`. The output has
+//! `padded_dim` words in `[0, 2^b)`, ready for SecAgg masking.
+//!
+//! Server ([`decode_sum`]): take the unmasked sum mod `2^b`, lift each word to
+//! `[−2^{b−1}, 2^{b−1})`, multiply by `γ`, invert the rotation, drop the padding. The
+//! result is the sum of the clients' clipped updates plus noise plus rounding error
+//! (less than `γ·√d` in L2 per client), in model units; divide by the public
+//! denominator of [`crate::fedavg`].
+//!
+//! With DP off ([`EncodingParams::without_dp`]) the same quantizer runs without noise
+//! and with plain unbiased rounding; [`plan_without_dp`] picks `γ` so that `n` clients'
+//! values cannot wrap.
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::clip::{check_finite, clip_l2, l2_norm};
+use crate::error::{DpError, invalid};
+use crate::noise::{IntegerNoise, NoiseSpec};
+use crate::quantize::{centered_lift, check_bits, conditional_round, randomized_round, reduce_mod, scale};
+use crate::rng::NoiseRng;
+use crate::rotation::{RandomizedHadamard, padded_dim};
+
+/// How the client bounds its update before quantizing.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clipping {
+    /// No clipping (DP off only); NaN/Inf are still rejected.
+    None,
+    /// Flat L2 clipping to this norm (model units, finite, > 0).
+    L2(f64),
+}
+
+/// How scaled coordinates are rounded to integers.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Unbiased randomized rounding, no norm check (DP off only).
+    Unbiased,
+    /// Conditional randomized rounding with the exact check `‖v‖₂² ≤ norm_bound_sq`.
+    Conditional {
+        /// The β the bound was computed with (recorded for accounting).
+        beta: f64,
+        /// `⌊Δ₂²⌋` in integer units.
+        norm_bound_sq: u128,
+        /// Retry cap before failing closed.
+        max_attempts: u32,
+    },
+}
+
+/// Everything a client needs to encode its update; the server sends it in the round
+/// configuration and uses the same value to decode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncodingParams {
+    /// Model dimension `d` (length of an update).
+    pub dim: usize,
+    /// Length of encoded vectors: `dim` rounded up to a power of two with rotation,
+    /// `dim` without.
+    pub padded_dim: usize,
+    /// Public per-round rotation seed; `None` disables rotation (DP off only).
+    pub rotation_seed: Option<[u8; 32]>,
+    /// Lattice step `γ` (model units per integer unit), finite and > 0.
+    pub gamma: f64,
+    /// Bit width `b ∈ 1..=64` of the modular sum.
+    pub bits: u32,
+    /// Clipping rule.
+    pub clipping: Clipping,
+    /// Rounding rule.
+    pub rounding: Rounding,
+    /// Noise each client adds.
+    pub noise: NoiseSpec,
+}
+
+impl EncodingParams {
+    /// Parameters for the DP-off mode: unbiased rounding to the grid `γ`, no noise,
+    /// optional rotation and clipping. Validated.
+    pub fn without_dp(
+        dim: usize,
+        gamma: f64,
+        bits: u32,
+        clipping: Clipping,
+        rotation_seed: Option<[u8; 32]>,
+    ) -> Result<Self, DpError> {
+        let params = Self {
+            dim,
+            padded_dim: if rotation_seed.is_some() { padded_dim(dim) } else { dim },
+            rotation_seed,
+            gamma,
+            bits,
+            clipping,
+            rounding: Rounding::Unbiased,
+            noise: NoiseSpec::None,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Checks the invariants: `dim ≥ 1`; `padded_dim` matches the rotation choice;
+    /// `γ` finite and positive; `b ∈ 1..=64`; a positive finite clip; `β ∈ [0, 1)` and
+    /// at least one attempt; and, whenever noise is on, L2 clipping and conditional
+    /// rounding (the norm check is what bounds the sensitivity) and a sampler-compatible
+    /// variance.
+    pub fn validate(&self) -> Result<(), DpError> {
+        if self.dim == 0 {
+            return Err(invalid("dim", "must be ≥ 1"));
+        }
+        let expected = if self.rotation_seed.is_some() { padded_dim(self.dim) } else { self.dim };
+        if self.padded_dim != expected {
+            return Err(invalid("padded_dim", format!("must be {expected} for dim {}", self.dim)));
+        }
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            return Err(invalid("gamma", format!("must be finite and > 0, got {}", self.gamma)));
+        }
+        check_bits(self.bits)?;
+        if let Clipping::L2(c) = self.clipping
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(invalid("clip", format!("must be finite and > 0, got {c}")));
+        }
+        if let Rounding::Conditional { beta, max_attempts, .. } = self.rounding {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(invalid("beta", format!("must be in [0, 1), got {beta}")));
+            }
+            if max_attempts == 0 {
+                return Err(invalid("max_attempts", "must be ≥ 1"));
+            }
+        }
+        if self.noise != NoiseSpec::None {
+            if !matches!(self.clipping, Clipping::L2(_)) {
+                return Err(invalid("clipping", "noise requires L2 clipping"));
+            }
+            if !matches!(self.rounding, Rounding::Conditional { .. }) {
+                return Err(invalid("rounding", "noise requires the conditional norm check"));
+            }
+            IntegerNoise::new(self.noise)?;
+        }
+        Ok(())
+    }
+
+    fn rotation(&self) -> Result<Option<RandomizedHadamard>, DpError> {
+        self.rotation_seed.map(|seed| RandomizedHadamard::new(seed, self.dim)).transpose()
+    }
+}
+
+/// One client's encoded vector: `padded_dim` words in `[0, 2^b)`. Zeroized on drop; its
+/// `Debug` output shows only the length.
+#[derive(Clone, PartialEq, Zeroize, ZeroizeOnDrop)]
+pub struct EncodedUpdate {
+    /// The words to mask and send.
+    pub words: Vec<u64>,
+    /// L2 norm of the update before clipping (model units).
+    pub pre_clip_norm: f64,
+}
+
+impl std::fmt::Debug for EncodedUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedUpdate")
+            .field("words", &format_args!("[{} words redacted]", self.words.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encodes updates for one round's [`EncodingParams`].
+#[derive(Clone, Debug)]
+pub struct ClientEncoder {
+    params: EncodingParams,
+    rotation: Option<RandomizedHadamard>,
+    noise: IntegerNoise,
+}
+
+impl ClientEncoder {
+    /// Validates `params` and prepares the rotation and the noise sampler.
+    pub fn new(params: EncodingParams) -> Result<Self, DpError> {
+        params.validate()?;
+        Ok(Self { rotation: params.rotation()?, noise: IntegerNoise::new(params.noise)?, params })
+    }
+
+    /// The parameters this encoder uses.
+    pub fn params(&self) -> &EncodingParams {
+        &self.params
+    }
+
+    /// Encodes `update` (length `dim`): noise share first (so the time spent sampling
+    /// does not depend on the update), then clip → rotate → scale → round → add noise →
+    /// mod `2^b`. Errors: wrong length, NaN/Inf, scaled values beyond ±2^62,
+    /// conditional-rounding exhaustion, sampler overflow.
+    pub fn encode(&self, update: &[f32], rng: &mut NoiseRng) -> Result<EncodedUpdate, DpError> {
+        let p = &self.params;
+        if update.len() != p.dim {
+            return Err(DpError::LengthMismatch { expected: p.dim, actual: update.len() });
+        }
+        let noise = Zeroizing::new(self.noise.sample_vec(rng, p.padded_dim)?);
+
+        let mut x = Zeroizing::new(vec![0.0f64; p.padded_dim]);
+        for (dst, &src) in x.iter_mut().zip(update) {
+            *dst = f64::from(src);
+        }
+        let pre_clip_norm = match p.clipping {
+            Clipping::L2(c) => clip_l2(&mut x[..p.dim], c)?,
+            Clipping::None => {
+                check_finite(&x[..p.dim])?;
+                l2_norm(&x[..p.dim])
+            }
+        };
+        if let Some(rotation) = &self.rotation {
+            rotation.forward_in_place(&mut x)?;
+        }
+        let scaled = Zeroizing::new(scale(&x, p.gamma)?);
+        let mut v = Zeroizing::new(match p.rounding {
+            Rounding::Unbiased => randomized_round(&scaled, rng)?,
+            Rounding::Conditional { norm_bound_sq, max_attempts, .. } => {
+                conditional_round(&scaled, norm_bound_sq, max_attempts, rng)?
+            }
+        });
+        for (index, (vi, ni)) in v.iter_mut().zip(noise.iter()).enumerate() {
+            *vi = vi.checked_add(*ni).ok_or(DpError::OutOfRange { index })?;
+        }
+        Ok(EncodedUpdate { words: reduce_mod(&v, p.bits)?, pre_clip_norm })
+    }
+}
+
+/// Decodes the modular sum of the clients' words (length `padded_dim`, each `< 2^b`)
+/// into the sum of their updates in model units (length `dim`). Rejects invalid
+/// parameters, a wrong length and out-of-range words.
+pub fn decode_sum(sum_words: &[u64], params: &EncodingParams) -> Result<Vec<f64>, DpError> {
+    params.validate()?;
+    if sum_words.len() != params.padded_dim {
+        return Err(DpError::LengthMismatch { expected: params.padded_dim, actual: sum_words.len() });
+    }
+    let mut y = sum_words
+        .iter()
+        .enumerate()
+        .map(|(index, &w)| {
+            centered_lift(w, params.bits).map(|v| v as f64 * params.gamma).map_err(|_| DpError::OutOfRange { index })
+        })
+        .collect::<Result<Vec<f64>, DpError>>()?;
+    if let Some(rotation) = params.rotation()? {
+        rotation.inverse_in_place(&mut y)?;
+    }
+    y.truncate(params.dim);
+    Ok(y)
+}
+
+/// The server's release gate: with DP on, a sum of fewer than `n_min` clients carries
+/// less noise than calibrated and must not be decoded or released
+/// ([`DpError::TooFewSurvivors`]).
+pub fn ensure_enough_survivors(survivors: usize, n_min: usize) -> Result<(), DpError> {
+    if survivors < n_min {
+        return Err(DpError::TooFewSurvivors { survivors, n_min });
+    }
+    Ok(())
+}
+
+/// Chooses `γ` for the DP-off mode so that the sum of `clients` rounded vectors whose
+/// coordinates lie in `[−max_abs, max_abs]` (model units) always lifts back exactly from
+/// `b` bits: each rounded coordinate is at most `max_abs/γ + 1` in magnitude, so
+/// `γ = n·max_abs / (2^{b−1} − 2 − n)` keeps the sum inside `[−2^{b−1}, 2^{b−1})` with one
+/// unit of slack for floating-point rounding. With L2 clipping to `C` (rotated or not)
+/// every coordinate is at most `C`, so pass `max_abs = C`. Rejects `clients = 0`, a
+/// `max_abs` that is not finite and positive, invalid `bits`, and widths with
+/// `2^{b−1} ≤ n + 2` ([`DpError::TooFewBits`]).
+pub fn plan_without_dp(clients: usize, max_abs: f64, bits: u32) -> Result<f64, DpError> {
+    check_bits(bits)?;
+    if clients == 0 {
+        return Err(invalid("clients", "must be ≥ 1"));
+    }
+    if !(max_abs.is_finite() && max_abs > 0.0) {
+        return Err(invalid("max_abs", format!("must be finite and > 0, got {max_abs}")));
+    }
+    let half = (1u128 << (bits - 1)) as f64;
+    let capacity = half - 2.0 - clients as f64;
+    if capacity < 1.0 {
+        return Err(DpError::TooFewBits { bits, clients, k_stddevs: 0.0 });
+    }
+    Ok(clients as f64 * max_abs / capacity)
+}

@@ -1,0 +1,41 @@
+//! The FedAvg denominator under DP.
+//!
+//! DP-FedAvg (McMahan et al. 2018) releases the *sum* of clipped, noised updates; the
+//! server then divides by a denominator. With DP on that denominator must be a
+//! **fixed, public constant** — the configured expected cohort size `qN`, set before
+//! training — never the live survivor count: the number of participants depends on who
+//! is in the data (under add/remove adjacency it differs by one between neighbours), so
+//! dividing by it releases it without noise. This is the "fixed denominator" estimator
+//! `Σ Δ_k / (qN)` of McMahan et al., with sensitivity `C/(qN)`; it is unbiased, and its
+//! variance grows when the realised cohort differs from `qN`. (TFF's
+//! `ddp_secure_aggregator` divides by a securely summed count of participants, and Opacus
+//! used the private dataset size; both leak the count.)
+//!
+//! With DP off, dividing by the number of summed clients is fine.
+
+use crate::error::{DpError, invalid};
+
+/// Divides the decoded sum by the public, configured `expected_clients` (> 0, finite)
+/// and returns the average update.
+pub fn average_with_public_denominator(sum: &[f64], expected_clients: f64) -> Result<Vec<f64>, DpError> {
+    if !(expected_clients.is_finite() && expected_clients > 0.0) {
+        return Err(invalid("expected_clients", format!("must be finite and > 0, got {expected_clients}")));
+    }
+    Ok(sum.iter().map(|s| s / expected_clients).collect())
+}
+
+/// Server step `θ ← θ + η · Σ / denominator` with the public denominator; `model` and
+/// `sum` must have the same length, `server_lr` must be finite.
+pub fn apply_fedavg_step(model: &mut [f32], sum: &[f64], expected_clients: f64, server_lr: f64) -> Result<(), DpError> {
+    if model.len() != sum.len() {
+        return Err(DpError::LengthMismatch { expected: model.len(), actual: sum.len() });
+    }
+    if !server_lr.is_finite() {
+        return Err(invalid("server_lr", "must be finite"));
+    }
+    let avg = average_with_public_denominator(sum, expected_clients)?;
+    for (w, a) in model.iter_mut().zip(avg) {
+        *w = (f64::from(*w) + server_lr * a) as f32;
+    }
+    Ok(())
+}

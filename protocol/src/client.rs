@@ -1,0 +1,493 @@
+//! The client side of one round, as a state machine that takes server messages and
+//! returns the message to send back. It reads no clock and opens no socket.
+//!
+//! ```text
+//! AwaitingConfig ──Config──▶ AwaitingKeyList ──KeyList──▶ AwaitingShares
+//!   ──ForwardedShares──▶ (AwaitingInput ──set_input──▶) AwaitingUnmask
+//!   ──UnmaskRequest──▶ AwaitingResult ──RoundComplete──▶ Completed
+//! any state ──Abort or a refused message──▶ Failed
+//! ```
+//!
+//! The input may be set at any time before the masked input is due, so key exchange can
+//! overlap local training. The protections of an honest client live here: it checks
+//! every list against its own view of the neighbourhood, and it answers one unmask
+//! request only, never with both shares of the same peer.
+
+use std::collections::BTreeMap;
+
+use curve25519_dalek::Scalar;
+use privagg_crypto::{
+    ChannelKey, EnvelopeContext, KeyContext, MaskSeed, MaskSign, SecretKey, derive_channel_key,
+    derive_pairwise_mask_seed, derive_self_mask_seed, open, seal, shamir,
+};
+use rand_core::CryptoRng;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::ClientError;
+use crate::graph::NeighbourGraph;
+use crate::masking;
+use crate::message::{
+    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, RevealedShare,
+    SHARE_PAIR_LEN, ServerMessage, UnmaskRequest, UnmaskResponse,
+};
+use crate::packing::PackedVector;
+use crate::round_params::{ClientId, RoundParams};
+
+/// What a client accepts from a server, beyond the protocol's own invariants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Smallest Shamir threshold the client accepts (at least 2).
+    pub min_threshold: u32,
+    /// Largest vector the client is willing to mask, in words.
+    pub max_dim: u32,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        Self { min_threshold: 2, max_dim: crate::MAX_DIM }
+    }
+}
+
+/// Where the client is in the round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Waiting for the round's parameters.
+    AwaitingConfig,
+    /// Keys advertised; waiting for the neighbourhood's keys.
+    AwaitingKeyList,
+    /// Shares sent; waiting for the neighbours' envelopes.
+    AwaitingShares,
+    /// Envelopes received; waiting for [`ClientRound::set_input`].
+    AwaitingInput,
+    /// Masked input sent; waiting for the unmask request.
+    AwaitingUnmask,
+    /// Shares revealed; waiting for the server to report the result.
+    AwaitingResult,
+    /// The round completed with this client's input in the sum.
+    Completed,
+    /// The round ended for this client without completing.
+    Failed,
+}
+
+impl ClientState {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::AwaitingConfig => "awaiting the config",
+            Self::AwaitingKeyList => "awaiting the key list",
+            Self::AwaitingShares => "awaiting forwarded shares",
+            Self::AwaitingInput => "awaiting the input",
+            Self::AwaitingUnmask => "awaiting the unmask request",
+            Self::AwaitingResult => "awaiting the result",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// This client's shares of a neighbour's two secrets (or of its own).
+struct HeldShares {
+    mask_key: Zeroizing<Scalar>,
+    self_mask: Zeroizing<Scalar>,
+}
+
+/// What the client knows once the round's parameters arrive.
+struct Seat {
+    params: RoundParams,
+    id: ClientId,
+    neighbours: Vec<ClientId>,
+    channel_key: SecretKey,
+    mask_key: SecretKey,
+}
+
+/// What the client knows once the neighbourhood's keys arrive.
+struct Session {
+    ctx: KeyContext,
+    peers: BTreeMap<ClientId, AdvertisedKeys>,
+    /// AEAD keys shared with each peer; the same key serves both directions.
+    channel_keys: BTreeMap<ClientId, ChannelKey>,
+    self_mask_secret: Zeroizing<Scalar>,
+    /// Shares held, by owner: this client's own, then those of neighbours whose envelopes
+    /// arrived (the client's view of who shared keys).
+    held: BTreeMap<ClientId, HeldShares>,
+}
+
+/// One client's part in one round.
+pub struct ClientRound {
+    policy: ClientPolicy,
+    state: ClientState,
+    seat: Option<Seat>,
+    session: Option<Session>,
+    input: Option<Vec<u64>>,
+    app_data: Option<std::sync::Arc<[u8]>>,
+}
+
+impl ClientRound {
+    /// A client waiting for a round's `Config`.
+    pub fn new(policy: ClientPolicy) -> Self {
+        Self { policy, state: ClientState::AwaitingConfig, seat: None, session: None, input: None, app_data: None }
+    }
+
+    /// Where the client is.
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// The round's parameters, once the config has arrived.
+    pub fn params(&self) -> Option<&RoundParams> {
+        self.seat.as_ref().map(|s| &s.params)
+    }
+
+    /// The client's id in this round, once the config has arrived.
+    pub fn id(&self) -> Option<ClientId> {
+        self.seat.as_ref().map(|s| s.id)
+    }
+
+    /// The application payload of the config, once it has arrived.
+    pub fn app_data(&self) -> Option<&std::sync::Arc<[u8]>> {
+        self.app_data.as_ref()
+    }
+
+    /// Handles one server message; returns the reply to send, if any. Any error ends the
+    /// client's round (state [`ClientState::Failed`]); the caller should then tell the
+    /// server with [`ClientRound::leave`].
+    pub fn receive<R: CryptoRng + ?Sized>(
+        &mut self,
+        msg: ServerMessage,
+        rng: &mut R,
+    ) -> Result<Option<ClientMessage>, ClientError> {
+        let result = self.dispatch(msg, rng);
+        if result.is_err() {
+            self.fail();
+        }
+        result
+    }
+
+    /// Sets the input: `dim` words, each below 2^bits. Returns the masked input if the
+    /// neighbours' envelopes are already in; otherwise it is sent when they arrive.
+    /// Before the config arrives the input is kept unchecked and checked then.
+    pub fn set_input(&mut self, words: Vec<u64>) -> Result<Option<ClientMessage>, ClientError> {
+        if self.input.is_some() {
+            return Err(ClientError::InputAlreadySet);
+        }
+        if let Some(seat) = &self.seat {
+            check_input(&seat.params, &words)?;
+        }
+        self.input = Some(words);
+        if self.state == ClientState::AwaitingInput {
+            let result = self.masked_input();
+            if result.is_err() {
+                self.fail();
+            }
+            return result.map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The message that tells the server this client leaves the round; ends the round
+    /// for this client.
+    pub fn leave(&mut self, detail: &str) -> ClientMessage {
+        self.fail();
+        ClientMessage::Abort(Abort::new(AbortCode::Leaving, detail))
+    }
+
+    fn fail(&mut self) {
+        self.state = ClientState::Failed;
+        self.session = None;
+        self.seat = None;
+        if let Some(input) = &mut self.input {
+            input.zeroize();
+        }
+    }
+
+    fn dispatch<R: CryptoRng + ?Sized>(
+        &mut self,
+        msg: ServerMessage,
+        rng: &mut R,
+    ) -> Result<Option<ClientMessage>, ClientError> {
+        match (self.state, msg) {
+            (_, ServerMessage::Abort(a)) => Err(ClientError::Aborted { code: a.code, detail: a.detail }),
+            (ClientState::AwaitingConfig, ServerMessage::Config(c)) => self.on_config(c, rng).map(Some),
+            (ClientState::AwaitingKeyList, ServerMessage::KeyList(k)) => self.on_key_list(k, rng).map(Some),
+            (ClientState::AwaitingShares, ServerMessage::ForwardedShares(e)) => self.on_forwarded_shares(e),
+            (ClientState::AwaitingUnmask, ServerMessage::UnmaskRequest(r)) => self.on_unmask_request(r).map(Some),
+            (ClientState::AwaitingUnmask | ClientState::AwaitingResult, ServerMessage::RoundComplete { .. }) => {
+                // Early success: the server may finish without this client's shares.
+                self.state = ClientState::Completed;
+                self.session = None;
+                self.seat = None;
+                Ok(None)
+            }
+            (state, msg) => Err(ClientError::UnexpectedMessage { state: state.describe(), message: msg.name() }),
+        }
+    }
+
+    fn on_config<R: CryptoRng + ?Sized>(&mut self, config: Config, rng: &mut R) -> Result<ClientMessage, ClientError> {
+        let params = config.params;
+        params.validate()?;
+        if params.threshold < self.policy.min_threshold.max(2) {
+            return Err(ClientError::PolicyRefused(format!(
+                "threshold {} is below the required {}",
+                params.threshold, self.policy.min_threshold
+            )));
+        }
+        if params.dim > self.policy.max_dim {
+            return Err(ClientError::PolicyRefused(format!(
+                "dimension {} exceeds the allowed {}",
+                params.dim, self.policy.max_dim
+            )));
+        }
+        let id = params.client(config.client_id.get()).ok_or(ClientError::InvalidClientId(config.client_id.get()))?;
+        if let Some(input) = &self.input {
+            check_input(&params, input)?;
+        }
+        let neighbours = NeighbourGraph::for_round(&params).neighbours(id);
+        let channel_key = SecretKey::generate(rng);
+        let mask_key = SecretKey::generate(rng);
+        let keys = AdvertisedKeys { channel: channel_key.public_key(), mask: mask_key.public_key() };
+        self.seat = Some(Seat { params, id, neighbours, channel_key, mask_key });
+        self.app_data = Some(config.app_data);
+        self.state = ClientState::AwaitingKeyList;
+        Ok(ClientMessage::AdvertiseKeys(Box::new(keys)))
+    }
+
+    fn on_key_list<R: CryptoRng + ?Sized>(&mut self, list: KeyList, rng: &mut R) -> Result<ClientMessage, ClientError> {
+        let seat = self.seat.as_ref().ok_or(ClientError::OwnKeysMissing)?;
+        let own = AdvertisedKeys { channel: seat.channel_key.public_key(), mask: seat.mask_key.public_key() };
+        let mut peers = BTreeMap::new();
+        let mut saw_own = false;
+        let mut seen_keys = std::collections::HashSet::new();
+        let mut previous: Option<ClientId> = None;
+        for (id, keys) in list.entries {
+            if previous.is_some_and(|p| p >= id) {
+                return Err(if previous == Some(id) {
+                    ClientError::DuplicatePeer(id)
+                } else {
+                    ClientError::UnexpectedPeer(id)
+                });
+            }
+            previous = Some(id);
+            if !seen_keys.insert(keys.channel.to_bytes()) || !seen_keys.insert(keys.mask.to_bytes()) {
+                return Err(ClientError::ReusedKey(id));
+            }
+            if id == seat.id {
+                if keys != own {
+                    return Err(ClientError::OwnKeysMissing);
+                }
+                saw_own = true;
+            } else if seat.neighbours.binary_search(&id).is_ok() {
+                peers.insert(id, keys);
+            } else {
+                return Err(ClientError::UnexpectedPeer(id));
+            }
+        }
+        if !saw_own {
+            return Err(ClientError::OwnKeysMissing);
+        }
+        check_alive(peers.len() + 1, seat.params.threshold)?;
+
+        let ctx = KeyContext { session_id: list.session_id, round: seat.params.round };
+        let self_mask_secret = Zeroizing::new(Scalar::random(rng));
+        let holders: Vec<u32> = std::iter::once(seat.id).chain(peers.keys().copied()).map(ClientId::get).collect();
+        let threshold = seat.params.threshold as usize;
+        let key_shares = shamir::split(seat.mask_key.as_scalar(), threshold, &holders, rng)?;
+        let self_mask_shares = shamir::split(&self_mask_secret, threshold, &holders, rng)?;
+
+        let mut held = BTreeMap::new();
+        let mut channel_keys = BTreeMap::new();
+        let mut envelopes = Vec::with_capacity(peers.len());
+        for (k, b) in key_shares.iter().zip(&self_mask_shares) {
+            let holder = ClientId::new(k.x).ok_or(ClientError::InvalidClientId(0))?;
+            if holder == seat.id {
+                held.insert(holder, HeldShares { mask_key: Zeroizing::new(k.y), self_mask: Zeroizing::new(b.y) });
+                continue;
+            }
+            let peer_keys = peers.get(&holder).ok_or(ClientError::UnexpectedPeer(holder))?;
+            let key = channel_key(seat, &ctx, holder, peer_keys)?;
+            let mut plaintext = Zeroizing::new([0u8; SHARE_PAIR_LEN]);
+            plaintext[..32].copy_from_slice(k.y.as_bytes());
+            plaintext[32..].copy_from_slice(b.y.as_bytes());
+            let sealed = seal(&key, &envelope_context(&ctx, seat.id, holder), plaintext.as_slice(), rng);
+            let sealed: Box<[u8; ENVELOPE_LEN]> =
+                sealed.into_boxed_slice().try_into().map_err(|_| ClientError::EnvelopeRejected(holder))?;
+            envelopes.push(Envelope { peer: holder, sealed });
+            channel_keys.insert(holder, key);
+        }
+        self.session = Some(Session { ctx, peers, channel_keys, self_mask_secret, held });
+        self.state = ClientState::AwaitingShares;
+        Ok(ClientMessage::ShareKeys(envelopes))
+    }
+
+    fn on_forwarded_shares(&mut self, envelopes: Vec<Envelope>) -> Result<Option<ClientMessage>, ClientError> {
+        let (Some(seat), Some(session)) = (self.seat.as_ref(), self.session.as_mut()) else {
+            return Err(ClientError::OwnKeysMissing);
+        };
+        for envelope in envelopes {
+            let sender = envelope.peer;
+            let key = session.channel_keys.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
+            if session.held.contains_key(&sender) {
+                return Err(ClientError::DuplicatePeer(sender));
+            }
+            let plaintext = open(key, &envelope_context(&session.ctx, sender, seat.id), envelope.sealed.as_ref())
+                .map_err(|_| ClientError::EnvelopeRejected(sender))?;
+            let scalar = |bytes: &[u8]| -> Option<Scalar> {
+                let array: [u8; 32] = bytes.try_into().ok()?;
+                Option::from(Scalar::from_canonical_bytes(array))
+            };
+            let (true, Some(mask_key), Some(self_mask)) = (
+                plaintext.len() == SHARE_PAIR_LEN,
+                plaintext.get(..32).and_then(scalar),
+                plaintext.get(32..SHARE_PAIR_LEN).and_then(scalar),
+            ) else {
+                return Err(ClientError::EnvelopeRejected(sender));
+            };
+            session.held.insert(
+                sender,
+                HeldShares { mask_key: Zeroizing::new(mask_key), self_mask: Zeroizing::new(self_mask) },
+            );
+        }
+        check_alive(session.held.len(), seat.params.threshold)?;
+        if self.input.is_some() {
+            self.masked_input().map(Some)
+        } else {
+            self.state = ClientState::AwaitingInput;
+            Ok(None)
+        }
+    }
+
+    /// y = x + PRG(b_u) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv) mod 2^bits, over the
+    /// neighbours v whose envelopes arrived.
+    fn masked_input(&mut self) -> Result<ClientMessage, ClientError> {
+        let (Some(seat), Some(session), Some(mut words)) =
+            (self.seat.as_ref(), self.session.as_ref(), self.input.take())
+        else {
+            return Err(ClientError::OwnKeysMissing);
+        };
+        let mut masks = Vec::with_capacity(session.held.len());
+        masks.push((derive_self_mask_seed(&session.self_mask_secret, &session.ctx, seat.id.get()), MaskSign::Add));
+        for &peer in session.held.keys().filter(|&&p| p != seat.id) {
+            let keys = session.peers.get(&peer).ok_or(ClientError::UnexpectedPeer(peer))?;
+            masks.push((
+                pairwise_seed(&seat.mask_key, &session.ctx, seat.id, peer, &keys.mask)?,
+                sign_for(seat.id, peer),
+            ));
+        }
+        masking::apply_all(seat.params.prg, &mut words, seat.params.bits, &masks)?;
+        let packed = PackedVector::pack(&words, seat.params.bits);
+        self.state = ClientState::AwaitingUnmask;
+        Ok(ClientMessage::MaskedInput(packed))
+    }
+
+    fn on_unmask_request(&mut self, request: UnmaskRequest) -> Result<ClientMessage, ClientError> {
+        let (Some(seat), Some(session)) = (self.seat.as_ref(), self.session.as_ref()) else {
+            return Err(ClientError::OwnKeysMissing);
+        };
+        let mut requested: BTreeMap<ClientId, bool> = BTreeMap::new(); // owner → is survivor
+        for (&id, survivor) in
+            request.survivors.iter().map(|id| (id, true)).chain(request.dropped.iter().map(|id| (id, false)))
+        {
+            if let Some(&earlier) = requested.get(&id) {
+                return Err(if earlier != survivor {
+                    ClientError::BothSharesRequested(id)
+                } else {
+                    ClientError::DuplicatePeer(id)
+                });
+            }
+            if !session.held.contains_key(&id) {
+                return Err(ClientError::InconsistentUnmaskRequest(format!("{id} never shared keys with this client")));
+            }
+            requested.insert(id, survivor);
+        }
+        if requested.get(&seat.id) != Some(&true) {
+            return Err(ClientError::InconsistentUnmaskRequest(
+                "this client, whose masked input was sent, is not listed as a survivor".into(),
+            ));
+        }
+        if let Some(missing) = session.held.keys().find(|id| !requested.contains_key(id)) {
+            return Err(ClientError::InconsistentUnmaskRequest(format!(
+                "{missing} shared keys but is listed neither as survivor nor as dropped"
+            )));
+        }
+        if request.survivors.len() < seat.params.threshold as usize {
+            return Err(ClientError::InconsistentUnmaskRequest(format!(
+                "{} survivors in the neighbourhood, below the threshold {}",
+                request.survivors.len(),
+                seat.params.threshold
+            )));
+        }
+        let mut response = UnmaskResponse { self_mask_shares: Vec::new(), mask_key_shares: Vec::new() };
+        for (&owner, &survivor) in &requested {
+            let held = &session.held[&owner];
+            if survivor {
+                response.self_mask_shares.push(RevealedShare { owner, value: *held.self_mask });
+            } else {
+                response.mask_key_shares.push(RevealedShare { owner, value: *held.mask_key });
+            }
+        }
+        // Nothing secret is needed any more; a second request finds nothing to reveal.
+        self.session = None;
+        self.state = ClientState::AwaitingResult;
+        Ok(ClientMessage::UnmaskResponse(response))
+    }
+}
+
+fn check_input(params: &RoundParams, words: &[u64]) -> Result<(), ClientError> {
+    if words.len() != params.dim as usize {
+        return Err(ClientError::WrongInputLength { expected: params.dim, got: words.len() });
+    }
+    let mask = params.word_mask();
+    if let Some(index) = words.iter().position(|&w| w & !mask != 0) {
+        return Err(ClientError::InputOutOfRange { index, bits: params.bits });
+    }
+    Ok(())
+}
+
+fn check_alive(alive: usize, threshold: u32) -> Result<(), ClientError> {
+    if alive < threshold as usize {
+        return Err(ClientError::TooFewNeighbours { alive, threshold });
+    }
+    Ok(())
+}
+
+fn channel_key(
+    seat: &Seat,
+    ctx: &KeyContext,
+    peer: ClientId,
+    keys: &AdvertisedKeys,
+) -> Result<ChannelKey, ClientError> {
+    let shared = seat.channel_key.diffie_hellman(&keys.channel)?;
+    Ok(derive_channel_key(&shared, ctx, seat.id.get(), peer.get()))
+}
+
+fn envelope_context(ctx: &KeyContext, sender: ClientId, recipient: ClientId) -> EnvelopeContext {
+    EnvelopeContext { session_id: ctx.session_id, round: ctx.round, sender: sender.get(), recipient: recipient.get() }
+}
+
+/// The seed of the pairwise mask between `own` and `peer`; both ends derive the same.
+pub(crate) fn pairwise_seed(
+    own_secret: &SecretKey,
+    ctx: &KeyContext,
+    own: ClientId,
+    peer: ClientId,
+    peer_key: &privagg_crypto::PublicKey,
+) -> Result<MaskSeed, privagg_crypto::CryptoError> {
+    let shared = own_secret.diffie_hellman(peer_key)?;
+    Ok(derive_pairwise_mask_seed(&shared, ctx, own.get(), peer.get()))
+}
+
+/// How client `own` applies the pairwise mask it shares with `peer`: added when the
+/// peer's id is lower, subtracted when higher, so each pair cancels in the sum.
+pub(crate) fn sign_for(own: ClientId, peer: ClientId) -> MaskSign {
+    if peer < own { MaskSign::Add } else { MaskSign::Subtract }
+}
+
+impl Abort {
+    /// An abort whose detail is cut to 512 bytes (at a character boundary), well within
+    /// the decoder's limit.
+    pub fn new(code: AbortCode, detail: &str) -> Self {
+        let mut end = detail.len().min(512);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { code, detail: detail[..end].to_owned() }
+    }
+}

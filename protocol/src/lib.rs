@@ -1,0 +1,80 @@
+//! # privagg-protocol
+//!
+//! The sans-I/O core of privagg's secure aggregation: SecAgg (Bonawitz et al., CCS 2017)
+//! with the sparse neighbour graphs of SecAgg+ (Bell et al., CCS 2020). It holds the
+//! messages and their wire codec, the neighbour graph and its parameter finder, and two
+//! state machines — [`ClientRound`] and [`ServerRound`] — that take a message and return
+//! the messages to send. Sockets, timers and tasks live in the server and client crates;
+//! here every protocol path runs in a unit test, and [`simulate`] runs whole rounds in
+//! memory.
+//!
+//! ## One round
+//!
+//! 0. **Config.** The server sends the round's [`RoundParams`] and an application payload.
+//! 1. **AdvertiseKeys.** Each client makes two fresh Ristretto255 key pairs, `c` for the
+//!    share channel and `s` for masks, and sends the public halves. The server waits for
+//!    them (U1), hashes parameters and keys into the session id and sends each client the
+//!    keys of its neighbours.
+//! 2. **ShareKeys.** Each client draws a self-mask secret b_u, Shamir-shares b_u and its
+//!    mask key s_u (threshold t among itself and its neighbours), and seals each
+//!    neighbour's two shares under an AES-GCM key derived from DH(c_u, c_v); the
+//!    associated data binds session, round, sender and recipient. The server relays the
+//!    envelopes (U2).
+//! 3. **MaskedInput.** y_u = x_u + PRG(b_u) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv)
+//!    mod 2^b over the neighbours v in U2, where s_uv is HKDF of DH(s_u, s_v). The server
+//!    adds each y_u into one running sum as it arrives (U3).
+//! 4. **Unmask.** The server tells each survivor which of its neighbours are in the sum
+//!    and which dropped after ShareKeys; the survivor returns its shares of b_v for the
+//!    former and of s_v for the latter — never both for one v. The server rebuilds the
+//!    secrets, regenerates the masks and removes them, leaving Σ_{u∈U3} x_u mod 2^b.
+//!
+//! Every key comes out of HKDF-SHA256 with the session id as salt and a purpose label,
+//! round and client pair as info (see `privagg_crypto::kdf`), so masks never repeat
+//! across rounds, sessions or pairs.
+//!
+//! ## Guarantees
+//!
+//! * **Privacy.** Against a server that follows the protocol and colludes with fewer than
+//!   t of any client's neighbours, the server's view of an honest client's masked input
+//!   is uniform: the self mask hides it until the sum is final, and the pairwise masks
+//!   hide it if the client is declared dropped. [`graph_params`] chooses k and t so that
+//!   these conditions hold with probability 1 − 2^−40 for a given corrupt fraction.
+//! * **Correctness under dropouts.** Any client may vanish after any message. While at
+//!   least `min_clients` inputs reach the sum and every needed secret keeps t shares,
+//!   the sum over U3 is exact; otherwise the round aborts with a [`RoundAbort`] and the
+//!   server learns nothing about any input.
+//! * **Robustness.** Decoding is total and bounded by [`Limits`]. A client that sends an
+//!   out-of-phase, duplicate, malformed or wrongly sized message is dropped with a typed
+//!   [`Violation`]; the others finish.
+//! * **Honest-client checks.** A client refuses key lists, envelopes and unmask requests
+//!   that contradict its own view, and any request for both shares of one peer.
+//!
+//! The wire format and a message-sequence diagram are in `protocol/PROTOCOL.md`.
+
+mod client;
+mod error;
+pub mod graph;
+pub mod graph_params;
+pub mod masking;
+mod message;
+mod packing;
+mod round_params;
+mod server;
+mod session;
+pub mod simulator;
+mod wire;
+
+pub use client::{ClientPolicy, ClientRound, ClientState};
+pub use error::{ClientError, DecodeError, ParameterError, ParamsError, RoundAbort, ServerError, Violation};
+pub use graph::NeighbourGraph;
+pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
+pub use message::{
+    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Limits, PROTOCOL_VERSION,
+    RevealedShare, ServerMessage, UnmaskRequest, UnmaskResponse,
+};
+pub use packing::{PackedVector, packed_len};
+pub use privagg_crypto::PrgKind;
+pub use round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
+pub use server::{DropReason, DroppedClient, Outgoing, Phase, RoundOutput, ServerRound};
+pub use session::session_id;
+pub use simulator::simulate;

@@ -1,0 +1,536 @@
+//! Protocol messages and their versioned binary encoding (format in `PROTOCOL.md`).
+//!
+//! Every message is one frame: `version: u8 = 1`, `type: u8`, then the body; integers
+//! are little-endian, lists carry a u32 count, vectors are bit-packed. The transport
+//! delimits frames (one QUIC stream per message), so a frame's length is known before
+//! decoding starts and decoding must consume it exactly.
+//!
+//! Decoding is total: any byte string decodes or returns a [`DecodeError`]; counts are
+//! checked against [`Limits`] and against the bytes left before anything is allocated.
+
+use std::sync::Arc;
+
+use curve25519_dalek::Scalar;
+use privagg_crypto::{PrgKind, PublicKey};
+
+use crate::error::DecodeError;
+use crate::packing::PackedVector;
+use crate::round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
+use crate::wire::{Reader, Writer};
+
+/// Version byte that starts every frame.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Length of the encrypted share pair one client sends another:
+/// nonce (12) ‖ AES-GCM(share of the mask key ‖ share of the self-mask secret) (64) ‖ tag (16).
+pub const ENVELOPE_LEN: usize = privagg_crypto::ENVELOPE_OVERHEAD + SHARE_PAIR_LEN;
+
+/// Plaintext length of an envelope: two 32-byte scalars.
+pub(crate) const SHARE_PAIR_LEN: usize = 64;
+
+/// Upper bounds the decoder enforces before allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest list of client entries (keys, envelopes, ids, shares).
+    pub max_clients: u32,
+    /// Longest vector, in words.
+    pub max_dim: u32,
+    /// Largest application payload in a `Config`, in bytes.
+    pub max_app_data: u64,
+    /// Longest abort detail text, in bytes.
+    pub max_detail: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_clients: MAX_CLIENTS, max_dim: MAX_DIM, max_app_data: 1 << 30, max_detail: 1024 }
+    }
+}
+
+/// The two public keys a client advertises: `channel` (for the envelopes) and `mask`
+/// (for the pairwise masks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdvertisedKeys {
+    /// Public key of the channel key pair c_u.
+    pub channel: PublicKey,
+    /// Public key of the mask key pair s_u.
+    pub mask: PublicKey,
+}
+
+/// Phase 0, server → client: the round's parameters, the recipient's id and an opaque
+/// application payload (for privagg: the model and the DP parameters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Round parameters.
+    pub params: RoundParams,
+    /// The recipient's seat.
+    pub client_id: ClientId,
+    /// Application payload, shared by all recipients (hence the `Arc`).
+    pub app_data: Arc<[u8]>,
+}
+
+/// Phase 1, server → client: the session id and the keys of the recipient and of every
+/// neighbour that advertised, ascending by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyList {
+    /// Hash of the round parameters and of all advertised keys (see `session`).
+    pub session_id: [u8; 32],
+    /// `(id, keys)` of the recipient and its advertising neighbours.
+    pub entries: Vec<(ClientId, AdvertisedKeys)>,
+}
+
+/// An encrypted pair of Shamir shares and the peer it is for (in `ShareKeys`) or from
+/// (in `ForwardedShares`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Recipient (client → server) or sender (server → client).
+    pub peer: ClientId,
+    /// `ENVELOPE_LEN` bytes of AES-GCM envelope.
+    pub sealed: Box<[u8; ENVELOPE_LEN]>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Envelope({:?})", self.peer)
+    }
+}
+
+/// A Shamir share of some client's secret, as revealed in `UnmaskResponse`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RevealedShare {
+    /// The client whose secret this share is of.
+    pub owner: ClientId,
+    /// The share's value (its x-coordinate is the sender's id).
+    pub value: Scalar,
+}
+
+impl std::fmt::Debug for RevealedShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RevealedShare({:?})", self.owner)
+    }
+}
+
+/// Phase 4, server → client: which of the recipient's neighbours (itself included)
+/// survived to the sum, and which dropped after sharing their keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmaskRequest {
+    /// Owners whose self-mask share is requested (their input is in the sum).
+    pub survivors: Vec<ClientId>,
+    /// Owners whose mask-key share is requested (they dropped after ShareKeys).
+    pub dropped: Vec<ClientId>,
+}
+
+/// Phase 4, client → server: the requested shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmaskResponse {
+    /// Shares of the self-mask secrets b_v of the survivors.
+    pub self_mask_shares: Vec<RevealedShare>,
+    /// Shares of the mask keys s_v of the dropped.
+    pub mask_key_shares: Vec<RevealedShare>,
+}
+
+/// Why a round (or a client's part in it) ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AbortCode {
+    /// Fewer clients than the round's minimum remained.
+    TooFewClients,
+    /// A peer broke the protocol.
+    ProtocolViolation,
+    /// The server could not reconstruct a needed secret.
+    ReconstructionFailed,
+    /// The client leaves the round of its own accord (e.g. wrong dimension, policy).
+    Leaving,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl AbortCode {
+    fn to_byte(self) -> u8 {
+        match self {
+            Self::TooFewClients => 1,
+            Self::ProtocolViolation => 2,
+            Self::ReconstructionFailed => 3,
+            Self::Leaving => 4,
+            Self::Shutdown => 5,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::TooFewClients,
+            2 => Self::ProtocolViolation,
+            3 => Self::ReconstructionFailed,
+            4 => Self::Leaving,
+            5 => Self::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+/// An abort, from either side: a code and a human-readable detail (at most
+/// `Limits::max_detail` bytes of UTF-8; never secrets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abort {
+    /// Machine-readable reason.
+    pub code: AbortCode,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// Messages the server sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// Phase 0: round parameters.
+    Config(Config),
+    /// Phase 1: advertised keys of the neighbourhood.
+    KeyList(KeyList),
+    /// Phase 2→3: envelopes addressed to the recipient, from neighbours that shared keys.
+    ForwardedShares(Vec<Envelope>),
+    /// Phase 4: the unmasking request.
+    UnmaskRequest(UnmaskRequest),
+    /// The sum is recovered; `inputs` clients' inputs are in it.
+    RoundComplete {
+        /// Number of inputs in the released sum.
+        inputs: u32,
+    },
+    /// The round ended without a result.
+    Abort(Abort),
+}
+
+/// Messages a client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// Phase 1: the client's two public keys (boxed: a decoded key carries its point,
+    /// which would make every message hundreds of bytes).
+    AdvertiseKeys(Box<AdvertisedKeys>),
+    /// Phase 2: one envelope per advertising neighbour.
+    ShareKeys(Vec<Envelope>),
+    /// Phase 3: the masked input.
+    MaskedInput(PackedVector),
+    /// Phase 4: the requested shares.
+    UnmaskResponse(UnmaskResponse),
+    /// The client leaves the round.
+    Abort(Abort),
+}
+
+mod tag {
+    pub const CONFIG: u8 = 0x01;
+    pub const KEY_LIST: u8 = 0x02;
+    pub const FORWARDED_SHARES: u8 = 0x03;
+    pub const UNMASK_REQUEST: u8 = 0x04;
+    pub const ROUND_COMPLETE: u8 = 0x05;
+    pub const SERVER_ABORT: u8 = 0x06;
+    pub const ADVERTISE_KEYS: u8 = 0x11;
+    pub const SHARE_KEYS: u8 = 0x12;
+    pub const MASKED_INPUT: u8 = 0x13;
+    pub const UNMASK_RESPONSE: u8 = 0x14;
+    pub const CLIENT_ABORT: u8 = 0x15;
+}
+
+const KEYS_LEN: usize = 2 * PublicKey::LEN;
+const ID_LEN: usize = 4;
+const SHARE_LEN: usize = ID_LEN + 32;
+
+impl Config {
+    /// The encoded message split before the application payload: `head ‖ app_data`
+    /// is exactly `ServerMessage::Config(self).encode()`. A server sending one payload to
+    /// many clients writes the shared bytes without copying them per client.
+    pub fn encode_split(&self) -> (Vec<u8>, Arc<[u8]>) {
+        let mut w = frame(tag::CONFIG, 64);
+        encode_params(&mut w, &self.params);
+        w.u32(self.client_id.get());
+        w.u32(u32::try_from(self.app_data.len()).unwrap_or(u32::MAX));
+        (w.into_bytes(), self.app_data.clone())
+    }
+}
+
+impl ServerMessage {
+    /// Short name of the message type, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "Config",
+            Self::KeyList(_) => "KeyList",
+            Self::ForwardedShares(_) => "ForwardedShares",
+            Self::UnmaskRequest(_) => "UnmaskRequest",
+            Self::RoundComplete { .. } => "RoundComplete",
+            Self::Abort(_) => "Abort",
+        }
+    }
+
+    /// Encodes the message as one frame.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Config(c) => {
+                let (mut head, app_data) = c.encode_split();
+                head.extend_from_slice(&app_data);
+                head
+            }
+            Self::KeyList(k) => {
+                let mut w = frame(tag::KEY_LIST, 36 + k.entries.len() * (ID_LEN + KEYS_LEN));
+                w.bytes(&k.session_id);
+                w.u32(k.entries.len() as u32);
+                for (id, keys) in &k.entries {
+                    w.u32(id.get());
+                    encode_keys(&mut w, keys);
+                }
+                w.into_bytes()
+            }
+            Self::ForwardedShares(envelopes) => encode_envelopes(tag::FORWARDED_SHARES, envelopes),
+            Self::UnmaskRequest(r) => {
+                let mut w = frame(tag::UNMASK_REQUEST, 8 + 4 * (r.survivors.len() + r.dropped.len()));
+                encode_ids(&mut w, &r.survivors);
+                encode_ids(&mut w, &r.dropped);
+                w.into_bytes()
+            }
+            Self::RoundComplete { inputs } => {
+                let mut w = frame(tag::ROUND_COMPLETE, 4);
+                w.u32(*inputs);
+                w.into_bytes()
+            }
+            Self::Abort(a) => encode_abort(tag::SERVER_ABORT, a),
+        }
+    }
+
+    /// Decodes one frame; never panics, never allocates beyond `limits`.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        let (ty, mut r) = open_frame(bytes)?;
+        let msg = match ty {
+            tag::CONFIG => {
+                let params = decode_params(&mut r)?;
+                let client_id = decode_id(&mut r)?;
+                let app_data = r.len_prefixed("application data", limits.max_app_data)?;
+                Self::Config(Config { params, client_id, app_data: Arc::from(app_data) })
+            }
+            tag::KEY_LIST => {
+                let session_id = r.array()?;
+                let count = r.count("key list entries", limits.max_clients.into(), ID_LEN + KEYS_LEN)?;
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push((decode_id(&mut r)?, decode_keys(&mut r)?));
+                }
+                Self::KeyList(KeyList { session_id, entries })
+            }
+            tag::FORWARDED_SHARES => Self::ForwardedShares(decode_envelopes(&mut r, limits)?),
+            tag::UNMASK_REQUEST => Self::UnmaskRequest(UnmaskRequest {
+                survivors: decode_ids(&mut r, limits)?,
+                dropped: decode_ids(&mut r, limits)?,
+            }),
+            tag::ROUND_COMPLETE => Self::RoundComplete { inputs: r.u32()? },
+            tag::SERVER_ABORT => Self::Abort(decode_abort(&mut r, limits)?),
+            other => return Err(DecodeError::UnknownMessageType(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+impl ClientMessage {
+    /// Short name of the message type, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AdvertiseKeys(_) => "AdvertiseKeys",
+            Self::ShareKeys(_) => "ShareKeys",
+            Self::MaskedInput(_) => "MaskedInput",
+            Self::UnmaskResponse(_) => "UnmaskResponse",
+            Self::Abort(_) => "Abort",
+        }
+    }
+
+    /// Encodes the message as one frame.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::AdvertiseKeys(keys) => {
+                let mut w = frame(tag::ADVERTISE_KEYS, KEYS_LEN);
+                encode_keys(&mut w, keys);
+                w.into_bytes()
+            }
+            Self::ShareKeys(envelopes) => encode_envelopes(tag::SHARE_KEYS, envelopes),
+            Self::MaskedInput(v) => {
+                let mut w = frame(tag::MASKED_INPUT, 5 + v.as_bytes().len());
+                w.u32(v.dim());
+                w.u8(v.bits());
+                w.bytes(v.as_bytes());
+                w.into_bytes()
+            }
+            Self::UnmaskResponse(r) => {
+                let len = 8 + SHARE_LEN * (r.self_mask_shares.len() + r.mask_key_shares.len());
+                let mut w = frame(tag::UNMASK_RESPONSE, len);
+                encode_shares(&mut w, &r.self_mask_shares);
+                encode_shares(&mut w, &r.mask_key_shares);
+                w.into_bytes()
+            }
+            Self::Abort(a) => encode_abort(tag::CLIENT_ABORT, a),
+        }
+    }
+
+    /// Decodes one frame; never panics, never allocates beyond `limits`.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        let (ty, mut r) = open_frame(bytes)?;
+        let msg = match ty {
+            tag::ADVERTISE_KEYS => Self::AdvertiseKeys(Box::new(decode_keys(&mut r)?)),
+            tag::SHARE_KEYS => Self::ShareKeys(decode_envelopes(&mut r, limits)?),
+            tag::MASKED_INPUT => {
+                let dim = r.u32()?;
+                if dim > limits.max_dim {
+                    return Err(DecodeError::LimitExceeded {
+                        what: "vector length",
+                        value: dim.into(),
+                        limit: limits.max_dim.into(),
+                    });
+                }
+                let bits = r.u8()?;
+                let rest = r.take(r.remaining())?;
+                Self::MaskedInput(PackedVector::from_bytes(dim, bits, rest.to_vec())?)
+            }
+            tag::UNMASK_RESPONSE => Self::UnmaskResponse(UnmaskResponse {
+                self_mask_shares: decode_shares(&mut r, limits)?,
+                mask_key_shares: decode_shares(&mut r, limits)?,
+            }),
+            tag::CLIENT_ABORT => Self::Abort(decode_abort(&mut r, limits)?),
+            other => return Err(DecodeError::UnknownMessageType(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+fn frame(ty: u8, body_len: usize) -> Writer {
+    let mut w = Writer::with_capacity(2 + body_len);
+    w.u8(PROTOCOL_VERSION);
+    w.u8(ty);
+    w
+}
+
+fn open_frame(bytes: &[u8]) -> Result<(u8, Reader<'_>), DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    Ok((r.u8()?, r))
+}
+
+/// The canonical encoding of round parameters (also hashed into the session id).
+pub(crate) fn encode_params_bytes(p: &RoundParams) -> Vec<u8> {
+    let mut w = Writer::with_capacity(64);
+    encode_params(&mut w, p);
+    w.into_bytes()
+}
+
+fn encode_params(w: &mut Writer, p: &RoundParams) {
+    w.u64(p.round);
+    w.u32(p.num_clients);
+    w.u32(p.neighbours);
+    w.u32(p.threshold);
+    w.u32(p.min_clients);
+    w.u32(p.dim);
+    w.u8(p.bits);
+    w.u8(match p.prg {
+        PrgKind::Aes128Ctr => 1,
+        PrgKind::ChaCha20 => 2,
+    });
+    w.bytes(&p.graph_seed);
+}
+
+fn decode_params(r: &mut Reader<'_>) -> Result<RoundParams, DecodeError> {
+    Ok(RoundParams {
+        round: r.u64()?,
+        num_clients: r.u32()?,
+        neighbours: r.u32()?,
+        threshold: r.u32()?,
+        min_clients: r.u32()?,
+        dim: r.u32()?,
+        bits: r.u8()?,
+        prg: match r.u8()? {
+            1 => PrgKind::Aes128Ctr,
+            2 => PrgKind::ChaCha20,
+            _ => return Err(DecodeError::InvalidField("prg")),
+        },
+        graph_seed: r.array()?,
+    })
+}
+
+fn decode_id(r: &mut Reader<'_>) -> Result<ClientId, DecodeError> {
+    ClientId::new(r.u32()?).ok_or(DecodeError::InvalidField("client id"))
+}
+
+fn encode_ids(w: &mut Writer, ids: &[ClientId]) {
+    w.u32(ids.len() as u32);
+    for id in ids {
+        w.u32(id.get());
+    }
+}
+
+fn decode_ids(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<ClientId>, DecodeError> {
+    let count = r.count("id list", limits.max_clients.into(), ID_LEN)?;
+    (0..count).map(|_| decode_id(r)).collect()
+}
+
+fn encode_keys(w: &mut Writer, keys: &AdvertisedKeys) {
+    w.bytes(&keys.channel.to_bytes());
+    w.bytes(&keys.mask.to_bytes());
+}
+
+fn decode_keys(r: &mut Reader<'_>) -> Result<AdvertisedKeys, DecodeError> {
+    let channel = PublicKey::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidPublicKey)?;
+    let mask = PublicKey::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidPublicKey)?;
+    Ok(AdvertisedKeys { channel, mask })
+}
+
+fn encode_envelopes(ty: u8, envelopes: &[Envelope]) -> Vec<u8> {
+    let mut w = frame(ty, 4 + envelopes.len() * (ID_LEN + ENVELOPE_LEN));
+    w.u32(envelopes.len() as u32);
+    for e in envelopes {
+        w.u32(e.peer.get());
+        w.bytes(e.sealed.as_ref());
+    }
+    w.into_bytes()
+}
+
+fn decode_envelopes(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<Envelope>, DecodeError> {
+    let count = r.count("envelopes", limits.max_clients.into(), ID_LEN + ENVELOPE_LEN)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let peer = decode_id(r)?;
+        out.push(Envelope { peer, sealed: Box::new(r.array()?) });
+    }
+    Ok(out)
+}
+
+fn encode_shares(w: &mut Writer, shares: &[RevealedShare]) {
+    w.u32(shares.len() as u32);
+    for s in shares {
+        w.u32(s.owner.get());
+        w.bytes(s.value.as_bytes());
+    }
+}
+
+fn decode_shares(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<RevealedShare>, DecodeError> {
+    let count = r.count("shares", limits.max_clients.into(), SHARE_LEN)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let owner = decode_id(r)?;
+        out.push(RevealedShare { owner, value: decode_scalar(r)? });
+    }
+    Ok(out)
+}
+
+/// A canonical 32-byte scalar; non-canonical encodings are rejected.
+pub(crate) fn decode_scalar(r: &mut Reader<'_>) -> Result<Scalar, DecodeError> {
+    Option::from(Scalar::from_canonical_bytes(r.array()?)).ok_or(DecodeError::InvalidScalar)
+}
+
+fn encode_abort(ty: u8, a: &Abort) -> Vec<u8> {
+    let mut w = frame(ty, 5 + a.detail.len());
+    w.u8(a.code.to_byte());
+    w.len_prefixed(a.detail.as_bytes());
+    w.into_bytes()
+}
+
+fn decode_abort(r: &mut Reader<'_>, limits: &Limits) -> Result<Abort, DecodeError> {
+    let code = AbortCode::from_byte(r.u8()?).ok_or(DecodeError::InvalidField("abort code"))?;
+    let detail = r.len_prefixed("abort detail", limits.max_detail.into())?;
+    let detail = std::str::from_utf8(detail).map_err(|_| DecodeError::InvalidField("abort detail"))?.to_owned();
+    Ok(Abort { code, detail })
+}

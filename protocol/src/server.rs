@@ -1,0 +1,658 @@
+//! The server side of one round, as a state machine. It takes client messages, the
+//! driver's decisions (a client's connection died, a phase's deadline passed) and
+//! returns messages to send; it reads no clock and opens no socket.
+//!
+//! ```text
+//! AdvertiseKeys ─▶ ShareKeys ─▶ MaskedInput ─▶ Unmask ─▶ Reconstruct ─finalize()─▶ Completed
+//!        └──────────────┴────────────┴────────────┴──▶ Aborted (fewer than min_clients / t)
+//! ```
+//!
+//! A phase ends when every client still in the round has answered, or when the driver
+//! calls [`ServerRound::close_phase`] at its deadline; clients that have not answered
+//! are then dropped. Masked inputs are added into one running sum as they arrive, so
+//! the server holds O(m) words of vector state however many clients take part; the rest
+//! is O(n·k) keys, envelopes and shares.
+//!
+//! A client that breaks the protocol is dropped and the error says why; the others are
+//! unaffected. A client whose masked input is in the sum stays in the sum whatever it
+//! does later: its self mask is then rebuilt from its neighbours' shares.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use curve25519_dalek::Scalar;
+use privagg_crypto::{KeyContext, MaskSeed, MaskSign, SecretKey, derive_self_mask_seed, shamir};
+use rayon::prelude::*;
+
+use crate::client::{pairwise_seed, sign_for};
+use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
+use crate::graph::NeighbourGraph;
+use crate::masking;
+use crate::message::{
+    Abort, AdvertisedKeys, ClientMessage, Config, Envelope, KeyList, RevealedShare, ServerMessage, UnmaskRequest,
+    UnmaskResponse,
+};
+use crate::packing::PackedVector;
+use crate::round_params::{ClientId, RoundParams};
+use crate::session::session_id;
+
+/// The phases of a round, as the server sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Collecting public keys (U1).
+    AdvertiseKeys,
+    /// Collecting share envelopes (U2).
+    ShareKeys,
+    /// Collecting masked inputs into the running sum (U3).
+    MaskedInput,
+    /// Collecting shares for unmasking.
+    Unmask,
+    /// Enough shares are in; [`ServerRound::finalize`] removes the masks.
+    Reconstruct,
+    /// The sum is recovered.
+    Completed,
+    /// The round ended without a sum.
+    Aborted,
+}
+
+/// Why a client left the round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// It did not answer before the phase's deadline.
+    MissedDeadline,
+    /// The driver lost its connection.
+    ConnectionLost,
+    /// It said it was leaving.
+    Left(String),
+    /// It broke the protocol.
+    Violation(Violation),
+}
+
+/// A client that left the round, when and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedClient {
+    /// The client.
+    pub client: ClientId,
+    /// The phase during which it left.
+    pub phase: Phase,
+    /// Why.
+    pub reason: DropReason,
+    /// Whether its masked input was already in the sum (it stays there).
+    pub in_sum: bool,
+}
+
+/// A message for one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Recipient.
+    pub to: ClientId,
+    /// Message.
+    pub message: ServerMessage,
+}
+
+/// The result of a completed round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundOutput {
+    /// Σ x_u mod 2^bits over the clients in `included`.
+    pub sum: Vec<u64>,
+    /// The clients whose inputs are in the sum (U3), ascending.
+    pub included: Vec<ClientId>,
+}
+
+#[derive(Default)]
+struct Slot {
+    dropped: Option<DroppedClient>,
+    answered: bool,
+    keys: Option<AdvertisedKeys>,
+    /// Sent its ShareKeys (U2).
+    shared: bool,
+    /// Its masked input is in the sum (U3).
+    in_sum: bool,
+    /// Owners whose shares this client was asked for: owner → is survivor.
+    requested: BTreeMap<ClientId, bool>,
+}
+
+/// The server's part in one round.
+pub struct ServerRound {
+    params: RoundParams,
+    graph: NeighbourGraph,
+    phase: Phase,
+    slots: Vec<Slot>,
+    outgoing: Vec<Outgoing>,
+    ctx: Option<KeyContext>,
+    used_keys: HashSet<[u8; 32]>,
+    /// Envelopes waiting for the ShareKeys phase to end, by recipient (peer = sender).
+    inbox: HashMap<ClientId, Vec<Envelope>>,
+    sum: Vec<u64>,
+    /// Revealed shares by owner: (holder id, value).
+    shares: BTreeMap<ClientId, Vec<(u32, Scalar)>>,
+    abort: Option<RoundAbort>,
+    output: Option<RoundOutput>,
+}
+
+impl ServerRound {
+    /// Starts a round: checks the parameters and queues a `Config` for every client.
+    /// `app_data` travels to every client unchanged (for privagg: model and DP settings).
+    pub fn new(params: RoundParams, app_data: Arc<[u8]>) -> Result<Self, ParamsError> {
+        params.validate()?;
+        let graph = NeighbourGraph::for_round(&params);
+        let outgoing = params
+            .client_ids()
+            .map(|to| Outgoing {
+                to,
+                message: ServerMessage::Config(Config {
+                    params: params.clone(),
+                    client_id: to,
+                    app_data: app_data.clone(),
+                }),
+            })
+            .collect();
+        let slots = (0..params.num_clients).map(|_| Slot::default()).collect();
+        Ok(Self {
+            params,
+            graph,
+            phase: Phase::AdvertiseKeys,
+            slots,
+            outgoing,
+            ctx: None,
+            used_keys: HashSet::new(),
+            inbox: HashMap::new(),
+            sum: Vec::new(),
+            shares: BTreeMap::new(),
+            abort: None,
+            output: None,
+        })
+    }
+
+    /// The round's parameters.
+    pub fn params(&self) -> &RoundParams {
+        &self.params
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Takes the messages queued for sending.
+    pub fn drain_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// The clients that left the round so far, ascending by id.
+    pub fn dropped(&self) -> Vec<DroppedClient> {
+        self.slots.iter().filter_map(|s| s.dropped.clone()).collect()
+    }
+
+    /// Why the round aborted, if it did.
+    pub fn abort_reason(&self) -> Option<&RoundAbort> {
+        self.abort.as_ref()
+    }
+
+    /// The recovered sum, once the round completed.
+    pub fn output(&self) -> Option<&RoundOutput> {
+        self.output.as_ref()
+    }
+
+    /// Takes the recovered sum out of a completed round.
+    pub fn take_output(&mut self) -> Option<RoundOutput> {
+        self.output.take()
+    }
+
+    /// Whether `client` is still taking part (not dropped).
+    pub fn is_active(&self, client: ClientId) -> bool {
+        self.slot(client).is_some_and(|s| s.dropped.is_none())
+    }
+
+    /// Handles one message from `from`. On [`ServerError::Violation`] the sender has
+    /// been dropped; the other errors change nothing. Either way, other clients are
+    /// unaffected (though the drop may end the phase or the round).
+    pub fn receive(&mut self, from: u32, msg: ClientMessage) -> Result<(), ServerError> {
+        let client = self.params.client(from).ok_or(ServerError::UnknownClient(from))?;
+        if self.slots[client.index()].dropped.is_some() {
+            return Err(ServerError::AlreadyDropped(client));
+        }
+        if !matches!(self.phase, Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Unmask) {
+            return Err(ServerError::RoundOver);
+        }
+        if let ClientMessage::Abort(a) = msg {
+            self.drop_client(client, DropReason::Left(a.detail));
+            return Ok(());
+        }
+        if let Err(violation) = self.accept(client, msg) {
+            self.drop_client(client, DropReason::Violation(violation.clone()));
+            return Err(ServerError::Violation { client, violation });
+        }
+        self.slots[client.index()].answered = true;
+        self.advance_if_everyone_answered();
+        Ok(())
+    }
+
+    /// Drops `client` from the round (its connection died, or the driver decided so).
+    /// Dropping an unknown or already dropped client does nothing.
+    pub fn drop_client(&mut self, client: ClientId, reason: DropReason) {
+        let phase = self.phase;
+        let Some(slot) = self.slot_mut(client) else { return };
+        if slot.dropped.is_some() || matches!(phase, Phase::Completed | Phase::Aborted) {
+            return;
+        }
+        slot.dropped = Some(DroppedClient { client, phase, reason, in_sum: slot.in_sum });
+        self.check_enough_remain();
+        self.advance_if_everyone_answered();
+    }
+
+    /// The current phase's deadline passed: drops every client still in the round that
+    /// has not answered, then moves on (or aborts).
+    pub fn close_phase(&mut self) {
+        if !matches!(self.phase, Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Unmask) {
+            return;
+        }
+        let phase = self.phase;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.dropped.is_none() && !slot.answered && owes_message(phase, slot) {
+                slot.dropped = Some(DroppedClient {
+                    client: ClientId::from_index(i),
+                    phase,
+                    reason: DropReason::MissedDeadline,
+                    in_sum: slot.in_sum,
+                });
+            }
+        }
+        if self.phase == Phase::Unmask {
+            self.finish_unmask_phase();
+        } else {
+            self.check_enough_remain();
+            self.advance_if_everyone_answered();
+        }
+    }
+
+    /// Whether the unmask phase already holds enough shares to finish without waiting
+    /// for the remaining clients (a driver may then call [`ServerRound::close_phase`]).
+    pub fn has_enough_shares(&self) -> bool {
+        self.phase == Phase::Unmask && self.missing_shares().is_none()
+    }
+
+    /// Aborts the round (e.g. on shutdown) and tells the remaining clients.
+    pub fn cancel(&mut self, detail: &str) {
+        self.abort_round(RoundAbort::Cancelled(detail.to_owned()));
+    }
+
+    /// Rebuilds the needed secrets and removes every mask from the running sum. Runs in
+    /// the `Reconstruct` phase, spreading the mask expansion over rayon's pool; ends in
+    /// `Completed` (and queues `RoundComplete` messages) or `Aborted`.
+    pub fn finalize(&mut self) -> Result<&RoundOutput, RoundAbort> {
+        if self.phase != Phase::Reconstruct {
+            return Err(self
+                .abort
+                .clone()
+                .unwrap_or_else(|| RoundAbort::Cancelled(format!("finalize called in the {:?} phase", self.phase))));
+        }
+        match self.remove_masks() {
+            Ok(()) => {
+                let included: Vec<ClientId> = self.members(|s| s.in_sum).collect();
+                let inputs = included.len() as u32;
+                for to in self.members(|s| s.dropped.is_none()).collect::<Vec<_>>() {
+                    self.outgoing.push(Outgoing { to, message: ServerMessage::RoundComplete { inputs } });
+                }
+                self.phase = Phase::Completed;
+                self.shares.clear();
+                self.output = Some(RoundOutput { sum: std::mem::take(&mut self.sum), included });
+                self.output.as_ref().ok_or(RoundAbort::Cancelled("no output".into()))
+            }
+            Err(abort) => {
+                self.abort_round(abort.clone());
+                Err(abort)
+            }
+        }
+    }
+
+    fn slot(&self, client: ClientId) -> Option<&Slot> {
+        self.slots.get(client.index())
+    }
+
+    fn slot_mut(&mut self, client: ClientId) -> Option<&mut Slot> {
+        self.slots.get_mut(client.index())
+    }
+
+    fn members(&self, pred: impl Fn(&Slot) -> bool) -> impl Iterator<Item = ClientId> {
+        self.slots.iter().enumerate().filter(move |(_, s)| pred(s)).map(|(i, _)| ClientId::from_index(i))
+    }
+
+    /// Whether a client in the round owes a message in the current phase.
+    fn phase_concerns(&self, slot: &Slot) -> bool {
+        owes_message(self.phase, slot)
+    }
+
+    fn accept(&mut self, client: ClientId, msg: ClientMessage) -> Result<(), Violation> {
+        let slot = &self.slots[client.index()];
+        let expected = match self.phase {
+            Phase::AdvertiseKeys => "AdvertiseKeys",
+            Phase::ShareKeys => "ShareKeys",
+            Phase::MaskedInput => "MaskedInput",
+            _ => "UnmaskResponse",
+        };
+        if msg.name() != expected || !self.phase_concerns(slot) {
+            return Err(Violation::UnexpectedMessage { phase: self.phase, message: msg.name() });
+        }
+        if slot.answered {
+            return Err(Violation::DuplicateMessage(msg.name()));
+        }
+        match msg {
+            ClientMessage::AdvertiseKeys(keys) => self.accept_keys(client, *keys),
+            ClientMessage::ShareKeys(envelopes) => self.accept_envelopes(client, envelopes),
+            ClientMessage::MaskedInput(vector) => self.accept_masked_input(client, &vector),
+            ClientMessage::UnmaskResponse(response) => self.accept_shares(client, response),
+            ClientMessage::Abort(_) => Ok(()),
+        }
+    }
+
+    fn accept_keys(&mut self, client: ClientId, keys: AdvertisedKeys) -> Result<(), Violation> {
+        let (channel, mask) = (keys.channel.to_bytes(), keys.mask.to_bytes());
+        if channel == mask || self.used_keys.contains(&channel) || self.used_keys.contains(&mask) {
+            return Err(Violation::ReusedKey);
+        }
+        self.used_keys.extend([channel, mask]);
+        self.slots[client.index()].keys = Some(keys);
+        Ok(())
+    }
+
+    fn accept_envelopes(&mut self, client: ClientId, envelopes: Vec<Envelope>) -> Result<(), Violation> {
+        let expected: Vec<ClientId> =
+            self.graph.neighbours(client).into_iter().filter(|&v| self.slots[v.index()].keys.is_some()).collect();
+        let mut got: Vec<ClientId> = envelopes.iter().map(|e| e.peer).collect();
+        got.sort_unstable();
+        if got != expected {
+            return Err(Violation::WrongEnvelopes(format!("addressed to {got:?}, expected {expected:?}")));
+        }
+        for mut envelope in envelopes {
+            let recipient = std::mem::replace(&mut envelope.peer, client);
+            self.inbox.entry(recipient).or_default().push(envelope);
+        }
+        self.slots[client.index()].shared = true;
+        Ok(())
+    }
+
+    fn accept_masked_input(&mut self, client: ClientId, vector: &PackedVector) -> Result<(), Violation> {
+        if vector.dim() != self.params.dim || vector.bits() != self.params.bits {
+            return Err(Violation::WrongVectorShape {
+                dim: vector.dim(),
+                bits: vector.bits(),
+                expected_dim: self.params.dim,
+                expected_bits: self.params.bits,
+            });
+        }
+        vector.add_into(&mut self.sum);
+        self.slots[client.index()].in_sum = true;
+        Ok(())
+    }
+
+    fn accept_shares(&mut self, client: ClientId, response: UnmaskResponse) -> Result<(), Violation> {
+        let slot = &self.slots[client.index()];
+        let mut answered: BTreeMap<ClientId, bool> = BTreeMap::new();
+        let pairs = response
+            .self_mask_shares
+            .iter()
+            .map(|s| (s, true))
+            .chain(response.mask_key_shares.iter().map(|s| (s, false)));
+        for (share, survivor) in pairs {
+            if answered.insert(share.owner, survivor).is_some() {
+                return Err(Violation::WrongShares(format!("two shares of {}", share.owner)));
+            }
+        }
+        if answered != slot.requested {
+            return Err(Violation::WrongShares("the owners or kinds differ from the request".into()));
+        }
+        let holder = client.get();
+        for RevealedShare { owner, value } in response.self_mask_shares.into_iter().chain(response.mask_key_shares) {
+            self.shares.entry(owner).or_default().push((holder, value));
+        }
+        Ok(())
+    }
+
+    /// Aborts if fewer than `min_clients` can still end up in the sum.
+    fn check_enough_remain(&mut self) {
+        let remaining = match self.phase {
+            Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput => {
+                self.slots.iter().filter(|s| s.dropped.is_none() || s.in_sum).count()
+            }
+            _ => return,
+        };
+        if remaining < self.params.min_clients as usize {
+            self.abort_round(RoundAbort::TooFewClients {
+                phase: self.phase,
+                remaining,
+                required: self.params.min_clients,
+            });
+        }
+    }
+
+    fn advance_if_everyone_answered(&mut self) {
+        let waiting = self.slots.iter().any(|s| s.dropped.is_none() && !s.answered && self.phase_concerns(s));
+        if waiting {
+            return;
+        }
+        match self.phase {
+            Phase::AdvertiseKeys => self.start_share_keys(),
+            Phase::ShareKeys => self.start_masked_input(),
+            Phase::MaskedInput => self.start_unmask(),
+            Phase::Unmask => self.finish_unmask_phase(),
+            _ => {}
+        }
+    }
+
+    fn next_phase(&mut self, phase: Phase, responders: usize) -> bool {
+        if responders < self.params.min_clients as usize {
+            self.abort_round(RoundAbort::TooFewClients {
+                phase: self.phase,
+                remaining: responders,
+                required: self.params.min_clients,
+            });
+            return false;
+        }
+        self.phase = phase;
+        for s in &mut self.slots {
+            s.answered = false;
+        }
+        true
+    }
+
+    fn start_share_keys(&mut self) {
+        // From here on, `keys.is_some()` means "in U1".
+        for slot in self.slots.iter_mut().filter(|s| s.dropped.is_some()) {
+            slot.keys = None;
+        }
+        let u1: Vec<ClientId> = self.members(|s| s.keys.is_some()).collect();
+        if !self.next_phase(Phase::ShareKeys, u1.len()) {
+            return;
+        }
+        let keys: Vec<(ClientId, &AdvertisedKeys)> =
+            u1.iter().filter_map(|&c| self.slots[c.index()].keys.as_ref().map(|k| (c, k))).collect();
+        let session_id = session_id(&self.params, keys.into_iter());
+        self.ctx = Some(KeyContext { session_id, round: self.params.round });
+        for &to in &u1 {
+            let entries = std::iter::once(to)
+                .chain(self.graph.neighbours(to))
+                .filter_map(|c| self.slots[c.index()].keys.map(|k| (c, k)))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            self.outgoing.push(Outgoing { to, message: ServerMessage::KeyList(KeyList { session_id, entries }) });
+        }
+    }
+
+    fn start_masked_input(&mut self) {
+        // From here on, `shared` means "in U2".
+        for slot in self.slots.iter_mut().filter(|s| s.dropped.is_some()) {
+            slot.shared = false;
+        }
+        let u2: Vec<ClientId> = self.members(|s| s.shared).collect();
+        if !self.next_phase(Phase::MaskedInput, u2.len()) {
+            return;
+        }
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for &to in &u2 {
+            let mut envelopes = inbox.remove(&to).unwrap_or_default();
+            envelopes.retain(|e| self.slots[e.peer.index()].shared);
+            envelopes.sort_unstable_by_key(|e| e.peer);
+            self.outgoing.push(Outgoing { to, message: ServerMessage::ForwardedShares(envelopes) });
+        }
+        self.sum = vec![0; self.params.dim as usize];
+    }
+
+    fn start_unmask(&mut self) {
+        let u3: Vec<ClientId> = self.members(|s| s.in_sum).collect();
+        if !self.next_phase(Phase::Unmask, u3.len()) {
+            return;
+        }
+        for &to in &u3 {
+            let mut requested = BTreeMap::from([(to, true)]);
+            for v in self.graph.neighbours(to) {
+                let s = &self.slots[v.index()];
+                if s.shared {
+                    requested.insert(v, s.in_sum);
+                }
+            }
+            let slot = &mut self.slots[to.index()];
+            slot.requested = requested;
+            if slot.dropped.is_some() {
+                continue;
+            }
+            let (survivors, dropped) = slot.requested.iter().partition::<Vec<_>, _>(|(_, s)| **s);
+            self.outgoing.push(Outgoing {
+                to,
+                message: ServerMessage::UnmaskRequest(UnmaskRequest {
+                    survivors: survivors.into_iter().map(|(c, _)| *c).collect(),
+                    dropped: dropped.into_iter().map(|(c, _)| *c).collect(),
+                }),
+            });
+        }
+        self.advance_if_everyone_answered();
+    }
+
+    fn finish_unmask_phase(&mut self) {
+        match self.missing_shares() {
+            None => self.phase = Phase::Reconstruct,
+            Some(abort) => self.abort_round(abort),
+        }
+    }
+
+    /// The secrets still lacking `t` shares: the self-mask secret of every client in the
+    /// sum, the mask key of every client that shared keys but is not in the sum.
+    fn missing_shares(&self) -> Option<RoundAbort> {
+        let threshold = self.params.threshold;
+        self.members(|s| s.shared).find_map(|owner| {
+            let available = self.shares.get(&owner).map_or(0, Vec::len);
+            (available < threshold as usize).then_some(RoundAbort::TooFewShares { owner, available, threshold })
+        })
+    }
+
+    fn abort_round(&mut self, abort: RoundAbort) {
+        if matches!(self.phase, Phase::Completed | Phase::Aborted) {
+            return;
+        }
+        let message = ServerMessage::Abort(Abort::new(abort.code(), &abort.to_string()));
+        for to in self.members(|s| s.dropped.is_none()).collect::<Vec<_>>() {
+            self.outgoing.push(Outgoing { to, message: message.clone() });
+        }
+        self.phase = Phase::Aborted;
+        self.abort = Some(abort);
+        self.sum = Vec::new();
+        self.shares.clear();
+        self.inbox.clear();
+    }
+
+    fn remove_masks(&mut self) -> Result<(), RoundAbort> {
+        let ctx = self.ctx.ok_or_else(|| RoundAbort::Cancelled("no session".into()))?;
+        let threshold = self.params.threshold as usize;
+        let mut lagrange = LagrangeCache::default();
+        let mut masks: Vec<(MaskSeed, MaskSign)> = Vec::new();
+        let mut dropped_keys: Vec<(ClientId, SecretKey)> = Vec::new();
+        for (&owner, shares) in &self.shares {
+            let secret = lagrange.reconstruct(shares, threshold).ok_or(RoundAbort::ReconstructionFailed(owner))?;
+            let slot = &self.slots[owner.index()];
+            if slot.in_sum {
+                masks.push((derive_self_mask_seed(&secret, &ctx, owner.get()), MaskSign::Subtract));
+            } else {
+                let key = SecretKey::from_scalar(secret);
+                let public = slot.keys.map(|k| k.mask);
+                if public != Some(key.public_key()) {
+                    return Err(RoundAbort::ReconstructionFailed(owner));
+                }
+                dropped_keys.push((owner, key));
+            }
+        }
+        // Each dropped client's pairwise masks with its neighbours in the sum: the
+        // survivor u applied sign_for(u, v); remove it with the opposite sign.
+        let pairs: Vec<(ClientId, ClientId)> = dropped_keys
+            .iter()
+            .flat_map(|(v, _)| {
+                self.graph.neighbours(*v).into_iter().filter(|u| self.slots[u.index()].in_sum).map(move |u| (*v, u))
+            })
+            .collect();
+        let key_of: HashMap<ClientId, &SecretKey> = dropped_keys.iter().map(|(v, k)| (*v, k)).collect();
+        let pairwise: Vec<Result<(MaskSeed, MaskSign), RoundAbort>> = pairs
+            .par_iter()
+            .map(|&(v, u)| {
+                let public = self.slots[u.index()].keys.map(|k| k.mask).ok_or(RoundAbort::ReconstructionFailed(u))?;
+                let key = key_of.get(&v).ok_or(RoundAbort::ReconstructionFailed(v))?;
+                let seed = pairwise_seed(key, &ctx, v, u, &public).map_err(|_| RoundAbort::ReconstructionFailed(v))?;
+                let sign = match sign_for(u, v) {
+                    MaskSign::Add => MaskSign::Subtract,
+                    MaskSign::Subtract => MaskSign::Add,
+                };
+                Ok((seed, sign))
+            })
+            .collect();
+        for p in pairwise {
+            masks.push(p?);
+        }
+        masking::apply_all(self.params.prg, &mut self.sum, self.params.bits, &masks)
+            .map_err(|e| RoundAbort::Cancelled(e.to_string()))
+    }
+}
+
+/// Whether a client in the round owes a message in `phase`.
+fn owes_message(phase: Phase, slot: &Slot) -> bool {
+    match phase {
+        Phase::AdvertiseKeys => true,
+        Phase::ShareKeys => slot.keys.is_some(),
+        Phase::MaskedInput => slot.shared,
+        Phase::Unmask => slot.in_sum,
+        _ => false,
+    }
+}
+
+/// Lagrange coefficients at 0, cached per holder set: in the complete graph every secret
+/// has the same holders, so they are computed once per round.
+#[derive(Default)]
+struct LagrangeCache {
+    coefficients: HashMap<Vec<u32>, Vec<Scalar>>,
+}
+
+impl LagrangeCache {
+    /// The secret behind `shares`, interpolated from the first `t` shares by holder id
+    /// and checked against the last `t` when more than `t` arrived (a wrong share among
+    /// them then shows as a mismatch). `None` if too few or inconsistent shares.
+    fn reconstruct(&mut self, shares: &[(u32, Scalar)], t: usize) -> Option<Scalar> {
+        if shares.len() < t || t == 0 {
+            return None;
+        }
+        let mut sorted = shares.to_vec();
+        sorted.sort_unstable_by_key(|s| s.0);
+        let first = self.interpolate(&sorted[..t])?;
+        if sorted.len() > t && self.interpolate(&sorted[sorted.len() - t..])? != first {
+            return None;
+        }
+        Some(first)
+    }
+
+    fn interpolate(&mut self, shares: &[(u32, Scalar)]) -> Option<Scalar> {
+        let xs: Vec<u32> = shares.iter().map(|s| s.0).collect();
+        if !self.coefficients.contains_key(&xs) {
+            let c = shamir::lagrange_coefficients_at_zero(&xs).ok()?;
+            self.coefficients.insert(xs.clone(), c);
+        }
+        let coefficients = self.coefficients.get(&xs)?;
+        Some(coefficients.iter().zip(shares).map(|(c, s)| c * s.1).sum())
+    }
+}

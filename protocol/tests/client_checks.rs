@@ -1,0 +1,297 @@
+//! An honest client refuses whatever contradicts its own view, and never reveals both
+//! shares of one peer, whatever the server asks.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Harness, id, params};
+use privagg_protocol::{
+    AbortCode, ClientError, ClientMessage, ClientPolicy, ClientRound, ClientState, Config, KeyList, ServerMessage,
+    UnmaskRequest,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+/// Runs the honest protocol until client 1 is about to receive a message matching
+/// `stop`; returns the harness and that message (not yet delivered).
+fn until(n: u32, k: u32, t: u32, stop: impl Fn(&ServerMessage) -> bool) -> (Harness, ServerMessage) {
+    let mut h = Harness::new(params(n, k, t, 8, 32), 11);
+    for _ in 0..16 {
+        let mut queued = h.server.drain_outgoing();
+        if let Some(pos) = queued.iter().position(|o| o.to == id(1) && stop(&o.message)) {
+            let msg = queued.remove(pos).message;
+            // Deliver the rest so that the round state stays consistent.
+            for out in queued {
+                let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
+                if let Ok(Some(reply)) = client.receive(out.message, rng) {
+                    let _ = h.server.receive(out.to.get(), reply);
+                }
+            }
+            return (h, msg);
+        }
+        for out in queued {
+            let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
+            if let Ok(Some(reply)) = client.receive(out.message, rng) {
+                let _ = h.server.receive(out.to.get(), reply);
+            }
+        }
+    }
+    panic!("message never came");
+}
+
+fn give(h: &mut Harness, msg: ServerMessage) -> Result<Option<ClientMessage>, ClientError> {
+    let (client, rng) = &mut h.clients[0];
+    client.receive(msg, rng)
+}
+
+fn key_list(msg: ServerMessage) -> KeyList {
+    match msg {
+        ServerMessage::KeyList(k) => k,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn unmask_request(msg: ServerMessage) -> UnmaskRequest {
+    match msg {
+        ServerMessage::UnmaskRequest(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn honest_request_is_answered_once() {
+    let (mut h, msg) = until(5, 4, 3, |m| matches!(m, ServerMessage::UnmaskRequest(_)));
+    let again = msg.clone();
+    assert!(matches!(give(&mut h, msg), Ok(Some(ClientMessage::UnmaskResponse(_)))));
+    // A second request, even an identical one, finds nothing to reveal.
+    assert!(matches!(give(&mut h, again), Err(ClientError::UnexpectedMessage { .. })));
+    assert_eq!(h.clients[0].0.state(), ClientState::Failed);
+}
+
+#[test]
+fn never_both_shares_of_one_peer() {
+    // A server asks for the self-mask share and the mask-key share of client 2 at once.
+    let (mut h, msg) = until(5, 4, 3, |m| matches!(m, ServerMessage::UnmaskRequest(_)));
+    let mut r = unmask_request(msg);
+    r.dropped.push(id(2));
+    assert_eq!(give(&mut h, ServerMessage::UnmaskRequest(r)), Err(ClientError::BothSharesRequested(id(2))));
+
+    // A server that first asks for b-shares, then claims client 2 dropped and asks for its
+    // s-share: the second request is refused.
+    let (mut h, msg) = until(5, 4, 3, |m| matches!(m, ServerMessage::UnmaskRequest(_)));
+    let first = unmask_request(msg);
+    assert!(first.survivors.contains(&id(2)));
+    assert!(give(&mut h, ServerMessage::UnmaskRequest(first.clone())).unwrap().is_some());
+    let second = UnmaskRequest {
+        survivors: first.survivors.iter().copied().filter(|&c| c != id(2)).collect(),
+        dropped: vec![id(2)],
+    };
+    assert!(matches!(give(&mut h, ServerMessage::UnmaskRequest(second)), Err(ClientError::UnexpectedMessage { .. })));
+}
+
+#[test]
+fn unmask_requests_contradicting_the_clients_view_are_refused() {
+    type Case = (fn(&mut UnmaskRequest), fn(&ClientError) -> bool);
+    let cases: Vec<Case> = vec![
+        // Itself listed as dropped.
+        (
+            |r| {
+                r.survivors.retain(|&c| c != id(1));
+                r.dropped.push(id(1));
+            },
+            |e| matches!(e, ClientError::InconsistentUnmaskRequest(_)),
+        ),
+        // A survivor it never received an envelope from (no such client).
+        (|r| r.survivors.push(id(9)), |e| matches!(e, ClientError::InconsistentUnmaskRequest(_))),
+        // A holder left out of both lists.
+        (|r| r.survivors.retain(|&c| c != id(3)), |e| matches!(e, ClientError::InconsistentUnmaskRequest(_))),
+        // The same survivor twice.
+        (|r| r.survivors.push(id(2)), |e| *e == ClientError::DuplicatePeer(id(2))),
+        // Fewer survivors than the threshold: three declared dropped, two left.
+        (
+            |r| {
+                let moved: Vec<_> = r.survivors.iter().copied().filter(|&c| c != id(1)).take(3).collect();
+                r.survivors.retain(|c| !moved.contains(c));
+                r.dropped.extend(moved);
+            },
+            |e| matches!(e, ClientError::InconsistentUnmaskRequest(_)),
+        ),
+    ];
+    for (i, (mutate, expected)) in cases.into_iter().enumerate() {
+        let (mut h, msg) = until(5, 4, 3, |m| matches!(m, ServerMessage::UnmaskRequest(_)));
+        let mut r = unmask_request(msg);
+        mutate(&mut r);
+        let err = give(&mut h, ServerMessage::UnmaskRequest(r)).unwrap_err();
+        assert!(expected(&err), "case {i}: {err}");
+    }
+}
+
+#[test]
+fn key_lists_contradicting_the_clients_view_are_refused() {
+    // Sparse graph: 10 clients with 4 neighbours each, so some ids are not neighbours.
+    let is_key_list = |m: &ServerMessage| matches!(m, ServerMessage::KeyList(_));
+    let (mut h, msg) = until(10, 4, 3, is_key_list);
+    let honest = key_list(msg);
+    let own = honest.entries.iter().position(|(c, _)| *c == id(1)).unwrap();
+
+    let mut k = honest.clone();
+    k.entries.remove(own);
+    assert_eq!(give(&mut h, ServerMessage::KeyList(k)), Err(ClientError::OwnKeysMissing));
+
+    let (mut h, _) = until(10, 4, 3, is_key_list);
+    let mut k = honest.clone();
+    let other = k.entries.iter().position(|(c, _)| *c != id(1)).unwrap();
+    k.entries[own].1 = k.entries[other].1;
+    assert!(give(&mut h, ServerMessage::KeyList(k)).is_err());
+
+    let (mut h, _) = until(10, 4, 3, is_key_list);
+    let mut k = honest.clone();
+    let stranger = (2..=10).map(id).find(|c| !honest.entries.iter().any(|(e, _)| e == c)).unwrap();
+    let keys = k.entries[other].1;
+    k.entries.push((stranger, keys));
+    k.entries.sort_by_key(|e| e.0);
+    assert!(matches!(
+        give(&mut h, ServerMessage::KeyList(k)),
+        Err(ClientError::UnexpectedPeer(_) | ClientError::ReusedKey(_))
+    ));
+
+    let (mut h, _) = until(10, 4, 3, is_key_list);
+    let mut k = honest.clone();
+    let dup = k.entries[other];
+    k.entries.insert(other, dup);
+    assert!(matches!(give(&mut h, ServerMessage::KeyList(k)), Err(ClientError::DuplicatePeer(_))));
+
+    let (mut h, _) = until(10, 4, 3, is_key_list);
+    let mut k = honest.clone();
+    let keep = k.entries[other].0;
+    k.entries.retain(|(c, _)| *c == id(1) || *c == keep);
+    assert_eq!(give(&mut h, ServerMessage::KeyList(k)), Err(ClientError::TooFewNeighbours { alive: 2, threshold: 3 }));
+}
+
+#[test]
+fn tampered_or_misaddressed_envelopes_are_refused() {
+    let is_shares = |m: &ServerMessage| matches!(m, ServerMessage::ForwardedShares(_));
+    let (mut h, msg) = until(5, 4, 3, is_shares);
+    let ServerMessage::ForwardedShares(honest) = msg else { unreachable!() };
+
+    let mut e = honest.clone();
+    e[0].sealed[40] ^= 1;
+    let sender = e[0].peer;
+    assert_eq!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::EnvelopeRejected(sender)));
+
+    // An envelope relabelled as coming from another neighbour does not open: the
+    // associated data binds the sender.
+    let (mut h, _) = until(5, 4, 3, is_shares);
+    let mut e = honest.clone();
+    e.swap(0, 1);
+    let (a, b) = (e[0].peer, e[1].peer);
+    e[0].peer = b;
+    e[1].peer = a;
+    assert!(matches!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::EnvelopeRejected(_))));
+
+    let (mut h, _) = until(5, 4, 3, is_shares);
+    let mut e = honest.clone();
+    e.push(e[0].clone());
+    assert!(matches!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::DuplicatePeer(_))));
+
+    let (mut h, _) = until(5, 4, 3, is_shares);
+    let mut e = honest.clone();
+    e[0].peer = id(1);
+    assert_eq!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::UnexpectedPeer(id(1))));
+
+    let (mut h, _) = until(5, 4, 3, is_shares);
+    let e = honest[..1].to_vec();
+    assert_eq!(
+        give(&mut h, ServerMessage::ForwardedShares(e)),
+        Err(ClientError::TooFewNeighbours { alive: 2, threshold: 3 })
+    );
+}
+
+#[test]
+fn configs_are_checked_against_the_protocol_and_the_policy() {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let config = |p| ServerMessage::Config(Config { params: p, client_id: id(1), app_data: Arc::from(&b""[..]) });
+    let mut c = ClientRound::new(ClientPolicy::default());
+    assert!(matches!(c.receive(config(params(5, 3, 3, 8, 32)), &mut rng), Err(ClientError::InvalidParams(_))));
+
+    let mut c = ClientRound::new(ClientPolicy { min_threshold: 4, ..ClientPolicy::default() });
+    assert!(matches!(c.receive(config(params(5, 4, 3, 8, 32)), &mut rng), Err(ClientError::PolicyRefused(_))));
+
+    let mut c = ClientRound::new(ClientPolicy { max_dim: 4, ..ClientPolicy::default() });
+    assert!(matches!(c.receive(config(params(5, 4, 3, 8, 32)), &mut rng), Err(ClientError::PolicyRefused(_))));
+
+    let mut c = ClientRound::new(ClientPolicy::default());
+    let msg = ServerMessage::Config(Config {
+        params: params(5, 4, 3, 8, 32),
+        client_id: id(6),
+        app_data: Arc::from(&b""[..]),
+    });
+    assert_eq!(c.receive(msg, &mut rng), Err(ClientError::InvalidClientId(6)));
+
+    // An input set early is checked when the config tells the dimension.
+    let mut c = ClientRound::new(ClientPolicy::default());
+    c.set_input(vec![0; 7]).unwrap();
+    assert_eq!(
+        c.receive(config(params(5, 4, 3, 8, 32)), &mut rng),
+        Err(ClientError::WrongInputLength { expected: 8, got: 7 })
+    );
+}
+
+#[test]
+fn inputs_are_checked() {
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let mut c = ClientRound::new(ClientPolicy::default());
+    let config = ServerMessage::Config(Config {
+        params: params(5, 4, 3, 4, 8),
+        client_id: id(2),
+        app_data: Arc::from(&b"m"[..]),
+    });
+    assert!(matches!(c.receive(config, &mut rng), Ok(Some(ClientMessage::AdvertiseKeys(_)))));
+    assert_eq!(c.app_data().map(|a| a.to_vec()), Some(b"m".to_vec()));
+    assert_eq!(c.set_input(vec![0; 5]), Err(ClientError::WrongInputLength { expected: 4, got: 5 }));
+    assert_eq!(c.set_input(vec![0, 1, 256, 0]), Err(ClientError::InputOutOfRange { index: 2, bits: 8 }));
+    assert_eq!(c.set_input(vec![0, 1, 255, 0]), Ok(None));
+    assert_eq!(c.set_input(vec![0; 4]), Err(ClientError::InputAlreadySet));
+}
+
+#[test]
+fn out_of_phase_messages_and_aborts_end_the_clients_round() {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut c = ClientRound::new(ClientPolicy::default());
+    let msg = ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![], dropped: vec![] });
+    assert_eq!(
+        c.receive(msg, &mut rng),
+        Err(ClientError::UnexpectedMessage { state: "awaiting the config", message: "UnmaskRequest" })
+    );
+    assert_eq!(c.state(), ClientState::Failed);
+
+    let mut c = ClientRound::new(ClientPolicy::default());
+    let abort = ServerMessage::Abort(privagg_protocol::Abort::new(AbortCode::TooFewClients, "bye"));
+    assert_eq!(
+        c.receive(abort, &mut rng),
+        Err(ClientError::Aborted { code: AbortCode::TooFewClients, detail: "bye".into() })
+    );
+}
+
+#[test]
+fn input_can_arrive_after_the_envelopes() {
+    // Key exchange overlaps training: the client parks until its input is set.
+    let mut h = Harness::new(params(4, 3, 2, 8, 32), 12);
+    let input = h.inputs[0].clone();
+    let mut round = ClientRound::new(ClientPolicy::default());
+    std::mem::swap(&mut h.clients[0].0, &mut round);
+    let mut parked = false;
+    h.run(|h, _, msg| {
+        if !parked && matches!(msg, ClientMessage::MaskedInput(_)) {
+            parked = true;
+            assert_eq!(h.clients[0].0.state(), ClientState::AwaitingInput);
+            let reply = h.clients[0].0.set_input(input.clone()).unwrap().unwrap();
+            h.send(1, reply).unwrap();
+        }
+        Some(msg)
+    });
+    assert_eq!(h.assert_exact().len(), 4);
+}

@@ -1,0 +1,205 @@
+//! Every message round-trips through the wire codec; truncated, extended, corrupted and
+//! random frames are refused without panicking and without allocating beyond the limits.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use curve25519_dalek::Scalar;
+use privagg_crypto::SecretKey;
+use privagg_protocol::{
+    Abort, AbortCode, AdvertisedKeys, ClientId, ClientMessage, Config, DecodeError, ENVELOPE_LEN, Envelope, KeyList,
+    Limits, PackedVector, PrgKind, RevealedShare, RoundParams, ServerMessage, UnmaskRequest, UnmaskResponse,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn id(raw: u32) -> ClientId {
+    ClientId::new(raw).unwrap()
+}
+
+fn keys(seed: u64) -> AdvertisedKeys {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    AdvertisedKeys {
+        channel: SecretKey::generate(&mut rng).public_key(),
+        mask: SecretKey::generate(&mut rng).public_key(),
+    }
+}
+
+fn envelope(peer: u32) -> Envelope {
+    Envelope { peer: id(peer), sealed: Box::new([peer as u8; ENVELOPE_LEN]) }
+}
+
+fn server_messages() -> Vec<ServerMessage> {
+    let params = RoundParams {
+        round: u64::MAX,
+        num_clients: 300,
+        neighbours: 40,
+        threshold: 21,
+        min_clients: 250,
+        dim: 1_000_000,
+        bits: 20,
+        prg: PrgKind::ChaCha20,
+        graph_seed: [0xab; 32],
+    };
+    vec![
+        ServerMessage::Config(Config {
+            params,
+            client_id: id(17),
+            app_data: Arc::from(&b"model and dp parameters"[..]),
+        }),
+        ServerMessage::KeyList(KeyList { session_id: [7; 32], entries: vec![(id(1), keys(1)), (id(5), keys(5))] }),
+        ServerMessage::ForwardedShares(vec![envelope(2), envelope(3)]),
+        ServerMessage::ForwardedShares(vec![]),
+        ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![id(1), id(2)], dropped: vec![id(9)] }),
+        ServerMessage::RoundComplete { inputs: 99 },
+        ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "only 3 clients remain — abandon")),
+    ]
+}
+
+fn client_messages() -> Vec<ClientMessage> {
+    vec![
+        ClientMessage::AdvertiseKeys(Box::new(keys(3))),
+        ClientMessage::ShareKeys(vec![envelope(4), envelope(6)]),
+        ClientMessage::MaskedInput(PackedVector::pack(&[1, 2, 3, 0x1f_ffff], 21)),
+        ClientMessage::MaskedInput(PackedVector::pack(&[u64::MAX; 3], 64)),
+        ClientMessage::UnmaskResponse(UnmaskResponse {
+            self_mask_shares: vec![RevealedShare { owner: id(2), value: Scalar::from(5u64) }],
+            mask_key_shares: vec![RevealedShare { owner: id(3), value: -Scalar::ONE }],
+        }),
+        ClientMessage::Abort(Abort::new(AbortCode::Leaving, "dimension 7 ≠ 8")),
+    ]
+}
+
+#[test]
+fn every_message_round_trips() {
+    let limits = Limits::default();
+    for m in server_messages() {
+        assert_eq!(ServerMessage::decode(&m.encode(), &limits), Ok(m.clone()), "{}", m.name());
+    }
+    for m in client_messages() {
+        assert_eq!(ClientMessage::decode(&m.encode(), &limits), Ok(m.clone()), "{}", m.name());
+    }
+}
+
+#[test]
+fn a_config_splits_before_its_payload() {
+    let ServerMessage::Config(c) = &server_messages()[0] else { unreachable!() };
+    let (head, payload) = c.encode_split();
+    assert_eq!([head, payload.to_vec()].concat(), server_messages()[0].encode());
+}
+
+#[test]
+fn every_truncation_and_extension_is_refused() {
+    let limits = Limits::default();
+    for m in server_messages() {
+        let bytes = m.encode();
+        for len in 0..bytes.len() {
+            assert!(ServerMessage::decode(&bytes[..len], &limits).is_err(), "{} cut at {len}", m.name());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(ServerMessage::decode(&longer, &limits), Err(DecodeError::TrailingBytes(1)));
+    }
+    for m in client_messages() {
+        let bytes = m.encode();
+        for len in 0..bytes.len() {
+            assert!(ClientMessage::decode(&bytes[..len], &limits).is_err(), "{} cut at {len}", m.name());
+        }
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(ClientMessage::decode(&longer, &limits).is_err(), "{} extended", m.name());
+    }
+}
+
+#[test]
+fn header_and_field_errors_are_typed() {
+    let limits = Limits::default();
+    let mut bytes = ClientMessage::AdvertiseKeys(Box::new(keys(1))).encode();
+    bytes[0] = 2;
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::UnsupportedVersion(2)));
+    // A server message type sent by a client is unknown in that direction.
+    let bytes = ServerMessage::RoundComplete { inputs: 1 }.encode();
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::UnknownMessageType(0x05)));
+    // The identity point is not a public key.
+    let mut bytes = ClientMessage::AdvertiseKeys(Box::new(keys(1))).encode();
+    bytes[2..34].fill(0);
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidPublicKey));
+    // A share equal to the group order is not canonical.
+    let mut bytes = client_messages()[4].encode();
+    let order: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    bytes[2 + 4 + 4..2 + 4 + 4 + 32].copy_from_slice(&order);
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidScalar));
+    // An UnmaskRequest naming client 0.
+    let bytes = [1u8, 0x04, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("client id")));
+    // Unknown abort code and invalid UTF-8.
+    let mut bytes = ClientMessage::Abort(Abort::new(AbortCode::Leaving, "x")).encode();
+    bytes[2] = 99;
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("abort code")));
+    let mut bytes = ClientMessage::Abort(Abort::new(AbortCode::Leaving, "x")).encode();
+    let last = bytes.len() - 1;
+    bytes[last] = 0xff;
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("abort detail")));
+    // Non-zero padding of a packed vector.
+    let mut bytes = client_messages()[2].encode();
+    let last = bytes.len() - 1;
+    bytes[last] |= 0x80;
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::NonZeroPadding));
+}
+
+#[test]
+fn counts_are_bounded_before_allocation() {
+    let tight = Limits { max_clients: 1, max_dim: 2, max_app_data: 4, max_detail: 2 };
+    let err = ClientMessage::decode(&client_messages()[1].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "envelopes", value: 2, limit: 1 }));
+    let err = ClientMessage::decode(&client_messages()[2].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "vector length", .. }));
+    let err = ServerMessage::decode(&server_messages()[0].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "application data", .. }));
+    let err = ClientMessage::decode(&client_messages()[5].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "abort detail", .. }));
+    // A count of 2^32 − 1 envelopes in a 10-byte frame is refused for lack of bytes,
+    // without reserving memory for them.
+    let frame = [1u8, 0x12, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+    let err = ClientMessage::decode(&frame, &Limits { max_clients: u32::MAX, ..Limits::default() }).unwrap_err();
+    assert!(matches!(err, DecodeError::Truncated { .. }));
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let limits = Limits::default();
+        let _ = ServerMessage::decode(&bytes, &limits);
+        let _ = ClientMessage::decode(&bytes, &limits);
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic_and_valid_ones_reencode_identically(
+        which in 0usize..13,
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let limits = Limits::default();
+        let (mut bytes, server) = if which < 7 {
+            (server_messages()[which].encode(), true)
+        } else {
+            (client_messages()[which - 7].encode(), false)
+        };
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        // Whatever decodes is canonical: it encodes back to the same bytes.
+        if server {
+            if let Ok(m) = ServerMessage::decode(&bytes, &limits) {
+                prop_assert_eq!(m.encode(), bytes);
+            }
+        } else if let Ok(m) = ClientMessage::decode(&bytes, &limits) {
+            prop_assert_eq!(m.encode(), bytes);
+        }
+    }
+}

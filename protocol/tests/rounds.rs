@@ -1,0 +1,165 @@
+//! Whole rounds in memory: the recovered sum is exactly the sum of the inputs of the
+//! clients in it, whoever drops out when, as long as enough remain; otherwise the round
+//! aborts with a typed reason.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{id, params, simulation};
+use privagg_protocol::simulator::{DropKind, DropPoint, simulate};
+use privagg_protocol::{DropReason, Phase, PrgKind, RoundAbort};
+
+/// Runs a round and checks the sum; returns the number of inputs in it.
+fn assert_exact(p: privagg_protocol::RoundParams, seed: u64, dropouts: &[(u32, DropPoint, DropKind)]) -> usize {
+    let sim = simulation(p, seed, dropouts);
+    let out = simulate(&sim).unwrap();
+    let output = out.result.as_ref().unwrap_or_else(|e| panic!("round aborted: {e} (dropouts {dropouts:?})"));
+    assert_eq!(output.sum, out.expected_sum, "seed {seed}, dropouts {dropouts:?}");
+    assert!(out.client_errors.is_empty(), "{:?}", out.client_errors);
+    // Exactly the clients that sent their masked input are in the sum.
+    for c in sim.params.client_ids() {
+        let in_sum = match sim.dropouts.get(&c).map(|d| d.point) {
+            None | Some(DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse) => true,
+            Some(_) => false,
+        };
+        assert_eq!(output.included.contains(&c), in_sum, "{c}");
+    }
+    output.included.len()
+}
+
+#[test]
+fn exact_sum_without_dropouts_for_every_size_graph_and_width() {
+    for &(n, k, t) in &[(2, 1, 2), (3, 2, 2), (10, 9, 6), (10, 4, 3), (100, 99, 51), (100, 20, 11)] {
+        for bits in [16u8, 32, 64] {
+            let seeds = if n == 100 && k == 99 { 1 } else { 3 };
+            for seed in 0..seeds {
+                assert_eq!(assert_exact(params(n, k, t, 24, bits), seed, &[]), n as usize);
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_sum_with_odd_widths_and_chacha() {
+    for bits in [1u8, 7, 13, 31, 33, 63] {
+        assert_exact(params(5, 4, 3, 17, bits), u64::from(bits), &[]);
+    }
+    let mut p = params(6, 4, 3, 40, 32);
+    p.prg = PrgKind::ChaCha20;
+    assert_exact(p, 9, &[(2, DropPoint::BeforeMaskedInput, DropKind::Silent)]);
+}
+
+#[test]
+fn exact_sum_with_a_dropout_at_every_phase() {
+    for &(n, k, t) in &[(3, 2, 2), (10, 9, 6), (10, 4, 3), (100, 20, 11)] {
+        for bits in [16u8, 32, 64] {
+            for (i, point) in DropPoint::ALL.into_iter().enumerate() {
+                for kind in [DropKind::Silent, DropKind::ConnectionLost] {
+                    let seed = 100 + i as u64;
+                    let dropped = 1 + (i as u32 * 7) % n;
+                    assert_exact(params(n, k, t, 16, bits), seed, &[(dropped, point, kind)]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_sum_with_many_dropouts_spread_over_phases_and_seeds() {
+    // 100 clients, sparse graph, 10% dropping at mixed points.
+    for seed in 0..6u64 {
+        let dropouts: Vec<_> = (0..10u32)
+            .map(|i| {
+                let point = DropPoint::ALL[((i as u64 + seed) % 5) as usize];
+                let kind = if i % 2 == 0 { DropKind::Silent } else { DropKind::ConnectionLost };
+                (1 + i * 10 + (seed as u32 % 10), point, kind)
+            })
+            .collect();
+        assert_exact(params(100, 20, 11, 32, 32), seed, &dropouts);
+    }
+    // Complete graph, several clients dropping after ShareKeys (the expensive case).
+    let dropouts: Vec<_> = (1..=4).map(|c| (c, DropPoint::BeforeMaskedInput, DropKind::Silent)).collect();
+    assert_exact(params(10, 9, 6, 64, 32), 77, &dropouts);
+}
+
+#[test]
+fn exactly_t_survivors_complete_the_round_and_t_minus_one_abort() {
+    // Complete graph of 10 with t = 6: four may drop after sharing keys, five may not.
+    let four: Vec<_> = (1..=4).map(|c| (c, DropPoint::BeforeMaskedInput, DropKind::Silent)).collect();
+    assert_eq!(assert_exact(params(10, 9, 6, 8, 32), 1, &four), 6);
+
+    let five: Vec<_> = (1..=5).map(|c| (c, DropPoint::BeforeMaskedInput, DropKind::Silent)).collect();
+    let out = simulate(&simulation(params(10, 9, 6, 8, 32), 1, &five)).unwrap();
+    assert!(matches!(
+        out.result,
+        Err(RoundAbort::TooFewClients { phase: Phase::MaskedInput, remaining: 5, required: 6 })
+    ));
+    assert!(out.expected_sum.is_empty());
+    // The survivors were told, with a typed abort.
+    assert_eq!(out.client_errors.len(), 5);
+
+    // The same boundary at every earlier phase.
+    for point in [DropPoint::BeforeAdvertiseKeys, DropPoint::BeforeShareKeys] {
+        let five: Vec<_> = (1..=5).map(|c| (c, point, DropKind::ConnectionLost)).collect();
+        let out = simulate(&simulation(params(10, 9, 6, 8, 32), 2, &five)).unwrap();
+        assert!(matches!(out.result, Err(RoundAbort::TooFewClients { remaining: 5, .. })), "{point:?}");
+        let four: Vec<_> = (1..=4).map(|c| (c, point, DropKind::ConnectionLost)).collect();
+        assert_eq!(assert_exact(params(10, 9, 6, 8, 32), 2, &four), 6);
+    }
+}
+
+#[test]
+fn unmasking_needs_t_responders_not_t_inputs() {
+    // 10 clients, t = 6: all inputs arrive, then five vanish before sending shares;
+    // only five holders answer, so the self masks cannot be rebuilt.
+    let five: Vec<_> = (1..=5).map(|c| (c, DropPoint::BeforeUnmaskResponse, DropKind::Silent)).collect();
+    let out = simulate(&simulation(params(10, 9, 6, 8, 32), 3, &five)).unwrap();
+    assert!(matches!(out.result, Err(RoundAbort::TooFewShares { available: 5, threshold: 6, .. })));
+    // With four vanishing, six holders answer: their inputs stay in the sum.
+    let four: Vec<_> = (1..=4).map(|c| (c, DropPoint::BeforeUnmaskResponse, DropKind::Silent)).collect();
+    assert_eq!(assert_exact(params(10, 9, 6, 8, 32), 3, &four), 10);
+}
+
+#[test]
+fn min_clients_above_threshold_is_enforced() {
+    let mut p = params(10, 9, 4, 8, 32);
+    p.min_clients = 8;
+    let two: Vec<_> = (1..=2).map(|c| (c, DropPoint::BeforeMaskedInput, DropKind::Silent)).collect();
+    assert_eq!(assert_exact(p.clone(), 4, &two), 8);
+    let three: Vec<_> = (1..=3).map(|c| (c, DropPoint::BeforeMaskedInput, DropKind::Silent)).collect();
+    let out = simulate(&simulation(p, 4, &three)).unwrap();
+    assert!(matches!(out.result, Err(RoundAbort::TooFewClients { remaining: 7, required: 8, .. })));
+}
+
+#[test]
+fn dropped_clients_are_recorded_with_phase_and_reason() {
+    let out = simulate(&simulation(
+        params(6, 5, 3, 8, 32),
+        5,
+        &[
+            (2, DropPoint::BeforeShareKeys, DropKind::Silent),
+            (4, DropPoint::BeforeMaskedInput, DropKind::ConnectionLost),
+        ],
+    ))
+    .unwrap();
+    assert!(out.result.is_ok());
+    assert_eq!(out.dropped.len(), 2);
+    assert_eq!(out.dropped[0].client, id(2));
+    assert_eq!(out.dropped[0].phase, Phase::ShareKeys);
+    assert_eq!(out.dropped[0].reason, DropReason::MissedDeadline);
+    assert_eq!(out.dropped[1].client, id(4));
+    assert_eq!(out.dropped[1].phase, Phase::MaskedInput);
+    assert_eq!(out.dropped[1].reason, DropReason::ConnectionLost);
+    assert!(!out.dropped[1].in_sum);
+}
+
+#[test]
+fn traffic_is_bit_packed() {
+    // 4 clients, 1000 words of 20 bits: each masked input is 2500 bytes, not 4000.
+    let out = simulate(&simulation(params(4, 3, 2, 1000, 20), 6, &[])).unwrap();
+    assert!(out.result.is_ok());
+    let per_client = out.traffic.to_server / 4;
+    assert!(per_client < 2500 + 1000, "{per_client} bytes per client");
+    assert!(per_client >= 2500);
+}

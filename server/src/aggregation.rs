@@ -1,0 +1,223 @@
+//! What the server does with a round's sum: the session's encoding plan (DP or weighted
+//! FedAvg), each round's settings for the clients, the neighbour graph of a cohort, and
+//! the FedAvg step that turns the decoded sum into a new global model.
+
+use privagg_client::{AggregationMode, RoundSettings};
+use privagg_dp::accountant::DpEvent;
+use privagg_dp::encoding::Clipping;
+use privagg_dp::planner::{NoiseTarget, Plan, PlanInput, plan};
+use privagg_dp::{EncodingParams, decode_sum, plan_without_dp};
+use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
+use rand::RngExt;
+
+use crate::config::ServeConfig;
+use crate::error::ServeError;
+
+enum Mode {
+    Dp { plan: Box<Plan> },
+    Weighted { gamma: f64, bits: u32, value_range: f64, max_weight: f64 },
+}
+
+/// The session's aggregation: fixed at start from the configuration.
+pub struct Aggregation {
+    mode: Mode,
+    dim: usize,
+    clients: u32,
+    min_clients: u32,
+    colluders: u32,
+    delta: f64,
+}
+
+/// What one round's sum did to the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Applied {
+    /// What the sum was divided by.
+    pub denominator: f64,
+    /// L2 norm of the averaged update.
+    pub update_norm: f64,
+}
+
+impl Aggregation {
+    /// Plans the session: with DP, γ and the noise share for n = `clients`, n_min =
+    /// `min_clients`, C, z, b; without, γ so that `clients` weighted updates cannot wrap.
+    pub fn new(config: &ServeConfig) -> Result<Self, ServeError> {
+        let dp = &config.dp;
+        let mode = if dp.enabled {
+            let mut input = PlanInput::new(
+                dp.mechanism,
+                NoiseTarget::Multiplier(dp.noise_multiplier),
+                dp.delta,
+                config.rounds,
+                dp.sampling_rate,
+                config.clients as usize,
+                config.min_clients as usize,
+                config.dim,
+                dp.clip,
+                dp.bits,
+            );
+            input.colluders = dp.colluders as usize;
+            let plan = plan(&input).map_err(|e| ServeError::Config(format!("DP plan: {e}")))?;
+            Mode::Dp { plan: Box::new(plan) }
+        } else {
+            let w = &config.weighting;
+            let max_abs = w.value_range.max(1.0) * w.max_weight;
+            let gamma = plan_without_dp(config.clients as usize, max_abs, w.bits)
+                .map_err(|e| ServeError::Config(format!("quantization: {e}")))?;
+            Mode::Weighted { gamma, bits: w.bits, value_range: w.value_range, max_weight: w.max_weight }
+        };
+        Ok(Self {
+            mode,
+            dim: config.dim,
+            clients: config.clients,
+            min_clients: config.min_clients,
+            colluders: dp.colluders,
+            delta: dp.delta,
+        })
+    }
+
+    /// The DP plan, if DP is on.
+    pub fn plan(&self) -> Option<&Plan> {
+        match &self.mode {
+            Mode::Dp { plan } => Some(plan),
+            Mode::Weighted { .. } => None,
+        }
+    }
+
+    /// Bits per word of the modular sum.
+    pub fn bits(&self) -> u8 {
+        let bits = match &self.mode {
+            Mode::Dp { plan } => plan.input.bits,
+            Mode::Weighted { bits, .. } => *bits,
+        };
+        bits as u8
+    }
+
+    /// Words per protocol vector: the padded dimension with DP, the model plus the
+    /// weight without.
+    pub fn protocol_dim(&self) -> usize {
+        match &self.mode {
+            Mode::Dp { plan } => plan.padded_dim,
+            Mode::Weighted { .. } => self.dim + 1,
+        }
+    }
+
+    /// The DP event of one round, if DP is on.
+    pub fn dp_event(&self) -> Option<DpEvent> {
+        self.plan().map(Plan::dp_event)
+    }
+
+    /// The settings clients get for `round`, with a fresh rotation seed.
+    pub fn round_settings(&self, round: u64, total_rounds: u64, model: &[f32], epsilon_spent: f64) -> RoundSettings {
+        let (mode, encoding) = match &self.mode {
+            Mode::Dp { plan } => (
+                AggregationMode::Dp {
+                    mechanism: plan.input.mechanism,
+                    n_min: self.min_clients,
+                    colluders: self.colluders,
+                    delta: self.delta,
+                    epsilon_spent,
+                },
+                plan.encoding_params(rand::rng().random()),
+            ),
+            Mode::Weighted { gamma, bits, value_range, max_weight } => (
+                AggregationMode::Weighted { value_range: *value_range, max_weight: *max_weight },
+                EncodingParams {
+                    dim: self.dim + 1,
+                    padded_dim: self.dim + 1,
+                    rotation_seed: None,
+                    gamma: *gamma,
+                    bits: *bits,
+                    clipping: Clipping::None,
+                    rounding: privagg_dp::encoding::Rounding::Unbiased,
+                    noise: privagg_dp::noise::NoiseSpec::None,
+                },
+            ),
+        };
+        RoundSettings { round, total_rounds, mode, encoding, model: model.to_vec() }
+    }
+
+    /// Decodes the round's sum and applies the FedAvg step to `model`:
+    /// θ ← θ + η·v with v = β·v + update (β = 0: no momentum). The update is the sum
+    /// divided by the expected cohort size (DP on: a public constant, DP-FedAvg's fixed
+    /// denominator) or by the total weight (DP off: the weighted mean). A round whose
+    /// total weight is zero leaves the model unchanged.
+    pub fn apply(
+        &self,
+        sum_words: &[u64],
+        settings: &RoundSettings,
+        model: &mut [f32],
+        momentum: Option<&mut Vec<f32>>,
+        (server_lr, beta): (f64, f64),
+    ) -> Result<Applied, ServeError> {
+        let decoded = decode_sum(sum_words, &settings.encoding).map_err(|e| ServeError::Model(e.to_string()))?;
+        let (values, denominator) = match self.mode {
+            Mode::Dp { .. } => (&decoded[..], f64::from(self.clients)),
+            Mode::Weighted { .. } => {
+                let (values, weight) = decoded.split_at(self.dim);
+                (values, weight[0])
+            }
+        };
+        if values.len() != model.len() {
+            return Err(ServeError::Model(format!("decoded {} values for a model of {}", values.len(), model.len())));
+        }
+        if denominator <= 0.0 {
+            return Ok(Applied { denominator, update_norm: 0.0 });
+        }
+        let update: Vec<f64> = values.iter().map(|v| v / denominator).collect();
+        let update_norm = update.iter().map(|u| u * u).sum::<f64>().sqrt();
+        match momentum {
+            Some(velocity) => {
+                for ((w, v), u) in model.iter_mut().zip(velocity.iter_mut()).zip(&update) {
+                    *v = (beta * f64::from(*v) + u) as f32;
+                    *w = (f64::from(*w) + server_lr * f64::from(*v)) as f32;
+                }
+            }
+            None => {
+                for (w, u) in model.iter_mut().zip(&update) {
+                    *w = (f64::from(*w) + server_lr * u) as f32;
+                }
+            }
+        }
+        Ok(Applied { denominator, update_norm })
+    }
+}
+
+/// Neighbours k and Shamir threshold t for a cohort of `n`: the user's k (made valid)
+/// or the parameter finder's, for a threat model where `corrupt_fraction` of clients
+/// collude and up to n − `min_clients` drop out. The complete graph uses t =
+/// `min_clients`, as in the original SecAgg.
+pub fn graph_for(
+    n: u32,
+    min_clients: u32,
+    neighbors: Option<u32>,
+    corrupt_fraction: f64,
+) -> Result<(u32, u32), ServeError> {
+    let threat = ThreatModel {
+        corrupt_fraction,
+        dropout_fraction: 1.0 - f64::from(min_clients) / f64::from(n),
+        adversary: AdversaryClass::CuriousServer,
+    };
+    let k = match neighbors {
+        Some(k) if k + 2 >= n => n - 1,
+        Some(k) => k + k % 2,
+        None => find_graph_parameters(n, &threat).map(|p| p.neighbours).unwrap_or(n - 1),
+    };
+    if k + 1 == n {
+        let lowest = (threat.corrupt_fraction * f64::from(n)).floor() as u32 + 1;
+        if min_clients < lowest.max(2) {
+            return Err(ServeError::Config(format!(
+                "--min-clients {min_clients} is not above the {} corrupt clients assumed among {n}",
+                lowest - 1
+            )));
+        }
+        return Ok((k, min_clients));
+    }
+    let (t, _) = privagg_protocol::graph_params::safe_thresholds(n, k, &threat)
+        .map_err(|e| ServeError::Config(format!("{k} neighbours for {n} clients: {e}")))?;
+    if t > min_clients {
+        return Err(ServeError::Config(format!(
+            "{k} neighbours for {n} clients need a Shamir threshold of {t}, above --min-clients {min_clients}"
+        )));
+    }
+    Ok((k, t))
+}

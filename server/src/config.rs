@@ -1,0 +1,241 @@
+//! The server's configuration: a TOML file whose every key may be overridden by a
+//! command-line flag (see `privagg serve --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use privagg_dp::planner::Mechanism;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServeError;
+
+/// Distributed-DP settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpConfig {
+    /// Whether DP is on (the default). Off: weighted FedAvg without noise.
+    pub enabled: bool,
+    /// Noise multiplier z: the sum's noise std is z times its L2 sensitivity.
+    pub noise_multiplier: f64,
+    /// L2 clip C of each update, in model units.
+    pub clip: f64,
+    /// The integer noise: `discrete_gaussian` (default) or `skellam`.
+    pub mechanism: Mechanism,
+    /// δ of the reported ε.
+    pub delta: f64,
+    /// The rate at which the deployment samples clients into rounds, for accounting
+    /// (1 = every round sees the whole population; the server itself does not sample).
+    pub sampling_rate: f64,
+    /// Refuse to start a round that would take ε (at δ) beyond this.
+    pub max_epsilon: Option<f64>,
+    /// Colluding clients whose noise the accounting does not count.
+    pub colluders: u32,
+    /// Bits per word of the modular sum.
+    pub bits: u32,
+}
+
+impl Default for DpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            noise_multiplier: 1.0,
+            clip: 1.0,
+            mechanism: Mechanism::DiscreteGaussian,
+            delta: 1e-5,
+            sampling_rate: 1.0,
+            max_epsilon: None,
+            colluders: 0,
+            bits: 20,
+        }
+    }
+}
+
+/// Weighted FedAvg settings (DP off).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeightingConfig {
+    /// Each update coordinate is clamped to [−value_range, value_range].
+    pub value_range: f64,
+    /// Each client's weight is clamped to [0, max_weight].
+    pub max_weight: f64,
+    /// Bits per word of the modular sum.
+    pub bits: u32,
+}
+
+impl Default for WeightingConfig {
+    fn default() -> Self {
+        Self { value_range: 8.0, max_weight: 1000.0, bits: 48 }
+    }
+}
+
+/// Everything `privagg serve` needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// State directory: certificate, models, round records.
+    pub state: PathBuf,
+    /// Model dimension.
+    pub dim: usize,
+    /// Clients per round n (also the FedAvg denominator with DP on).
+    pub clients: u32,
+    /// Fewest clients whose inputs a round may release (the DP n_min).
+    pub min_clients: u32,
+    /// Rounds in the session.
+    pub rounds: u64,
+    /// Neighbours per client; unset: chosen by the parameter finder.
+    pub neighbors: Option<u32>,
+    /// Fraction of clients assumed corrupt, for choosing neighbours and threshold.
+    pub corrupt_fraction: f64,
+    /// Differential privacy.
+    pub dp: DpConfig,
+    /// Weighted FedAvg without DP.
+    pub weighting: WeightingConfig,
+    /// Server learning rate η: θ ← θ + η·update.
+    pub server_lr: f64,
+    /// Server momentum β in [0, 1): v ← β·v + update, θ ← θ + η·v.
+    pub server_momentum: f64,
+    /// Initial model (`.npy`, 1-D float); zeros if unset.
+    pub model_init: Option<PathBuf>,
+    /// Seconds each protocol phase may take.
+    pub phase_timeout: f64,
+    /// Seconds to wait for a full cohort before starting with at least `min_clients`.
+    pub lobby_timeout: f64,
+    /// Token file; unset: anyone may join.
+    pub tokens: Option<PathBuf>,
+    /// Certificate and key (DER) to use instead of the generated ones.
+    pub cert: Option<PathBuf>,
+    /// Private key (PKCS#8 DER) of `cert`.
+    pub key: Option<PathBuf>,
+    /// Masked inputs received at once (bounds server memory).
+    pub upload_slots: usize,
+    /// Attempts per round before the session fails.
+    pub max_round_attempts: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            state: PathBuf::from("privagg-state"),
+            dim: 0,
+            clients: 10,
+            min_clients: 8,
+            rounds: 1,
+            neighbors: None,
+            corrupt_fraction: 0.05,
+            dp: DpConfig::default(),
+            weighting: WeightingConfig::default(),
+            server_lr: 1.0,
+            server_momentum: 0.0,
+            model_init: None,
+            phase_timeout: 30.0,
+            lobby_timeout: 60.0,
+            tokens: None,
+            cert: None,
+            key: None,
+            upload_slots: 4,
+            max_round_attempts: 3,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Parses a TOML configuration (unknown keys are errors).
+    pub fn from_toml(text: &str) -> Result<Self, ServeError> {
+        toml::from_str(text).map_err(|e| ServeError::Config(e.to_string()))
+    }
+
+    /// The per-phase deadline.
+    pub fn phase_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.phase_timeout)
+    }
+
+    /// How long a partial cohort waits.
+    pub fn lobby_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.lobby_timeout)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        let bad = |m: String| Err(ServeError::Config(m));
+        if self.dim == 0 {
+            return bad("--dim must be at least 1".into());
+        }
+        if self.clients < 2 {
+            return bad("--clients must be at least 2".into());
+        }
+        if self.min_clients < 2 || self.min_clients > self.clients {
+            return bad(format!("--min-clients must be in 2..={}", self.clients));
+        }
+        if self.rounds == 0 {
+            return bad("--rounds must be at least 1".into());
+        }
+        if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
+            return bad("--server-lr must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.server_momentum) {
+            return bad("--server-momentum must be in [0, 1)".into());
+        }
+        for (name, secs) in [("--phase-timeout", self.phase_timeout), ("--lobby-timeout", self.lobby_timeout)] {
+            if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
+                return bad(format!("{name} must be a positive number of seconds"));
+            }
+        }
+        if self.upload_slots == 0 || self.max_round_attempts == 0 {
+            return bad("--upload-slots and --max-round-attempts must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.corrupt_fraction) {
+            return bad("--corrupt-fraction must be in [0, 1)".into());
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("--cert and --key go together".into());
+        }
+        if !self.dp.enabled {
+            let w = &self.weighting;
+            if !(w.value_range.is_finite() && w.value_range > 0.0 && w.max_weight.is_finite() && w.max_weight > 0.0) {
+                return bad("value range and max weight must be positive".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_sets_fields_and_rejects_unknown_keys() {
+        let c = ServeConfig::from_toml(
+            "dim = 100\nclients = 20\nmin_clients = 15\nrounds = 3\n[dp]\nnoise_multiplier = 1.5\nclip = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!((c.dim, c.clients, c.min_clients, c.rounds), (100, 20, 15, 3));
+        assert_eq!(c.dp.noise_multiplier, 1.5);
+        assert!(c.dp.enabled);
+        c.validate().unwrap();
+        assert!(ServeConfig::from_toml("dimm = 3").is_err());
+        let off = ServeConfig::from_toml("dim = 4\n[dp]\nenabled = false\n").unwrap();
+        assert!(!off.dp.enabled);
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        let ok = ServeConfig { dim: 10, ..ServeConfig::default() };
+        ok.validate().unwrap();
+        for broken in [
+            ServeConfig { dim: 0, ..ok.clone() },
+            ServeConfig { min_clients: 11, ..ok.clone() },
+            ServeConfig { min_clients: 1, ..ok.clone() },
+            ServeConfig { rounds: 0, ..ok.clone() },
+            ServeConfig { server_momentum: 1.0, ..ok.clone() },
+            ServeConfig { phase_timeout: 0.0, ..ok.clone() },
+            ServeConfig { cert: Some("c".into()), ..ok.clone() },
+        ] {
+            assert!(broken.validate().is_err(), "{broken:?}");
+        }
+    }
+}

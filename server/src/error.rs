@@ -1,0 +1,60 @@
+//! The server library's typed errors.
+
+use std::path::{Path, PathBuf};
+
+/// Why the server could not start or continue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent or infeasible.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// TLS or QUIC could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The model or a checkpoint is unusable.
+    #[error("model: {0}")]
+    Model(String),
+    /// A round failed too many times in a row.
+    #[error("round {round} aborted {attempts} times; last reason: {reason}")]
+    RoundFailed {
+        /// The round.
+        round: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// The last abort's reason.
+        reason: String,
+    },
+    /// The privacy budget does not allow another round.
+    #[error("privacy budget exhausted: {0}")]
+    Budget(String),
+    /// The server was shut down before the session ended.
+    #[error("shut down after {completed_rounds} rounds")]
+    Shutdown {
+        /// Rounds completed.
+        completed_rounds: u64,
+    },
+}
+
+impl ServeError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), source }
+    }
+}

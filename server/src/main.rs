@@ -1,0 +1,463 @@
+//! `privagg`: run the aggregation server, take part as a client, run the demo, and
+//! answer privacy and parameter questions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use privagg_client::{Client, ClientOptions, DropAfter};
+use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
+use privagg_dp::planner::Mechanism;
+use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
+use privagg_server::demo::{DemoOptions, run_demo};
+use privagg_server::{ServeConfig, Server};
+
+#[derive(Parser)]
+#[command(name = "privagg", version, about = "Secure aggregation with differential privacy for federated learning")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the aggregation server for a session of FedAvg rounds.
+    Serve(Box<ServeArgs>),
+    /// Take part in one round with an update from a .npy file.
+    Client(ClientArgs),
+    /// Run a server and simulated clients on loopback: DP training with a dropout.
+    Demo(DemoArgs),
+    /// Print ε of the Poisson-subsampled Gaussian mechanism over R rounds.
+    Privacy(PrivacyArgs),
+    /// Print the neighbour count k and threshold t the parameter finder picks.
+    Params(ParamsArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// UDP address to listen on [default: 127.0.0.1:7000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// State directory: cert.der, model-<r>.npy, round-<r>.json [default: privagg-state].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Model dimension M.
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Clients per round N (with DP: the public FedAvg denominator) [default: 10].
+    #[arg(long)]
+    clients: Option<u32>,
+    /// Fewest clients a round may release a sum of (the DP n_min) [default: 8].
+    #[arg(long)]
+    min_clients: Option<u32>,
+    /// Rounds in the session [default: 1].
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Neighbours per client K (N−1: complete graph) [default: chosen by the parameter finder].
+    #[arg(long)]
+    neighbors: Option<u32>,
+    /// Fraction of clients assumed corrupt when choosing K and the threshold [default: 0.05].
+    #[arg(long)]
+    corrupt_fraction: Option<f64>,
+    /// DP noise multiplier Z [default: 1.0].
+    #[arg(long, conflicts_with = "no_dp")]
+    noise_multiplier: Option<f64>,
+    /// DP L2 clip C of each update [default: 1.0].
+    #[arg(long, conflicts_with = "no_dp")]
+    clip: Option<f64>,
+    /// DP noise mechanism [default: discrete-gaussian].
+    #[arg(long, value_enum, conflicts_with = "no_dp")]
+    mechanism: Option<MechanismArg>,
+    /// δ of the privacy accounting [default: 1e-5].
+    #[arg(long)]
+    delta: Option<f64>,
+    /// Client sampling rate, for accounting [default: 1].
+    #[arg(long)]
+    sampling_rate: Option<f64>,
+    /// Stop before a round that would spend more than this ε.
+    #[arg(long)]
+    max_epsilon: Option<f64>,
+    /// Bits per word of the modular sum [default: 20 with DP, 48 without].
+    #[arg(long)]
+    bits: Option<u32>,
+    /// Turn DP off: weighted FedAvg of clamped updates.
+    #[arg(long)]
+    no_dp: bool,
+    /// Without DP: clamp each update coordinate to [−R, R] [default: 8].
+    #[arg(long)]
+    value_range: Option<f64>,
+    /// Without DP: largest client weight [default: 1000].
+    #[arg(long)]
+    max_weight: Option<f64>,
+    /// Server learning rate η [default: 1].
+    #[arg(long)]
+    server_lr: Option<f64>,
+    /// Server momentum β [default: 0].
+    #[arg(long)]
+    server_momentum: Option<f64>,
+    /// Initial model (.npy, 1-D float32/float64) [default: zeros].
+    #[arg(long)]
+    model_init: Option<PathBuf>,
+    /// Seconds each protocol phase may take [default: 30].
+    #[arg(long)]
+    phase_timeout: Option<f64>,
+    /// Seconds to wait for N clients before starting with at least the minimum [default: 60].
+    #[arg(long)]
+    lobby_timeout: Option<f64>,
+    /// Token file (one token per line); without it any client is admitted.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Certificate (DER) to use instead of a generated one.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PKCS#8 DER) of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Masked inputs received at once [default: 4].
+    #[arg(long)]
+    upload_slots: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MechanismArg {
+    DiscreteGaussian,
+    Skellam,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long)]
+    server: SocketAddr,
+    /// The server's certificate (DIR/cert.der), trusted exactly.
+    #[arg(long)]
+    ca: PathBuf,
+    /// The update: a 1-D float32 or float64 .npy file.
+    #[arg(long)]
+    update: PathBuf,
+    /// Admission token.
+    #[arg(long)]
+    token: Option<String>,
+    /// Weight of the update (used when the server runs without DP).
+    #[arg(long, default_value_t = 1.0)]
+    weight: f32,
+    /// Refuse rounds whose noise multiplier is below this.
+    #[arg(long)]
+    min_noise_multiplier: Option<f64>,
+    /// Name in the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Seconds to keep trying to reach the server.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Testing: vanish after this step.
+    #[arg(long, value_enum, hide = true)]
+    testing_drop_after: Option<DropAfterArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DropAfterArg {
+    Config,
+    AdvertiseKeys,
+    ShareKeys,
+    MaskedInput,
+    UnmaskResponse,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Simulated clients.
+    #[arg(long, default_value_t = 20)]
+    clients: u32,
+    /// Rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: u64,
+    /// Model dimension.
+    #[arg(long, default_value_t = 10_000)]
+    dim: usize,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct PrivacyArgs {
+    /// Noise multiplier z.
+    #[arg(long)]
+    noise_multiplier: f64,
+    /// Poisson sampling rate q.
+    #[arg(long)]
+    sampling_rate: f64,
+    /// Rounds.
+    #[arg(long)]
+    rounds: u64,
+    /// δ.
+    #[arg(long)]
+    delta: f64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ParamsArgs {
+    /// Clients per round.
+    #[arg(long)]
+    clients: u32,
+    /// Fraction of clients that may be corrupt.
+    #[arg(long)]
+    corrupt_fraction: f64,
+    /// Fraction of clients that may drop out.
+    #[arg(long)]
+    dropout_fraction: f64,
+    /// What the server may do.
+    #[arg(long, value_enum, default_value = "curious")]
+    adversary: AdversaryArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AdversaryArg {
+    Curious,
+    SemiMalicious,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("privagg: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => runtime()?.block_on(serve(*args)),
+        Command::Client(args) => client(args),
+        Command::Demo(args) => {
+            let options = DemoOptions {
+                clients: args.clients,
+                rounds: args.rounds,
+                dim: args.dim,
+                seed: args.seed,
+                ..DemoOptions::default()
+            };
+            runtime()?.block_on(run_demo(options))?;
+            Ok(())
+        }
+        Command::Privacy(args) => privacy(args),
+        Command::Params(args) => params(args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            ServeConfig::from_toml(&text)?
+        }
+        None => ServeConfig::default(),
+    };
+    macro_rules! set {
+        ($field:expr, $value:expr) => {
+            if let Some(v) = $value {
+                $field = v;
+            }
+        };
+    }
+    set!(c.listen, args.listen);
+    set!(c.state, args.state);
+    set!(c.dim, args.dim);
+    set!(c.clients, args.clients);
+    set!(c.min_clients, args.min_clients);
+    set!(c.rounds, args.rounds);
+    set!(c.corrupt_fraction, args.corrupt_fraction);
+    set!(c.dp.noise_multiplier, args.noise_multiplier);
+    set!(c.dp.clip, args.clip);
+    set!(c.dp.delta, args.delta);
+    set!(c.dp.sampling_rate, args.sampling_rate);
+    set!(c.weighting.value_range, args.value_range);
+    set!(c.weighting.max_weight, args.max_weight);
+    set!(c.server_lr, args.server_lr);
+    set!(c.server_momentum, args.server_momentum);
+    set!(c.phase_timeout, args.phase_timeout);
+    set!(c.lobby_timeout, args.lobby_timeout);
+    set!(c.upload_slots, args.upload_slots);
+    if args.neighbors.is_some() {
+        c.neighbors = args.neighbors;
+    }
+    if args.max_epsilon.is_some() {
+        c.dp.max_epsilon = args.max_epsilon;
+    }
+    if let Some(m) = args.mechanism {
+        c.dp.mechanism = match m {
+            MechanismArg::DiscreteGaussian => Mechanism::DiscreteGaussian,
+            MechanismArg::Skellam => Mechanism::Skellam,
+        };
+    }
+    if args.no_dp {
+        c.dp.enabled = false;
+    }
+    if let Some(bits) = args.bits {
+        if c.dp.enabled {
+            c.dp.bits = bits;
+        } else {
+            c.weighting.bits = bits;
+        }
+    }
+    for (field, value) in [(&mut c.model_init, args.model_init), (&mut c.tokens, args.tokens)] {
+        if value.is_some() {
+            *field = value;
+        }
+    }
+    if args.cert.is_some() {
+        c.cert = args.cert;
+        c.key = args.key;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = serve_config(args)?;
+    let server = Server::bind(config.clone()).await?;
+    tracing::info!(
+        addr = %server.local_addr()?,
+        state = %config.state.display(),
+        dim = config.dim,
+        clients = config.clients,
+        min_clients = config.min_clients,
+        rounds = config.rounds,
+        dp = config.dp.enabled,
+        "listening"
+    );
+    let shutdown = server.shutdown_handle();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted; stopping");
+            shutdown.shutdown();
+        }
+    });
+    let summary = server.run().await?;
+    match summary.epsilon {
+        Some(eps) => tracing::info!(rounds = summary.completed_rounds, epsilon = eps, "session complete"),
+        None => tracing::info!(rounds = summary.completed_rounds, "session complete"),
+    }
+    Ok(())
+}
+
+fn client(args: ClientArgs) -> Result<()> {
+    // Refuse a bad file before touching the network.
+    let update = privagg_server::storage::read_vector(&args.update)?;
+    if update.iter().any(|v| !v.is_finite()) {
+        bail!("{} holds NaN or infinity", args.update.display());
+    }
+    let cert = std::fs::read(&args.ca).with_context(|| format!("cannot read {}", args.ca.display()))?;
+    let mut options = ClientOptions::new(args.server, cert);
+    options.token = args.token;
+    options.server_name = args.server_name;
+    options.min_noise_multiplier = args.min_noise_multiplier;
+    options.connect_deadline = std::time::Duration::from_secs_f64(args.connect_timeout.max(0.1));
+    options.drop_after = args.testing_drop_after.map(|d| match d {
+        DropAfterArg::Config => DropAfter::Config,
+        DropAfterArg::AdvertiseKeys => DropAfter::AdvertiseKeys,
+        DropAfterArg::ShareKeys => DropAfter::ShareKeys,
+        DropAfterArg::MaskedInput => DropAfter::MaskedInput,
+        DropAfterArg::UnmaskResponse => DropAfter::UnmaskResponse,
+    });
+    runtime()?.block_on(async move {
+        let mut client = Client::connect(options).await?;
+        let report = client.submit(ndarray::ArrayView1::from(&update), args.weight).await?;
+        println!(
+            "round {} complete: {} inputs in the sum; sent {} bytes, received {} bytes",
+            report.round, report.inputs, report.bytes_sent, report.bytes_received
+        );
+        client.close().await;
+        Ok(())
+    })
+}
+
+fn privacy(args: PrivacyArgs) -> Result<()> {
+    let z = args.noise_multiplier;
+    let epsilon = epsilon_gaussian(z, args.sampling_rate, args.rounds, args.delta)?;
+    let analytic =
+        if args.sampling_rate >= 1.0 { Some(analytic_gaussian_epsilon(z, args.rounds, args.delta)?) } else { None };
+    if args.json {
+        let mut out = serde_json::json!({
+            "epsilon": epsilon,
+            "delta": args.delta,
+            "noise_multiplier": z,
+            "sampling_rate": args.sampling_rate,
+            "rounds": args.rounds,
+            "accountant": "rdp",
+        });
+        if let Some(a) = analytic {
+            out["analytic_gaussian_epsilon"] = serde_json::json!(a);
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "ε = {epsilon:.4} at δ = {} after {} rounds of the Poisson-subsampled Gaussian (z = {z}, q = {}), RDP accountant",
+            args.delta, args.rounds, args.sampling_rate
+        );
+        if let Some(a) = analytic {
+            println!("ε = {a:.4} by the exact analytic Gaussian (full participation, tighter)");
+        }
+    }
+    Ok(())
+}
+
+fn params(args: ParamsArgs) -> Result<()> {
+    let threat = ThreatModel {
+        corrupt_fraction: args.corrupt_fraction,
+        dropout_fraction: args.dropout_fraction,
+        adversary: match args.adversary {
+            AdversaryArg::Curious => AdversaryClass::CuriousServer,
+            AdversaryArg::SemiMalicious => AdversaryClass::SemiMaliciousServer,
+        },
+    };
+    let p = find_graph_parameters(args.clients, &threat).context("no safe neighbour graph for this cohort")?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "k": p.neighbours,
+                "t": p.threshold,
+                "clients": p.num_clients,
+                "complete_graph": p.is_complete(),
+            })
+        );
+    } else {
+        let graph = if p.is_complete() { "complete graph (original SecAgg)" } else { "Harary graph (SecAgg+)" };
+        println!(
+            "k = {} neighbours, threshold t = {} — {graph} for {} clients",
+            p.neighbours, p.threshold, p.num_clients
+        );
+    }
+    Ok(())
+}

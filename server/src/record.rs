@@ -1,0 +1,67 @@
+//! The JSON record the server writes after each completed round.
+
+use std::collections::BTreeMap;
+
+use privagg_dp::ledger::PrivacyLedger;
+use serde::{Deserialize, Serialize};
+
+/// A client that left a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DroppedRecord {
+    /// Its id in the round.
+    pub client: u32,
+    /// The phase in which it left.
+    pub phase: String,
+    /// Why.
+    pub reason: String,
+    /// Whether its input is nevertheless in the sum (it left after uploading).
+    pub in_sum: bool,
+}
+
+/// Privacy accounting after a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyRecord {
+    /// ε spent so far, at `delta`, with the configured sampling rate.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// The noise multiplier clients' noise actually gives (≥ the configured one).
+    pub effective_noise_multiplier: f64,
+    /// Every round's DP event so far.
+    pub ledger: PrivacyLedger,
+}
+
+/// One completed round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// Round number (1-based).
+    pub round: u64,
+    /// Which attempt of this round completed (earlier ones aborted).
+    pub attempt: u32,
+    /// Clients that were given a seat.
+    pub participants: u32,
+    /// Ids of the clients whose inputs are in the sum.
+    pub included: Vec<u32>,
+    /// Clients that left, when and why.
+    pub dropped: Vec<DroppedRecord>,
+    /// Neighbours per client (k) and Shamir threshold (t) of the round.
+    pub neighbours: u32,
+    /// Shamir threshold.
+    pub threshold: u32,
+    /// Bits per word of the modular sum.
+    pub bits: u8,
+    /// What the sum was divided by: the expected cohort size (DP on) or the total
+    /// weight (DP off).
+    pub denominator: f64,
+    /// L2 norm of the averaged update applied to the model (before the server learning
+    /// rate).
+    pub update_norm: f64,
+    /// Privacy accounting (DP on only).
+    pub privacy: Option<PrivacyRecord>,
+    /// Seconds spent in each phase, and `total`.
+    pub timings: BTreeMap<String, f64>,
+    /// Bytes received from the round's clients.
+    pub bytes_in: u64,
+    /// Bytes sent to them.
+    pub bytes_out: u64,
+}

@@ -1,0 +1,173 @@
+//! The state directory: certificate, global model, and one record per completed round,
+//! written so that a crash never leaves a half-applied round.
+//!
+//! After round r the server writes `model-<r>.npy` (float32, 1-D, NumPy format), the
+//! momentum buffer if server momentum is on (`momentum-<r>.npy`), and then
+//! `round-<r>.json`. Every file is written to a temporary name, flushed, and renamed
+//! into place, and the directory is synced. `round-<r>.json` is the commit mark: on
+//! restart the server resumes after the highest r whose record and model both exist,
+//! so a round interrupted by a crash (model written, record not) is redone from the
+//! previous model, never applied twice.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array1;
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+
+use crate::error::ServeError;
+use crate::record::RoundRecord;
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
+    write_with(path, bytes, false)
+}
+
+/// Like [`write_atomically`], for secrets: the file is created readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
+    write_with(path, bytes, true)
+}
+
+fn write_with(path: &Path, bytes: &[u8], private: bool) -> Result<(), ServeError> {
+    let tmp = path.with_extension("tmp");
+    let io = |e| ServeError::io(path, e);
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        // Persist the rename itself; not every platform can open a directory.
+        if let Ok(dir) = File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// A float32 vector as `.npy` bytes.
+pub fn npy_bytes(values: &[f32]) -> Result<Vec<u8>, ServeError> {
+    let mut out = Vec::with_capacity(128 + 4 * values.len());
+    Array1::from(values.to_vec())
+        .write_npy(&mut out)
+        .map_err(|e| ServeError::Model(format!("cannot encode the model: {e}")))?;
+    Ok(out)
+}
+
+/// Reads a 1-D float32 or float64 `.npy` file as f32.
+pub fn read_vector(path: &Path) -> Result<Vec<f32>, ServeError> {
+    let bytes = std::fs::read(path).map_err(|e| ServeError::io(path, e))?;
+    if let Ok(a) = Array1::<f32>::read_npy(bytes.as_slice()) {
+        return Ok(a.to_vec());
+    }
+    match Array1::<f64>::read_npy(bytes.as_slice()) {
+        Ok(a) => Ok(a.iter().map(|&v| v as f32).collect()),
+        Err(e) => Err(ServeError::Model(format!("{} is not a 1-D float32/float64 .npy file: {e}", path.display()))),
+    }
+}
+
+/// What the state directory says about progress.
+pub struct Checkpoint {
+    /// The last completed round (0 if none).
+    pub round: u64,
+    /// The model after it.
+    pub model: Vec<f32>,
+    /// The server-momentum buffer after it, if momentum is on.
+    pub momentum: Option<Vec<f32>>,
+    /// Its record (None for round 0).
+    pub record: Option<RoundRecord>,
+}
+
+/// The state directory of one session.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating if needed) the state directory.
+    pub fn open(dir: &Path) -> Result<Self, ServeError> {
+        std::fs::create_dir_all(dir).map_err(|e| ServeError::io(dir, e))?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn model_path(&self, round: u64) -> PathBuf {
+        self.dir.join(format!("model-{round}.npy"))
+    }
+
+    fn momentum_path(&self, round: u64) -> PathBuf {
+        self.dir.join(format!("momentum-{round}.npy"))
+    }
+
+    fn record_path(&self, round: u64) -> PathBuf {
+        self.dir.join(format!("round-{round}.json"))
+    }
+
+    /// The highest round with both a record and a model, if any.
+    pub fn last_completed_round(&self) -> Result<Option<u64>, ServeError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| ServeError::io(&self.dir, e))?;
+        let mut best = None;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(round) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("round-"))
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if self.model_path(round).exists() && best.is_none_or(|b| round > b) {
+                best = Some(round);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Loads the last checkpoint, or `None` if no round completed yet.
+    pub fn load_latest(&self, dim: usize, momentum: bool) -> Result<Option<Checkpoint>, ServeError> {
+        let Some(round) = self.last_completed_round()? else { return Ok(None) };
+        let model = read_vector(&self.model_path(round))?;
+        if model.len() != dim {
+            return Err(ServeError::Model(format!(
+                "the saved model of round {round} has {} values, but --dim is {dim}",
+                model.len()
+            )));
+        }
+        let momentum = if momentum && self.momentum_path(round).exists() {
+            Some(read_vector(&self.momentum_path(round))?)
+        } else {
+            None
+        };
+        let path = self.record_path(round);
+        let text = std::fs::read(&path).map_err(|e| ServeError::io(&path, e))?;
+        let record: RoundRecord =
+            serde_json::from_slice(&text).map_err(|e| ServeError::Model(format!("{}: {e}", path.display())))?;
+        Ok(Some(Checkpoint { round, model, momentum, record: Some(record) }))
+    }
+
+    /// Commits a completed round: model (and momentum) first, the record last.
+    pub fn commit(&self, record: &RoundRecord, model: &[f32], momentum: Option<&[f32]>) -> Result<(), ServeError> {
+        write_atomically(&self.model_path(record.round), &npy_bytes(model)?)?;
+        if let Some(m) = momentum {
+            write_atomically(&self.momentum_path(record.round), &npy_bytes(m)?)?;
+        }
+        let json = serde_json::to_vec_pretty(record).map_err(|e| ServeError::Model(e.to_string()))?;
+        write_atomically(&self.record_path(record.round), &json)
+    }
+}
