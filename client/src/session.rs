@@ -206,10 +206,12 @@ impl Client {
         }
     }
 
-    /// Closes the connection politely.
-    pub async fn close(self) {
+    /// Closes the connection politely: what was sent is delivered first.
+    pub async fn close(mut self) {
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.send.stopped()).await;
         self.connection.close(quinn::VarInt::from_u32(0), b"bye");
-        self.endpoint.wait_idle().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
     async fn send_frame(&mut self, payload: &[u8]) -> Result<(), SdkError> {
@@ -257,7 +259,7 @@ impl Client {
                         .take()
                         .ok_or_else(|| SdkError::InvalidConfig("upload granted before the input was ready".into()))?;
                     self.send_frame(&upload).await?;
-                    self.testing_drop(DropAfter::MaskedInput)?;
+                    self.testing_drop(DropAfter::MaskedInput).await?;
                     continue;
                 }
                 FromServer::Service(ServiceMessage::SessionEnd { completed_rounds, .. }) => {
@@ -274,7 +276,7 @@ impl Client {
                         return Err(self.leave(&mut state.protocol, e).await);
                     }
                     if self.options.drop_after == Some(DropAfter::Config) {
-                        self.testing_drop(DropAfter::Config)?;
+                        self.testing_drop(DropAfter::Config).await?;
                     }
                 }
                 ServerMessage::ForwardedShares(_) => {
@@ -335,7 +337,8 @@ impl Client {
                         ClientMessage::AdvertiseKeys(_) => DropAfter::AdvertiseKeys,
                         ClientMessage::ShareKeys(_) => DropAfter::ShareKeys,
                         _ => DropAfter::UnmaskResponse,
-                    })?;
+                    })
+                    .await?;
                 }
                 None => {}
             }
@@ -387,9 +390,12 @@ impl Client {
         }
     }
 
-    /// Vanishes if the testing option asks for it at `step`.
-    fn testing_drop(&self, step: DropAfter) -> Result<(), SdkError> {
+    /// Vanishes if the testing option asks for it at `step`: lets what was sent arrive,
+    /// then closes the connection without a goodbye.
+    async fn testing_drop(&mut self, step: DropAfter) -> Result<(), SdkError> {
         if self.options.drop_after == Some(step) {
+            let _ = self.send.finish();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.send.stopped()).await;
             self.connection.close(quinn::VarInt::from_u32(1), b"testing dropout");
             return Err(SdkError::TestingDropout);
         }

@@ -1,0 +1,187 @@
+//! The `privagg` command as users run it: separate processes over QUIC on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::write_npy;
+
+fn privagg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_privagg"))
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits for a child, killing it after `limit` (a hung process fails the test).
+fn wait(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process still running after {limit:?}: {:?}", child.wait_with_output());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn privacy_prints_epsilon_as_json() {
+    let out = privagg()
+        .args([
+            "privacy",
+            "--noise-multiplier",
+            "1.1",
+            "--sampling-rate",
+            "0.01",
+            "--rounds",
+            "1000",
+            "--delta",
+            "1e-5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let expected = privagg_dp::accountant::epsilon_gaussian(1.1, 0.01, 1000, 1e-5).unwrap();
+    assert!((v["epsilon"].as_f64().unwrap() - expected).abs() < 1e-12);
+    let text = privagg()
+        .args(["privacy", "--noise-multiplier", "1", "--sampling-rate", "1", "--rounds", "1", "--delta", "1e-5"])
+        .output()
+        .unwrap();
+    assert!(stdout(&text).contains("analytic Gaussian"), "{}", stdout(&text));
+}
+
+#[test]
+fn params_prints_k_and_t_or_the_reason() {
+    let out = privagg()
+        .args(["params", "--clients", "1000", "--corrupt-fraction", "0.05", "--dropout-fraction", "0.33", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((v["k"].as_u64(), v["t"].as_u64().map(|t| t <= 24)), (Some(72), Some(true)));
+    let bad = privagg()
+        .args(["params", "--clients", "100", "--corrupt-fraction", "0.5", "--dropout-fraction", "0.5"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("infeasible"), "{bad:?}");
+}
+
+#[test]
+fn every_subcommand_explains_itself() {
+    for sub in ["serve", "client", "demo", "privacy", "params"] {
+        let out = privagg().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success() && stdout(&out).contains("Usage"), "{sub}");
+    }
+}
+
+#[test]
+fn a_client_refuses_a_file_that_is_not_a_vector_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let matrix = dir.path().join("m.npy");
+    write_npy(&matrix, &Array2::<f32>::zeros((2, 3))).unwrap();
+    let ints = dir.path().join("i.npy");
+    write_npy(&ints, &Array1::<i32>::zeros(3)).unwrap();
+    std::fs::write(dir.path().join("cert.der"), b"not even a certificate").unwrap();
+    for file in [&matrix, &ints, &dir.path().join("missing.npy")] {
+        let out = privagg()
+            .args(["client", "--server", "127.0.0.1:9", "--ca"])
+            .arg(dir.path().join("cert.der"))
+            .arg("--update")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("npy") || err.contains("missing"), "{err}");
+    }
+}
+
+fn write_update(dir: &Path, name: &str, values: Vec<f64>) -> std::path::PathBuf {
+    let path = dir.join(name);
+    write_npy(&path, &Array1::from(values)).unwrap();
+    path
+}
+
+#[test]
+fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dim = 16;
+    let init = dir.path().join("init.npy");
+    write_npy(&init, &Array1::<f32>::from_elem(dim, 0.25)).unwrap();
+    let server = privagg()
+        .args(["serve", "--listen", &listen, "--dim", "16", "--clients", "4", "--min-clients", "3", "--rounds", "1"])
+        .args(["--no-dp", "--server-lr", "1", "--phase-timeout", "120", "--lobby-timeout", "120"])
+        .arg("--state")
+        .arg(&state)
+        .arg("--model-init")
+        .arg(&init)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cert = state.join("cert.der");
+    let start = Instant::now();
+    while !cert.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let updates: Vec<Vec<f64>> =
+        (0..3).map(|i| (0..dim).map(|j| ((i * dim + j) as f64 * 0.37).sin()).collect()).collect();
+    let spawn_client = |file: &Path| {
+        privagg()
+            .args(["client", "--server", &listen, "--ca"])
+            .arg(&cert)
+            .arg("--update")
+            .arg(file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let clients: Vec<_> = updates
+        .iter()
+        .enumerate()
+        .map(|(i, u)| spawn_client(&write_update(dir.path(), &format!("u{i}.npy"), u.clone())))
+        .collect();
+    let wrong = spawn_client(&write_update(dir.path(), "wrong.npy", vec![0.0; dim + 1]));
+    // The phase deadlines are two minutes: finishing well before that shows the wrong
+    // client left at once instead of being waited for.
+    let limit = Duration::from_secs(60);
+    let wrong = wait(wrong, limit);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("17 values"), "{wrong:?}");
+    for c in clients {
+        let out = wait(c, limit);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout(&out).contains("3 inputs in the sum"), "{}", stdout(&out));
+    }
+    let server = wait(server, limit);
+    assert!(server.status.success(), "{}", String::from_utf8_lossy(&server.stderr));
+    let model = privagg_server::storage::read_vector(&state.join("model-1.npy")).unwrap();
+    for j in 0..dim {
+        let mean = updates.iter().map(|u| u[j]).sum::<f64>() / 3.0;
+        assert!((f64::from(model[j]) - (0.25 + mean)).abs() < 1e-4, "coordinate {j}");
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("round-1.json")).unwrap()).unwrap();
+    assert_eq!(record["included"].as_array().unwrap().len(), 3);
+    assert!(record["dropped"][0]["reason"].as_str().unwrap().starts_with("left"), "{record}");
+}

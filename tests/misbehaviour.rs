@@ -1,0 +1,131 @@
+//! Clients that are not admitted, send garbage, oversized frames or an update of the
+//! wrong dimension are refused or dropped with a recorded reason; the others finish.
+#![allow(clippy::unwrap_used)] // test code
+
+use std::time::Duration;
+
+use privagg_client::wire::{FromServer, ServiceMessage, read_frame, write_frame};
+use privagg_client::{SdkError, tls::client_config};
+use privagg_e2e::{Running, config, max_error, mean, start, submit, updates};
+use privagg_protocol::{Limits, ServerMessage};
+
+/// A hand-driven connection: admitted, then waiting for the round's config.
+struct RawClient {
+    _endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl RawClient {
+    async fn join(running: &Running, token: &str) -> Result<Self, String> {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(client_config(&running.cert, Duration::from_secs(30)).unwrap());
+        let conn = endpoint.connect(running.addr, "localhost").unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = ServiceMessage::Hello { token: token.into(), identity: rand::random() };
+        write_frame(&mut send, &hello.encode()).await.unwrap();
+        let reply = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+        match ServiceMessage::decode(&reply).unwrap() {
+            ServiceMessage::Welcome => Ok(Self { _endpoint: endpoint, send, recv }),
+            ServiceMessage::Refused { reason } => Err(reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Reads until the round's config arrives.
+    async fn await_config(&mut self) {
+        loop {
+            let frame = read_frame(&mut self.recv, 1 << 30).await.unwrap().unwrap();
+            if let Ok(FromServer::Protocol(ServerMessage::Config(_))) = FromServer::decode(&frame, &Limits::default()) {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_drop_only_their_senders() {
+    let dim = 32;
+    let mut cfg = config("garbage", dim, 6, 4);
+    cfg.phase_timeout = 300.0; // far beyond the test's patience: nobody may wait for it
+    let mut running = start(cfg).await;
+    let ups = updates(4, dim, 5);
+    let honest: Vec<_> = ups.iter().map(|u| submit(&running, u.clone(), 1.0, |_| {})).collect();
+    let mut garbage = RawClient::join(&running, "").await.unwrap();
+    let mut oversized = RawClient::join(&running, "").await.unwrap();
+    garbage.await_config().await;
+    oversized.await_config().await;
+    write_frame(&mut garbage.send, &[1, 0x13, 0xde, 0xad, 0xbe, 0xef]).await.unwrap();
+    oversized.send.write_all(&(200u32 << 20).to_le_bytes()).await.unwrap();
+    let record = running.next_record().await;
+    for c in honest {
+        c.await.unwrap().unwrap();
+    }
+    let summary = running.finish().await;
+    let reasons: Vec<&str> = record.dropped.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(record.dropped.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("malformed")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("exceeds the current limit")), "{reasons:?}");
+    assert!(max_error(&summary.model, &mean(&ups)) < 1e-6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_dimension_is_refused_at_the_config_and_dropped_at_once() {
+    let dim = 32;
+    let mut cfg = config("wrong-dim", dim, 5, 4);
+    cfg.phase_timeout = 300.0;
+    let mut running = start(cfg).await;
+    let ups = updates(4, dim, 6);
+    let honest: Vec<_> = ups.iter().map(|u| submit(&running, u.clone(), 1.0, |_| {})).collect();
+    let wrong = submit(&running, vec![0.5; dim + 1], 1.0, |_| {});
+    let record = running.next_record().await;
+    assert!(matches!(wrong.await.unwrap(), Err(SdkError::DimensionMismatch { expected: 32, got: 33 })));
+    for c in honest {
+        c.await.unwrap().unwrap();
+    }
+    let summary = running.finish().await;
+    assert_eq!(record.dropped.len(), 1);
+    assert_eq!(record.dropped[0].phase, "advertise_keys");
+    assert!(record.dropped[0].reason.starts_with("left:"), "{}", record.dropped[0].reason);
+    assert!(max_error(&summary.model, &mean(&ups)) < 1e-6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_token_holders_are_admitted() {
+    let dim = 8;
+    let mut cfg = config("tokens", dim, 2, 2);
+    std::fs::create_dir_all(&cfg.state).unwrap();
+    let tokens = cfg.state.join("tokens.txt");
+    std::fs::write(&tokens, "# two clients\nalpha-token\nbeta-token\n").unwrap();
+    cfg.tokens = Some(tokens);
+    let running = start(cfg).await;
+    assert_eq!(RawClient::join(&running, "gamma").await.err().as_deref(), Some("unknown token"));
+    assert_eq!(RawClient::join(&running, "").await.err().as_deref(), Some("a token is required"));
+    let stranger = submit(&running, vec![0.0; dim], 1.0, |o| o.token = Some("nope".into()));
+    assert!(matches!(stranger.await.unwrap(), Err(SdkError::Refused(r)) if r == "unknown token"));
+    let ups = updates(2, dim, 7);
+    let a = submit(&running, ups[0].clone(), 1.0, |o| o.token = Some("alpha-token".into()));
+    let b = submit(&running, ups[1].clone(), 1.0, |o| o.token = Some("beta-token".into()));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    let summary = running.finish().await;
+    assert!(max_error(&summary.model, &mean(&ups)) < 1e-6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_demanding_more_noise_than_offered_stays_out() {
+    let dim = 16;
+    let mut cfg = config("policy", dim, 3, 2);
+    cfg.dp.enabled = true;
+    cfg.dp.noise_multiplier = 0.5;
+    cfg.phase_timeout = 300.0;
+    let running = start(cfg).await;
+    let ups = updates(2, dim, 8);
+    let picky = submit(&running, vec![0.0; dim], 1.0, |o| o.min_noise_multiplier = Some(5.0));
+    let a = submit(&running, ups[0].clone(), 1.0, |o| o.min_noise_multiplier = Some(0.5));
+    let b = submit(&running, ups[1].clone(), 1.0, |_| {});
+    assert!(matches!(picky.await.unwrap(), Err(SdkError::PolicyRefused(_))));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    running.finish().await;
+}

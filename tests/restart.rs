@@ -1,0 +1,112 @@
+//! A server stopped between rounds resumes, on restart, at the next round with the
+//! saved model; a round interrupted before its record was written is redone.
+#![allow(clippy::unwrap_used)] // test code
+
+use std::sync::{Arc, Mutex};
+
+use ndarray::{Array1, ArrayView1};
+use privagg_client::Client;
+use privagg_e2e::{PATIENCE, Running, config, start};
+use privagg_server::{ServeError, ServerEvent};
+
+/// Clients that add 0.1 to every weight each round and remember the models they got.
+fn spawn_clients(running: &Running, n: usize, seen: Arc<Mutex<Vec<Vec<f32>>>>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let options = running.options();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut client = Client::connect(options).await.unwrap();
+                let _ = client
+                    .run(|model: ArrayView1<'_, f32>| {
+                        seen.lock().unwrap().push(model.to_vec());
+                        Ok::<_, String>(Array1::from_elem(model.len(), 0.1f32))
+                    })
+                    .await;
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_at_the_next_round_with_the_saved_model() {
+    let dim = 8;
+    let mut cfg = config("restart", dim, 3, 3);
+    cfg.rounds = 3;
+    let state = cfg.state.clone();
+
+    // First run: stop right after round 1 is committed.
+    let mut running = start(cfg.clone()).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let clients = spawn_clients(&running, 3, seen.clone());
+    loop {
+        if let Some(ServerEvent::RoundCompleted(r)) =
+            tokio::time::timeout(PATIENCE, running.events.recv()).await.unwrap()
+        {
+            assert_eq!(r.round, 1);
+            running.shutdown.shutdown();
+            break;
+        }
+    }
+    let result = tokio::time::timeout(PATIENCE, running.task).await.unwrap().unwrap();
+    assert!(matches!(result, Err(ServeError::Shutdown { completed_rounds: 1 })), "{result:?}");
+    for c in clients {
+        tokio::time::timeout(PATIENCE, c).await.unwrap().unwrap();
+    }
+    let after_one = privagg_server::storage::read_vector(&state.join("model-1.npy")).unwrap();
+    assert!(after_one.iter().all(|&w| (w - 0.1).abs() < 1e-6));
+    assert!(!state.join("round-2.json").exists());
+
+    // Second run on the same state: rounds 2 and 3, starting from model-1.
+    let mut running = start(cfg).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let clients = spawn_clients(&running, 3, seen.clone());
+    assert_eq!(running.next_record().await.round, 2);
+    assert_eq!(running.next_record().await.round, 3);
+    let summary = running.finish().await;
+    for c in clients {
+        tokio::time::timeout(PATIENCE, c).await.unwrap().unwrap();
+    }
+    assert_eq!(summary.completed_rounds, 3);
+    assert!(summary.model.iter().all(|&w| (w - 0.3).abs() < 1e-5), "{:?}", summary.model);
+    // The first model the clients saw after the restart is the one saved after round 1.
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(first, after_one);
+
+    // A third start finds the session complete and exits at once.
+    let mut cfg = config("restart-done", dim, 3, 3);
+    cfg.state = state.clone();
+    cfg.rounds = 3;
+    let summary = start(cfg).await.finish().await;
+    assert_eq!(summary.completed_rounds, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_without_its_record_is_redone() {
+    let dim = 4;
+    let mut cfg = config("crash", dim, 2, 2);
+    cfg.rounds = 2;
+    let state = cfg.state.clone();
+    let running = start(cfg.clone()).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let clients = spawn_clients(&running, 2, seen);
+    running.finish().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Pretend the server crashed while committing round 2: its model file is there,
+    // its record is not.
+    std::fs::remove_file(state.join("round-2.json")).unwrap();
+    let running = start(cfg).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let clients = spawn_clients(&running, 2, seen.clone());
+    let summary = running.finish().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(summary.completed_rounds, 2);
+    // Round 2 ran again from model-1 (0.1), not from the orphaned model-2 (0.2).
+    assert!(seen.lock().unwrap().iter().all(|m| m.iter().all(|&w| (w - 0.1).abs() < 1e-6)));
+    assert!(summary.model.iter().all(|&w| (w - 0.2).abs() < 1e-5));
+    assert!(state.join("round-2.json").exists());
+}

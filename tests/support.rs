@@ -1,0 +1,137 @@
+//! Shared helpers of the end-to-end tests: a server on an ephemeral loopback port with
+//! its own state directory, and clients that connect to it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use privagg_client::{Client, ClientOptions};
+use privagg_server::{ServeConfig, ServeError, Server, ServerEvent, SessionSummary};
+use rand::{RngExt, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Upper bound on any test's wait, so a bug fails the test instead of hanging CI.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A fresh state directory under the system temp dir.
+pub fn state_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("privagg-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A configuration for tests: ephemeral port, short deadlines, DP off unless changed.
+pub fn config(name: &str, dim: usize, clients: u32, min_clients: u32) -> ServeConfig {
+    let mut c = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        state: state_dir(name),
+        dim,
+        clients,
+        min_clients,
+        rounds: 1,
+        phase_timeout: 10.0,
+        lobby_timeout: 10.0,
+        ..ServeConfig::default()
+    };
+    c.dp.enabled = false;
+    c
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its certificate.
+    pub cert: Vec<u8>,
+    /// Its events.
+    pub events: mpsc::UnboundedReceiver<ServerEvent>,
+    /// Stops it.
+    pub shutdown: privagg_server::ShutdownHandle,
+    /// Its task.
+    pub task: JoinHandle<Result<SessionSummary, ServeError>>,
+}
+
+impl Running {
+    /// Options for a client of this server.
+    pub fn options(&self) -> ClientOptions {
+        let mut o = ClientOptions::new(self.addr, self.cert.clone());
+        o.connect_deadline = Duration::from_secs(10);
+        o
+    }
+
+    /// Waits for the session to end.
+    pub async fn finish(self) -> SessionSummary {
+        tokio::time::timeout(PATIENCE, self.task).await.expect("server timed out").unwrap().unwrap()
+    }
+
+    /// Waits for the next completed round.
+    pub async fn next_record(&mut self) -> privagg_server::RoundRecord {
+        loop {
+            let event =
+                tokio::time::timeout(PATIENCE, self.events.recv()).await.expect("no event").expect("server gone");
+            if let ServerEvent::RoundCompleted(record) = event {
+                return *record;
+            }
+        }
+    }
+}
+
+/// Binds and starts a server.
+pub async fn start(config: ServeConfig) -> Running {
+    let mut server = Server::bind(config).await.unwrap();
+    let events = server.subscribe();
+    Running {
+        addr: server.local_addr().unwrap(),
+        cert: server.cert_der().to_vec(),
+        events,
+        shutdown: server.shutdown_handle(),
+        task: tokio::spawn(server.run()),
+    }
+}
+
+/// `n` random updates of length `dim` in [−1, 1], from a fixed seed.
+pub fn updates(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..=1.0)).collect()).collect()
+}
+
+/// Spawns a client that submits one update, with its options adjusted by `tweak`.
+pub fn submit(
+    running: &Running,
+    update: Vec<f32>,
+    weight: f32,
+    tweak: impl FnOnce(&mut ClientOptions),
+) -> JoinHandle<Result<privagg_client::RoundReport, privagg_client::SdkError>> {
+    let mut options = running.options();
+    tweak(&mut options);
+    tokio::spawn(async move {
+        let mut client = Client::connect(options).await?;
+        let report = client.submit(ndarray::ArrayView1::from(&update), weight).await;
+        client.close().await;
+        report
+    })
+}
+
+/// The mean of the given updates, coordinate by coordinate.
+pub fn mean<'a>(updates: impl IntoIterator<Item = &'a Vec<f32>>) -> Vec<f64> {
+    let mut sum: Vec<f64> = Vec::new();
+    let mut count = 0.0;
+    for u in updates {
+        if sum.is_empty() {
+            sum = vec![0.0; u.len()];
+        }
+        for (s, x) in sum.iter_mut().zip(u) {
+            *s += f64::from(*x);
+        }
+        count += 1.0;
+    }
+    sum.iter().map(|s| s / count).collect()
+}
+
+/// Largest absolute difference between `model` and `expected`.
+pub fn max_error(model: &[f32], expected: &[f64]) -> f64 {
+    assert_eq!(model.len(), expected.len());
+    model.iter().zip(expected).map(|(m, e)| (f64::from(*m) - e).abs()).fold(0.0, f64::max)
+}
