@@ -7,6 +7,7 @@ use ndarray::{Array1, ArrayView1};
 use privagg_dp::{ClientEncoder, NoiseRng};
 use privagg_protocol::{ClientMessage, ClientPolicy, ClientRound, Limits, ServerMessage};
 use rand::RngExt;
+use sha2::{Digest, Sha256};
 
 use crate::error::SdkError;
 use crate::settings::{AggregationMode, RoundSettings};
@@ -107,7 +108,17 @@ struct RoundInProgress {
     settings: Option<RoundSettings>,
     encoding: Option<EncodingJob>,
     pre_clip_norm: f64,
+    /// The encoded masked input, kept until the server has it (it may be resent).
     upload: Option<Vec<u8>>,
+    /// Whether the upload went out on the current connection.
+    uploaded: bool,
+    /// The last frame sent, resent after reconnecting (an upload is announced again
+    /// instead of resent whole).
+    last_sent: Option<Vec<u8>>,
+    /// Digest of the last frame handled, to skip the server's resend after reconnecting.
+    last_received: Option<[u8; 32]>,
+    /// Whether the connection was just re-established.
+    resumed: bool,
 }
 
 impl Client {
@@ -246,20 +257,42 @@ impl Client {
             encoding: None,
             pre_clip_norm: 0.0,
             upload: None,
+            uploaded: false,
+            last_sent: None,
+            last_received: None,
+            resumed: false,
         };
         loop {
-            let frame = read_frame(&mut self.recv, limits.max_app_data as usize)
-                .await?
-                .ok_or_else(|| SdkError::ConnectionLost("the server closed the stream".into()))?;
+            let frame = match read_frame(&mut self.recv, limits.max_app_data as usize).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Err(SdkError::ConnectionLost("the server closed the stream".into())),
+                Err(e) => {
+                    let e = SdkError::from(e);
+                    if !e.lost_connection() {
+                        return Err(e);
+                    }
+                    self.resume(&mut state, &e).await?;
+                    continue;
+                }
+            };
             self.bytes_received += 4 + frame.len() as u64;
+            let digest: [u8; 32] = Sha256::digest(&frame).into();
+            if std::mem::take(&mut state.resumed) && state.last_received == Some(digest) {
+                // The server resent what it sent last; this client already handled it.
+                continue;
+            }
+            state.last_received = Some(digest);
             let msg = match FromServer::decode(&frame, &limits).map_err(crate::wire::WireError::from)? {
                 FromServer::Service(ServiceMessage::UploadGrant) => {
-                    let upload = state
-                        .upload
-                        .take()
-                        .ok_or_else(|| SdkError::InvalidConfig("upload granted before the input was ready".into()))?;
-                    self.send_frame(&upload).await?;
-                    self.testing_drop(DropAfter::MaskedInput).await?;
+                    if !state.uploaded {
+                        let upload = state.upload.as_ref().ok_or_else(|| {
+                            SdkError::InvalidConfig("upload granted before the input was ready".into())
+                        })?;
+                        let upload = upload.clone();
+                        self.send_frame(&upload).await?;
+                        state.uploaded = true;
+                        self.testing_drop(DropAfter::MaskedInput).await?;
+                    }
                     continue;
                 }
                 FromServer::Service(ServiceMessage::SessionEnd { completed_rounds, .. }) => {
@@ -329,10 +362,14 @@ impl Client {
             match reply {
                 Some(ClientMessage::MaskedInput(vector)) => {
                     state.upload = Some(ClientMessage::MaskedInput(vector).encode());
-                    self.send_frame(&ServiceMessage::UploadReady.encode()).await?;
+                    let ready = ServiceMessage::UploadReady.encode();
+                    self.send_frame(&ready).await?;
+                    state.last_sent = Some(ready);
                 }
                 Some(reply) => {
-                    self.send_message(&reply).await?;
+                    let bytes = reply.encode();
+                    self.send_frame(&bytes).await?;
+                    state.last_sent = Some(bytes);
                     self.testing_drop(match reply {
                         ClientMessage::AdvertiseKeys(_) => DropAfter::AdvertiseKeys,
                         ClientMessage::ShareKeys(_) => DropAfter::ShareKeys,
@@ -343,6 +380,20 @@ impl Client {
                 None => {}
             }
         }
+    }
+
+    /// Reconnects after the connection was lost mid-round (same identity, so the server
+    /// gives back the seat) and resends the last frame, which the server ignores if it
+    /// already has it.
+    async fn resume(&mut self, state: &mut RoundInProgress, cause: &SdkError) -> Result<(), SdkError> {
+        tracing::warn!(error = %cause, "connection lost; reconnecting");
+        self.reconnect().await?;
+        state.uploaded = false;
+        state.resumed = true;
+        if let Some(last) = state.last_sent.clone() {
+            self.send_frame(&last).await?;
+        }
+        Ok(())
     }
 
     /// Checks the round's settings against the update and the local policy, then starts
@@ -400,6 +451,14 @@ impl Client {
             return Err(SdkError::TestingDropout);
         }
         Ok(())
+    }
+}
+
+impl Drop for Client {
+    /// A client dropped without [`Client::close`] still closes its connection, so the
+    /// server drops it from a round at once instead of waiting for the idle timeout.
+    fn drop(&mut self) {
+        self.connection.close(quinn::VarInt::from_u32(0), b"client dropped");
     }
 }
 

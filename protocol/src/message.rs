@@ -337,6 +337,18 @@ impl ClientMessage {
         }
     }
 
+    /// The phase in which a client sends this message (`None` for an abort).
+    pub fn phase(&self) -> Option<crate::Phase> {
+        use crate::Phase;
+        match self {
+            Self::AdvertiseKeys(_) => Some(Phase::AdvertiseKeys),
+            Self::ShareKeys(_) => Some(Phase::ShareKeys),
+            Self::MaskedInput(_) => Some(Phase::MaskedInput),
+            Self::UnmaskResponse(_) => Some(Phase::Unmask),
+            Self::Abort(_) => None,
+        }
+    }
+
     /// Encodes the message as one frame.
     pub fn encode(&self) -> Vec<u8> {
         match self {

@@ -204,6 +204,13 @@ impl ServerRound {
         self.slot(client).is_some_and(|s| s.dropped.is_none())
     }
 
+    /// Whether `client` already sent what `phase` asks of it: its message of an earlier
+    /// phase (it would have been dropped otherwise), or of the current one. A driver uses
+    /// this to recognise a message resent after a reconnection.
+    pub fn has_answered(&self, client: ClientId, phase: Phase) -> bool {
+        self.slot(client).is_some_and(|s| phase < self.phase || (phase == self.phase && s.answered))
+    }
+
     /// Handles one message from `from`. On [`ServerError::Violation`] the sender has
     /// been dropped; the other errors change nothing. Either way, other clients are
     /// unaffected (though the drop may end the phase or the round).
@@ -325,13 +332,7 @@ impl ServerRound {
 
     fn accept(&mut self, client: ClientId, msg: ClientMessage) -> Result<(), Violation> {
         let slot = &self.slots[client.index()];
-        let expected = match self.phase {
-            Phase::AdvertiseKeys => "AdvertiseKeys",
-            Phase::ShareKeys => "ShareKeys",
-            Phase::MaskedInput => "MaskedInput",
-            _ => "UnmaskResponse",
-        };
-        if msg.name() != expected || !self.phase_concerns(slot) {
+        if msg.phase() != Some(self.phase) || !self.phase_concerns(slot) {
             return Err(Violation::UnexpectedMessage { phase: self.phase, message: msg.name() });
         }
         if slot.answered {

@@ -103,6 +103,9 @@ pub struct ServeConfig {
     pub phase_timeout: f64,
     /// Seconds to wait for a full cohort before starting with at least `min_clients`.
     pub lobby_timeout: f64,
+    /// Seconds of silence after which a connection counts as lost (the client may then
+    /// reconnect to its seat until the phase deadline).
+    pub idle_timeout: f64,
     /// Token file; unset: anyone may join.
     pub tokens: Option<PathBuf>,
     /// Certificate and key (DER) to use instead of the generated ones.
@@ -133,6 +136,7 @@ impl Default for ServeConfig {
             model_init: None,
             phase_timeout: 30.0,
             lobby_timeout: 60.0,
+            idle_timeout: 30.0,
             tokens: None,
             cert: None,
             key: None,
@@ -151,6 +155,11 @@ impl ServeConfig {
     /// The per-phase deadline.
     pub fn phase_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.phase_timeout)
+    }
+
+    /// How long a silent connection lives.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout)
     }
 
     /// How long a partial cohort waits.
@@ -179,7 +188,11 @@ impl ServeConfig {
         if !(0.0..1.0).contains(&self.server_momentum) {
             return bad("--server-momentum must be in [0, 1)".into());
         }
-        for (name, secs) in [("--phase-timeout", self.phase_timeout), ("--lobby-timeout", self.lobby_timeout)] {
+        for (name, secs) in [
+            ("--phase-timeout", self.phase_timeout),
+            ("--lobby-timeout", self.lobby_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
                 return bad(format!("{name} must be a positive number of seconds"));
             }

@@ -41,11 +41,14 @@ pub enum Event {
         conn: ConnId,
         /// Why.
         reason: String,
+        /// Whether it timed out or was reset rather than closed by the client: the client
+        /// may come back.
+        transient: bool,
     },
 }
 
 /// What the driver sends a connection.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Outbound {
     /// One encoded message.
     Frame(Vec<u8>),
@@ -114,9 +117,11 @@ pub async fn serve_connection(incoming: quinn::Incoming, conn: ConnId, shared: S
         Ok(()) => "closed".to_owned(),
         Err(reason) => reason,
     };
-    tracing::debug!(conn, %remote, %reason, "connection ended");
+    let transient =
+        matches!(connection.close_reason(), Some(quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset));
+    tracing::debug!(conn, %remote, %reason, transient, "connection ended");
     connection.close(quinn::VarInt::from_u32(0), b"");
-    let _ = shared.events.send(Event::Closed { conn, reason }).await;
+    let _ = shared.events.send(Event::Closed { conn, reason, transient }).await;
 }
 
 async fn run(connection: &quinn::Connection, conn: ConnId, shared: &Shared) -> Result<(), String> {

@@ -81,8 +81,16 @@ struct Conn {
 struct ActiveRound {
     server: ServerRound,
     settings: RoundSettings,
-    /// Connection of each seat (index: id − 1).
+    /// Connection of each seat (index: id − 1); stale while its client reconnects.
     seats: Vec<ConnId>,
+    /// Who holds each seat, so that a client that reconnects gets its seat back.
+    identities: Vec<Identity>,
+    /// The last message sent to each seat, resent when its client reconnects.
+    last_sent: HashMap<ClientId, Outbound>,
+    /// Seats whose client reconnected and may resend the message it sent last.
+    resumed: HashSet<ClientId>,
+    /// Every seat that reconnected during the round.
+    reconnected: std::collections::BTreeSet<u32>,
     phase: Phase,
     phase_started: Instant,
     started: Instant,
@@ -270,6 +278,7 @@ impl Driver {
             Arc::from(settings.encode().map_err(|e| ServeError::Model(e.to_string()))?.into_boxed_slice());
         let server = ServerRound::new(params.clone(), app_data).map_err(|e| ServeError::Config(e.to_string()))?;
         let seats: Vec<ConnId> = self.lobby.drain(..size).collect();
+        let identities = seats.iter().map(|c| self.conns.get(c).map(|c| c.identity).unwrap_or_default()).collect();
         self.lobby_since = (!self.lobby.is_empty()).then(Instant::now);
         let mut bytes_at_start = HashMap::new();
         for (i, conn) in seats.iter().enumerate() {
@@ -295,6 +304,10 @@ impl Driver {
             server,
             settings,
             seats,
+            identities,
+            last_sent: HashMap::new(),
+            resumed: HashSet::new(),
+            reconnected: Default::default(),
             phase: Phase::AdvertiseKeys,
             phase_started: now,
             started: now,
@@ -311,13 +324,16 @@ impl Driver {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Joined { conn, identity, handle } => {
+                if self.rebind_seat(conn, identity, &handle) {
+                    return;
+                }
                 if let Some(old) = self.by_identity.insert(identity, conn) {
                     // One identity, one seat: the newer connection replaces the older.
                     if let Some(previous) = self.conns.get(&old) {
                         tracing::info!(conn = old, "replaced by a new connection with the same identity");
                         let _ = previous.handle.outbox.send(Outbound::Close("replaced by a newer connection".into()));
                     }
-                    self.forget(old, "replaced by a newer connection");
+                    self.forget(old, "replaced by a newer connection", false);
                 }
                 self.conns.insert(conn, Conn { identity, handle, seat: None });
                 self.lobby.push_back(conn);
@@ -325,24 +341,58 @@ impl Driver {
                     self.lobby_since = Some(Instant::now());
                 }
             }
-            Event::Closed { conn, reason } => self.forget(conn, &reason),
+            Event::Closed { conn, reason, transient } => self.forget(conn, &reason, transient),
             Event::Frame { conn, frame } => self.on_frame(conn, frame),
         }
     }
 
-    /// Removes a connection: from the lobby, or from its seat (dropping it from the
-    /// round).
-    fn forget(&mut self, conn: ConnId, reason: &str) {
+    /// Removes a connection: from the lobby, or from its seat. A seated client whose
+    /// connection timed out keeps its seat until the phase deadline, in case it
+    /// reconnects; one that closed its connection is dropped from the round at once.
+    fn forget(&mut self, conn: ConnId, reason: &str, transient: bool) {
         let Some(c) = self.conns.remove(&conn) else { return };
         if self.by_identity.get(&c.identity) == Some(&conn) {
             self.by_identity.remove(&c.identity);
         }
         self.lobby.retain(|&l| l != conn);
         if let (Some(seat), Some(round)) = (c.seat, &mut self.round) {
+            if transient {
+                tracing::info!(client = seat.get(), %reason, "connection lost; the seat waits for a reconnection until the phase deadline");
+                return;
+            }
             tracing::info!(client = seat.get(), %reason, "client disconnected");
             round.server.drop_client(seat, DropReason::ConnectionLost);
             release_slot(round, seat, &self.conns, self.config.upload_slots);
         }
+    }
+
+    /// Gives a reconnecting client its seat back in the running round and resends the
+    /// last message it was sent. Returns false if the identity holds no active seat.
+    fn rebind_seat(&mut self, conn: ConnId, identity: Identity, handle: &ConnHandle) -> bool {
+        let Some(round) = &mut self.round else { return false };
+        let Some(index) = round.identities.iter().position(|i| *i == identity) else { return false };
+        let Some(seat) = ClientId::new(index as u32 + 1) else { return false };
+        if !round.server.is_active(seat) {
+            return false;
+        }
+        let old = round.seats[index];
+        if let Some(previous) = self.conns.remove(&old) {
+            let _ = previous.handle.outbox.send(Outbound::Close("replaced by a newer connection".into()));
+        }
+        tracing::info!(client = seat.get(), conn, "client reconnected to its seat");
+        round.seats[index] = conn;
+        round.resumed.insert(seat);
+        round.reconnected.insert(seat.get());
+        if round.granted.contains(&seat) {
+            handle.frame_limit.store(round.upload_frame.max(MAX_CONTROL_FRAME), Ordering::Release);
+        }
+        if let Some(last) = round.last_sent.get(&seat) {
+            let _ = handle.outbox.send(last.clone());
+        }
+        round.bytes_at_start.insert(conn, (0, 0));
+        self.by_identity.insert(identity, conn);
+        self.conns.insert(conn, Conn { identity, handle: handle.clone(), seat: Some(seat) });
+        true
     }
 
     fn on_frame(&mut self, conn: ConnId, frame: Result<FromClient, Violation>) {
@@ -353,6 +403,9 @@ impl Driver {
             let _ = c.handle.outbox.send(Outbound::Close("unexpected message".into()));
             return;
         };
+        if round.resumed.remove(&seat) && handle_resent(round, seat, &frame, &self.conns) {
+            return;
+        }
         match frame {
             Ok(FromClient::Protocol(msg)) => {
                 let is_upload = matches!(msg, ClientMessage::MaskedInput(_));
@@ -404,7 +457,8 @@ impl Driver {
                 }
                 message => Outbound::Frame(message.encode()),
             };
-            let _ = conn.handle.outbox.send(outbound);
+            let _ = conn.handle.outbox.send(outbound.clone());
+            round.last_sent.insert(out.to, outbound);
         }
         let phase = round.server.phase();
         if phase != round.phase {
@@ -511,6 +565,7 @@ impl Driver {
             participants: params.num_clients,
             included: output.included.iter().map(|c| c.get()).collect(),
             dropped: round.server.dropped().iter().map(dropped_record).collect(),
+            reconnected: round.reconnected.iter().copied().collect(),
             neighbours: params.neighbours,
             threshold: params.threshold,
             bits: params.bits,
@@ -556,7 +611,9 @@ fn grant_slots(round: &mut ActiveRound, slots: usize, conns: &HashMap<ConnId, Co
         let Some(seat) = round.ready.pop_front() else { return };
         let Some(c) = round.seats.get(seat.get() as usize - 1).and_then(|c| conns.get(c)) else { continue };
         c.handle.frame_limit.store(round.upload_frame.max(MAX_CONTROL_FRAME), Ordering::Release);
-        c.handle.send(ServiceMessage::UploadGrant.encode());
+        let grant = Outbound::Frame(ServiceMessage::UploadGrant.encode());
+        let _ = c.handle.outbox.send(grant.clone());
+        round.last_sent.insert(seat, grant);
         round.granted.insert(seat);
     }
 }
@@ -570,6 +627,36 @@ fn release_slot(round: &mut ActiveRound, seat: ClientId, conns: &HashMap<ConnId,
         }
         grant_slots(round, slots, conns);
     }
+}
+
+/// Handles the first frame of a client that just reconnected, if it repeats what the
+/// server already has (the client resends its last message because it cannot know
+/// whether it arrived): ignores it, or grants the upload again if the upload itself was
+/// lost. Returns whether the frame was handled.
+fn handle_resent(
+    round: &mut ActiveRound,
+    seat: ClientId,
+    frame: &Result<FromClient, Violation>,
+    conns: &HashMap<ConnId, Conn>,
+) -> bool {
+    let server = &round.server;
+    let repeated = match frame {
+        Ok(FromClient::Protocol(msg)) => msg.phase().is_some_and(|p| server.has_answered(seat, p)),
+        Ok(FromClient::Service(ServiceMessage::UploadReady)) => {
+            if !server.has_answered(seat, Phase::MaskedInput) && round.granted.contains(&seat) {
+                if let Some(c) = round.seats.get(seat.get() as usize - 1).and_then(|c| conns.get(c)) {
+                    c.handle.send(ServiceMessage::UploadGrant.encode());
+                }
+                return true;
+            }
+            server.has_answered(seat, Phase::MaskedInput) || round.ready.contains(&seat)
+        }
+        _ => false,
+    };
+    if repeated {
+        tracing::debug!(client = seat.get(), "ignoring a message resent after reconnecting");
+    }
+    repeated
 }
 
 fn dropped_record(d: &DroppedClient) -> DroppedRecord {

@@ -130,7 +130,7 @@ impl Server {
         let resume = (resume.0, resume.1, resume.2.or_else(|| momentum_on.then(|| vec![0.0; config.dim])), resume.3);
         let upload = 4 + 5 + privagg_protocol::packed_len(aggregation.protocol_dim() as u32, aggregation.bits()) + 16;
         let server_config =
-            identity.server_config(upload.max(privagg_client::wire::MAX_CONTROL_FRAME), idle_timeout(&config))?;
+            identity.server_config(upload.max(privagg_client::wire::MAX_CONTROL_FRAME), config.idle_timeout())?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         Ok(Self {
@@ -199,11 +199,6 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         result
     }
-}
-
-fn idle_timeout(config: &ServeConfig) -> Duration {
-    // Long enough to outlast a lobby wait plus a round; keep-alives keep it alive anyway.
-    Duration::from_secs_f64((config.phase_timeout * 2.0).max(30.0))
 }
 
 fn initial_model(config: &ServeConfig) -> Result<Vec<f32>, ServeError> {

@@ -109,6 +109,9 @@ struct ServeArgs {
     /// Seconds to wait for N clients before starting with at least the minimum [default: 60].
     #[arg(long)]
     lobby_timeout: Option<f64>,
+    /// Seconds of silence after which a connection counts as lost [default: 30].
+    #[arg(long)]
+    idle_timeout: Option<f64>,
     /// Token file (one token per line); without it any client is admitted.
     #[arg(long)]
     tokens: Option<PathBuf>,
@@ -307,6 +310,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.server_momentum, args.server_momentum);
     set!(c.phase_timeout, args.phase_timeout);
     set!(c.lobby_timeout, args.lobby_timeout);
+    set!(c.idle_timeout, args.idle_timeout);
     set!(c.upload_slots, args.upload_slots);
     if args.neighbors.is_some() {
         c.neighbors = args.neighbors;
@@ -392,12 +396,14 @@ fn client(args: ClientArgs) -> Result<()> {
     });
     runtime()?.block_on(async move {
         let mut client = Client::connect(options).await?;
-        let report = client.submit(ndarray::ArrayView1::from(&update), args.weight).await?;
+        let result = client.submit(ndarray::ArrayView1::from(&update), args.weight).await;
+        // Close politely either way, so that the server hears a refusal at once.
+        client.close().await;
+        let report = result?;
         println!(
             "round {} complete: {} inputs in the sum; sent {} bytes, received {} bytes",
             report.round, report.inputs, report.bytes_sent, report.bytes_received
         );
-        client.close().await;
         Ok(())
     })
 }

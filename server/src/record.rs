@@ -44,6 +44,9 @@ pub struct RoundRecord {
     pub included: Vec<u32>,
     /// Clients that left, when and why.
     pub dropped: Vec<DroppedRecord>,
+    /// Clients that lost their connection and came back to their seat.
+    #[serde(default)]
+    pub reconnected: Vec<u32>,
     /// Neighbours per client (k) and Shamir threshold (t) of the round.
     pub neighbours: u32,
     /// Shamir threshold.

@@ -3,7 +3,7 @@
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ndarray::{Array1, Array2};
@@ -21,19 +21,45 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A child process whose output goes to files (a pipe nobody reads could fill up and
+/// stall it).
+struct Child {
+    process: std::process::Child,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+fn spawn(mut command: Command, dir: &Path, name: &str) -> Child {
+    let (out, err) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
+    let process = command
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    Child { process, out, err }
+}
+
 /// Waits for a child, killing it after `limit` (a hung process fails the test).
-fn wait(mut child: std::process::Child, limit: Duration) -> Output {
+fn wait(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.process.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process still running after {limit:?}: {:?}", child.wait_with_output());
+            let _ = child.process.kill();
+            let mut logs = String::new();
+            for entry in std::fs::read_dir(child.err.parent().unwrap()).unwrap().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "err") {
+                    logs +=
+                        &format!("--- {}\n{}", entry.path().display(), std::fs::read_to_string(entry.path()).unwrap());
+                }
+            }
+            panic!("{} still running after {limit:?}; logs:\n{logs}", child.err.display());
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    Output { status, stdout: std::fs::read(&child.out).unwrap(), stderr: std::fs::read(&child.err).unwrap() }
 }
 
 #[test]
@@ -126,17 +152,15 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let dim = 16;
     let init = dir.path().join("init.npy");
     write_npy(&init, &Array1::<f32>::from_elem(dim, 0.25)).unwrap();
-    let server = privagg()
+    let mut serve = privagg();
+    serve
         .args(["serve", "--listen", &listen, "--dim", "16", "--clients", "4", "--min-clients", "3", "--rounds", "1"])
         .args(["--no-dp", "--server-lr", "1", "--phase-timeout", "120", "--lobby-timeout", "120"])
         .arg("--state")
         .arg(&state)
         .arg("--model-init")
-        .arg(&init)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .arg(&init);
+    let server = spawn(serve, dir.path(), "server");
     let cert = state.join("cert.der");
     let start = Instant::now();
     while !cert.exists() {
@@ -145,23 +169,17 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     }
     let updates: Vec<Vec<f64>> =
         (0..3).map(|i| (0..dim).map(|j| ((i * dim + j) as f64 * 0.37).sin()).collect()).collect();
-    let spawn_client = |file: &Path| {
-        privagg()
-            .args(["client", "--server", &listen, "--ca"])
-            .arg(&cert)
-            .arg("--update")
-            .arg(file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    let spawn_client = |file: &Path, name: &str| {
+        let mut client = privagg();
+        client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--update").arg(file);
+        spawn(client, dir.path(), name)
     };
     let clients: Vec<_> = updates
         .iter()
         .enumerate()
-        .map(|(i, u)| spawn_client(&write_update(dir.path(), &format!("u{i}.npy"), u.clone())))
+        .map(|(i, u)| spawn_client(&write_update(dir.path(), &format!("u{i}.npy"), u.clone()), &format!("client{i}")))
         .collect();
-    let wrong = spawn_client(&write_update(dir.path(), "wrong.npy", vec![0.0; dim + 1]));
+    let wrong = spawn_client(&write_update(dir.path(), "wrong.npy", vec![0.0; dim + 1]), "wrong");
     // The phase deadlines are two minutes: finishing well before that shows the wrong
     // client left at once instead of being waited for.
     let limit = Duration::from_secs(60);
