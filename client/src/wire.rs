@@ -64,6 +64,15 @@ pub async fn write_frame(send: &mut quinn::SendStream, payload: &[u8]) -> Result
 /// Reads one frame of at most `limit` bytes; `None` when the stream ended cleanly
 /// between frames.
 pub async fn read_frame(recv: &mut quinn::RecvStream, limit: usize) -> Result<Option<Vec<u8>>, WireError> {
+    read_frame_within(recv, || limit).await
+}
+
+/// Like [`read_frame`], with the limit asked for when the length prefix has arrived, so a
+/// limit raised while the reader waits (an upload grant) applies to the next frame.
+pub async fn read_frame_within(
+    recv: &mut quinn::RecvStream,
+    limit: impl FnOnce() -> usize,
+) -> Result<Option<Vec<u8>>, WireError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -72,6 +81,7 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, limit: usize) -> Result<Op
         Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
+    let limit = limit();
     if len > limit {
         return Err(WireError::FrameTooLarge { len, limit });
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use privagg_client::wire::{FromClient, MAX_CONTROL_FRAME, ServiceMessage, WireError, write_frame};
+use privagg_client::wire::{FromClient, MAX_CONTROL_FRAME, ServiceMessage, WireError, read_frame_within, write_frame};
 use privagg_protocol::{Limits, Violation};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -179,7 +179,7 @@ async fn read_loop(
     shared: &Shared,
 ) -> Result<(), String> {
     loop {
-        let frame = match read_frame_dynamic(recv, &handle.frame_limit).await {
+        let frame = match read_frame_within(recv, || handle.frame_limit.load(Ordering::Acquire)).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
             Err(WireError::FrameTooLarge { len, limit }) => {
@@ -199,29 +199,6 @@ async fn read_loop(
         if malformed {
             return Err("malformed frame".into());
         }
-    }
-}
-
-/// Like [`privagg_client::wire::read_frame`], but reads the limit after the length
-/// prefix arrives, so that a grant given while waiting applies to the next frame.
-async fn read_frame_dynamic(recv: &mut quinn::RecvStream, limit: &AtomicUsize) -> Result<Option<Vec<u8>>, WireError> {
-    let mut len = [0u8; 4];
-    match recv.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(WireError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    let limit = limit.load(Ordering::Acquire);
-    if len > limit {
-        return Err(WireError::FrameTooLarge { len, limit });
-    }
-    let mut buf = vec![0u8; len];
-    match recv.read_exact(&mut buf).await {
-        Ok(()) => Ok(Some(buf)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(WireError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
     }
 }
 

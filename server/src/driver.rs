@@ -61,6 +61,19 @@ pub enum ServerEvent {
     },
 }
 
+/// Where a session stands when the server starts: after `completed` rounds.
+#[derive(Clone, Debug, Default)]
+pub struct Resume {
+    /// Rounds already completed.
+    pub completed: u64,
+    /// The model after them.
+    pub model: Vec<f32>,
+    /// The server-momentum buffer, if momentum is on.
+    pub momentum: Option<Vec<f32>>,
+    /// The privacy ledger so far.
+    pub ledger: PrivacyLedger,
+}
+
 /// What a finished session leaves.
 #[derive(Clone, Debug)]
 pub struct SessionSummary {
@@ -123,8 +136,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver resuming after `completed` rounds with `model`.
-    #[allow(clippy::too_many_arguments)]
+    /// A driver that carries on from `resume`.
     pub fn new(
         config: Arc<ServeConfig>,
         aggregation: Aggregation,
@@ -132,11 +144,9 @@ impl Driver {
         events: mpsc::Receiver<Event>,
         observer: Option<mpsc::UnboundedSender<ServerEvent>>,
         shutdown: watch::Receiver<bool>,
-        completed: u64,
-        model: Vec<f32>,
-        momentum: Option<Vec<f32>>,
-        ledger: PrivacyLedger,
+        resume: Resume,
     ) -> Self {
+        let Resume { completed, model, momentum, ledger } = resume;
         Self {
             config,
             aggregation,

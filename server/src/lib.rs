@@ -41,7 +41,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use privagg_dp::ledger::PrivacyLedger;
 use privagg_protocol::Limits;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -53,7 +52,7 @@ pub use record::RoundRecord;
 use crate::admission::Admission;
 use crate::aggregation::{Aggregation, graph_for};
 use crate::connection::{ConnId, Shared, serve_connection};
-use crate::driver::Driver;
+use crate::driver::{Driver, Resume};
 use crate::storage::{StateDir, read_vector};
 use crate::tls::Identity;
 
@@ -65,7 +64,7 @@ pub struct Server {
     admission: Arc<Admission>,
     aggregation: Aggregation,
     storage: StateDir,
-    resume: (u64, Vec<f32>, Option<Vec<f32>>, PrivacyLedger),
+    resume: Resume,
     observer: Option<mpsc::UnboundedSender<ServerEvent>>,
     shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
 }
@@ -119,15 +118,21 @@ impl Server {
             );
         }
         let momentum_on = config.server_momentum > 0.0;
-        let resume = match storage.load_latest(config.dim, momentum_on)? {
+        let mut resume = match storage.load_latest(config.dim, momentum_on)? {
             Some(checkpoint) => {
                 tracing::info!(round = checkpoint.round, "resuming after the last committed round");
-                let ledger = checkpoint.record.and_then(|r| r.privacy).map(|p| p.ledger).unwrap_or_default();
-                (checkpoint.round, checkpoint.model, checkpoint.momentum, ledger)
+                Resume {
+                    completed: checkpoint.round,
+                    model: checkpoint.model,
+                    momentum: checkpoint.momentum,
+                    ledger: checkpoint.record.and_then(|r| r.privacy).map(|p| p.ledger).unwrap_or_default(),
+                }
             }
-            None => (0, initial_model(&config)?, None, PrivacyLedger::default()),
+            None => Resume { model: initial_model(&config)?, ..Resume::default() },
         };
-        let resume = (resume.0, resume.1, resume.2.or_else(|| momentum_on.then(|| vec![0.0; config.dim])), resume.3);
+        if momentum_on && resume.momentum.is_none() {
+            resume.momentum = Some(vec![0.0; config.dim]);
+        }
         let upload = 4 + 5 + privagg_protocol::packed_len(aggregation.protocol_dim() as u32, aggregation.bits()) + 16;
         let server_config =
             identity.server_config(upload.max(privagg_client::wire::MAX_CONTROL_FRAME), config.idle_timeout())?;
@@ -180,7 +185,6 @@ impl Server {
             hello_timeout: self.config.phase_timeout(),
         };
         let accept = tokio::spawn(accept_loop(self.endpoint.clone(), shared));
-        let (completed, model, momentum, ledger) = self.resume;
         let driver = Driver::new(
             self.config,
             self.aggregation,
@@ -188,10 +192,7 @@ impl Server {
             events_rx,
             self.observer,
             self.shutdown.1,
-            completed,
-            model,
-            momentum,
-            ledger,
+            self.resume,
         );
         let result = driver.run().await;
         accept.abort();
