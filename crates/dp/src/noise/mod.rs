@@ -56,6 +56,9 @@ pub enum NoiseSpec {
     },
 }
 
+/// Samples per independently keyed block in [`IntegerNoise::sample_vec`].
+pub const PARALLEL_BLOCK: usize = 1 << 14;
+
 /// A ready-to-use sampler for a [`NoiseSpec`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IntegerNoise {
@@ -86,8 +89,33 @@ impl IntegerNoise {
         }
     }
 
-    /// `len` independent samples.
+    /// `len` independent samples, drawn in parallel: each block of
+    /// [`PARALLEL_BLOCK`] samples comes from its own ChaCha20 generator keyed with 32 fresh
+    /// bytes of `rng`, so the blocks are independent and the result is a deterministic
+    /// function of `rng`'s stream (whatever the thread count).
     pub fn sample_vec<R: CryptoRng + ?Sized>(&self, rng: &mut R, len: usize) -> Result<Vec<i64>, DpError> {
-        (0..len).map(|_| self.sample(rng)).collect()
+        use rand_core::SeedableRng;
+        use rayon::prelude::*;
+        use zeroize::Zeroize;
+        let mut out = vec![0i64; len];
+        if *self == Self::None {
+            return Ok(out);
+        }
+        let mut seeds: Vec<[u8; 32]> = (0..len.div_ceil(PARALLEL_BLOCK))
+            .map(|_| {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                seed
+            })
+            .collect();
+        let result = out.par_chunks_mut(PARALLEL_BLOCK).zip(&seeds).try_for_each(|(block, seed)| {
+            let mut block_rng = chacha20::ChaCha20Rng::from_seed(*seed);
+            block.iter_mut().try_for_each(|x| {
+                *x = self.sample(&mut block_rng)?;
+                Ok(())
+            })
+        });
+        seeds.zeroize();
+        result.map(|()| out)
     }
 }
