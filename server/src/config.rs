@@ -236,6 +236,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_validates() {
+        let text = include_str!("../privagg.example.toml");
+        let c = ServeConfig::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.dim, c.clients, c.min_clients, c.rounds), (1000, 10, 8, 5));
+        assert!(c.dp.enabled);
+    }
+
+    #[test]
     fn inconsistent_settings_are_refused() {
         let ok = ServeConfig { dim: 10, ..ServeConfig::default() };
         ok.validate().unwrap();
