@@ -231,15 +231,11 @@ impl Client {
         Ok(())
     }
 
-    async fn send_message(&mut self, msg: &ClientMessage) -> Result<(), SdkError> {
-        self.send_frame(&msg.encode()).await
-    }
-
     /// Leaves the round: tells the server why, then returns `error`.
     async fn leave(&mut self, round: &mut ClientRound, error: SdkError) -> SdkError {
         let bye = round.leave(&error.to_string());
         // The round is over for us either way; a failed goodbye changes nothing.
-        let _ = self.send_message(&bye).await;
+        let _ = self.send_frame(&bye.encode()).await;
         error
     }
 
@@ -288,8 +284,7 @@ impl Client {
                         let upload = state.upload.as_ref().ok_or_else(|| {
                             SdkError::InvalidConfig("upload granted before the input was ready".into())
                         })?;
-                        let upload = upload.clone();
-                        self.send_frame(&upload).await?;
+                        self.send_frame(upload).await?;
                         state.uploaded = true;
                         self.testing_drop(DropAfter::MaskedInput).await?;
                     }
@@ -308,9 +303,7 @@ impl Client {
                     if let Err(e) = self.start_round(&mut state, &config.app_data, config.params.dim, &mut provide) {
                         return Err(self.leave(&mut state.protocol, e).await);
                     }
-                    if self.options.drop_after == Some(DropAfter::Config) {
-                        self.testing_drop(DropAfter::Config).await?;
-                    }
+                    self.testing_drop(DropAfter::Config).await?;
                 }
                 ServerMessage::ForwardedShares(_) => {
                     if let Some(job) = state.encoding.take() {
