@@ -29,6 +29,14 @@ struct Child {
     err: std::path::PathBuf,
 }
 
+impl Drop for Child {
+    /// A failed test must not leave its processes running.
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 fn spawn(mut command: Command, dir: &Path, name: &str) -> Child {
     let (out, err) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
     let process = command
