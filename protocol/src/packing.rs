@@ -8,6 +8,39 @@
 use crate::error::DecodeError;
 use crate::round_params::word_mask;
 
+/// Widths up to which a word plus its bit offset (≤ 7) fits one u64 window.
+const WINDOW_BITS: u8 = 56;
+
+/// The little-endian u64 at byte `at`, reading zeros past the end of `bytes`.
+#[inline]
+fn load_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut window = [0u8; 8];
+    match bytes.get(at..at + 8) {
+        Some(full) => window.copy_from_slice(full),
+        None => {
+            let tail = bytes.get(at..).unwrap_or(&[]);
+            window[..tail.len()].copy_from_slice(tail);
+        }
+    }
+    u64::from_le_bytes(window)
+}
+
+/// Writes byte-aligned words (`N` bytes each) into `bytes`.
+fn put_words<const N: usize>(bytes: &mut [u8], words: &[u64], encode: impl Fn(u64) -> [u8; N]) {
+    for (chunk, &w) in bytes.chunks_exact_mut(N).zip(words) {
+        chunk.copy_from_slice(&encode(w));
+    }
+}
+
+/// Adds byte-aligned words (`N` bytes each) of `bytes` into `acc` mod 2^bits.
+fn add_words<const N: usize>(acc: &mut [u64], bytes: &[u8], mask: u64, decode: impl Fn([u8; N]) -> u64) {
+    for (a, chunk) in acc.iter_mut().zip(bytes.chunks_exact(N)) {
+        let mut word = [0u8; N];
+        word.copy_from_slice(chunk);
+        *a = a.wrapping_add(decode(word)) & mask;
+    }
+}
+
 /// Length in bytes of `dim` words of `bits` bits.
 pub fn packed_len(dim: u32, bits: u8) -> usize {
     (u64::from(dim) * u64::from(bits)).div_ceil(8) as usize
@@ -37,29 +70,33 @@ impl PackedVector {
     pub fn pack(words: &[u64], bits: u8) -> Self {
         let bits = bits.clamp(1, 64);
         let dim = u32::try_from(words.len()).unwrap_or(u32::MAX);
-        let mut bytes = Vec::with_capacity(packed_len(dim, bits));
+        let len = packed_len(dim, bits);
         let mask = word_mask(bits);
+        let mut bytes = vec![0u8; len];
         match bits {
-            8 | 16 | 32 | 64 => {
-                let width = usize::from(bits / 8);
-                for &w in words {
-                    bytes.extend_from_slice(&(w & mask).to_le_bytes()[..width]);
-                }
-            }
+            8 => bytes.iter_mut().zip(words).for_each(|(b, &w)| *b = w as u8),
+            16 => put_words(&mut bytes, words, |w| (w as u16).to_le_bytes()),
+            32 => put_words(&mut bytes, words, |w| (w as u32).to_le_bytes()),
+            64 => put_words(&mut bytes, words, u64::to_le_bytes),
             _ => {
+                // A bit accumulator that spills 64 bits at a time (it never holds more than
+                // 63 + 63 bits).
+                let mut out = bytes.chunks_mut(8);
                 let mut acc: u128 = 0;
                 let mut acc_bits = 0u32;
                 for &w in words {
                     acc |= u128::from(w & mask) << acc_bits;
                     acc_bits += u32::from(bits);
-                    while acc_bits >= 8 {
-                        bytes.push(acc as u8);
-                        acc >>= 8;
-                        acc_bits -= 8;
+                    if acc_bits >= 64 {
+                        if let Some(chunk) = out.next() {
+                            chunk.copy_from_slice(&(acc as u64).to_le_bytes()[..chunk.len()]);
+                        }
+                        acc >>= 64;
+                        acc_bits -= 64;
                     }
                 }
-                if acc_bits > 0 {
-                    bytes.push(acc as u8);
+                if let Some(chunk) = out.next() {
+                    chunk.copy_from_slice(&(acc as u64).to_le_bytes()[..chunk.len()]);
                 }
             }
         }
@@ -115,29 +152,35 @@ impl PackedVector {
         let mask = word_mask(self.bits);
         let len = (self.dim as usize).min(acc.len());
         let acc = &mut acc[..len];
+        let bytes = &self.bytes;
         match self.bits {
-            8 | 16 | 32 | 64 => {
-                let width = usize::from(self.bits / 8);
-                for (a, chunk) in acc.iter_mut().zip(self.bytes.chunks_exact(width)) {
-                    let mut le = [0u8; 8];
-                    le[..width].copy_from_slice(chunk);
-                    *a = a.wrapping_add(u64::from_le_bytes(le)) & mask;
+            8 => add_words(acc, bytes, mask, |c: [u8; 1]| u64::from(c[0])),
+            16 => add_words(acc, bytes, mask, |c| u64::from(u16::from_le_bytes(c))),
+            32 => add_words(acc, bytes, mask, |c| u64::from(u32::from_le_bytes(c))),
+            64 => add_words(acc, bytes, mask, u64::from_le_bytes),
+            1..=WINDOW_BITS => {
+                let bits = usize::from(self.bits);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let bit = i * bits;
+                    let word = (load_u64(bytes, bit / 8) >> (bit % 8)) & mask;
+                    *a = a.wrapping_add(word) & mask;
                 }
             }
             _ => {
+                // Wide words: a bit reservoir refilled 64 bits at a time.
                 let bits = u32::from(self.bits);
-                let mut bytes = self.bytes.iter();
-                let mut window: u128 = 0;
-                let mut window_bits = 0u32;
+                let mut at = 0;
+                let mut reservoir: u128 = 0;
+                let mut available = 0u32;
                 for a in acc.iter_mut() {
-                    while window_bits < bits {
-                        let byte = bytes.next().copied().unwrap_or(0);
-                        window |= u128::from(byte) << window_bits;
-                        window_bits += 8;
+                    if available < bits {
+                        reservoir |= u128::from(load_u64(bytes, at)) << available;
+                        at += 8;
+                        available += 64;
                     }
-                    let word = (window as u64) & mask;
-                    window >>= bits;
-                    window_bits -= bits;
+                    let word = (reservoir as u64) & mask;
+                    reservoir >>= bits;
+                    available -= bits;
                     *a = a.wrapping_add(word) & mask;
                 }
             }
