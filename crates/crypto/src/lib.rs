@@ -66,5 +66,5 @@ pub use kdf::{
     derive_self_mask_seed, hkdf_sha256,
 };
 pub use key_agreement::{KeyPair, PublicKey, SecretKey, SharedSecret};
-pub use prg::{MaskSeed, MaskSign, PrgKind, apply_mask, apply_masks, fill_keystream};
+pub use prg::{MaskSeed, MaskSign, PrgKind, apply_mask, apply_masks, fill_keystream, stream_keystream};
 pub use shamir::{Share, lagrange_coefficients_at_zero, reconstruct, split};

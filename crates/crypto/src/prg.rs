@@ -49,16 +49,18 @@
 //! time, and the keystream is consumed inside the backend call, so the adding loop is compiled
 //! with the backend's target features (SSE2 under AES-NI, AVX2 under VAES).
 //!
+//! `cpufeatures` 0.3.1 (used by `aes`) asks for AVX-512 register state before reporting VAES,
+//! so on AVX2-only VAES CPUs (AMD Zen 3) its run-time dispatch picked AES-NI; privagg carries
+//! a one-line patch (`vendor/cpufeatures/PRIVAGG-PATCH.md`) so that the VAES256 backend is
+//! chosen wherever the CPU has it.
+//!
 //! Measured with `examples/prg_speed.rs` on the 2-vCPU AMD EPYC reference VM (AES-NI, VAES,
-//! AVX2, no AVX-512; shared, so medians of CPU-time rates over 15 interleaved rounds, two
-//! runs): raw AES-128-CTR keystream 6.9–7.2 GB/s (OpenSSL `speed -evp aes-128-ctr`, 16 KiB:
-//! 7.1–8.1 GB/s at the same times; bare `encrypt_blocks` 9.1 GB/s), ChaCha20 2.0 GB/s;
-//! `apply_masks` with 51 seeds over 10⁶ words at bits = 32: 5.2–5.4 GB/s of keystream
-//! (38–39 ms), 75–79 % of the raw rate — under AES-NI the SSE2 adds cost about a quarter of
-//! the encryption. `cpufeatures` 0.3.1 (used by `aes`) asks for AVX-512 register state before
-//! reporting VAES, so on AVX2-only VAES CPUs (AMD Zen 3) the run-time dispatch picks AES-NI.
-//! Built with `-C target-feature=+aes,+avx2,+vaes` (VAES256; `encrypt_blocks` 16 GB/s) the
-//! same runs gave raw 9.6 GB/s and masking 8.2 GB/s (25 ms), 85 % of raw.
+//! AVX2, no AVX-512; shared, so medians of CPU-time rates over interleaved rounds): raw
+//! AES-128-CTR keystream generated in L1 10.0–10.2 GB/s (7.2–7.4 GB/s when written out to
+//! 16 KiB buffers; OpenSSL `speed -evp aes-128-ctr`, 16 KiB: 7.4–8.4 GB/s), ChaCha20
+//! 2.1 GB/s; `apply_masks` with 51 seeds over 10⁶ words at bits = 32: 7.9 GB/s of keystream
+//! (26 ms), 79–81 % of the raw rate. With AES-NI only (no VAES): raw 7.6 GB/s, masking
+//! 5.9 GB/s (34.5 ms).
 
 use core::fmt;
 
@@ -184,6 +186,13 @@ pub fn apply_mask(
     apply_masks(kind, buf, first_word, bits, &[(seed, sign)])
 }
 
+/// Hands the keystream of `seed` from block `first_block` on, `nblocks` blocks in all, to
+/// `sink` in pieces of at most 4 KiB generated into a buffer that stays in L1 — the way
+/// [`apply_masks`] consumes it. Measures the raw generation rate without a copy to memory.
+pub fn stream_keystream(kind: PrgKind, seed: &MaskSeed, first_block: u64, nblocks: usize, sink: impl FnMut(&[u8])) {
+    Keystream::new(kind, seed).stream(u128::from(first_block), nblocks, sink);
+}
+
 /// Writes raw keystream bytes of `seed` into `out`, starting at the first byte of keystream
 /// block `first_block` (blocks of [`PrgKind::block_len`] bytes; the AES counter is
 /// T₀ + `first_block` mod 2^128, the ChaCha20 counter `first_block`, mod 2^64 as the stream
@@ -262,12 +271,14 @@ impl Keystream {
     /// blocks.
     fn fill_blocks(&mut self, first_block: u128, out: &mut [u8]) {
         match self {
-            Keystream::Aes { cipher, counter0 } => {
-                let (blocks, rest) = out.as_chunks_mut::<16>();
-                debug_assert!(rest.is_empty());
-                cipher.encrypt_with_backend(CtrFill {
-                    counter: counter0.wrapping_add(first_block),
-                    blocks: Array::cast_slice_from_core_mut(blocks),
+            Keystream::Aes { .. } => {
+                // Through the L1 buffer of `stream`: under run-time VAES dispatch this ran
+                // 1.3× faster than encrypting counter blocks in place in `out`.
+                let mut rest = &mut out[..];
+                self.stream(first_block, rest.len() / 16, |chunk| {
+                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(chunk.len());
+                    head.copy_from_slice(chunk);
+                    rest = tail;
                 });
             }
             Keystream::ChaCha(core) => {
@@ -299,40 +310,6 @@ impl Keystream {
 
 /// Keystream bytes handed to a sink per call (4 KiB: 256 AES or 64 ChaCha blocks).
 const STREAM_BYTES: usize = 4096;
-
-/// AES-CTR straight into the destination: each batch of the backend's parallel width (8
-/// blocks for AES-NI, 30 for VAES256, 64 for VAES512) is filled with counter blocks and
-/// encrypted in place.
-struct CtrFill<'a> {
-    counter: u128,
-    blocks: &'a mut [aes::Block],
-}
-
-impl BlockSizeUser for CtrFill<'_> {
-    type BlockSize = U16;
-}
-
-impl BlockCipherEncClosure for CtrFill<'_> {
-    #[inline(always)]
-    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
-        let mut counter = self.counter;
-        let (batches, tail) = ParBlocks::<B>::slice_as_chunks_mut(self.blocks);
-        for batch in batches {
-            write_counters(batch, &mut counter);
-            backend.encrypt_par_blocks(batch.into());
-        }
-        if !tail.is_empty() {
-            // The backend's own tail path encrypts one block at a time; a full batch is faster.
-            let mut last = ParBlocks::<B>::default();
-            write_counters(&mut last, &mut counter);
-            backend.encrypt_par_blocks((&mut last).into());
-            for (out, block) in tail.iter_mut().zip(last.iter()) {
-                *out = *block;
-            }
-            Array::slice_as_flattened_mut(&mut last).zeroize();
-        }
-    }
-}
 
 /// AES-CTR into a small buffer handed to a sink (see [`Keystream::stream`]).
 struct CtrStream<F> {
