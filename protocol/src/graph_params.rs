@@ -17,11 +17,11 @@
 //!    where B = ⌊a·n⌋ + ⌊d·n⌋; the union bound must be below 2^−(σ+1).
 //! 2. **A client has t or more corrupt neighbours** (they could rebuild its secrets
 //!    without the server's help). t1 is the smallest value with
-//!    P[corrupt neighbours > t1] < 2^−(σ+1)/n, X ~ Hypergeometric(n, ⌊a·n⌋, k); a union
+//!    P(corrupt neighbours > t1) < 2^−(σ+1)/n, X ~ Hypergeometric(n, ⌊a·n⌋, k); a union
 //!    bound over the n clients then bounds the event by 2^−(σ+1). Any t > t1 is safe.
 //! 3. **A client keeps fewer than t surviving neighbours** (its masks could not be
-//!    removed). t2 is the smallest value with P[S ≤ t2] ≥ 2^−η/n,
-//!    S ~ Hypergeometric(n, ⌈(1 − d)·n⌉, k); any t ≤ t2 has P[S < t] < 2^−η/n.
+//!    removed). t2 is the smallest value with P(S ≤ t2) ≥ 2^−η/n,
+//!    S ~ Hypergeometric(n, ⌈(1 − d)·n⌉, k); any t ≤ t2 has P(S < t) < 2^−η/n.
 //!
 //! Against a semi-malicious server, which may send different survivor lists to different
 //! clients, a client must also never reveal both kinds of share of one peer to a server

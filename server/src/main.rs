@@ -43,7 +43,7 @@ struct ServeArgs {
     /// UDP address to listen on [default: 127.0.0.1:7000].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// State directory: cert.der, model-<r>.npy, round-<r>.json [default: privagg-state].
+    /// State directory: cert.der, model-R.npy, round-R.json [default: privagg-state].
     #[arg(long)]
     state: Option<PathBuf>,
     /// Model dimension M.
