@@ -22,8 +22,11 @@ pub enum DropAfter {
     Config,
     /// After advertising its keys.
     AdvertiseKeys,
-    /// After sending its share envelopes.
+    /// After sending its share envelopes (the server may drop it before the phase ends).
     ShareKeys,
+    /// On receiving its neighbours' envelopes, before masking: it is in U2 but not U3,
+    /// the case that makes the server rebuild its mask key.
+    ForwardedShares,
     /// After uploading its masked input.
     MaskedInput,
     /// After sending its unmasking shares.
@@ -306,6 +309,7 @@ impl Client {
                     self.testing_drop(DropAfter::Config).await?;
                 }
                 ServerMessage::ForwardedShares(_) => {
+                    self.testing_drop(DropAfter::ForwardedShares).await?;
                     if let Some(job) = state.encoding.take() {
                         let encoded = job.await.map_err(|e| SdkError::Local(e.to_string()))?;
                         let (words, norm) = match encoded {

@@ -168,6 +168,7 @@ enum DropAfterArg {
     Config,
     AdvertiseKeys,
     ShareKeys,
+    ForwardedShares,
     MaskedInput,
     UnmaskResponse,
 }
@@ -391,6 +392,7 @@ fn client(args: ClientArgs) -> Result<()> {
         DropAfterArg::Config => DropAfter::Config,
         DropAfterArg::AdvertiseKeys => DropAfter::AdvertiseKeys,
         DropAfterArg::ShareKeys => DropAfter::ShareKeys,
+        DropAfterArg::ForwardedShares => DropAfter::ForwardedShares,
         DropAfterArg::MaskedInput => DropAfter::MaskedInput,
         DropAfterArg::UnmaskResponse => DropAfter::UnmaskResponse,
     });

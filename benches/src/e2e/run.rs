@@ -1,0 +1,268 @@
+//! Running one grid point: start its server, connect n clients, run the rounds, and
+//! turn each round's record and the resource counters into a [`RoundRow`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
+use privagg_client::{Client, ClientOptions, DropAfter, SdkError};
+use tokio::task::JoinSet;
+
+use super::server::{RoundJson, ServerProcess, free_udp_addr};
+use super::{Mode, Point, RoundRow};
+use crate::plain::{PlainClient, PlainReport};
+use crate::{procfs, workload};
+
+/// How to run the points.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Rounds per point (one server session).
+    pub rounds: u64,
+    /// The `privagg` binary.
+    pub privagg: PathBuf,
+    /// Run `privagg serve` with `--no-dp` (weighted FedAvg, no noise) instead of DP.
+    pub no_dp: bool,
+    /// `privagg serve --bits` (default: the server's, 20 with DP and 48 without).
+    pub bits: Option<u32>,
+    /// Where each point's server state and log go (`<runs>/<label>/`).
+    pub runs: PathBuf,
+    /// Seconds a phase may take before the server drops the clients that are late.
+    pub phase_timeout: f64,
+}
+
+/// What a client's round ended with.
+struct Outcome {
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// Runs `point` for `settings.rounds` rounds; `progress` advances once per client per
+/// round.
+pub async fn run_point(point: Point, settings: &RunSettings, progress: &ProgressBar) -> Result<Vec<RoundRow>> {
+    let state = settings.runs.join(point.label());
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    let addr = free_udp_addr()?;
+    let mut server = ServerProcess::spawn(server_command(point, settings, &state, addr)?, &state, addr)?;
+    let cert = server.certificate(Duration::from_secs(60)).await?;
+    let rows = match point.mode {
+        Mode::Masked => masked_rounds(point, settings, &mut server, cert, progress).await,
+        Mode::Plain => plain_rounds(point, settings, &mut server, cert, progress).await,
+    };
+    let peak = server.peak_rss();
+    server.finish(Duration::from_secs(10)).await;
+    let mut rows = rows?;
+    for row in &mut rows {
+        row.server_peak_rss = row.server_peak_rss.max(peak);
+    }
+    Ok(rows)
+}
+
+fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std::net::SocketAddr) -> Result<Command> {
+    let mut command;
+    match point.mode {
+        Mode::Masked => {
+            command = Command::new(&settings.privagg);
+            command.arg("serve").args(["--min-clients", &point.min_clients().to_string()]);
+            command.args(["--phase-timeout", &settings.phase_timeout.to_string(), "--lobby-timeout", "600"]);
+            if settings.no_dp {
+                command.arg("--no-dp");
+            }
+            if let Some(bits) = settings.bits {
+                command.args(["--bits", &bits.to_string()]);
+            }
+            command.env("RUST_LOG", "warn");
+        }
+        Mode::Plain => {
+            command = Command::new(std::env::current_exe()?);
+            command.arg("plain-server");
+        }
+    }
+    command.args(["--listen", &addr.to_string(), "--state"]).arg(state);
+    command.args(["--dim", &point.m.to_string(), "--clients", &point.n.to_string()]);
+    command.args(["--rounds", &settings.rounds.to_string()]);
+    Ok(command)
+}
+
+/// Counters read at the start of a round.
+struct Start {
+    at: Instant,
+    own_cpu: f64,
+    server_cpu: f64,
+}
+
+impl Start {
+    fn now(server: &ServerProcess) -> Self {
+        Self {
+            at: Instant::now(),
+            own_cpu: procfs::cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
+            server_cpu: server.cpu_seconds(),
+        }
+    }
+
+    /// The row of a finished round.
+    fn row(&self, point: Point, server: &ServerProcess, record: &RoundJson, outcomes: &[Outcome]) -> RoundRow {
+        let wall_s = self.at.elapsed().as_secs_f64();
+        let own_cpu = procfs::cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - self.own_cpu;
+        let timing = |name: &str| record.timings.get(name).copied().unwrap_or(0.0);
+        let median = |f: fn(&Outcome) -> u64| {
+            let mut v: Vec<u64> = outcomes.iter().map(f).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        RoundRow {
+            mode: point.mode.name().into(),
+            n: point.n,
+            m: point.m,
+            dropout_pct: point.dropout_pct,
+            dropped: point.dropped(),
+            dropped_after_share_keys: record.dropped.iter().filter(|d| d.phase == "masked_input").count() as u32,
+            round: record.round,
+            k: record.neighbours,
+            t: record.threshold,
+            bits: record.bits,
+            inputs: record.included.len() as u32,
+            round_s: timing("total"),
+            advertise_keys_s: timing("advertise_keys"),
+            share_keys_s: timing("share_keys"),
+            masked_input_s: timing("masked_input"),
+            unmask_s: timing("unmask"),
+            reconstruct_s: timing("reconstruct"),
+            collect_s: timing("collect"),
+            wall_s,
+            client_cpu_s: own_cpu / f64::from(point.n),
+            server_cpu_s: server.cpu_seconds() - self.server_cpu,
+            bytes_sent: median(|o| o.bytes_sent),
+            bytes_received: median(|o| o.bytes_received),
+            f32_payload: point.f32_payload(),
+            server_peak_rss: server.peak_rss(),
+        }
+    }
+}
+
+/// A masked-round participant: an SDK client, which may be set to vanish once the
+/// server has forwarded its neighbours' envelopes (in U2, not in U3: the expensive
+/// dropout, whose pairwise masks the server must rebuild and remove).
+struct Participant(Box<Client>);
+
+impl Participant {
+    /// One round; `None` for a dropout. Reconnects a dropout unless `last`.
+    async fn round(&mut self, update: &[f32], last: bool) -> Result<Option<Outcome>> {
+        match self.0.submit(ndarray::ArrayView1::from(update), 1.0).await {
+            Ok(report) => Ok(Some(Outcome { bytes_sent: report.bytes_sent, bytes_received: report.bytes_received })),
+            Err(SdkError::TestingDropout) => {
+                if !last {
+                    self.0.reconnect().await?;
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+async fn masked_rounds(
+    point: Point,
+    settings: &RunSettings,
+    server: &mut ServerProcess,
+    cert: Vec<u8>,
+    progress: &ProgressBar,
+) -> Result<Vec<RoundRow>> {
+    let mut connecting: JoinSet<Result<Participant>> = JoinSet::new();
+    for i in 0..point.n {
+        let mut options = ClientOptions::new(server.addr(), cert.clone());
+        options.connect_deadline = Duration::from_secs(30);
+        options.idle_timeout = Duration::from_secs(600);
+        options.drop_after = (i < point.dropped()).then_some(DropAfter::ForwardedShares);
+        connecting.spawn(async move { Ok(Participant(Box::new(Client::connect(options).await?))) });
+    }
+    let mut clients = Vec::with_capacity(point.n as usize);
+    while let Some(client) = connecting.join_next().await {
+        clients.push(client?.context("a client could not connect")?);
+    }
+    let update = Arc::new(workload::update(point.m));
+    let mut rows = Vec::new();
+    for round in 1..=settings.rounds {
+        let start = Start::now(server);
+        let mut tasks = JoinSet::new();
+        for mut client in clients.drain(..) {
+            let update = update.clone();
+            let last = round == settings.rounds;
+            tasks.spawn(async move {
+                let outcome = client.round(&update, last).await;
+                outcome.map(|o| (client, o))
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (client, outcome) =
+                done?.with_context(|| format!("{}: a client failed in round {round}", point.label()))?;
+            clients.push(client);
+            outcomes.extend(outcome);
+            progress.inc(1);
+        }
+        let record = server.record(round, Duration::from_secs(60)).await?;
+        rows.push(start.row(point, server, &record, &outcomes));
+    }
+    // The server ends the session and closes the connections.
+    drop(clients);
+    Ok(rows)
+}
+
+async fn plain_rounds(
+    point: Point,
+    settings: &RunSettings,
+    server: &mut ServerProcess,
+    cert: Vec<u8>,
+    progress: &ProgressBar,
+) -> Result<Vec<RoundRow>> {
+    let mut connecting = JoinSet::new();
+    for _ in 0..point.n {
+        let (addr, cert) = (server.addr(), cert.clone());
+        connecting.spawn(async move { PlainClient::connect(addr, &cert).await });
+    }
+    let mut clients = Vec::with_capacity(point.n as usize);
+    while let Some(client) = connecting.join_next().await {
+        clients.push(client?.context("a plain client could not connect")?);
+    }
+    let update = Arc::new(workload::update(point.m));
+    let mut rows = Vec::new();
+    for round in 1..=settings.rounds {
+        let start = Start::now(server);
+        let mut tasks = JoinSet::new();
+        for (i, mut client) in clients.drain(..).enumerate() {
+            let update = update.clone();
+            let drop = (i as u32) < point.dropped();
+            let last = round == settings.rounds;
+            tasks.spawn(async move {
+                let report: Option<PlainReport> = client.round(&update, 1.0, drop).await?;
+                if report.is_none() && !last {
+                    client.reconnect().await?;
+                }
+                Ok::<_, crate::plain::PlainError>((client, report))
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (client, report) =
+                done?.with_context(|| format!("{}: a client failed in round {round}", point.label()))?;
+            clients.push(client);
+            outcomes.extend(report.map(|r| Outcome { bytes_sent: r.bytes_sent, bytes_received: r.bytes_received }));
+            progress.inc(1);
+        }
+        let record = server.record(round, Duration::from_secs(60)).await?;
+        rows.push(start.row(point, server, &record, &outcomes));
+    }
+    let mut closing = JoinSet::new();
+    for client in clients {
+        closing.spawn(client.close());
+    }
+    while closing.join_next().await.is_some() {}
+    if rows.iter().any(|r| r.inputs != point.n - point.dropped()) {
+        bail!("{}: a plain round summed the wrong number of inputs", point.label());
+    }
+    Ok(rows)
+}
