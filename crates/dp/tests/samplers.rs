@@ -130,7 +130,7 @@ fn sum_of_shares_has_n_times_the_variance() {
 #[test]
 fn bernoulli_exp_is_unbiased() {
     let n = 200_000;
-    for (i, (num, den)) in [(0u128, 1u128), (3, 10), (1, 1), (27, 10)].into_iter().enumerate() {
+    for (i, (num, den)) in [(0u128, 1u128), (3, 10), (1, 1), (10, 10), (27, 10)].into_iter().enumerate() {
         let mut rng = test_rng(60 + i as u8);
         let hits = (0..n).filter(|_| bernoulli_exp(&mut rng, num, den)).count() as f64;
         let p = (-(num as f64) / den as f64).exp();
@@ -150,6 +150,19 @@ fn bernoulli_ratio_is_unbiased() {
     let hits = (0..n).filter(|_| bernoulli_ratio(&mut rng, 2, 7)).count() as f64 / n as f64;
     let p = 2.0 / 7.0;
     assert!((hits - p).abs() <= 4.0 * (p * (1.0 - p) / n as f64).sqrt());
+}
+
+#[test]
+fn certain_outcomes_are_exact() {
+    let mut rng = test_rng(66);
+    for _ in 0..1000 {
+        assert!(!bernoulli_ratio(&mut rng, 0, 7));
+        assert!(bernoulli_ratio(&mut rng, 7, 7));
+        assert!(bernoulli_ratio(&mut rng, 9, 7));
+        assert_eq!(uniform_below(&mut rng, 1), 0);
+        assert_eq!(uniform_below_u128(&mut rng, 1), 0);
+        assert!(bernoulli_exp(&mut rng, 0, 5));
+    }
 }
 
 #[test]

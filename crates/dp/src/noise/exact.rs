@@ -15,7 +15,8 @@ use rand_core::CryptoRng;
 
 /// Uniform integer in `[0, n)`; `n` must be positive (returns 0 for `n = 0`).
 pub fn uniform_below<R: CryptoRng + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    if n == 0 {
+    // [0, 1) holds only 0: no draw needed (the alternating series asks for it often).
+    if n <= 1 {
         return 0;
     }
     // Lemire, "Fast random integer generation in an interval", 2019. Ranges that fit in
@@ -56,7 +57,11 @@ pub fn uniform_below_u128<R: CryptoRng + ?Sized>(rng: &mut R, n: u128) -> u128 {
 
 /// Bernoulli(`num/den`) for `num ≤ den`, `den > 0` (true with probability `num/den`).
 pub fn bernoulli_ratio<R: CryptoRng + ?Sized>(rng: &mut R, num: u128, den: u128) -> bool {
-    uniform_below_u128(rng, den) < num
+    // Certain outcomes need no draw.
+    if num >= den {
+        return true;
+    }
+    num != 0 && uniform_below_u128(rng, den) < num
 }
 
 /// Bernoulli(exp(−num/den)) for `num ≤ den` (exponent in `[0, 1]`).
@@ -78,6 +83,9 @@ pub fn bernoulli_exp_minus_one<R: CryptoRng + ?Sized>(rng: &mut R) -> bool {
 pub fn bernoulli_exp<R: CryptoRng + ?Sized>(rng: &mut R, num: u128, den: u128) -> bool {
     if den == 0 {
         return num == 0;
+    }
+    if num <= den {
+        return bernoulli_exp_unit(rng, num, den); // the common case: no 128-bit division
     }
     let whole = num / den;
     let mut i = 0u128;
