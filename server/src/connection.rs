@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use privagg_client::wire::{FromClient, MAX_CONTROL_FRAME, ServiceMessage, WireError, read_frame_within, write_frame};
 use privagg_protocol::{Limits, Violation};
 use tokio::sync::{Semaphore, mpsc};
@@ -219,13 +220,13 @@ async fn write_loop(
                 let Ok(_slot) = download_slots.acquire().await else { return };
                 let len = (head.len() + tail.len()) as u32;
                 bytes_out.fetch_add(4 + u64::from(len), Ordering::Relaxed);
-                async {
-                    send.write_all(&len.to_le_bytes()).await?;
-                    send.write_all(&head).await?;
-                    send.write_all(&tail).await
-                }
-                .await
-                .map_err(WireError::from)
+                let mut prefix = Vec::with_capacity(4 + head.len());
+                prefix.extend_from_slice(&len.to_le_bytes());
+                prefix.extend_from_slice(&head);
+                // The shared bytes go to quinn by reference, not copied: until acknowledged they
+                // sit in every connection's send buffer, and n copies would make memory O(n·m).
+                let mut chunks = [Bytes::from(prefix), Bytes::from_owner(tail)];
+                send.write_all_chunks(&mut chunks).await.map_err(WireError::from)
             }
             Outbound::Close(reason) => {
                 tracing::debug!(%reason, "closing connection");
