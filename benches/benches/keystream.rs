@@ -1,6 +1,6 @@
 //! Raw keystream throughput of each mask PRG: the limit for masking and unmasking.
 //!
-//! `streamed`: 1 MiB generated in 2 KiB pieces in L1 and only looked at
+//! `streamed`: 1 MiB generated in 1 KiB pieces in L1 and only looked at
 //! (`stream_keystream`, the way the masking loop draws it). `16KiB` and `1MiB`: written
 //! out to a buffer of that size (`fill_keystream`; 16 KiB like the column of `openssl
 //! speed -evp aes-128-ctr` quoted next to it).

@@ -48,7 +48,7 @@ pub fn mask_list(seeds: &[MaskSeed]) -> Vec<(&MaskSeed, MaskSign)> {
 
 /// Generates the `words · WORD_BYTES` bytes of raw keystream of every seed that
 /// [`apply_masks`] consumes for a `words`-word vector, the way it consumes them
-/// (`stream_keystream`: 2 KiB pieces in an L1 buffer, one key expansion per seed), and
+/// (`stream_keystream`: 1 KiB pieces in an L1 buffer, one key expansion per seed), and
 /// only looks at them: the raw generation rate, without the adding. Returns a fold of the
 /// pieces' last bytes, so the work cannot be optimised away.
 pub fn raw_keystream(kind: PrgKind, seeds: &[MaskSeed], words: usize) -> u8 {

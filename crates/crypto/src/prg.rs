@@ -36,7 +36,7 @@
 //! # Performance
 //!
 //! [`apply_masks`] is fused and chunk-major: for each chunk of `CHUNK_BYTES / L` words
-//! ([`CHUNK_BYTES`]) it generates every seed's keystream for that chunk, 2 KiB at a time, and
+//! ([`CHUNK_BYTES`]) it generates every seed's keystream for that chunk, 1 KiB at a time, and
 //! adds it into a chunk accumulator that stays in L1 across all seeds; the vector itself is
 //! read and written once. The accumulator has the word width (u8/u16/u32/u64 lanes: sums
 //! mod 2^(8L) reduce correctly mod 2^bits because 2^bits divides 2^(8L)), so a u32 word costs
@@ -146,7 +146,7 @@ impl PrgKind {
 }
 
 /// Adds (or subtracts) the mask words of each seed into `buf`, mod 2^bits, in place, with no
-/// temporary vector of `buf`'s size (the working set is a 15 KiB accumulator, a 2 KiB
+/// temporary vector of `buf`'s size (the working set is a 15 KiB accumulator, a 1 KiB
 /// keystream buffer and one expanded key per seed).
 ///
 /// `buf[i]` is combined with word index `first_word + i` of every seed's stream, so a caller
@@ -187,7 +187,7 @@ pub fn apply_mask(
 }
 
 /// Hands the keystream of `seed` from block `first_block` on, `nblocks` blocks in all, to
-/// `sink` in pieces of at most 2 KiB generated into a buffer that stays in L1 — the way
+/// `sink` in pieces of at most 1 KiB generated into a buffer that stays in L1 — the way
 /// [`apply_masks`] consumes it. Measures the raw generation rate without a copy to memory.
 pub fn stream_keystream(kind: PrgKind, seed: &MaskSeed, first_block: u64, nblocks: usize, sink: impl FnMut(&[u8])) {
     Keystream::new(kind, seed).stream(u128::from(first_block), nblocks, sink);
@@ -308,10 +308,10 @@ impl Keystream {
     }
 }
 
-/// Keystream bytes handed to a sink per call (2 KiB: 128 AES or 32 ChaCha blocks). Masking
-/// 51 seeds × 10⁶ words ran ≈ 7 % faster than with 4 KiB pieces (less of L1 taken from the
-/// accumulator), at the same raw rate.
-const STREAM_BYTES: usize = 2048;
+/// Keystream bytes handed to a sink per call (1 KiB: 64 AES or 16 ChaCha blocks). Measured
+/// with `prg_speed` (51 seeds × 10⁶ words): 4 KiB pieces 28 ms, 2 KiB 24–27 ms, 1 KiB
+/// 23–25 ms, 512 B 43–47 ms (a VAES batch is 30 blocks: 32-block pieces waste a batch).
+const STREAM_BYTES: usize = 1024;
 
 /// AES-CTR into a small buffer handed to a sink (see [`Keystream::stream`]).
 struct CtrStream<F> {
