@@ -56,11 +56,11 @@
 //!
 //! Measured with `examples/prg_speed.rs` on the 2-vCPU AMD EPYC reference VM (AES-NI, VAES,
 //! AVX2, no AVX-512; shared, so medians of CPU-time rates over interleaved rounds): raw
-//! AES-128-CTR keystream generated in L1 10.0–10.2 GB/s (7.2–7.4 GB/s when written out to
+//! AES-128-CTR keystream generated in L1 10.0–10.8 GB/s (7.2–7.4 GB/s when written out to
 //! 16 KiB buffers; OpenSSL `speed -evp aes-128-ctr`, 16 KiB: 7.4–8.4 GB/s), ChaCha20
-//! 2.1 GB/s; `apply_masks` with 51 seeds over 10⁶ words at bits = 32: 7.9 GB/s of keystream
-//! (26 ms), 79–81 % of the raw rate. With AES-NI only (no VAES): raw 7.6 GB/s, masking
-//! 5.9 GB/s (34.5 ms).
+//! 2.1 GB/s; `apply_masks` with 51 seeds over 10⁶ words at bits = 32: 8.2–8.9 GB/s of
+//! keystream (23–25 ms), 82–87 % of the raw rate. With AES-NI only (no VAES, 4 KiB pieces):
+//! raw 7.6 GB/s, masking 5.9 GB/s (34.5 ms).
 
 use core::fmt;
 
