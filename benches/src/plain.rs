@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use privagg_client::wire::{ALPN, WireError, read_frame, write_frame};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use privagg_client::wire::{WireError, read_frame, write_frame};
+use privagg_server::tls::Identity;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -124,16 +124,16 @@ enum Event {
 /// `rounds` rounds of `clients` clients, writes `round-<r>.json` after each, then ends
 /// the session.
 pub async fn serve(config: PlainServerConfig) -> Result<(), PlainError> {
-    std::fs::create_dir_all(&config.state).map_err(|source| io(&config.state, source))?;
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .map_err(|e| PlainError::Config(e.to_string()))?;
-    let cert = generated.cert.der().to_vec();
-    let key = generated.signing_key.serialize_der();
-    let endpoint = quinn::Endpoint::server(server_config(&cert, key, upload_len(config.dim))?, config.listen)
-        .map_err(|e| PlainError::Connect(e.to_string()))?;
+    // privagg-server's own identity and QUIC settings, so both modes share the transport.
+    let config_error = |e: privagg_server::ServeError| PlainError::Config(e.to_string());
+    let identity_dir = config.state.join("identity"); // also creates the state directory
+    std::fs::create_dir_all(&identity_dir).map_err(|source| io(&identity_dir, source))?;
+    let identity = Identity::load_or_generate(&identity_dir).map_err(config_error)?;
+    let quic = identity.server_config(upload_len(config.dim), Duration::from_secs(600)).map_err(config_error)?;
+    let endpoint = quinn::Endpoint::server(quic, config.listen).map_err(|e| PlainError::Connect(e.to_string()))?;
     // Written after binding, so a client that sees the file finds the port open.
     let cert_path = config.state.join("cert.der");
-    std::fs::write(&cert_path, &cert).map_err(|source| io(&cert_path, source))?;
+    std::fs::write(&cert_path, &identity.cert).map_err(|source| io(&cert_path, source))?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let accept = tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
@@ -227,30 +227,6 @@ fn warn(message: &str) {
 
 fn io(path: &Path, source: std::io::Error) -> PlainError {
     PlainError::Io { path: path.to_owned(), source }
-}
-
-/// privagg-server's QUIC server settings (server/src/tls.rs), for a self-signed
-/// certificate.
-fn server_config(cert: &[u8], key: Vec<u8>, max_frame: usize) -> Result<quinn::ServerConfig, PlainError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| PlainError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key)
-        .map_err(|e| PlainError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls.max_early_data_size = 0;
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| PlainError::Config(e.to_string()))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    let mut transport = privagg_client::tls::transport_config(Duration::from_secs(600));
-    let window = u32::try_from(max_frame + (64 << 10)).unwrap_or(u32::MAX);
-    transport.stream_receive_window(quinn::VarInt::from_u32(window));
-    transport.receive_window(quinn::VarInt::from_u32(window));
-    transport.send_window(256 << 10);
-    config.transport_config(Arc::new(transport));
-    Ok(config)
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, tx: mpsc::UnboundedSender<Event>) {
