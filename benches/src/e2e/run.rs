@@ -171,42 +171,19 @@ async fn masked_rounds(
     cert: Vec<u8>,
     progress: &ProgressBar,
 ) -> Result<Vec<RoundRow>> {
-    let mut connecting: JoinSet<Result<Participant>> = JoinSet::new();
-    for i in 0..point.n {
-        let mut options = ClientOptions::new(server.addr(), cert.clone());
+    let addr = server.addr();
+    let connect = |i: u32| {
+        let mut options = ClientOptions::new(addr, cert.clone());
         options.connect_deadline = Duration::from_secs(30);
         options.idle_timeout = Duration::from_secs(600);
         options.drop_after = (i < point.dropped()).then_some(DropAfter::ForwardedShares);
-        connecting.spawn(async move { Ok(Participant(Box::new(Client::connect(options).await?))) });
-    }
-    let mut clients = Vec::with_capacity(point.n as usize);
-    while let Some(client) = connecting.join_next().await {
-        clients.push(client?.context("a client could not connect")?);
-    }
-    let update = Arc::new(workload::update(point.m));
-    let mut rows = Vec::new();
-    for round in 1..=settings.rounds {
-        let start = Start::now(server);
-        let mut tasks = JoinSet::new();
-        for mut client in clients.drain(..) {
-            let update = update.clone();
-            let last = round == settings.rounds;
-            tasks.spawn(async move {
-                let outcome = client.round(&update, last).await;
-                outcome.map(|o| (client, o))
-            });
-        }
-        let mut outcomes = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            let (client, outcome) =
-                done?.with_context(|| format!("{}: a client failed in round {round}", point.label()))?;
-            clients.push(client);
-            outcomes.extend(outcome);
-            progress.inc(1);
-        }
-        let record = server.record(round, Duration::from_secs(60)).await?;
-        rows.push(start.row(point, server, &record, &outcomes));
-    }
+        async move { Ok(Participant(Box::new(Client::connect(options).await?))) }
+    };
+    let play = |mut client: Participant, _: u32, update: Arc<Vec<f32>>, last: bool| async move {
+        let outcome = client.round(&update, last).await?;
+        Ok((client, outcome))
+    };
+    let (rows, clients) = drive_rounds(point, settings, server, progress, connect, play).await?;
     // The server ends the session and closes the connections.
     drop(clients);
     Ok(rows)
@@ -219,43 +196,19 @@ async fn plain_rounds(
     cert: Vec<u8>,
     progress: &ProgressBar,
 ) -> Result<Vec<RoundRow>> {
-    let mut connecting = JoinSet::new();
-    for _ in 0..point.n {
-        let (addr, cert) = (server.addr(), cert.clone());
-        connecting.spawn(async move { PlainClient::connect(addr, &cert).await });
-    }
-    let mut clients = Vec::with_capacity(point.n as usize);
-    while let Some(client) = connecting.join_next().await {
-        clients.push(client?.context("a plain client could not connect")?);
-    }
-    let update = Arc::new(workload::update(point.m));
-    let mut rows = Vec::new();
-    for round in 1..=settings.rounds {
-        let start = Start::now(server);
-        let mut tasks = JoinSet::new();
-        for (i, mut client) in clients.drain(..).enumerate() {
-            let update = update.clone();
-            let drop = (i as u32) < point.dropped();
-            let last = round == settings.rounds;
-            tasks.spawn(async move {
-                let report: Option<PlainReport> = client.round(&update, 1.0, drop).await?;
-                if report.is_none() && !last {
-                    client.reconnect().await?;
-                }
-                Ok::<_, crate::plain::PlainError>((client, report))
-            });
+    let addr = server.addr();
+    let connect = |_: u32| {
+        let cert = cert.clone();
+        async move { Ok(PlainClient::connect(addr, &cert).await?) }
+    };
+    let play = move |mut client: PlainClient, i: u32, update: Arc<Vec<f32>>, last: bool| async move {
+        let report: Option<PlainReport> = client.round(&update, 1.0, i < point.dropped()).await?;
+        if report.is_none() && !last {
+            client.reconnect().await?;
         }
-        let mut outcomes = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            let (client, report) =
-                done?.with_context(|| format!("{}: a client failed in round {round}", point.label()))?;
-            clients.push(client);
-            outcomes.extend(report.map(|r| Outcome { bytes_sent: r.bytes_sent, bytes_received: r.bytes_received }));
-            progress.inc(1);
-        }
-        let record = server.record(round, Duration::from_secs(60)).await?;
-        rows.push(start.row(point, server, &record, &outcomes));
-    }
+        Ok((client, report.map(|r| Outcome { bytes_sent: r.bytes_sent, bytes_received: r.bytes_received })))
+    };
+    let (rows, clients) = drive_rounds(point, settings, server, progress, connect, play).await?;
     let mut closing = JoinSet::new();
     for client in clients {
         closing.spawn(client.close());
@@ -265,4 +218,52 @@ async fn plain_rounds(
         bail!("{}: a plain round summed the wrong number of inputs", point.label());
     }
     Ok(rows)
+}
+
+/// Connects `point.n` clients (`connect(i)` for client i), then plays `settings.rounds`
+/// rounds, all clients at once (`play(client, i, update, last)`, `None` for a dropout),
+/// and turns each round into a row. Returns the rows and the clients, still connected.
+async fn drive_rounds<C, Connecting, Playing>(
+    point: Point,
+    settings: &RunSettings,
+    server: &mut ServerProcess,
+    progress: &ProgressBar,
+    connect: impl Fn(u32) -> Connecting,
+    play: impl Fn(C, u32, Arc<Vec<f32>>, bool) -> Playing,
+) -> Result<(Vec<RoundRow>, Vec<C>)>
+where
+    C: Send + 'static,
+    Connecting: Future<Output = Result<C>> + Send + 'static,
+    Playing: Future<Output = Result<(C, Option<Outcome>)>> + Send + 'static,
+{
+    let mut connecting = JoinSet::new();
+    for i in 0..point.n {
+        let client = connect(i);
+        connecting.spawn(async move { client.await.map(|c| (i, c)) });
+    }
+    let mut clients = Vec::with_capacity(point.n as usize);
+    while let Some(client) = connecting.join_next().await {
+        clients.push(client?.with_context(|| format!("{}: a client could not connect", point.label()))?);
+    }
+    let update = Arc::new(workload::update(point.m));
+    let mut rows = Vec::new();
+    for round in 1..=settings.rounds {
+        let start = Start::now(server);
+        let mut tasks = JoinSet::new();
+        for (i, client) in clients.drain(..) {
+            let playing = play(client, i, update.clone(), round == settings.rounds);
+            tasks.spawn(async move { playing.await.map(|(c, outcome)| ((i, c), outcome)) });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (client, outcome) =
+                done?.with_context(|| format!("{}: a client failed in round {round}", point.label()))?;
+            clients.push(client);
+            outcomes.extend(outcome);
+            progress.inc(1);
+        }
+        let record = server.record(round, Duration::from_secs(60)).await?;
+        rows.push(start.row(point, server, &record, &outcomes));
+    }
+    Ok((rows, clients.into_iter().map(|(_, c)| c).collect()))
 }
