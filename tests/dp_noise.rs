@@ -3,7 +3,7 @@
 //! at least the configured σ = z·C.
 #![allow(clippy::unwrap_used)] // test code
 
-use privagg_client::DropAfter;
+use privagg_client::DropPoint;
 use privagg_dp::planner::Plan;
 use privagg_e2e::{config, start, submit};
 use privagg_server::aggregation::Aggregation;
@@ -22,7 +22,9 @@ async fn noise_only_round(name: &str, dropped: usize) -> (Plan, Vec<f32>, usize)
     let mut running = start(cfg).await;
     let clients: Vec<_> = (0..10)
         .map(|i| {
-            submit(&running, vec![0.0; DIM], 1.0, |o| o.drop_after = (i < dropped).then_some(DropAfter::ShareKeys))
+            submit(&running, vec![0.0; DIM], 1.0, |o| {
+                o.drop_point = (i < dropped).then_some(DropPoint::BeforeMaskedInput);
+            })
         })
         .collect();
     let record = running.next_record().await;

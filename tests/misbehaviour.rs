@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use privagg_client::wire::{FromServer, ServiceMessage, read_frame, write_frame};
-use privagg_client::{SdkError, tls::client_config};
+use privagg_client::SdkError;
 use privagg_e2e::{Running, config, max_error, mean, start, submit, updates};
 use privagg_protocol::{Limits, ServerMessage};
+use privagg_service::Frame;
+use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
+use privagg_service::quic::{client_config, read_frame, write_frame};
 
 /// A hand-driven connection: admitted, then waiting for the round's config.
 struct RawClient {
@@ -22,12 +24,12 @@ impl RawClient {
         endpoint.set_default_client_config(client_config(&running.cert, Duration::from_secs(30)).unwrap());
         let conn = endpoint.connect(running.addr, "localhost").unwrap().await.unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let hello = ServiceMessage::Hello { token: token.into(), identity: rand::random() };
-        write_frame(&mut send, &hello.encode()).await.unwrap();
-        let reply = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
-        match ServiceMessage::decode(&reply).unwrap() {
-            ServiceMessage::Welcome => Ok(Self { _endpoint: endpoint, send, recv }),
-            ServiceMessage::Refused { reason } => Err(reason),
+        let hello = ClientServiceMessage::Hello { token: token.into(), identity: rand::random(), resume: None };
+        write_frame(&mut send, &Frame::new(hello.encode())).await.unwrap();
+        let reply = read_frame(&mut recv, || 1 << 20).await.unwrap().unwrap();
+        match ServerServiceMessage::decode(&reply).unwrap() {
+            ServerServiceMessage::Welcome { .. } => Ok(Self { _endpoint: endpoint, send, recv }),
+            ServerServiceMessage::Refused { reason } => Err(reason),
             other => panic!("{other:?}"),
         }
     }
@@ -35,7 +37,7 @@ impl RawClient {
     /// Reads until the round's config arrives.
     async fn await_config(&mut self) {
         loop {
-            let frame = read_frame(&mut self.recv, 1 << 30).await.unwrap().unwrap();
+            let frame = read_frame(&mut self.recv, || 1 << 30).await.unwrap().unwrap();
             if let Ok(FromServer::Protocol(ServerMessage::Config(_))) = FromServer::decode(&frame, &Limits::default()) {
                 return;
             }
@@ -55,7 +57,7 @@ async fn garbage_and_oversized_frames_drop_only_their_senders() {
     let mut oversized = RawClient::join(&running, "").await.unwrap();
     garbage.await_config().await;
     oversized.await_config().await;
-    write_frame(&mut garbage.send, &[1, 0x13, 0xde, 0xad, 0xbe, 0xef]).await.unwrap();
+    write_frame(&mut garbage.send, &Frame::new(vec![1, 0x13, 0xde, 0xad, 0xbe, 0xef])).await.unwrap();
     oversized.send.write_all(&(200u32 << 20).to_le_bytes()).await.unwrap();
     let record = running.next_record().await;
     for c in honest {

@@ -1,9 +1,9 @@
 //! Plain (unmasked, unencoded) federated averaging over privagg's transport: the
 //! baseline the secure rounds are compared with.
 //!
-//! Same QUIC and TLS settings (`privagg_client::tls::transport_config`, TLS 1.3, ring,
+//! Same QUIC and TLS settings (`privagg_service::quic::transport_config`, TLS 1.3, ring,
 //! ALPN `privagg/1`, the server's receive windows sized to one upload like
-//! `privagg-server`'s), same framing (`privagg_client::wire::{read_frame, write_frame}`:
+//! `privagg-server`'s), same framing (`privagg_service::quic::{read_frame, write_frame}`:
 //! u32 length + payload on one bidirectional stream per client), same round shape as a
 //! privagg round stripped of its protocol:
 //!
@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use privagg_client::wire::{WireError, read_frame, write_frame};
-use privagg_server::tls::Identity;
+use privagg_server::tls::ServerCertificate;
+use privagg_service::Frame;
+use privagg_service::quic::{self, WireError, read_frame};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -128,7 +129,7 @@ pub async fn serve(config: PlainServerConfig) -> Result<(), PlainError> {
     let config_error = |e: privagg_server::ServeError| PlainError::Config(e.to_string());
     let identity_dir = config.state.join("identity"); // also creates the state directory
     std::fs::create_dir_all(&identity_dir).map_err(|source| io(&identity_dir, source))?;
-    let identity = Identity::load_or_generate(&identity_dir).map_err(config_error)?;
+    let identity = ServerCertificate::load_or_generate(&identity_dir).map_err(config_error)?;
     let quic = identity.server_config(upload_len(config.dim), Duration::from_secs(600)).map_err(config_error)?;
     let endpoint = quinn::Endpoint::server(quic, config.listen).map_err(|e| PlainError::Connect(e.to_string()))?;
     // Written after binding, so a client that sees the file finds the port open.
@@ -235,7 +236,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, tx: mpsc::UnboundedSender<Event>
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else { return };
             let Ok((send, mut recv)) = connection.accept_bi().await else { return };
-            match read_frame(&mut recv, HELLO.len()).await {
+            match read_frame(&mut recv, || HELLO.len()).await {
                 Ok(Some(hello)) if hello == HELLO => {
                     let _ = tx.send(Event::Joined(Conn { connection, send, recv }));
                 }
@@ -248,8 +249,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, tx: mpsc::UnboundedSender<Event>
 /// Sends the round's model to one seat and waits for its upload.
 async fn serve_seat(seat: u32, mut conn: Conn, frame: Arc<[u8]>, dim: usize, tx: mpsc::UnboundedSender<Event>) {
     let event = async {
-        write_frame(&mut conn.send, &frame).await.ok()?;
-        read_frame(&mut conn.recv, upload_len(dim)).await.ok().flatten()
+        quic::write_frame(&mut conn.send, &Frame::shared(Vec::new(), frame)).await.ok()?;
+        read_frame(&mut conn.recv, || upload_len(dim)).await.ok().flatten()
     }
     .await;
     let _ = tx.send(match event {
@@ -296,8 +297,8 @@ pub struct PlainClient {
 impl PlainClient {
     /// Connects (trusting exactly `cert`) and says hello, retrying for up to 10 s.
     pub async fn connect(server: SocketAddr, cert: &[u8]) -> Result<Self, PlainError> {
-        let config = privagg_client::tls::client_config(cert, Duration::from_secs(600))
-            .map_err(|e| PlainError::Config(e.to_string()))?;
+        let config =
+            quic::client_config(cert, Duration::from_secs(600)).map_err(|e| PlainError::Config(e.to_string()))?;
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
             .map_err(|e| PlainError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(config);
@@ -314,7 +315,8 @@ impl PlainClient {
     /// Takes part in the next round with `update` (the model's length) and `weight`;
     /// with `drop`, vanishes on receiving the model instead (returns `Ok(None)`).
     pub async fn round(&mut self, update: &[f32], weight: f32, drop: bool) -> Result<Option<PlainReport>, PlainError> {
-        let frame = read_frame(&mut self.conn.recv, round_len(update.len())).await?.ok_or(PlainError::SessionEnded)?;
+        let frame =
+            read_frame(&mut self.conn.recv, || round_len(update.len())).await?.ok_or(PlainError::SessionEnded)?;
         let mut received = 4 + frame.len() as u64;
         match frame.first() {
             Some(&TAG_ROUND) if frame.len() == round_len(update.len()) => {}
@@ -323,7 +325,7 @@ impl PlainClient {
         }
         let round = u64::from_le_bytes(frame[1..9].try_into().map_err(|_| PlainError::Malformed("round".into()))?);
         if drop {
-            leave(&mut self.conn.send, &self.conn.connection).await;
+            quic::close_gracefully(&mut self.conn.send, &self.conn.connection, 1, "testing dropout").await;
             return Ok(None);
         }
         let mut upload = Vec::with_capacity(upload_len(update.len()));
@@ -333,7 +335,7 @@ impl PlainClient {
             upload.extend_from_slice(&v.to_le_bytes());
         }
         write_frame(&mut self.conn.send, &upload).await?;
-        let done = read_frame(&mut self.conn.recv, 16).await?.ok_or(PlainError::SessionEnded)?;
+        let done = read_frame(&mut self.conn.recv, || 16).await?.ok_or(PlainError::SessionEnded)?;
         received += 4 + done.len() as u64;
         if done.len() != 13 || done[0] != TAG_DONE {
             return Err(PlainError::Malformed("expected Done".into()));
@@ -344,40 +346,26 @@ impl PlainClient {
 
     /// Reads the end of the session, then closes the connection.
     pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut self.conn.recv, 1)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut self.conn.recv, || 1)).await;
         self.conn.connection.close(quinn::VarInt::from_u32(0), b"bye");
         self.endpoint.wait_idle().await;
     }
 }
 
 async fn open(endpoint: &quinn::Endpoint, server: SocketAddr) -> Result<Conn, PlainError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let attempt = async {
-            let connection =
-                endpoint.connect(server, "localhost").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-            let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            write_frame(&mut send, HELLO).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(Conn { connection, send, recv })
-        };
-        match attempt.await {
-            Ok(conn) => return Ok(conn),
-            Err(e) if Instant::now() >= deadline => return Err(PlainError::Connect(e)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let attempt = || async {
+        let connection =
+            endpoint.connect(server, "localhost").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, HELLO).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(Conn { connection, send, recv })
+    };
+    quic::retry(Duration::from_secs(10), attempt, |_| true).await.map_err(PlainError::Connect)
 }
 
-/// Leaves so that the server notices at once: finishes the stream and waits (up to 10 s)
-/// until the server has it all, then closes. A bare `close()` can lose its single
-/// CONNECTION_CLOSE packet when many clients burst on loopback, and the server then
-/// learns of the departure only from a keep-alive or the phase deadline, minutes later.
-/// `privagg-server` ends a connection whose stream ends.
-async fn leave(send: &mut quinn::SendStream, connection: &quinn::Connection) {
-    if send.finish().is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
-    }
-    connection.close(quinn::VarInt::from_u32(1), b"testing dropout");
+/// Writes one frame of `payload`.
+async fn write_frame(send: &mut quinn::SendStream, payload: &[u8]) -> Result<(), WireError> {
+    quic::write_frame(send, &Frame::new(payload.to_vec())).await
 }
 
 #[cfg(test)]

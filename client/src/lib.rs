@@ -3,7 +3,8 @@
 //! The SDK a training loop calls to take part in privagg's secure, differentially
 //! private federated averaging. It does the whole client side: it clips, rotates,
 //! quantizes and noises the update (`privagg-dp`), masks it and runs every protocol
-//! phase (`privagg-protocol`) over QUIC, with the server's certificate pinned.
+//! phase (`privagg-protocol`, driven by `privagg-service`'s client session) over QUIC,
+//! with the server's certificate pinned.
 //!
 //! ```no_run
 //! # async fn example(update: ndarray::Array1<f32>) -> Result<(), privagg_client::SdkError> {
@@ -24,13 +25,19 @@
 //! a client refuse rounds with less noise than it wants, never accept less than the
 //! server's. With DP off, [`Client::submit`]'s weight travels masked inside the vector,
 //! so the server learns only the total weight and the weighted mean.
+//!
+//! If the connection drops in the middle of a round, the client reconnects with the
+//! same identity and gets its seat back while the phase lasts; whatever the server had
+//! not received is sent again.
+//!
+//! The `testing` feature adds fault injection for tests, demos and benchmarks:
+//! [`ClientOptions::drop_point`] makes a client vanish at a chosen point of a round.
 
+mod client;
 mod error;
-mod session;
-pub mod settings;
-pub mod tls;
-pub mod wire;
+mod link;
 
+pub use client::{Client, ClientOptions, RoundReport};
 pub use error::SdkError;
-pub use session::{Client, ClientOptions, DropAfter, RoundReport};
-pub use settings::{AggregationMode, RoundSettings};
+#[cfg(feature = "testing")]
+pub use privagg_protocol::DropPoint;

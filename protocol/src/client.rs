@@ -479,15 +479,3 @@ pub(crate) fn pairwise_seed(
 pub(crate) fn sign_for(own: ClientId, peer: ClientId) -> MaskSign {
     if peer < own { MaskSign::Add } else { MaskSign::Subtract }
 }
-
-impl Abort {
-    /// An abort whose detail is cut to 512 bytes (at a character boundary), well within
-    /// the decoder's limit.
-    pub fn new(code: AbortCode, detail: &str) -> Self {
-        let mut end = detail.len().min(512);
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
-        Self { code, detail: detail[..end].to_owned() }
-    }
-}

@@ -28,6 +28,10 @@ pub enum DecodeError {
     /// The type byte names no message for this direction.
     #[error("unknown message type {0:#04x}")]
     UnknownMessageType(u8),
+    /// The type byte is in [`crate::SERVICE_TYPES`]: a service message, which the
+    /// service layer decodes, not the protocol.
+    #[error("message type {0:#04x} is reserved for service messages")]
+    ReservedType(u8),
     /// A count or length exceeded the configured limit.
     #[error("{what} of {value} exceeds the limit of {limit}")]
     LimitExceeded {

@@ -52,6 +52,7 @@
 //! The wire format and a message-sequence diagram are in `protocol/PROTOCOL.md`.
 
 mod client;
+pub mod codec;
 mod error;
 pub mod graph;
 pub mod graph_params;
@@ -62,19 +63,18 @@ mod round_params;
 mod server;
 mod session;
 pub mod simulator;
-mod wire;
 
 pub use client::{ClientPolicy, ClientRound, ClientState};
 pub use error::{ClientError, DecodeError, ParameterError, ParamsError, RoundAbort, ServerError, Violation};
 pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
-    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Limits, PROTOCOL_VERSION,
-    RevealedShare, ServerMessage, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Limits, MAX_ABORT_DETAIL,
+    PROTOCOL_VERSION, RevealedShare, SERVICE_TYPES, ServerMessage, UnmaskRequest, UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;
 pub use round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
 pub use server::{DropReason, DroppedClient, Outgoing, Phase, RoundOutput, ServerRound};
 pub use session::session_id;
-pub use simulator::simulate;
+pub use simulator::{DropPoint, simulate};

@@ -2,24 +2,37 @@
 //!
 //! Every message is one frame: `version: u8 = 1`, `type: u8`, then the body; integers
 //! are little-endian, lists carry a u32 count, vectors are bit-packed. The transport
-//! delimits frames (one QUIC stream per message), so a frame's length is known before
-//! decoding starts and decoding must consume it exactly.
+//! delimits frames (in privagg, a u32 length prefix on one QUIC stream; see
+//! `privagg-service`), so a frame's length is known before decoding starts and decoding
+//! must consume it exactly.
 //!
 //! Decoding is total: any byte string decodes or returns a [`DecodeError`]; counts are
 //! checked against [`Limits`] and against the bytes left before anything is allocated.
+//! The type bytes [`SERVICE_TYPES`] belong to the application protocol above this one;
+//! these decoders refuse them with [`DecodeError::ReservedType`].
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use privagg_crypto::{PrgKind, PublicKey};
 
+use crate::codec::{Reader, Writer, truncate_utf8};
 use crate::error::DecodeError;
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
-use crate::wire::{Reader, Writer};
 
 /// Version byte that starts every frame.
 pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Type bytes reserved for the service messages of the application protocol above
+/// SecAgg (admission, upload flow control, end of session). The protocol's own types are
+/// `0x01..=0x06` (server → client) and `0x11..=0x15` (client → server).
+pub const SERVICE_TYPES: RangeInclusive<u8> = 0x30..=0x3f;
+
+/// Longest abort detail an honest sender writes, in bytes (well within the decoder's
+/// [`Limits::max_detail`]).
+pub const MAX_ABORT_DETAIL: usize = 512;
 
 /// Length of the encrypted share pair one client sends another:
 /// nonce (12) ‖ AES-GCM(share of the mask key ‖ share of the self-mask secret) (64) ‖ tag (16).
@@ -178,6 +191,14 @@ pub struct Abort {
     pub detail: String,
 }
 
+impl Abort {
+    /// An abort whose detail is cut to [`MAX_ABORT_DETAIL`] bytes at a character
+    /// boundary.
+    pub fn new(code: AbortCode, detail: &str) -> Self {
+        Self { code, detail: truncate_utf8(detail, MAX_ABORT_DETAIL).to_owned() }
+    }
+}
+
 /// Messages the server sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerMessage {
@@ -237,7 +258,7 @@ impl Config {
     /// is exactly `ServerMessage::Config(self).encode()`. A server sending one payload to
     /// many clients writes the shared bytes without copying them per client.
     pub fn encode_split(&self) -> (Vec<u8>, Arc<[u8]>) {
-        let mut w = frame(tag::CONFIG, 64);
+        let mut w = Writer::message(tag::CONFIG, 64);
         encode_params(&mut w, &self.params);
         w.u32(self.client_id.get());
         w.u32(u32::try_from(self.app_data.len()).unwrap_or(u32::MAX));
@@ -267,7 +288,7 @@ impl ServerMessage {
                 head
             }
             Self::KeyList(k) => {
-                let mut w = frame(tag::KEY_LIST, 36 + k.entries.len() * (ID_LEN + KEYS_LEN));
+                let mut w = Writer::message(tag::KEY_LIST, 36 + k.entries.len() * (ID_LEN + KEYS_LEN));
                 w.bytes(&k.session_id);
                 w.u32(k.entries.len() as u32);
                 for (id, keys) in &k.entries {
@@ -278,13 +299,13 @@ impl ServerMessage {
             }
             Self::ForwardedShares(envelopes) => encode_envelopes(tag::FORWARDED_SHARES, envelopes),
             Self::UnmaskRequest(r) => {
-                let mut w = frame(tag::UNMASK_REQUEST, 8 + 4 * (r.survivors.len() + r.dropped.len()));
+                let mut w = Writer::message(tag::UNMASK_REQUEST, 8 + 4 * (r.survivors.len() + r.dropped.len()));
                 encode_ids(&mut w, &r.survivors);
                 encode_ids(&mut w, &r.dropped);
                 w.into_bytes()
             }
             Self::RoundComplete { inputs } => {
-                let mut w = frame(tag::ROUND_COMPLETE, 4);
+                let mut w = Writer::message(tag::ROUND_COMPLETE, 4);
                 w.u32(*inputs);
                 w.into_bytes()
             }
@@ -294,7 +315,7 @@ impl ServerMessage {
 
     /// Decodes one frame; never panics, never allocates beyond `limits`.
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let (ty, mut r) = open_frame(bytes)?;
+        let (ty, mut r) = Reader::message(bytes)?;
         let msg = match ty {
             tag::CONFIG => {
                 let params = decode_params(&mut r)?;
@@ -318,7 +339,7 @@ impl ServerMessage {
             }),
             tag::ROUND_COMPLETE => Self::RoundComplete { inputs: r.u32()? },
             tag::SERVER_ABORT => Self::Abort(decode_abort(&mut r, limits)?),
-            other => return Err(DecodeError::UnknownMessageType(other)),
+            other => return Err(unknown_type(other)),
         };
         r.finish()?;
         Ok(msg)
@@ -353,13 +374,13 @@ impl ClientMessage {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Self::AdvertiseKeys(keys) => {
-                let mut w = frame(tag::ADVERTISE_KEYS, KEYS_LEN);
+                let mut w = Writer::message(tag::ADVERTISE_KEYS, KEYS_LEN);
                 encode_keys(&mut w, keys);
                 w.into_bytes()
             }
             Self::ShareKeys(envelopes) => encode_envelopes(tag::SHARE_KEYS, envelopes),
             Self::MaskedInput(v) => {
-                let mut w = frame(tag::MASKED_INPUT, 5 + v.as_bytes().len());
+                let mut w = Writer::message(tag::MASKED_INPUT, 5 + v.as_bytes().len());
                 w.u32(v.dim());
                 w.u8(v.bits());
                 w.bytes(v.as_bytes());
@@ -367,7 +388,7 @@ impl ClientMessage {
             }
             Self::UnmaskResponse(r) => {
                 let len = 8 + SHARE_LEN * (r.self_mask_shares.len() + r.mask_key_shares.len());
-                let mut w = frame(tag::UNMASK_RESPONSE, len);
+                let mut w = Writer::message(tag::UNMASK_RESPONSE, len);
                 encode_shares(&mut w, &r.self_mask_shares);
                 encode_shares(&mut w, &r.mask_key_shares);
                 w.into_bytes()
@@ -378,7 +399,7 @@ impl ClientMessage {
 
     /// Decodes one frame; never panics, never allocates beyond `limits`.
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let (ty, mut r) = open_frame(bytes)?;
+        let (ty, mut r) = Reader::message(bytes)?;
         let msg = match ty {
             tag::ADVERTISE_KEYS => Self::AdvertiseKeys(Box::new(decode_keys(&mut r)?)),
             tag::SHARE_KEYS => Self::ShareKeys(decode_envelopes(&mut r, limits)?),
@@ -400,27 +421,11 @@ impl ClientMessage {
                 mask_key_shares: decode_shares(&mut r, limits)?,
             }),
             tag::CLIENT_ABORT => Self::Abort(decode_abort(&mut r, limits)?),
-            other => return Err(DecodeError::UnknownMessageType(other)),
+            other => return Err(unknown_type(other)),
         };
         r.finish()?;
         Ok(msg)
     }
-}
-
-fn frame(ty: u8, body_len: usize) -> Writer {
-    let mut w = Writer::with_capacity(2 + body_len);
-    w.u8(PROTOCOL_VERSION);
-    w.u8(ty);
-    w
-}
-
-fn open_frame(bytes: &[u8]) -> Result<(u8, Reader<'_>), DecodeError> {
-    let mut r = Reader::new(bytes);
-    let version = r.u8()?;
-    if version != PROTOCOL_VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
-    }
-    Ok((r.u8()?, r))
 }
 
 /// The canonical encoding of round parameters (also hashed into the session id).
@@ -491,7 +496,7 @@ fn decode_keys(r: &mut Reader<'_>) -> Result<AdvertisedKeys, DecodeError> {
 }
 
 fn encode_envelopes(ty: u8, envelopes: &[Envelope]) -> Vec<u8> {
-    let mut w = frame(ty, 4 + envelopes.len() * (ID_LEN + ENVELOPE_LEN));
+    let mut w = Writer::message(ty, 4 + envelopes.len() * (ID_LEN + ENVELOPE_LEN));
     w.u32(envelopes.len() as u32);
     for e in envelopes {
         w.u32(e.peer.get());
@@ -534,7 +539,7 @@ pub(crate) fn decode_scalar(r: &mut Reader<'_>) -> Result<Scalar, DecodeError> {
 }
 
 fn encode_abort(ty: u8, a: &Abort) -> Vec<u8> {
-    let mut w = frame(ty, 5 + a.detail.len());
+    let mut w = Writer::message(ty, 5 + a.detail.len());
     w.u8(a.code.to_byte());
     w.len_prefixed(a.detail.as_bytes());
     w.into_bytes()
@@ -542,7 +547,12 @@ fn encode_abort(ty: u8, a: &Abort) -> Vec<u8> {
 
 fn decode_abort(r: &mut Reader<'_>, limits: &Limits) -> Result<Abort, DecodeError> {
     let code = AbortCode::from_byte(r.u8()?).ok_or(DecodeError::InvalidField("abort code"))?;
-    let detail = r.len_prefixed("abort detail", limits.max_detail.into())?;
-    let detail = std::str::from_utf8(detail).map_err(|_| DecodeError::InvalidField("abort detail"))?.to_owned();
+    let detail = r.text("abort detail", limits.max_detail.into())?;
     Ok(Abort { code, detail })
+}
+
+/// The error for a type byte this direction does not know: reserved for the service
+/// layer, or unknown.
+fn unknown_type(ty: u8) -> DecodeError {
+    if SERVICE_TYPES.contains(&ty) { DecodeError::ReservedType(ty) } else { DecodeError::UnknownMessageType(ty) }
 }

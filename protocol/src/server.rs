@@ -55,6 +55,27 @@ pub enum Phase {
     Aborted,
 }
 
+impl Phase {
+    /// The phase's snake-case name, as round records and logs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdvertiseKeys => "advertise_keys",
+            Self::ShareKeys => "share_keys",
+            Self::MaskedInput => "masked_input",
+            Self::Unmask => "unmask",
+            Self::Reconstruct => "reconstruct",
+            Self::Completed => "completed",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a client left the round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -211,11 +232,11 @@ impl ServerRound {
         self.slot(client).is_some_and(|s| phase < self.phase || (phase == self.phase && s.answered))
     }
 
-    /// Handles one message from `from`. On [`ServerError::Violation`] the sender has
+    /// Handles one message from `client`. On [`ServerError::Violation`] the sender has
     /// been dropped; the other errors change nothing. Either way, other clients are
     /// unaffected (though the drop may end the phase or the round).
-    pub fn receive(&mut self, from: u32, msg: ClientMessage) -> Result<(), ServerError> {
-        let client = self.params.client(from).ok_or(ServerError::UnknownClient(from))?;
+    pub fn receive(&mut self, client: ClientId, msg: ClientMessage) -> Result<(), ServerError> {
+        let client = self.params.client(client.get()).ok_or(ServerError::UnknownClient(client.get()))?;
         if self.slots[client.index()].dropped.is_some() {
             return Err(ServerError::AlreadyDropped(client));
         }
@@ -271,12 +292,6 @@ impl ServerRound {
             self.check_enough_remain();
             self.advance_if_everyone_answered();
         }
-    }
-
-    /// Whether the unmask phase already holds enough shares to finish without waiting
-    /// for the remaining clients (a driver may then call [`ServerRound::close_phase`]).
-    pub fn has_enough_shares(&self) -> bool {
-        self.phase == Phase::Unmask && self.missing_shares().is_none()
     }
 
     /// Aborts the round (e.g. on shutdown) and tells the remaining clients.

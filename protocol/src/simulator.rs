@@ -19,7 +19,9 @@ use crate::message::{ClientMessage, Limits, ServerMessage};
 use crate::round_params::{ClientId, RoundParams};
 use crate::server::{DropReason, DroppedClient, Phase, RoundOutput, ServerRound};
 
-/// When a client vanishes: just before it would answer the named message.
+/// When a client vanishes: on receiving the message it would answer next, without
+/// answering it (or, for the last point, after sending its shares). The simulator, the
+/// service harness and the SDK's testing hook all use these points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropPoint {
     /// On receiving the config (never advertises keys).
@@ -192,7 +194,7 @@ pub fn simulate(sim: &Simulation) -> Result<SimulationOutcome, SimulationError> 
             let reply = ClientMessage::decode(&bytes, &limits)?;
             let sent_shares = matches!(reply, ClientMessage::UnmaskResponse(_));
             // Honest clients' messages are accepted; a refusal shows up in `dropped`.
-            let _ = server.receive(id.get(), reply);
+            let _ = server.receive(id, reply);
             if sent_shares && sim.dropouts.get(&id).map(|d| d.point) == Some(DropPoint::AfterUnmaskResponse) {
                 *vanished = true;
             }

@@ -27,7 +27,7 @@ fn until(n: u32, k: u32, t: u32, stop: impl Fn(&ServerMessage) -> bool) -> (Harn
             for out in queued {
                 let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
                 if let Ok(Some(reply)) = client.receive(out.message, rng) {
-                    let _ = h.server.receive(out.to.get(), reply);
+                    let _ = h.server.receive(out.to, reply);
                 }
             }
             return (h, msg);
@@ -35,7 +35,7 @@ fn until(n: u32, k: u32, t: u32, stop: impl Fn(&ServerMessage) -> bool) -> (Harn
         for out in queued {
             let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
             if let Ok(Some(reply)) = client.receive(out.message, rng) {
-                let _ = h.server.receive(out.to.get(), reply);
+                let _ = h.server.receive(out.to, reply);
             }
         }
     }

@@ -122,6 +122,13 @@ fn header_and_field_errors_are_typed() {
     // A server message type sent by a client is unknown in that direction.
     let bytes = ServerMessage::RoundComplete { inputs: 1 }.encode();
     assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::UnknownMessageType(0x05)));
+    // The service layer's type bytes are reserved in both directions.
+    for ty in privagg_protocol::SERVICE_TYPES {
+        let bytes = [1u8, ty];
+        assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::ReservedType(ty)));
+        assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::ReservedType(ty)));
+    }
+    assert_eq!(ServerMessage::decode(&[1, 0x40], &limits), Err(DecodeError::UnknownMessageType(0x40)));
     // The identity point is not a public key.
     let mut bytes = ClientMessage::AdvertiseKeys(Box::new(keys(1))).encode();
     bytes[2..34].fill(0);

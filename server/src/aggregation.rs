@@ -2,12 +2,13 @@
 //! FedAvg), each round's settings for the clients, the neighbour graph of a cohort, and
 //! the FedAvg step that turns the decoded sum into a new global model.
 
-use privagg_client::{AggregationMode, RoundSettings};
 use privagg_dp::accountant::DpEvent;
 use privagg_dp::encoding::Clipping;
+use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
 use privagg_dp::planner::{NoiseTarget, Plan, PlanInput, plan};
-use privagg_dp::{EncodingParams, decode_sum, plan_without_dp};
-use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
+use privagg_dp::{EncodingParams, ensure_enough_survivors, plan_without_dp};
+use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_parameters};
+use privagg_service::{AggregationMode, RoundSettings};
 use rand::RngExt;
 
 use crate::config::ServeConfig;
@@ -107,7 +108,13 @@ impl Aggregation {
     }
 
     /// The settings clients get for `round`, with a fresh rotation seed.
-    pub fn round_settings(&self, round: u64, total_rounds: u64, model: &[f32], epsilon_spent: f64) -> RoundSettings {
+    pub fn round_settings(
+        &self,
+        round: u64,
+        total_rounds: u64,
+        model: &[f32],
+        epsilon_spent: f64,
+    ) -> Result<RoundSettings, ServeError> {
         let (mode, encoding) = match &self.mode {
             Mode::Dp { plan } => (
                 AggregationMode::Dp {
@@ -121,63 +128,47 @@ impl Aggregation {
             ),
             Mode::Weighted { gamma, bits, value_range, max_weight } => (
                 AggregationMode::Weighted { value_range: *value_range, max_weight: *max_weight },
-                EncodingParams {
-                    dim: self.dim + 1,
-                    padded_dim: self.dim + 1,
-                    rotation_seed: None,
-                    gamma: *gamma,
-                    bits: *bits,
-                    clipping: Clipping::None,
-                    rounding: privagg_dp::encoding::Rounding::Unbiased,
-                    noise: privagg_dp::noise::NoiseSpec::None,
-                },
+                EncodingParams::without_dp(self.dim + 1, *gamma, *bits, Clipping::None, None)
+                    .map_err(|e| ServeError::Config(format!("quantization: {e}")))?,
             ),
         };
-        RoundSettings { round, total_rounds, mode, encoding, model: model.to_vec() }
+        Ok(RoundSettings { round, total_rounds, mode, encoding, model: model.to_vec() })
     }
 
     /// Decodes the round's sum and applies the FedAvg step to `model`:
-    /// θ ← θ + η·v with v = β·v + update (β = 0: no momentum). The update is the sum
-    /// divided by the expected cohort size (DP on: a public constant, DP-FedAvg's fixed
-    /// denominator) or by the total weight (DP off: the weighted mean). A round whose
-    /// total weight is zero leaves the model unchanged.
+    /// θ ← θ + η·v with v = β·v + update (β = 0: no momentum; `momentum` holds v). The
+    /// update is the sum divided by the expected cohort size (DP on: a public constant,
+    /// DP-FedAvg's fixed denominator; a sum of fewer than n_min inputs is refused) or by
+    /// the total weight (DP off: the weighted mean). A round whose total weight is zero
+    /// leaves the model unchanged.
     pub fn apply(
         &self,
-        sum_words: &[u64],
+        output: &RoundOutput,
         settings: &RoundSettings,
         model: &mut [f32],
         momentum: Option<&mut Vec<f32>>,
         (server_lr, beta): (f64, f64),
     ) -> Result<Applied, ServeError> {
-        let decoded = decode_sum(sum_words, &settings.encoding).map_err(|e| ServeError::Model(e.to_string()))?;
-        let (values, denominator) = match self.mode {
-            Mode::Dp { .. } => (&decoded[..], f64::from(self.clients)),
-            Mode::Weighted { .. } => {
-                let (values, weight) = decoded.split_at(self.dim);
-                (values, weight[0])
+        let decoded = settings.decode_sum(&output.sum).map_err(|e| ServeError::Model(e.to_string()))?;
+        let denominator = match (&self.mode, decoded.total_weight) {
+            (Mode::Dp { .. }, _) => {
+                ensure_enough_survivors(output.included.len(), self.min_clients as usize)
+                    .map_err(|e| ServeError::Model(e.to_string()))?;
+                f64::from(self.clients)
             }
+            (Mode::Weighted { .. }, Some(weight)) => weight,
+            (Mode::Weighted { .. }, None) => return Err(ServeError::Model("a weighted sum without its weight".into())),
         };
-        if values.len() != model.len() {
-            return Err(ServeError::Model(format!("decoded {} values for a model of {}", values.len(), model.len())));
-        }
         if denominator <= 0.0 {
             return Ok(Applied { denominator, update_norm: 0.0 });
         }
-        let update: Vec<f64> = values.iter().map(|v| v / denominator).collect();
-        let update_norm = update.iter().map(|u| u * u).sum::<f64>().sqrt();
-        match momentum {
+        let update_norm = match momentum {
             Some(velocity) => {
-                for ((w, v), u) in model.iter_mut().zip(velocity.iter_mut()).zip(&update) {
-                    *v = (beta * f64::from(*v) + u) as f32;
-                    *w = (f64::from(*w) + server_lr * f64::from(*v)) as f32;
-                }
+                apply_fedavg_momentum_step(model, velocity, &decoded.values, denominator, server_lr, beta)
             }
-            None => {
-                for (w, u) in model.iter_mut().zip(&update) {
-                    *w = (f64::from(*w) + server_lr * u) as f32;
-                }
-            }
+            None => apply_fedavg_step(model, &decoded.values, denominator, server_lr),
         }
+        .map_err(|e| ServeError::Model(e.to_string()))?;
         Ok(Applied { denominator, update_norm })
     }
 }

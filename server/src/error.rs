@@ -18,8 +18,14 @@ pub enum ServeError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// TLS or QUIC could not be set up.
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] privagg_service::quic::TlsError),
+    /// The self-signed certificate could not be generated.
+    #[error("cannot generate a certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The session refused a round's parameters.
+    #[error("cannot start the round: {0}")]
+    Start(#[from] privagg_service::server::StartError),
     /// The socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

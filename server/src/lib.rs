@@ -1,67 +1,79 @@
 //! # privagg-server
 //!
-//! The aggregation server: it listens on QUIC (ALPN `privagg/1`), admits clients, runs a
-//! session of secure-aggregation rounds with the `privagg-protocol` state machine, turns
-//! each round's sum into a FedAvg step on the global model, and commits the model and a
-//! record of the round after each one.
+//! The aggregation server: it listens on QUIC (ALPN `privagg/1`), runs a session of
+//! secure-aggregation rounds, turns each round's sum into a FedAvg step on the global
+//! model, and commits the model and a record of the round after each one.
+//!
+//! It is the async shell of `privagg-service`'s [`ServerSession`], which makes every
+//! decision (admission, seats, reconnection, upload grants, deadlines, the protocol):
 //!
 //! ```text
-//!   connection tasks ──decoded frames──▶ driver (owns lobby, ServerRound, model)
-//!         ▲                                   │
-//!         └───────────── frames ◀─────────────┘
+//!   connection tasks ──frames, closes──▶ driver ──▶ ServerSession (privagg-service)
+//!   (one per client)  ◀──frames, limits── (one task)     │ actions
+//!                                            │           ▼
+//!                                            └──▶ Training: plan a round, remove the
+//!                                                 masks (blocking pool), FedAvg, commit
 //! ```
 //!
-//! * One task per connection reads frames, decodes them and forwards them; it holds no
-//!   protocol state. One driver task owns the round's [`privagg_protocol::ServerRound`],
-//!   so nothing needs a lock around it.
+//! * Connection tasks read and write frames; they hold no protocol state. One driver
+//!   task owns the session and the model, so nothing needs a lock.
 //! * Every phase has a deadline; a client that misses it, disconnects, or sends a
 //!   malformed, oversized, out-of-phase or wrongly sized message is dropped from the
 //!   round with a recorded reason, and the others finish.
 //! * Memory stays O(m + n·k): masked inputs are added to the running sum as they
-//!   arrive, and clients upload only when granted one of a few upload slots, so at most
-//!   that many vectors are in flight however many clients there are.
+//!   arrive, clients upload only when granted one of a few upload slots, and the model
+//!   goes to every client from one shared buffer through as many download slots.
 //! * After round r the model (`model-<r>.npy`) and record (`round-<r>.json`) are written
-//!   atomically; a restart resumes after the last committed round.
+//!   atomically, and only then do the round's clients hear that it completed; a restart
+//!   resumes after the last committed round.
 //!
 //! With DP on, each round's FedAvg divides by the configured cohort size (a public
 //! constant, as DP-FedAvg requires), and the privacy ledger in each record gives ε so far.
+//!
+//! [`ServerSession`]: privagg_service::ServerSession
 
-pub mod admission;
 pub mod aggregation;
 pub mod config;
 mod connection;
-pub mod demo;
 mod driver;
 mod error;
 pub mod record;
 pub mod storage;
 pub mod tls;
+mod training;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use privagg_protocol::Limits;
+use privagg_service::frame::upload_frame_limit;
+use privagg_service::{Admission, ConnId, ServerSession, SessionConfig};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 pub use config::ServeConfig;
-pub use driver::{ServerEvent, SessionSummary, phase_name};
+pub use driver::ServerEvent;
 pub use error::ServeError;
 pub use record::RoundRecord;
+pub use training::{Resume, SessionSummary};
 
-use crate::admission::Admission;
 use crate::aggregation::{Aggregation, graph_for};
-use crate::connection::{ConnId, Shared, serve_connection};
-use crate::driver::{Driver, Resume};
+use crate::connection::{ConnEvent, serve_connection};
+use crate::driver::Driver;
 use crate::storage::{StateDir, read_vector};
-use crate::tls::Identity;
+use crate::tls::ServerCertificate;
+use crate::training::Training;
+
+/// How long the server waits, after its session, for clients to receive their goodbye.
+const GOODBYE_GRACE: Duration = Duration::from_secs(3);
 
 /// A bound server, ready to run its session.
 pub struct Server {
     config: Arc<ServeConfig>,
     endpoint: quinn::Endpoint,
     cert: Vec<u8>,
-    admission: Arc<Admission>,
+    admission: Admission,
     aggregation: Aggregation,
     storage: StateDir,
     resume: Resume,
@@ -87,16 +99,20 @@ impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
         let storage = StateDir::open(&config.state)?;
-        let identity = match (&config.cert, &config.key) {
+        let certificate = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => {
-                let identity = Identity::load(cert, key)?;
-                storage::write_atomically(&tls::cert_path(storage.path()), &identity.cert)?;
-                identity
+                let certificate = ServerCertificate::load(cert, key)?;
+                storage::write_atomically(&tls::cert_path(storage.path()), &certificate.cert)?;
+                certificate
             }
-            _ => Identity::load_or_generate(storage.path())?,
+            _ => ServerCertificate::load_or_generate(storage.path())?,
         };
         let admission = match &config.tokens {
-            Some(path) => Admission::from_file(path)?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ServeError::io(path, e))?;
+                Admission::from_token_file(&text)
+                    .ok_or_else(|| ServeError::Config(format!("{} holds no tokens", path.display())))?
+            }
             None => {
                 tracing::warn!("no token file: admitting any client (for local trials only)");
                 Admission::open()
@@ -117,32 +133,16 @@ impl Server {
                 "DP plan for the session"
             );
         }
-        let momentum_on = config.server_momentum > 0.0;
-        let mut resume = match storage.load_latest(config.dim, momentum_on)? {
-            Some(checkpoint) => {
-                tracing::info!(round = checkpoint.round, "resuming after the last committed round");
-                Resume {
-                    completed: checkpoint.round,
-                    model: checkpoint.model,
-                    momentum: checkpoint.momentum,
-                    ledger: checkpoint.record.and_then(|r| r.privacy).map(|p| p.ledger).unwrap_or_default(),
-                }
-            }
-            None => Resume { model: initial_model(&config)?, ..Resume::default() },
-        };
-        if momentum_on && resume.momentum.is_none() {
-            resume.momentum = Some(vec![0.0; config.dim]);
-        }
-        let upload = 4 + 5 + privagg_protocol::packed_len(aggregation.protocol_dim() as u32, aggregation.bits()) + 16;
-        let server_config =
-            identity.server_config(upload.max(privagg_client::wire::MAX_CONTROL_FRAME), config.idle_timeout())?;
+        let resume = resume(&config, &storage)?;
+        let upload = upload_frame_limit(aggregation.protocol_dim() as u32, aggregation.bits());
+        let server_config = certificate.server_config(upload, config.idle_timeout())?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         Ok(Self {
             config: Arc::new(config),
             endpoint,
-            cert: identity.cert,
-            admission: Arc::new(admission),
+            cert: certificate.cert,
+            admission,
             aggregation,
             storage,
             resume,
@@ -176,30 +176,61 @@ impl Server {
     /// Runs the session to its end: every configured round completed (or the budget,
     /// a failing round or a shutdown ended it).
     pub async fn run(self) -> Result<SessionSummary, ServeError> {
-        let (events_tx, events_rx) = mpsc::channel(256);
-        let shared = Shared {
+        let c = &self.config;
+        let session = ServerSession::new(SessionConfig {
+            clients: c.clients,
+            min_clients: c.min_clients,
+            rounds: c.rounds,
+            completed_rounds: self.resume.completed,
+            phase_timeout: c.phase_timeout(),
+            lobby_timeout: c.lobby_timeout(),
+            hello_timeout: c.phase_timeout(),
+            upload_slots: c.upload_slots,
+            max_round_attempts: c.max_round_attempts,
             admission: self.admission,
-            events: events_tx,
-            download_slots: Arc::new(Semaphore::new(self.config.upload_slots)),
+            // Clients never send a Config, so they may send no application payload.
             limits: Limits { max_app_data: 0, ..Limits::default() },
-            hello_timeout: self.config.phase_timeout(),
+        });
+        let (events_tx, events) = mpsc::channel(256);
+        let download_slots = Arc::new(Semaphore::new(c.upload_slots));
+        let accept = tokio::spawn(accept_loop(self.endpoint.clone(), events_tx, download_slots));
+        let training = Training::new(self.config.clone(), self.aggregation, self.storage, self.resume);
+        let driver = Driver {
+            session,
+            training,
+            conns: HashMap::new(),
+            events,
+            observer: self.observer,
+            shutdown: self.shutdown.1,
         };
-        let accept = tokio::spawn(accept_loop(self.endpoint.clone(), shared));
-        let driver = Driver::new(
-            self.config,
-            self.aggregation,
-            self.storage,
-            events_rx,
-            self.observer,
-            self.shutdown.1,
-            self.resume,
-        );
         let result = driver.run().await;
         accept.abort();
+        // Connections close once their goodbye is delivered; then the endpoint goes.
+        let _ = tokio::time::timeout(GOODBYE_GRACE, self.endpoint.wait_idle()).await;
         self.endpoint.close(quinn::VarInt::from_u32(0), b"session over");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         result
     }
+}
+
+/// Where the state directory says the session stands.
+fn resume(config: &ServeConfig, storage: &StateDir) -> Result<Resume, ServeError> {
+    let momentum_on = config.server_momentum > 0.0;
+    let mut resume = match storage.load_latest(config.dim, momentum_on)? {
+        Some(checkpoint) => {
+            tracing::info!(round = checkpoint.round, "resuming after the last committed round");
+            Resume {
+                completed: checkpoint.round,
+                model: checkpoint.model,
+                momentum: checkpoint.momentum,
+                ledger: checkpoint.record.and_then(|r| r.privacy).map(|p| p.ledger).unwrap_or_default(),
+            }
+        }
+        None => Resume { model: initial_model(config)?, ..Resume::default() },
+    };
+    if momentum_on && resume.momentum.is_none() {
+        resume.momentum = Some(vec![0.0; config.dim]);
+    }
+    Ok(resume)
 }
 
 fn initial_model(config: &ServeConfig) -> Result<Vec<f32>, ServeError> {
@@ -223,10 +254,10 @@ fn initial_model(config: &ServeConfig) -> Result<Vec<f32>, ServeError> {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
+async fn accept_loop(endpoint: quinn::Endpoint, events: mpsc::Sender<ConnEvent>, download_slots: Arc<Semaphore>) {
     let mut next: ConnId = 0;
     while let Some(incoming) = endpoint.accept().await {
         next += 1;
-        tokio::spawn(serve_connection(incoming, next, shared.clone()));
+        tokio::spawn(serve_connection(incoming, next, events.clone(), download_slots.clone()));
     }
 }

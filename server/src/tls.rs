@@ -6,38 +6,36 @@
 //! reuse them, so pinned clients keep working across restarts.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use privagg_client::wire::ALPN;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use zeroize::Zeroizing;
 
 use crate::error::ServeError;
 use crate::storage::{write_atomically, write_private};
 
-/// A certificate and its private key, DER-encoded.
-pub struct Identity {
+/// The server's certificate and its private key, DER-encoded.
+pub struct ServerCertificate {
     /// The certificate (what clients pin).
     pub cert: Vec<u8>,
-    key: Vec<u8>,
+    key: Zeroizing<Vec<u8>>,
 }
 
-impl std::fmt::Debug for Identity {
+impl std::fmt::Debug for ServerCertificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("cert", &self.cert.len()).finish_non_exhaustive()
+        f.debug_struct("ServerCertificate").field("cert", &self.cert.len()).finish_non_exhaustive()
     }
 }
 
-impl Identity {
+impl ServerCertificate {
     /// Loads `cert.der` and `key.der` from `dir`, or generates and writes them.
     pub fn load_or_generate(dir: &Path) -> Result<Self, ServeError> {
         let (cert_path, key_path) = (dir.join("cert.der"), dir.join("key.der"));
         if cert_path.exists() && key_path.exists() {
             return Self::load(&cert_path, &key_path);
         }
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let identity = Self { cert: generated.cert.der().to_vec(), key: generated.signing_key.serialize_der() };
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let identity =
+            Self { cert: generated.cert.der().to_vec(), key: Zeroizing::new(generated.signing_key.serialize_der()) };
         write_private(&key_path, &identity.key)?;
         write_atomically(&cert_path, &identity.cert)?;
         tracing::info!(path = %cert_path.display(), "generated a self-signed certificate; clients pin this file");
@@ -47,33 +45,14 @@ impl Identity {
     /// Loads a DER certificate and PKCS#8 key from the given files.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, ServeError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| ServeError::io(p, e));
-        Ok(Self { cert: read(cert)?, key: read(key)? })
+        Ok(Self { cert: read(cert)?, key: Zeroizing::new(read(key)?) })
     }
 
     /// The QUIC server configuration: TLS 1.3, ALPN `privagg/1`, and transport windows
     /// sized so that a connection buffers at most `max_frame` bytes it has not read and
     /// at most 256 KiB it has not had acknowledged.
     pub fn server_config(&self, max_frame: usize, idle_timeout: Duration) -> Result<quinn::ServerConfig, ServeError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| ServeError::Tls(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(vec![CertificateDer::from(self.cert.clone())], key)
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        tls.max_early_data_size = 0;
-        let quic =
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| ServeError::Tls(e.to_string()))?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        let mut transport = privagg_client::tls::transport_config(idle_timeout);
-        let window = u32::try_from(max_frame + (64 << 10)).unwrap_or(u32::MAX);
-        transport.stream_receive_window(quinn::VarInt::from_u32(window));
-        transport.receive_window(quinn::VarInt::from_u32(window));
-        transport.send_window(256 << 10);
-        config.transport_config(Arc::new(transport));
-        Ok(config)
+        Ok(privagg_service::quic::server_config(&self.cert, &self.key, max_frame, idle_timeout)?)
     }
 }
 

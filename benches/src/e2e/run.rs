@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
-use privagg_client::{Client, ClientOptions, DropAfter, SdkError};
+use privagg_client::{Client, ClientOptions, DropPoint, SdkError};
 use tokio::task::JoinSet;
 
 use super::server::{RoundJson, ServerProcess, free_udp_addr};
@@ -176,7 +176,7 @@ async fn masked_rounds(
         let mut options = ClientOptions::new(addr, cert.clone());
         options.connect_deadline = Duration::from_secs(30);
         options.idle_timeout = Duration::from_secs(600);
-        options.drop_after = (i < point.dropped()).then_some(DropAfter::ForwardedShares);
+        options.drop_point = (i < point.dropped()).then_some(DropPoint::BeforeMaskedInput);
         async move { Ok(Participant(Box::new(Client::connect(options).await?))) }
     };
     let play = |mut client: Participant, _: u32, update: Arc<Vec<f32>>, last: bool| async move {

@@ -197,7 +197,7 @@ pub fn free_udp_addr() -> Result<SocketAddr> {
 }
 
 /// The `privagg` binary: `explicit`, else next to this executable (built by the same
-/// `cargo build`), else built now with `cargo build -p privagg-server` in this
+/// `cargo build`), else built now with `cargo build -p privagg-cli` in this
 /// executable's profile.
 pub fn privagg_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = explicit {
@@ -211,12 +211,12 @@ pub fn privagg_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
     }
     let release = dir.file_name().is_some_and(|d| d == "release");
     eprintln!(
-        "building the privagg server binary (cargo build{} -p privagg-server)…",
+        "building the privagg server binary (cargo build{} -p privagg-cli)…",
         if release { " --release" } else { "" }
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "-p", "privagg-server", "--bin", "privagg"]);
+    build.args(["build", "-p", "privagg-cli", "--bin", "privagg"]);
     if release {
         build.arg("--release");
     }

@@ -329,7 +329,7 @@ fn plan_for_multiplier(input: &PlanInput, z: f64) -> Result<Plan, DpError> {
         l1_sensitivity: l1,
         norm_bound_sq: norm_bound_sq(q.delta_2)?,
         sensitivity_inflation: q.delta_2 * gamma / input.clip,
-        effective_noise_multiplier: central_var.sqrt() / q.delta_2,
+        effective_noise_multiplier: effective_noise_multiplier(h, local_variance.to_f64(), q.delta_2),
         central_std: central_var.sqrt() * gamma,
         wrap: WrapCheck {
             k_stddevs: k,
@@ -345,6 +345,13 @@ fn plan_for_multiplier(input: &PlanInput, z: f64) -> Result<Plan, DpError> {
     plan.epsilon = accountant::epsilon(&plan.dp_event(), input.rounds, input.delta)?;
     plan.epsilon_without_sampling = accountant::epsilon(&plan.dp_event_with_rate(1.0), input.rounds, input.delta)?;
     Ok(plan)
+}
+
+/// The noise multiplier that `honest_shares` noise shares of variance `share_variance`
+/// give against an L2 sensitivity of `l2_sensitivity` (all in integer units):
+/// √(h·s²)/Δ₂. Both the planner and a client checking a round's settings use it.
+pub fn effective_noise_multiplier(honest_shares: usize, share_variance: f64, l2_sensitivity: f64) -> f64 {
+    (honest_shares as f64 * share_variance).sqrt() / l2_sensitivity
 }
 
 /// Chooses `γ` and the noise share for `input`. Errors name the failed condition:

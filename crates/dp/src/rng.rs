@@ -29,6 +29,15 @@ impl NoiseRng {
         Ok(Self(ChaCha20Rng::from_seed(*seed)))
     }
 
+    /// An independent generator keyed with 32 bytes of this one's output (for work run
+    /// elsewhere, such as encoding on another thread). It is as unpredictable as its
+    /// parent.
+    pub fn fork(&mut self) -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        let Ok(()) = self.0.try_fill_bytes(seed.as_mut());
+        Self(ChaCha20Rng::from_seed(*seed))
+    }
+
     /// A deterministic generator from `seed`. **Not private**: anyone who knows the seed
     /// can remove the noise. Only for tests, simulations and benchmarks.
     #[cfg(any(test, feature = "insecure-seeded-rng"))]

@@ -5,7 +5,7 @@
 
 use privagg_dp::DpError;
 use privagg_dp::accountant::{DpEvent, RdpAccountant, epsilon_gaussian};
-use privagg_dp::fedavg::{apply_fedavg_step, average_with_public_denominator};
+use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step, average_with_public_denominator};
 use privagg_dp::ledger::{PrivacyLedger, RoundRecord};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 
@@ -162,8 +162,22 @@ fn fedavg_divides_by_the_public_denominator() {
     assert_eq!(avg, vec![0.1, -0.05]);
     assert!(average_with_public_denominator(&[1.0], 0.0).is_err());
     let mut model = vec![1.0f32, 2.0];
-    apply_fedavg_step(&mut model, &[10.0, -10.0], 10.0, 0.5).unwrap();
+    let norm = apply_fedavg_step(&mut model, &[10.0, -10.0], 10.0, 0.5).unwrap();
     assert_eq!(model, vec![1.5, 1.5]);
+    assert!((norm - 2f64.sqrt()).abs() < 1e-12);
     assert!(apply_fedavg_step(&mut model, &[1.0], 10.0, 1.0).is_err());
     assert!(apply_fedavg_step(&mut model, &[1.0, 1.0], 10.0, f64::NAN).is_err());
+}
+
+#[test]
+fn fedavg_with_momentum_accumulates_the_velocity() {
+    let (mut model, mut velocity) = (vec![0.0f32, 0.0], vec![0.0f32, 0.0]);
+    apply_fedavg_momentum_step(&mut model, &mut velocity, &[2.0, -2.0], 2.0, 1.0, 0.5).unwrap();
+    assert_eq!((model.clone(), velocity.clone()), (vec![1.0, -1.0], vec![1.0, -1.0]));
+    // v = 0.5·v + avg = 0.5 + 1; θ += 1.5.
+    apply_fedavg_momentum_step(&mut model, &mut velocity, &[2.0, -2.0], 2.0, 1.0, 0.5).unwrap();
+    assert_eq!((model, velocity.clone()), (vec![2.5, -2.5], vec![1.5, -1.5]));
+    let mut model = vec![0.0f32, 0.0];
+    assert!(apply_fedavg_momentum_step(&mut model, &mut velocity, &[1.0, 1.0], 1.0, 1.0, 1.0).is_err());
+    assert!(apply_fedavg_momentum_step(&mut model, &mut velocity[..1], &[1.0, 1.0], 1.0, 1.0, 0.5).is_err());
 }

@@ -97,7 +97,7 @@ impl Harness {
     /// Sends a message to the server through the codec.
     pub fn send(&mut self, from: u32, msg: ClientMessage) -> Result<(), ServerError> {
         let msg = ClientMessage::decode(&msg.encode(), &Limits::default()).unwrap();
-        let result = self.server.receive(from, msg);
+        let result = self.server.receive(ClientId::new(from).expect("ids start at 1"), msg);
         if let Err(e) = &result {
             self.server_errors.push((from, e.clone()));
         }

@@ -1,12 +1,19 @@
 //! What a round's `Config` carries for the application (the protocol's opaque payload):
-//! how to encode an update, the aggregation mode, and the current global model.
+//! how to encode an update, the aggregation mode, and the current global model — and
+//! the two ends of that encoding: a client's [`RoundSettings::encode_update`] and the
+//! server's [`RoundSettings::decode_sum`].
 //!
 //! Layout: u32 little-endian length of a JSON header, the header, then the model as
 //! `dim` little-endian f32. The header is small; the model is raw, so a 10⁶-parameter
-//! model costs 4 MB, not a JSON array.
+//! model costs 4 MB, not a JSON array. The header's JSON is pinned by a golden vector
+//! (`test_vectors/wire.json`), so renaming a field of `privagg-dp` cannot change it
+//! unnoticed.
 
+use privagg_dp::encoding::Rounding;
 use privagg_dp::noise::NoiseSpec;
-use privagg_dp::{EncodingParams, planner::Mechanism};
+use privagg_dp::planner::{Mechanism, effective_noise_multiplier};
+use privagg_dp::{ClientEncoder, DpError, EncodingParams, NoiseRng};
+use privagg_protocol::codec::{Reader, Writer};
 use serde::{Deserialize, Serialize};
 
 /// How the server aggregates this session's updates.
@@ -70,13 +77,50 @@ struct Header {
 pub enum SettingsError {
     /// The payload is too short or its lengths disagree.
     #[error("malformed round settings: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
     /// The JSON header does not parse.
     #[error("malformed round settings header: {0}")]
     Header(#[from] serde_json::Error),
     /// The encoding parameters are invalid.
     #[error("invalid encoding parameters: {0}")]
-    Encoding(#[from] privagg_dp::DpError),
+    Encoding(#[from] DpError),
+}
+
+/// Why an update could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// The weight is negative, NaN or infinite.
+    #[error("weight {0} is not a finite non-negative number")]
+    InvalidWeight(f32),
+    /// The update has the wrong length, holds NaN or infinity, or cannot be rounded.
+    #[error(transparent)]
+    Encoding(#[from] DpError),
+}
+
+/// An encoded update: the words to mask, and the update's norm before clipping.
+pub struct EncodedInput {
+    /// `encoding.padded_dim` words below 2^bits.
+    pub words: Vec<u64>,
+    /// L2 norm of the update before clipping (DP on; 0 without DP).
+    pub pre_clip_norm: f64,
+}
+
+impl std::fmt::Debug for EncodedInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedInput").field("words", &self.words.len()).finish_non_exhaustive()
+    }
+}
+
+/// A decoded sum: the summed values of the model's coordinates and, without DP, the
+/// total weight that the values are weighted by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedSum {
+    /// Σ of the (clipped, or clamped and weighted) updates, one value per model
+    /// coordinate.
+    pub values: Vec<f64>,
+    /// Σ of the clients' weights (DP off only).
+    pub total_weight: Option<f64>,
 }
 
 impl RoundSettings {
@@ -99,24 +143,22 @@ impl RoundSettings {
             encoding: self.encoding.clone(),
             model_dim: self.model.len(),
         })?;
-        let mut out = Vec::with_capacity(4 + header.len() + 4 * self.model.len());
-        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        out.extend_from_slice(&header);
+        let mut w = Writer::with_capacity(4 + header.len() + 4 * self.model.len());
+        w.len_prefixed(&header);
         for v in &self.model {
-            out.extend_from_slice(&v.to_le_bytes());
+            w.bytes(&v.to_le_bytes());
         }
-        Ok(out)
+        Ok(w.into_bytes())
     }
 
     /// Decodes and checks a payload: valid encoding parameters whose dimension matches
     /// the model (plus one when weighted) and a finite model.
     pub fn decode(bytes: &[u8]) -> Result<Self, SettingsError> {
-        let malformed = |what: &str| SettingsError::Malformed(what.to_owned());
-        let len: [u8; 4] = bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| malformed("no header"))?;
-        let len = u32::from_le_bytes(len) as usize;
-        let header = bytes.get(4..4 + len).ok_or_else(|| malformed("header truncated"))?;
+        let malformed = SettingsError::Malformed;
+        let mut r = Reader::new(bytes);
+        let header = r.len_prefixed("settings header", u32::MAX.into()).map_err(|_| malformed("header truncated"))?;
         let header: Header = serde_json::from_slice(header)?;
-        let model_bytes = &bytes[4 + len..];
+        let model_bytes = r.take(r.remaining()).map_err(|_| malformed("model truncated"))?;
         if model_bytes.len() != header.model_dim.saturating_mul(4) {
             return Err(malformed("model length differs from its dimension"));
         }
@@ -151,11 +193,44 @@ impl RoundSettings {
             NoiseSpec::DiscreteGaussian { variance } | NoiseSpec::Skellam { variance } => variance.to_f64(),
             NoiseSpec::None => return Some(0.0),
         };
-        let privagg_dp::encoding::Rounding::Conditional { norm_bound_sq, .. } = self.encoding.rounding else {
+        let Rounding::Conditional { norm_bound_sq, .. } = self.encoding.rounding else {
             return Some(0.0);
         };
-        let honest = f64::from(n_min.saturating_sub(colluders));
-        Some((honest * variance).sqrt() / (norm_bound_sq as f64).sqrt())
+        let honest = n_min.saturating_sub(colluders) as usize;
+        Some(effective_noise_multiplier(honest, variance, (norm_bound_sq as f64).sqrt()))
+    }
+
+    /// A client's side: turns `update` (the model's length) into the words it masks.
+    /// With DP on: clip, rotate, round and add this client's noise share (drawn from
+    /// `rng`). With DP off: clamp each coordinate to the value range, multiply by
+    /// `weight` (clamped to `[0, max_weight]`) and append the weight.
+    pub fn encode_update(&self, update: &[f32], weight: f32, rng: &mut NoiseRng) -> Result<EncodedInput, UpdateError> {
+        let encoder = ClientEncoder::new(self.encoding.clone())?;
+        let mut encoded = match self.mode {
+            AggregationMode::Dp { .. } => encoder.encode(update, rng)?,
+            AggregationMode::Weighted { value_range, max_weight } => {
+                if !weight.is_finite() || weight < 0.0 {
+                    return Err(UpdateError::InvalidWeight(weight));
+                }
+                let weight = weight.min(max_weight as f32);
+                let range = value_range as f32;
+                let mut weighted: Vec<f32> = update.iter().map(|x| x.clamp(-range, range) * weight).collect();
+                weighted.push(weight);
+                encoder.encode(&weighted, rng)?
+            }
+        };
+        Ok(EncodedInput { words: std::mem::take(&mut encoded.words), pre_clip_norm: encoded.pre_clip_norm })
+    }
+
+    /// The server's side: decodes the round's unmasked sum (`encoding.padded_dim` words)
+    /// into the summed model coordinates and, without DP, the total weight.
+    pub fn decode_sum(&self, sum_words: &[u64]) -> Result<DecodedSum, DpError> {
+        let mut values = privagg_dp::decode_sum(sum_words, &self.encoding)?;
+        let total_weight = if self.is_weighted() { values.pop() } else { None };
+        if values.len() != self.model_dim() {
+            return Err(DpError::LengthMismatch { expected: self.model_dim(), actual: values.len() });
+        }
+        Ok(DecodedSum { values, total_weight })
     }
 }
 
@@ -198,5 +273,28 @@ mod tests {
         let mut header_garbage = bytes.clone();
         header_garbage[5] = b'!';
         assert!(matches!(RoundSettings::decode(&header_garbage), Err(SettingsError::Header(_))));
+        // A header length near u32::MAX is refused for lack of bytes, never allocated.
+        let huge = [0xff, 0xff, 0xff, 0xff, b'{'];
+        assert!(matches!(RoundSettings::decode(&huge), Err(SettingsError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_weighted_encoding_decodes_to_the_weighted_sum_and_the_total_weight() {
+        let s = weighted(3);
+        let mut rng = NoiseRng::insecure_from_seed([1; 32]);
+        let a = s.encode_update(&[1.0, -2.0, 100.0], 2.0, &mut rng).unwrap();
+        let b = s.encode_update(&[0.5, 0.5, 0.5], 4.0, &mut rng).unwrap();
+        let modulus = 1u64 << 48;
+        let sum: Vec<u64> = a.words.iter().zip(&b.words).map(|(x, y)| (x + y) % modulus).collect();
+        let decoded = s.decode_sum(&sum).unwrap();
+        // 100 is clamped to the value range 8.
+        let expected = [2.0 + 2.0, -4.0 + 2.0, 16.0 + 2.0];
+        for (v, e) in decoded.values.iter().zip(expected) {
+            assert!((v - e).abs() < 1e-4, "{v} vs {e}");
+        }
+        assert!((decoded.total_weight.unwrap() - 6.0).abs() < 1e-4);
+        assert!(matches!(s.encode_update(&[0.0; 3], -1.0, &mut rng), Err(UpdateError::InvalidWeight(_))));
+        assert!(matches!(s.encode_update(&[f32::NAN; 3], 1.0, &mut rng), Err(UpdateError::Encoding(_))));
+        assert!(s.decode_sum(&sum[..3]).is_err());
     }
 }

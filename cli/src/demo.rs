@@ -1,7 +1,7 @@
 //! `privagg demo`: a server and simulated clients in one process, over real QUIC on
 //! loopback, training a linear model on synthetic non-IID data with DP on; one client
-//! drops out in the middle of round 2 (after sharing its keys, the case that makes the
-//! server rebuild its masks) and rejoins for the next round.
+//! drops out in the middle of round 2 (after sharing its keys and before uploading, the
+//! case that makes the server rebuild its masks) and rejoins for the next round.
 //!
 //! The data: features whose variance decays with the index (like real features of
 //! decreasing importance), a shared true model on the leading features, and per-client
@@ -11,17 +11,14 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
-use privagg_client::{Client, ClientOptions, DropAfter, SdkError};
+use privagg_client::{Client, ClientOptions, DropPoint, SdkError};
 use privagg_protocol::Phase;
+use privagg_server::{ServeConfig, Server, ServerEvent};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-
-use crate::config::ServeConfig;
-use crate::driver::ServerEvent;
-use crate::error::ServeError;
-use crate::{Server, phase_name};
 
 /// What `privagg demo` runs.
 #[derive(Clone, Debug)]
@@ -130,11 +127,11 @@ fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
 }
 
 /// Runs the demo; returns one line per round.
-pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>, ServeError> {
+pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     let state = std::env::temp_dir().join(format!("privagg-demo-{}-{}", std::process::id(), options.seed));
     let _ = std::fs::remove_dir_all(&state);
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().map_err(|_| ServeError::Config("address".into()))?,
+        listen: "127.0.0.1:0".parse().context("loopback address")?,
         state: state.clone(),
         dim: options.dim,
         clients: options.clients,
@@ -181,7 +178,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>, ServeError
             ServerEvent::PhaseChanged { phase, .. } => {
                 if let Some(b) = &bar {
                     b.inc(1);
-                    b.set_message(phase_name(phase).to_owned());
+                    b.set_message(phase.as_str().to_owned());
                     if phase == Phase::Completed {
                         b.finish_and_clear();
                     }
@@ -223,7 +220,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>, ServeError
             }
         }
     }
-    let summary = server_task.await.map_err(|e| ServeError::Model(e.to_string()))??;
+    let summary = server_task.await.context("the server task failed")??;
     for client in clients {
         let _ = client.await;
     }
@@ -240,21 +237,22 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>, ServeError
     Ok(lines)
 }
 
-/// One simulated client: trains on its own data every round. Client 0 vanishes after
-/// sharing its keys in round 2, then reconnects for the rounds after.
+/// One simulated client: trains on its own data every round. Client 0 vanishes in
+/// round 2 once it has shared its keys (on receiving its neighbours' shares), then
+/// reconnects for the rounds after.
 async fn run_client(index: usize, world: std::sync::Arc<World>, options: ClientOptions) -> Result<(), SdkError> {
     let data = &world.clients[index];
     let train = |model: ArrayView1<'_, f32>| Ok::<_, String>(data.local_update(model));
     let mut client = Client::connect(options).await?;
     if index == 0 {
         client.round_with(&train).await?;
-        client.set_drop_after(Some(DropAfter::ShareKeys));
+        client.set_drop_point(Some(DropPoint::BeforeMaskedInput));
         match client.round_with(&train).await {
             Err(SdkError::TestingDropout) => {}
             Err(SdkError::SessionEnded { .. }) => return Ok(()),
             other => tracing::warn!(?other, "the demo's dropout did not happen"),
         }
-        client.set_drop_after(None);
+        client.set_drop_point(None);
         client.reconnect().await?;
     }
     client.run(&train).await?;

@@ -5,14 +5,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use privagg_client::{Client, ClientOptions, DropAfter};
+use privagg_client::{Client, ClientOptions, DropPoint};
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
-use privagg_server::demo::{DemoOptions, run_demo};
 use privagg_server::{ServeConfig, Server};
+
+use crate::demo::{DemoOptions, run_demo};
 
 #[derive(Parser)]
 #[command(name = "privagg", version, about = "Secure aggregation with differential privacy for federated learning")]
@@ -158,19 +161,18 @@ struct ClientArgs {
     /// Seconds to keep trying to reach the server.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
-    /// Testing: vanish after this step.
+    /// Testing: vanish on receiving the message this client would answer next.
     #[arg(long, value_enum, hide = true)]
-    testing_drop_after: Option<DropAfterArg>,
+    testing_drop_point: Option<DropPointArg>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DropAfterArg {
-    Config,
-    AdvertiseKeys,
-    ShareKeys,
-    ForwardedShares,
-    MaskedInput,
-    UnmaskResponse,
+enum DropPointArg {
+    BeforeAdvertiseKeys,
+    BeforeShareKeys,
+    BeforeMaskedInput,
+    BeforeUnmaskResponse,
+    AfterUnmaskResponse,
 }
 
 #[derive(Args)]
@@ -388,13 +390,12 @@ fn client(args: ClientArgs) -> Result<()> {
     options.server_name = args.server_name;
     options.min_noise_multiplier = args.min_noise_multiplier;
     options.connect_deadline = std::time::Duration::from_secs_f64(args.connect_timeout.max(0.1));
-    options.drop_after = args.testing_drop_after.map(|d| match d {
-        DropAfterArg::Config => DropAfter::Config,
-        DropAfterArg::AdvertiseKeys => DropAfter::AdvertiseKeys,
-        DropAfterArg::ShareKeys => DropAfter::ShareKeys,
-        DropAfterArg::ForwardedShares => DropAfter::ForwardedShares,
-        DropAfterArg::MaskedInput => DropAfter::MaskedInput,
-        DropAfterArg::UnmaskResponse => DropAfter::UnmaskResponse,
+    options.drop_point = args.testing_drop_point.map(|d| match d {
+        DropPointArg::BeforeAdvertiseKeys => DropPoint::BeforeAdvertiseKeys,
+        DropPointArg::BeforeShareKeys => DropPoint::BeforeShareKeys,
+        DropPointArg::BeforeMaskedInput => DropPoint::BeforeMaskedInput,
+        DropPointArg::BeforeUnmaskResponse => DropPoint::BeforeUnmaskResponse,
+        DropPointArg::AfterUnmaskResponse => DropPoint::AfterUnmaskResponse,
     });
     runtime()?.block_on(async move {
         let mut client = Client::connect(options).await?;

@@ -1,0 +1,345 @@
+//! A client's connection to the aggregation server and its part in rounds: the async
+//! shell of `privagg-service`'s [`ClientSession`], which decides everything; this file
+//! moves frames, runs the training closure, and runs encoding and masking on the
+//! blocking pool.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ndarray::{Array1, ArrayView1};
+use privagg_dp::NoiseRng;
+use privagg_protocol::{ClientPolicy, Limits};
+use privagg_service::client::{ClientEvent, Encoded, RoundSummary};
+use privagg_service::message::IDENTITY_LEN;
+use privagg_service::quic::{self, WireError};
+use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, RoundSettings};
+use rand::RngExt;
+use tokio::task::JoinHandle;
+
+use crate::error::SdkError;
+use crate::link::Link;
+
+/// How to reach the server and what to accept from it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// The server's UDP address.
+    pub server: SocketAddr,
+    /// The name in the server's certificate (privagg's generated certificate says
+    /// `localhost`).
+    pub server_name: String,
+    /// The server's certificate (DER), trusted exactly (pinned).
+    pub server_cert: Vec<u8>,
+    /// Admission token, if the server uses a token file.
+    pub token: Option<String>,
+    /// Refuse rounds whose effective noise multiplier is below this (and rounds without
+    /// DP). A client may demand more privacy than the server offers, never less.
+    pub min_noise_multiplier: Option<f64>,
+    /// How long to keep retrying an unreachable server (connect and reconnect).
+    pub connect_deadline: Duration,
+    /// QUIC idle timeout; keep-alives go out at a quarter of it.
+    pub idle_timeout: Duration,
+    /// Testing only: vanish at this point of every round.
+    #[cfg(feature = "testing")]
+    pub drop_point: Option<privagg_protocol::DropPoint>,
+}
+
+impl ClientOptions {
+    /// Options with defaults: server name `localhost`, no token, no local noise floor,
+    /// 10 s to connect, 60 s idle timeout.
+    pub fn new(server: SocketAddr, server_cert: Vec<u8>) -> Self {
+        Self {
+            server,
+            server_name: "localhost".into(),
+            server_cert,
+            token: None,
+            min_noise_multiplier: None,
+            connect_deadline: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            #[cfg(feature = "testing")]
+            drop_point: None,
+        }
+    }
+}
+
+/// What one round did for this client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundReport {
+    /// The round number.
+    pub round: u64,
+    /// How many clients' inputs the released sum covers.
+    pub inputs: u32,
+    /// L2 norm of the update before clipping (DP on), for adaptive-clipping studies.
+    pub pre_clip_norm: f64,
+    /// Bytes this client sent during the round (frames included).
+    pub bytes_sent: u64,
+    /// Bytes it received.
+    pub bytes_received: u64,
+}
+
+impl From<RoundSummary> for RoundReport {
+    fn from(s: RoundSummary) -> Self {
+        Self {
+            round: s.round,
+            inputs: s.inputs,
+            pre_clip_norm: s.pre_clip_norm,
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+        }
+    }
+}
+
+/// A connected client.
+pub struct Client {
+    options: ClientOptions,
+    endpoint: quinn::Endpoint,
+    link: Link,
+    session: ClientSession,
+}
+
+impl Client {
+    /// Connects and gets admitted. Retries an unreachable server until
+    /// `connect_deadline`; a refusal is final.
+    pub async fn connect(options: ClientOptions) -> Result<Self, SdkError> {
+        let config =
+            quic::client_config(&options.server_cert, options.idle_timeout).map_err(|e| SdkError::Tls(Box::new(e)))?;
+        let any: std::net::IpAddr = if options.server.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        let bind = SocketAddr::new(any, 0);
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| SdkError::Local(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let identity: [u8; IDENTITY_LEN] = rand::rng().random();
+        let session_config = ClientConfig {
+            token: options.token.clone(),
+            identity,
+            policy: ClientPolicy::default(),
+            min_noise_multiplier: options.min_noise_multiplier,
+            limits: Limits::default(),
+        };
+        let rng = NoiseRng::from_os().map_err(|e| SdkError::Local(e.to_string()))?;
+        #[allow(unused_mut)] // mutated with the `testing` feature
+        let mut session = ClientSession::new(session_config, rng);
+        #[cfg(feature = "testing")]
+        session.set_drop_point(options.drop_point);
+        let link = Link::open(&endpoint, &options).await?;
+        let mut client = Self { options, endpoint, link, session };
+        client.admit().await?;
+        Ok(client)
+    }
+
+    /// Reconnects after a lost connection, with the same identity, retrying until
+    /// `connect_deadline`.
+    pub async fn reconnect(&mut self) -> Result<(), SdkError> {
+        self.session.handle_connection_lost();
+        self.link = Link::open(&self.endpoint, &self.options).await?;
+        self.admit().await
+    }
+
+    /// Says hello and waits for the server's answer.
+    async fn admit(&mut self) -> Result<(), SdkError> {
+        self.session.handle_connected();
+        loop {
+            while let Some(action) = self.session.poll_action() {
+                match action {
+                    ClientAction::Send(frame) => self.send(&frame).await,
+                    ClientAction::Event(ClientEvent::Admitted) => return Ok(()),
+                    ClientAction::Event(ClientEvent::Refused(reason)) => return Err(SdkError::Refused(reason)),
+                    other => tracing::debug!(?other, "ignored before admission"),
+                }
+            }
+            match self.link.frames.recv().await {
+                Some(Ok(frame)) => self.session.handle_frame(frame),
+                _ => return Err(SdkError::Refused("the server closed the connection".into())),
+            }
+        }
+    }
+
+    /// Takes part in the next round with `update` (the model delta, the model's length)
+    /// and `weight` (used only when the server runs without DP; e.g. the number of
+    /// local examples). Returns when the round completed with this client's input in the
+    /// sum.
+    pub async fn submit(&mut self, update: ArrayView1<'_, f32>, weight: f32) -> Result<RoundReport, SdkError> {
+        let update = update.to_vec();
+        self.take_part(|_| Ok((update.clone(), weight))).await
+    }
+
+    /// Takes part in the next round: `train` gets the current global model and returns
+    /// the update (the change to the model, same length).
+    pub async fn round_with<F, E>(&mut self, mut train: F) -> Result<RoundReport, SdkError>
+    where
+        F: FnMut(ArrayView1<'_, f32>) -> Result<Array1<f32>, E>,
+        E: std::fmt::Display,
+    {
+        self.take_part(|settings| {
+            train(ArrayView1::from(&settings.model))
+                .map(|u| (u.to_vec(), 1.0))
+                .map_err(|e| SdkError::InvalidUpdate(e.to_string()))
+        })
+        .await
+    }
+
+    /// Testing only: vanish at `point` in later rounds (`None`: stay).
+    #[cfg(feature = "testing")]
+    pub fn set_drop_point(&mut self, point: Option<privagg_protocol::DropPoint>) {
+        self.options.drop_point = point;
+        self.session.set_drop_point(point);
+    }
+
+    /// Takes part in every round until the session ends: `train` gets the current
+    /// global model and returns the update. Rounds that abort, or that this client loses
+    /// its connection in, are skipped (after reconnecting); other errors end the loop.
+    pub async fn run<F, E>(&mut self, mut train: F) -> Result<Vec<RoundReport>, SdkError>
+    where
+        F: FnMut(ArrayView1<'_, f32>) -> Result<Array1<f32>, E>,
+        E: std::fmt::Display,
+    {
+        self.run_weighted(|model| train(model).map(|u| (u, 1.0))).await
+    }
+
+    /// Like [`Client::run`], with `train` also returning the update's weight (used when
+    /// the server runs without DP).
+    pub async fn run_weighted<F, E>(&mut self, mut train: F) -> Result<Vec<RoundReport>, SdkError>
+    where
+        F: FnMut(ArrayView1<'_, f32>) -> Result<(Array1<f32>, f32), E>,
+        E: std::fmt::Display,
+    {
+        let mut reports = Vec::new();
+        loop {
+            let result = self
+                .take_part(|settings| {
+                    train(ArrayView1::from(&settings.model))
+                        .map(|(u, w)| (u.to_vec(), w))
+                        .map_err(|e| SdkError::InvalidUpdate(e.to_string()))
+                })
+                .await;
+            match result {
+                Ok(report) => reports.push(report),
+                Err(SdkError::SessionEnded { .. }) => return Ok(reports),
+                Err(e) if e.is_round_local() => {
+                    tracing::warn!(error = %e, "round lost; waiting for the next one");
+                    if e.lost_connection() {
+                        self.reconnect().await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Closes the connection politely: what was sent is delivered first.
+    pub async fn close(mut self) {
+        self.link.close(0, "bye").await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// Runs one round. `provide` turns the round's settings into (update, weight).
+    async fn take_part<F>(&mut self, mut provide: F) -> Result<RoundReport, SdkError>
+    where
+        F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), SdkError>,
+    {
+        let mut encoding: Option<JoinHandle<Encoded>> = None;
+        loop {
+            if let Some(end) = self.perform_actions(&mut provide, &mut encoding).await {
+                return end;
+            }
+            self.next_input(&mut encoding).await?;
+        }
+    }
+
+    /// Carries out the session's actions; returns the round's end once it ended.
+    async fn perform_actions<F>(
+        &mut self,
+        provide: &mut F,
+        encoding: &mut Option<JoinHandle<Encoded>>,
+    ) -> Option<Result<RoundReport, SdkError>>
+    where
+        F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), SdkError>,
+    {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                ClientAction::Send(frame) => self.send(&frame).await,
+                ClientAction::Train(settings) => match provide(&settings) {
+                    Ok((update, weight)) => self.session.provide_update(update, weight),
+                    Err(e) => self.session.abandon_round(&e.to_string()),
+                },
+                // Encoding overlaps the key exchange; masking is needed before anything else.
+                ClientAction::Encode(job) => *encoding = Some(tokio::task::spawn_blocking(move || job.run())),
+                ClientAction::Mask(job) => match tokio::task::spawn_blocking(move || job.run()).await {
+                    Ok(masked) => self.session.handle_masked(masked),
+                    Err(e) => return Some(Err(SdkError::Local(e.to_string()))),
+                },
+                #[cfg(feature = "testing")]
+                ClientAction::Vanish => {
+                    self.link.close(1, "testing dropout").await;
+                    return Some(Err(SdkError::TestingDropout));
+                }
+                ClientAction::Event(event) => match event {
+                    ClientEvent::Admitted => {}
+                    ClientEvent::Refused(reason) => return Some(Err(SdkError::Refused(reason))),
+                    ClientEvent::RoundCompleted(summary) => return Some(Ok(summary.into())),
+                    ClientEvent::RoundFailed(e) => return Some(Err(e.into())),
+                    ClientEvent::SessionEnded { completed_rounds, .. } => {
+                        return Some(Err(SdkError::SessionEnded { completed_rounds }));
+                    }
+                },
+            }
+        }
+        None
+    }
+
+    /// Waits for the next frame or the end of the encoding job. A lost connection is
+    /// re-established with the same identity, and the session resends what the server
+    /// lacks (the resend rule).
+    async fn next_input(&mut self, encoding: &mut Option<JoinHandle<Encoded>>) -> Result<(), SdkError> {
+        let encoded = async {
+            match encoding.as_mut() {
+                Some(job) => job.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            frame = self.link.frames.recv() => match frame {
+                Some(Ok(frame)) => self.session.handle_frame(frame),
+                Some(Err(WireError::Frame(e))) => return Err(SdkError::Frame(e)),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "connection lost; reconnecting");
+                    self.reconnect_mid_round().await?;
+                }
+                None => {
+                    self.session.handle_connection_lost();
+                    return Err(SdkError::ConnectionLost("the server closed the connection".into()));
+                }
+            },
+            encoded = encoded => {
+                *encoding = None;
+                self.session.handle_encoded(encoded.map_err(|e| SdkError::Local(e.to_string()))?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconnect_mid_round(&mut self) -> Result<(), SdkError> {
+        self.session.handle_connection_lost();
+        self.link = Link::open(&self.endpoint, &self.options).await?;
+        self.session.handle_connected();
+        Ok(())
+    }
+
+    /// Writes a frame; a failure shows up as a lost connection on the reader's side.
+    async fn send(&mut self, frame: &Frame) {
+        if let Err(e) = quic::write_frame(&mut self.link.send, frame).await {
+            tracing::debug!(error = %e, "write failed");
+        }
+    }
+}
+
+impl Drop for Client {
+    /// A client dropped without [`Client::close`] still closes its connection, so the
+    /// server drops it from a round at once instead of waiting for the idle timeout.
+    fn drop(&mut self) {
+        self.link.connection.close(quinn::VarInt::from_u32(0), b"client dropped");
+    }
+}

@@ -1,0 +1,78 @@
+//! A connection to the server: one QUIC connection, one bidirectional stream, and a
+//! reader task that turns the stream into a channel of frames (so that waiting for a
+//! frame can be raced against other work without losing bytes).
+
+use std::net::SocketAddr;
+
+use privagg_service::quic::{self, WireError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::ClientOptions;
+use crate::error::SdkError;
+
+/// Largest frame the client reads: a `Config` with a model of up to 1 GiB.
+const MAX_SERVER_FRAME: usize = 1 << 30;
+
+/// An open connection.
+pub(crate) struct Link {
+    pub connection: quinn::Connection,
+    pub send: quinn::SendStream,
+    /// Frames from the server; the channel closes when the stream ends.
+    pub frames: mpsc::Receiver<Result<Vec<u8>, WireError>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Link {
+    /// Connects, retrying an unreachable server until `options.connect_deadline`.
+    pub async fn open(endpoint: &quinn::Endpoint, options: &ClientOptions) -> Result<Self, SdkError> {
+        quic::retry(
+            options.connect_deadline,
+            || Self::try_open(endpoint, options.server, &options.server_name, options),
+            |e| matches!(e, SdkError::Unreachable(_)),
+        )
+        .await
+    }
+
+    async fn try_open(
+        endpoint: &quinn::Endpoint,
+        server: SocketAddr,
+        server_name: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, SdkError> {
+        let unreachable = |e: &dyn std::fmt::Display| SdkError::Unreachable(e.to_string());
+        let connecting = endpoint.connect(server, server_name).map_err(|e| unreachable(&e))?;
+        let connection = tokio::time::timeout(options.connect_deadline, connecting)
+            .await
+            .map_err(|e| unreachable(&e))?
+            .map_err(|e| unreachable(&e))?;
+        let (send, mut recv) = connection.open_bi().await.map_err(|e| unreachable(&e))?;
+        let (tx, frames) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = quic::read_frame(&mut recv, || MAX_SERVER_FRAME).await.transpose();
+                let last = !matches!(frame, Some(Ok(_)));
+                if let Some(frame) = frame
+                    && tx.send(frame).await.is_err()
+                {
+                    return;
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        Ok(Self { connection, send, frames, reader })
+    }
+
+    /// Closes politely (what was sent is delivered first), with `code` and `reason`.
+    pub async fn close(&mut self, code: u32, reason: &str) {
+        quic::close_gracefully(&mut self.send, &self.connection, code, reason).await;
+    }
+}

@@ -1,0 +1,116 @@
+//! Who may take a seat: holders of a listed token, or anyone when the server runs
+//! without a token list (local trials; the server says so in its log).
+//!
+//! A connection is admitted as a [`ClientIdentity`]: the token's digest with a token
+//! list, or a digest of the client's own random identity without one. One identity holds
+//! one connection: a newer connection with the same identity replaces the older one (or
+//! takes back its seat, when it reconnects in the middle of a round).
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+
+use crate::message::IDENTITY_LEN;
+
+/// Who an admitted client is, for the server's lifetime: SHA-256 of its token, or of its
+/// random identity under open admission.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientIdentity([u8; 32]);
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A prefix of a digest: enough to tell identities apart in logs, useless to guess
+        // a token from.
+        write!(f, "ClientIdentity({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The server uses a token list and the client presented no token.
+    #[error("a token is required")]
+    TokenRequired,
+    /// The token is not on the list.
+    #[error("unknown token")]
+    UnknownToken,
+    /// The first frame was not a well-formed `Hello`.
+    #[error("expected a Hello, got {0}")]
+    NotAHello(String),
+}
+
+/// The admission policy.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// SHA-256 of each allowed token; `None` admits everyone.
+    tokens: Option<HashSet<[u8; 32]>>,
+}
+
+impl Admission {
+    /// Admits everyone.
+    pub fn open() -> Self {
+        Self { tokens: None }
+    }
+
+    /// Admits the holders of `tokens` (surrounding whitespace ignored). `None` if the
+    /// list holds no token.
+    pub fn with_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let tokens: HashSet<[u8; 32]> =
+            tokens.into_iter().map(str::trim).filter(|t| !t.is_empty()).map(|t| digest(t.as_bytes())).collect();
+        (!tokens.is_empty()).then_some(Self { tokens: Some(tokens) })
+    }
+
+    /// Reads a token file's text: one token per line, blank lines and lines starting with
+    /// `#` ignored. `None` if it holds no token.
+    pub fn from_token_file(text: &str) -> Option<Self> {
+        Self::with_tokens(text.lines().map(str::trim).filter(|l| !l.starts_with('#')))
+    }
+
+    /// Whether anyone may join.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_none()
+    }
+
+    /// The identity of a client presenting `token` and its random `identity`, or why it
+    /// is refused.
+    pub fn admit(&self, token: &str, identity: &[u8; IDENTITY_LEN]) -> Result<ClientIdentity, Refusal> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(ClientIdentity(digest(&[b"anonymous:".as_slice(), identity].concat())));
+        };
+        if token.is_empty() {
+            return Err(Refusal::TokenRequired);
+        }
+        let d = digest(token.as_bytes());
+        if tokens.contains(&d) { Ok(ClientIdentity(d)) } else { Err(Refusal::UnknownToken) }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_file_admits_only_listed_tokens() {
+        let a = Admission::from_token_file("# clients\nalpha\n\n  beta  \n").unwrap();
+        assert!(!a.is_open());
+        assert!(a.admit("alpha", &[0; 16]).is_ok());
+        // With tokens, the token is the identity, whatever the client's random one.
+        assert_eq!(a.admit("beta", &[1; 16]), a.admit("beta", &[2; 16]));
+        assert_eq!(a.admit("gamma", &[0; 16]), Err(Refusal::UnknownToken));
+        assert_eq!(a.admit("", &[0; 16]), Err(Refusal::TokenRequired));
+        assert!(Admission::from_token_file("# nothing\n\n").is_none());
+    }
+
+    #[test]
+    fn open_admission_tells_clients_apart_by_their_identity() {
+        let a = Admission::open();
+        assert!(a.is_open());
+        assert_ne!(a.admit("", &[1; 16]), a.admit("", &[2; 16]));
+        assert_eq!(a.admit("x", &[1; 16]), a.admit("y", &[1; 16]));
+    }
+}

@@ -1,0 +1,644 @@
+//! The client's side of the service, as a state machine: frames in, actions out. It
+//! holds what the SDK's round logic needs — admission, the round's settings and local
+//! policy, the protocol's [`ClientRound`], the upload announced and granted, and the
+//! resend rule after a reconnect — and leaves I/O, the user's training, and the two
+//! CPU-heavy steps (encoding the update, masking it) to the shell.
+//!
+//! # Call order
+//!
+//! 1. When a connection is up, [`ClientSession::handle_connected`] (it queues the
+//!    `Hello`); when it is lost, [`ClientSession::handle_connection_lost`], then
+//!    reconnect and call `handle_connected` again.
+//! 2. Feed every frame from the server to [`ClientSession::handle_frame`].
+//! 3. After each input, drain [`ClientSession::poll_action`] and carry out each action
+//!    in order:
+//!    * [`ClientAction::Send`]: write the frame;
+//!    * [`ClientAction::Train`]: compute the update for the round's model, then
+//!      [`ClientSession::provide_update`] (or [`ClientSession::abandon_round`]);
+//!    * [`ClientAction::Encode`]: run the job off the async runtime — it may overlap the
+//!      key exchange, so keep feeding frames — then [`ClientSession::handle_encoded`];
+//!    * [`ClientAction::Mask`]: run the job off the async runtime, then
+//!      [`ClientSession::handle_masked`] (frames fed meanwhile wait for it);
+//!    * [`ClientAction::Event`]: a round ended, the client was admitted or refused, or
+//!      the session ended.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use privagg_dp::NoiseRng;
+#[cfg(feature = "testing")]
+use privagg_protocol::DropPoint;
+use privagg_protocol::{
+    AbortCode, ClientError, ClientMessage, ClientPolicy, ClientRound, ClientState, Config, DecodeError, Limits,
+    ServerMessage,
+};
+
+use crate::frame::{FRAME_HEADER_LEN, Frame};
+use crate::message::{ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage};
+use crate::settings::{EncodedInput, RoundSettings, UpdateError};
+
+/// What a client presents and what it accepts.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Admission token, if the server uses a token list.
+    pub token: Option<String>,
+    /// This client's random identity: the server recognises it by it when it reconnects.
+    pub identity: [u8; IDENTITY_LEN],
+    /// What the protocol state machine accepts (thresholds, dimensions).
+    pub policy: ClientPolicy,
+    /// Refuse rounds whose effective noise multiplier is below this (and rounds without
+    /// DP).
+    pub min_noise_multiplier: Option<f64>,
+    /// Decoder limits for server frames.
+    pub limits: Limits,
+}
+
+/// Why a round ended for this client without its input in a released sum, or why the
+/// session cannot go on.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoundError {
+    /// The round's configuration is invalid or inconsistent.
+    #[error("invalid round configuration: {0}")]
+    InvalidConfig(String),
+    /// The round breaks this client's own privacy policy; it did not take part.
+    #[error("round refused by local policy: {0}")]
+    PolicyRefused(String),
+    /// The update's length differs from the model's; nothing of it was sent.
+    #[error("update has {got} values, the server's model has {expected}")]
+    DimensionMismatch {
+        /// The model dimension.
+        expected: usize,
+        /// The update's length.
+        got: usize,
+    },
+    /// The update cannot be encoded, or the training step failed.
+    #[error("update rejected: {0}")]
+    InvalidUpdate(String),
+    /// The server aborted the round.
+    #[error("round aborted by the server ({code:?}): {detail}")]
+    Aborted {
+        /// The server's code.
+        code: AbortCode,
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The server sent something the protocol does not allow.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ClientError),
+    /// A service message came out of place.
+    #[error("unexpected {0} from the server")]
+    UnexpectedMessage(&'static str),
+    /// A frame from the server did not decode.
+    #[error("malformed message from the server: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The server went on without this client: after a reconnect it no longer held the
+    /// seat (or the two sides disagree about what was delivered), or it sent the
+    /// configuration of a new round (it had dropped this client, say at a deadline).
+    #[error("the server did not keep this client's seat in round {round}")]
+    SeatLost {
+        /// The round.
+        round: u64,
+    },
+}
+
+impl RoundError {
+    /// Whether only the current round is lost: the client can take part in the next one.
+    pub fn is_round_local(&self) -> bool {
+        matches!(self, Self::Aborted { .. } | Self::SeatLost { .. })
+    }
+}
+
+/// What one completed round did for this client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundSummary {
+    /// The round number.
+    pub round: u64,
+    /// How many clients' inputs the released sum covers.
+    pub inputs: u32,
+    /// L2 norm of the update before clipping (DP on).
+    pub pre_clip_norm: f64,
+    /// Bytes this client sent during the round, frame headers included.
+    pub bytes_sent: u64,
+    /// Bytes it received.
+    pub bytes_received: u64,
+}
+
+/// What happened, for the shell.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// The server admitted the client (again, after a reconnect).
+    Admitted,
+    /// The server refused the client; the session is over.
+    Refused(String),
+    /// A round completed with this client's input in the sum.
+    RoundCompleted(RoundSummary),
+    /// A round ended for this client without that (see [`RoundError::is_round_local`]).
+    RoundFailed(RoundError),
+    /// The server ended the session; no more rounds.
+    SessionEnded {
+        /// Rounds the server completed.
+        completed_rounds: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the shell should do next.
+#[derive(Debug)]
+pub enum ClientAction {
+    /// Write the frame.
+    Send(Frame),
+    /// Compute this round's update from the settings' model; answer with
+    /// [`ClientSession::provide_update`] or [`ClientSession::abandon_round`].
+    Train(Arc<RoundSettings>),
+    /// Encode the update (CPU-heavy); answer with [`ClientSession::handle_encoded`].
+    Encode(Box<EncodeJob>),
+    /// Mask the input (CPU-heavy); answer with [`ClientSession::handle_masked`].
+    Mask(Box<MaskJob>),
+    /// Testing only: vanish — close the connection without a goodbye.
+    #[cfg(feature = "testing")]
+    Vanish,
+    /// Something happened.
+    Event(ClientEvent),
+}
+
+/// Encoding an update: clip, rotate, round and noise it (DP on), or clamp and weight it.
+pub struct EncodeJob {
+    serial: u64,
+    settings: Arc<RoundSettings>,
+    update: Vec<f32>,
+    weight: f32,
+    rng: NoiseRng,
+}
+
+impl std::fmt::Debug for EncodeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeJob").field("round", &self.settings.round).finish_non_exhaustive()
+    }
+}
+
+/// A finished [`EncodeJob`].
+#[derive(Debug)]
+pub struct Encoded {
+    serial: u64,
+    result: Result<EncodedInput, UpdateError>,
+}
+
+impl EncodeJob {
+    /// Encodes the update.
+    pub fn run(mut self: Box<Self>) -> Encoded {
+        let result = self.settings.encode_update(&self.update, self.weight, &mut self.rng);
+        Encoded { serial: self.serial, result }
+    }
+}
+
+/// Masking the input: the protocol step that expands k + 1 PRG streams over the vector.
+pub struct MaskJob {
+    serial: u64,
+    protocol: ClientRound,
+    shares: ServerMessage,
+    rng: NoiseRng,
+}
+
+impl std::fmt::Debug for MaskJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskJob").finish_non_exhaustive()
+    }
+}
+
+/// A finished [`MaskJob`].
+pub struct Masked {
+    serial: u64,
+    protocol: ClientRound,
+    reply: Result<Option<ClientMessage>, ClientError>,
+}
+
+impl std::fmt::Debug for Masked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masked").finish_non_exhaustive()
+    }
+}
+
+impl MaskJob {
+    /// Masks the input against the forwarded shares.
+    pub fn run(mut self: Box<Self>) -> Masked {
+        let reply = self.protocol.receive(self.shares, &mut self.rng);
+        Masked { serial: self.serial, protocol: self.protocol, reply }
+    }
+}
+
+/// Where the update of the round stands.
+enum Input {
+    /// Waiting for the shell's training step.
+    AwaitingUpdate(Config),
+    /// Being encoded.
+    Encoding,
+    /// Encoded and handed to the protocol.
+    Ready,
+}
+
+/// One round in progress.
+struct Round {
+    serial: u64,
+    number: u64,
+    /// `None` while a mask job holds it.
+    protocol: Option<ClientRound>,
+    settings: Arc<RoundSettings>,
+    input: Input,
+    /// Forwarded shares waiting for the input to be encoded.
+    pending_shares: Option<ServerMessage>,
+    /// The masked input, sent when the server grants an upload slot.
+    upload: Option<Frame>,
+    /// Frames sent and received this round, and the last one sent (the resend rule).
+    sent: u32,
+    received: u32,
+    last_sent: Option<Frame>,
+    pre_clip_norm: f64,
+    /// Inputs in the released sum, once the server reports it.
+    inputs: u32,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// The client's side of a session.
+pub struct ClientSession {
+    config: ClientConfig,
+    rng: NoiseRng,
+    awaiting_welcome: bool,
+    round: Option<Round>,
+    /// Rounds seen, so that results of jobs of an earlier round are told apart.
+    serial: u64,
+    /// Frames that arrived while a mask job was out.
+    deferred: VecDeque<Vec<u8>>,
+    ended: bool,
+    actions: VecDeque<ClientAction>,
+    #[cfg(feature = "testing")]
+    drop_point: Option<DropPoint>,
+}
+
+impl ClientSession {
+    /// A session that draws its keys and noise from `rng` (seeded from the OS in
+    /// production).
+    pub fn new(config: ClientConfig, rng: NoiseRng) -> Self {
+        Self {
+            config,
+            rng,
+            awaiting_welcome: false,
+            round: None,
+            serial: 0,
+            deferred: VecDeque::new(),
+            ended: false,
+            actions: VecDeque::new(),
+            #[cfg(feature = "testing")]
+            drop_point: None,
+        }
+    }
+
+    /// Testing only: vanish at `point` in later rounds (`None`: stay).
+    #[cfg(feature = "testing")]
+    pub fn set_drop_point(&mut self, point: Option<DropPoint>) {
+        self.drop_point = point;
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<ClientAction> {
+        self.actions.pop_front()
+    }
+
+    /// Whether the session is over (refused, ended by the server).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Whether a round is in progress.
+    pub fn in_round(&self) -> bool {
+        self.round.is_some()
+    }
+
+    /// A connection is up: queues the `Hello`, which says where this client stands in a
+    /// round it is taking part in.
+    pub fn handle_connected(&mut self) {
+        self.awaiting_welcome = true;
+        let hello = ClientServiceMessage::Hello {
+            token: self.config.token.clone().unwrap_or_default(),
+            identity: self.config.identity,
+            resume: self.round.as_ref().map(|r| Resume { round: r.number, received: r.received }),
+        };
+        self.actions.push_back(ClientAction::Send(Frame::new(hello.encode())));
+    }
+
+    /// The connection is gone; the shell reconnects and calls
+    /// [`ClientSession::handle_connected`].
+    pub fn handle_connection_lost(&mut self) {
+        self.awaiting_welcome = false;
+    }
+
+    /// A frame arrived from the server.
+    pub fn handle_frame(&mut self, frame: Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        if self.round.as_ref().is_some_and(|r| r.protocol.is_none()) {
+            self.deferred.push_back(frame);
+            return;
+        }
+        if let Some(round) = &mut self.round {
+            round.received += 1;
+            round.bytes_received += (FRAME_HEADER_LEN + frame.len()) as u64;
+        }
+        match FromServer::decode(&frame, &self.config.limits) {
+            Ok(FromServer::Service(msg)) => self.on_service(msg),
+            Ok(FromServer::Protocol(msg)) => self.on_protocol(msg),
+            Err(e) => self.leave(RoundError::Malformed(e)),
+        }
+    }
+
+    /// The answer to [`ClientAction::Train`]: the update (the model's length) and its
+    /// weight (used without DP).
+    pub fn provide_update(&mut self, update: Vec<f32>, weight: f32) {
+        let Some(round) = &mut self.round else { return };
+        let Input::AwaitingUpdate(_) = round.input else { return };
+        let Input::AwaitingUpdate(config) = std::mem::replace(&mut round.input, Input::Encoding) else { return };
+        let expected = round.settings.model_dim();
+        if update.len() != expected {
+            self.leave(RoundError::DimensionMismatch { expected, got: update.len() });
+            return;
+        }
+        let job =
+            EncodeJob { serial: round.serial, settings: round.settings.clone(), update, weight, rng: self.rng.fork() };
+        self.actions.push_back(ClientAction::Encode(Box::new(job)));
+        self.receive(ServerMessage::Config(config));
+    }
+
+    /// The answer to [`ClientAction::Train`] when no update can be given.
+    pub fn abandon_round(&mut self, detail: &str) {
+        if self.round.is_some() {
+            self.leave(RoundError::InvalidUpdate(detail.to_owned()));
+        }
+    }
+
+    /// The answer to [`ClientAction::Encode`].
+    pub fn handle_encoded(&mut self, encoded: Encoded) {
+        let Some(round) = self.round.as_mut().filter(|r| r.serial == encoded.serial) else { return };
+        let input = match encoded.result {
+            Ok(input) => input,
+            Err(e) => return self.leave(RoundError::InvalidUpdate(e.to_string())),
+        };
+        round.pre_clip_norm = input.pre_clip_norm;
+        round.input = Input::Ready;
+        let set = round.protocol.as_mut().map(|p| p.set_input(input.words));
+        if let Some(Err(e)) = set {
+            return self.leave(RoundError::Protocol(e));
+        }
+        if let Some(shares) = round.pending_shares.take() {
+            self.start_masking(shares);
+        }
+    }
+
+    /// The answer to [`ClientAction::Mask`].
+    pub fn handle_masked(&mut self, masked: Masked) {
+        let Some(round) = self.round.as_mut().filter(|r| r.serial == masked.serial) else { return };
+        round.protocol = Some(masked.protocol);
+        self.on_reply(masked.reply);
+        for frame in std::mem::take(&mut self.deferred) {
+            self.handle_frame(frame);
+        }
+    }
+
+    fn on_service(&mut self, msg: ServerServiceMessage) {
+        match msg {
+            ServerServiceMessage::Welcome { resumed } if self.awaiting_welcome => self.on_welcome(resumed),
+            ServerServiceMessage::Refused { reason } if self.awaiting_welcome => {
+                self.ended = true;
+                self.round = None;
+                self.event(ClientEvent::Refused(reason));
+            }
+            ServerServiceMessage::SessionEnd { completed_rounds, reason } => {
+                self.ended = true;
+                self.round = None;
+                self.event(ClientEvent::SessionEnded { completed_rounds, reason });
+            }
+            ServerServiceMessage::UploadGrant => match self.round.as_ref().and_then(|r| r.upload.clone()) {
+                Some(upload) => self.send(upload),
+                None => self.leave(RoundError::UnexpectedMessage("UploadGrant")),
+            },
+            other => self.leave(RoundError::UnexpectedMessage(other.name())),
+        }
+    }
+
+    /// Admitted. If this client was in a round, the server says whether it kept the
+    /// seat and how many of the client's frames it has: the client resends the last
+    /// one if the server lacks it (the resend rule).
+    fn on_welcome(&mut self, resumed: Option<Resume>) {
+        self.awaiting_welcome = false;
+        self.event(ClientEvent::Admitted);
+        let Some(round) = &self.round else { return };
+        let behind = resumed.filter(|r| r.round == round.number).and_then(|r| round.sent.checked_sub(r.received));
+        match behind {
+            Some(0) => {}
+            Some(1) => {
+                if let Some(last) = round.last_sent.clone() {
+                    self.send(last);
+                }
+            }
+            _ => {
+                let number = round.number;
+                self.round = None;
+                self.event(ClientEvent::RoundFailed(RoundError::SeatLost { round: number }));
+            }
+        }
+    }
+
+    fn on_protocol(&mut self, msg: ServerMessage) {
+        #[cfg(feature = "testing")]
+        if self.drop_point.is_some() && self.drop_point == drop_point_of(&msg) {
+            return self.vanish();
+        }
+        match msg {
+            ServerMessage::Config(config) => {
+                if let Some(round) = self.round.take() {
+                    self.event(ClientEvent::RoundFailed(RoundError::SeatLost { round: round.number }));
+                }
+                self.start_round(config);
+            }
+            ServerMessage::ForwardedShares(_) if self.round.is_some() => match &mut self.round {
+                Some(round) if !matches!(round.input, Input::Ready) => round.pending_shares = Some(msg),
+                _ => self.start_masking(msg),
+            },
+            msg => self.receive(msg),
+        }
+    }
+
+    /// Checks a round's settings against the local policy and asks the shell for the
+    /// update; the `Config` goes to the protocol once the update is there.
+    fn start_round(&mut self, config: Config) {
+        self.serial += 1;
+        let settings = match RoundSettings::decode(&config.app_data) {
+            Ok(settings) => Arc::new(settings),
+            Err(e) => return self.refuse_round(RoundError::InvalidConfig(e.to_string())),
+        };
+        if settings.encoding.padded_dim != config.params.dim as usize {
+            let e = format!(
+                "the protocol carries {} words but the encoding makes {}",
+                config.params.dim, settings.encoding.padded_dim
+            );
+            return self.refuse_round(RoundError::InvalidConfig(e));
+        }
+        if let Err(e) = self.check_policy(&settings) {
+            return self.refuse_round(e);
+        }
+        self.round = Some(Round {
+            serial: self.serial,
+            number: config.params.round,
+            protocol: Some(ClientRound::new(self.config.policy.clone())),
+            settings: settings.clone(),
+            input: Input::AwaitingUpdate(config),
+            pending_shares: None,
+            upload: None,
+            sent: 0,
+            received: 1,
+            last_sent: None,
+            pre_clip_norm: 0.0,
+            inputs: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        });
+        self.actions.push_back(ClientAction::Train(settings));
+    }
+
+    /// Refuses a round before taking part in it: tells the server why, and reports
+    /// `error`.
+    fn refuse_round(&mut self, error: RoundError) {
+        let bye = ClientRound::new(self.config.policy.clone()).leave(&error.to_string());
+        self.actions.push_back(ClientAction::Send(Frame::new(bye.encode())));
+        self.event(ClientEvent::RoundFailed(error));
+    }
+
+    fn check_policy(&self, settings: &RoundSettings) -> Result<(), RoundError> {
+        let Some(floor) = self.config.min_noise_multiplier else { return Ok(()) };
+        match settings.effective_noise_multiplier() {
+            Some(z) if z >= floor => Ok(()),
+            Some(z) => Err(RoundError::PolicyRefused(format!(
+                "the server's noise multiplier {z:.3} is below this client's minimum {floor}"
+            ))),
+            None => Err(RoundError::PolicyRefused(format!(
+                "the server runs without DP; this client requires a noise multiplier of at least {floor}"
+            ))),
+        }
+    }
+
+    fn start_masking(&mut self, shares: ServerMessage) {
+        let Some(round) = &mut self.round else { return };
+        let Some(protocol) = round.protocol.take() else { return };
+        let job = MaskJob { serial: round.serial, protocol, shares, rng: self.rng.fork() };
+        self.actions.push_back(ClientAction::Mask(Box::new(job)));
+    }
+
+    /// Hands a server message to the protocol and acts on its reply.
+    fn receive(&mut self, msg: ServerMessage) {
+        if self.round.as_ref().is_none_or(|r| r.protocol.is_none()) {
+            // Outside a round, only a Config is expected.
+            let mut stray = ClientRound::new(self.config.policy.clone());
+            let error = match stray.receive(msg, &mut self.rng) {
+                Err(ClientError::Aborted { code, detail }) => RoundError::Aborted { code, detail },
+                Err(e) => RoundError::Protocol(e),
+                Ok(_) => RoundError::UnexpectedMessage("message outside a round"),
+            };
+            return self.event(ClientEvent::RoundFailed(error));
+        }
+        if let (Some(round), ServerMessage::RoundComplete { inputs }) = (&mut self.round, &msg) {
+            round.inputs = *inputs;
+        }
+        let Some(protocol) = self.round.as_mut().and_then(|r| r.protocol.as_mut()) else { return };
+        let reply = protocol.receive(msg, &mut self.rng);
+        self.on_reply(reply);
+    }
+
+    fn on_reply(&mut self, reply: Result<Option<ClientMessage>, ClientError>) {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(ClientError::Aborted { code, detail }) => {
+                self.round = None;
+                return self.event(ClientEvent::RoundFailed(RoundError::Aborted { code, detail }));
+            }
+            Err(e) => return self.leave(RoundError::Protocol(e)),
+        };
+        match reply {
+            Some(ClientMessage::MaskedInput(vector)) => {
+                if let Some(round) = &mut self.round {
+                    round.upload = Some(Frame::new(ClientMessage::MaskedInput(vector).encode()));
+                }
+                self.send(Frame::new(ClientServiceMessage::UploadReady.encode()));
+            }
+            Some(reply) => {
+                let unmasked = matches!(reply, ClientMessage::UnmaskResponse(_));
+                self.send(Frame::new(reply.encode()));
+                #[cfg(feature = "testing")]
+                if unmasked && self.drop_point == Some(DropPoint::AfterUnmaskResponse) {
+                    self.vanish();
+                }
+                let _ = unmasked;
+            }
+            None => self.finish_if_complete(),
+        }
+    }
+
+    fn finish_if_complete(&mut self) {
+        let Some(round) =
+            self.round.take_if(|r| r.protocol.as_ref().is_some_and(|p| p.state() == ClientState::Completed))
+        else {
+            return;
+        };
+        self.event(ClientEvent::RoundCompleted(RoundSummary {
+            round: round.number,
+            inputs: round.inputs,
+            pre_clip_norm: round.pre_clip_norm,
+            bytes_sent: round.bytes_sent,
+            bytes_received: round.bytes_received,
+        }));
+    }
+
+    /// Sends a frame of the current round, remembering it for the resend rule.
+    fn send(&mut self, frame: Frame) {
+        if let Some(round) = &mut self.round {
+            round.sent += 1;
+            round.bytes_sent += (FRAME_HEADER_LEN + frame.len()) as u64;
+            round.last_sent = Some(frame.clone());
+        }
+        self.actions.push_back(ClientAction::Send(frame));
+    }
+
+    /// Leaves the current round, if any (telling the server why), and reports `error`.
+    fn leave(&mut self, error: RoundError) {
+        if let Some(protocol) = self.round.as_mut().and_then(|r| r.protocol.as_mut()) {
+            let bye = protocol.leave(&error.to_string());
+            self.send(Frame::new(bye.encode()));
+        }
+        self.round = None;
+        self.event(ClientEvent::RoundFailed(error));
+    }
+
+    fn event(&mut self, event: ClientEvent) {
+        self.actions.push_back(ClientAction::Event(event));
+    }
+
+    #[cfg(feature = "testing")]
+    fn vanish(&mut self) {
+        self.round = None;
+        self.deferred.clear();
+        self.actions.push_back(ClientAction::Vanish);
+    }
+}
+
+/// The point at which a client vanishes on receiving `msg`.
+#[cfg(feature = "testing")]
+fn drop_point_of(msg: &ServerMessage) -> Option<DropPoint> {
+    match msg {
+        ServerMessage::Config(_) => Some(DropPoint::BeforeAdvertiseKeys),
+        ServerMessage::KeyList(_) => Some(DropPoint::BeforeShareKeys),
+        ServerMessage::ForwardedShares(_) => Some(DropPoint::BeforeMaskedInput),
+        ServerMessage::UnmaskRequest(_) => Some(DropPoint::BeforeUnmaskResponse),
+        _ => None,
+    }
+}

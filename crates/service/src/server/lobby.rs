@@ -1,0 +1,171 @@
+//! Connections and identities: who is connected, who is admitted as whom, and who waits
+//! for a seat.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use privagg_protocol::ClientId;
+
+use super::ConnId;
+use crate::admission::ClientIdentity;
+
+/// Where a connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ConnState {
+    /// Connected; its `Hello` is due.
+    AwaitingHello,
+    /// Admitted as `identity`; in the lobby (`seat` = `None`) or seated in the round.
+    Admitted {
+        /// Who it is.
+        identity: ClientIdentity,
+        /// Its seat in the current round.
+        seat: Option<ClientId>,
+        /// Back in the lobby from a round whose last frames may still be on their way.
+        returning: bool,
+    },
+    /// Told to close; whatever it sends is ignored.
+    Closing,
+}
+
+/// Every connection the session knows, the identity each admitted one holds, and the
+/// queue of admitted clients waiting for a seat.
+#[derive(Default)]
+pub(super) struct Lobby {
+    conns: HashMap<ConnId, ConnState>,
+    by_identity: HashMap<ClientIdentity, ConnId>,
+    /// Connections awaiting their `Hello`, with their deadline, in arrival order (so in
+    /// deadline order).
+    hellos_due: VecDeque<(Instant, ConnId)>,
+    /// Admitted clients without a seat, in the order they will be seated.
+    queue: VecDeque<ConnId>,
+    /// When the queue last became non-empty (or was last served).
+    waiting_since: Option<Instant>,
+}
+
+impl Lobby {
+    pub(super) fn state(&self, conn: ConnId) -> Option<ConnState> {
+        self.conns.get(&conn).copied()
+    }
+
+    /// Every connection, with its state.
+    pub(super) fn conns(&self) -> impl Iterator<Item = (ConnId, ConnState)> + '_ {
+        self.conns.iter().map(|(c, s)| (*c, *s))
+    }
+
+    pub(super) fn connected(&mut self, conn: ConnId, hello_deadline: Instant) {
+        self.conns.insert(conn, ConnState::AwaitingHello);
+        self.hellos_due.push_back((hello_deadline, conn));
+    }
+
+    /// Marks `conn` as closing: it holds no identity and no place in the queue any more.
+    pub(super) fn closing(&mut self, conn: ConnId) {
+        self.forget_identity(conn);
+        self.queue.retain(|&c| c != conn);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            *state = ConnState::Closing;
+        }
+    }
+
+    /// Forgets `conn`; returns what it was.
+    pub(super) fn remove(&mut self, conn: ConnId) -> Option<ConnState> {
+        self.forget_identity(conn);
+        self.queue.retain(|&c| c != conn);
+        self.conns.remove(&conn)
+    }
+
+    fn forget_identity(&mut self, conn: ConnId) {
+        if let Some(ConnState::Admitted { identity, .. }) = self.conns.get(&conn)
+            && self.by_identity.get(identity) == Some(&conn)
+        {
+            self.by_identity.remove(identity);
+        }
+    }
+
+    /// The connection that holds `identity`, if any.
+    pub(super) fn holder(&self, identity: &ClientIdentity) -> Option<ConnId> {
+        self.by_identity.get(identity).copied()
+    }
+
+    /// Records `conn` as admitted as `identity` with `seat` (`None`: it joins the queue).
+    pub(super) fn admit(&mut self, now: Instant, conn: ConnId, identity: ClientIdentity, seat: Option<ClientId>) {
+        self.conns.insert(conn, ConnState::Admitted { identity, seat, returning: false });
+        self.by_identity.insert(identity, conn);
+        if seat.is_none() {
+            self.enqueue(now, conn);
+        }
+    }
+
+    fn enqueue(&mut self, now: Instant, conn: ConnId) {
+        self.queue.push_back(conn);
+        self.waiting_since.get_or_insert(now);
+    }
+
+    /// Connections whose `Hello` deadline passed before `now` and that still owe one.
+    pub(super) fn overdue_hellos(&mut self, now: Instant) -> Vec<ConnId> {
+        let mut overdue = Vec::new();
+        while let Some(&(deadline, conn)) = self.hellos_due.front() {
+            if deadline > now {
+                break;
+            }
+            self.hellos_due.pop_front();
+            if self.state(conn) == Some(ConnState::AwaitingHello) {
+                overdue.push(conn);
+            }
+        }
+        overdue
+    }
+
+    /// The earliest `Hello` deadline of a connection that still owes one.
+    pub(super) fn next_hello_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(deadline, conn)) = self.hellos_due.front() {
+            if self.state(conn) == Some(ConnState::AwaitingHello) {
+                return Some(deadline);
+            }
+            self.hellos_due.pop_front();
+        }
+        None
+    }
+
+    /// Clients waiting for a seat.
+    pub(super) fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// When a partial cohort of at least `min` may start: `timeout` after the queue
+    /// began waiting, if at least `min` clients wait.
+    pub(super) fn partial_cohort_deadline(&self, min: usize, timeout: std::time::Duration) -> Option<Instant> {
+        if self.queue.len() < min {
+            return None;
+        }
+        self.waiting_since.map(|since| since + timeout)
+    }
+
+    /// Seats the first `size` waiting clients: returns their connections and identities,
+    /// seat 1 first.
+    pub(super) fn seat(&mut self, now: Instant, size: usize) -> Vec<(ConnId, ClientIdentity)> {
+        let mut seated = Vec::with_capacity(size);
+        for conn in self.queue.drain(..size.min(self.queue.len())) {
+            if let Some(ConnState::Admitted { identity, seat, returning }) = self.conns.get_mut(&conn) {
+                *seat = ClientId::new(seated.len() as u32 + 1);
+                *returning = false;
+                seated.push((conn, *identity));
+            }
+        }
+        self.waiting_since = (!self.queue.is_empty()).then_some(now);
+        seated
+    }
+
+    /// Returns seated clients to the front of the queue, in the order given: they wait
+    /// for the next round before clients that joined during this one.
+    pub(super) fn unseat(&mut self, now: Instant, conns: impl DoubleEndedIterator<Item = ConnId>) {
+        for conn in conns.rev() {
+            if let Some(ConnState::Admitted { seat, returning, .. }) = self.conns.get_mut(&conn)
+                && seat.take().is_some()
+            {
+                *returning = true;
+                self.queue.push_front(conn);
+            }
+        }
+        self.waiting_since = (!self.queue.is_empty()).then_some(now);
+    }
+}

@@ -1,0 +1,738 @@
+//! The server's side of the service, as a state machine in quinn-proto's style: time
+//! and inputs in, actions out. It owns admission, the lobby and identities, seats,
+//! reconnection and the resend rule, upload grants and per-connection frame limits,
+//! the phase and lobby deadlines, and the round's [`ServerRound`]. It opens no socket,
+//! reads no clock and spawns nothing; the shell (`privagg-server`) moves frames, timers
+//! and actions between it and QUIC, and carries out what only the shell can: planning a
+//! round, removing the masks off the async runtime, and committing the result.
+//!
+//! # Call order
+//!
+//! 1. Feed every input with the current time: [`ServerSession::handle_connected`],
+//!    [`ServerSession::handle_frame`], [`ServerSession::handle_oversized`],
+//!    [`ServerSession::handle_closed`], and [`ServerSession::handle_timeout`] once the
+//!    instant of [`ServerSession::poll_timeout`] has passed.
+//! 2. After each input, drain [`ServerSession::poll_action`] until it returns `None`, and
+//!    carry out each action in order. Three actions expect an answer before any other
+//!    input is fed:
+//!    * [`Action::StartRound`]: plan the round, then [`ServerSession::start_round`]
+//!      (or [`ServerSession::close`] if it cannot start);
+//!    * [`Action::Finalize`]: run the job (CPU-heavy), then
+//!      [`ServerSession::handle_finalized`];
+//!    * [`Action::Commit`]: apply and store the round's sum, then
+//!      [`ServerSession::handle_committed`] (or [`ServerSession::close`] if that failed).
+//! 3. Re-arm the timer with [`ServerSession::poll_timeout`].
+//!
+//! [`Action::Finished`] says the session ended on its own (every round done, or a round
+//! failed too often); [`ServerSession::close`] ends it for the shell (shutdown, or an
+//! error of the shell's). Either way the session queues a `SessionEnd` and a close for
+//! every connection, and ignores later inputs.
+
+mod lobby;
+mod round;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use privagg_protocol::{
+    ClientId, ClientMessage, DropReason, DroppedClient, Limits, ParamsError, Phase, RoundAbort, RoundOutput,
+    RoundParams, ServerRound, Violation,
+};
+
+use self::lobby::{ConnState, Lobby};
+use self::round::{ActiveRound, Stage, upload_without_grant};
+use crate::admission::{Admission, ClientIdentity, Refusal};
+use crate::frame::{Frame, MAX_CONTROL_FRAME, upload_frame_limit};
+use crate::message::{ClientServiceMessage, FromClient, Resume, ServerServiceMessage};
+
+/// A connection's number, unique for the session's lifetime; the shell assigns it.
+pub type ConnId = u64;
+
+/// What the session needs to know from the server's configuration.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Clients seated per round (the full cohort).
+    pub clients: u32,
+    /// Fewest clients a round may start with after the lobby timeout.
+    pub min_clients: u32,
+    /// Rounds in the session.
+    pub rounds: u64,
+    /// Rounds completed before this session started (resuming from a checkpoint).
+    pub completed_rounds: u64,
+    /// How long each protocol phase may take.
+    pub phase_timeout: Duration,
+    /// How long to wait for a full cohort before starting with at least `min_clients`.
+    pub lobby_timeout: Duration,
+    /// How long a new connection may take to send its `Hello`.
+    pub hello_timeout: Duration,
+    /// Masked inputs received at once (at least 1): bounds the memory uploads take.
+    pub upload_slots: usize,
+    /// Attempts at one round before the session fails (at least 1).
+    pub max_round_attempts: u32,
+    /// Who is admitted.
+    pub admission: Admission,
+    /// Decoder limits for client frames.
+    pub limits: Limits,
+}
+
+/// Why the session closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client was not admitted.
+    #[error("refused")]
+    Refused,
+    /// No `Hello` arrived in time.
+    #[error("no hello in time")]
+    HelloTimeout,
+    /// A newer connection with the same identity took over.
+    #[error("replaced by a newer connection")]
+    Replaced,
+    /// A client without a seat sent a message.
+    #[error("unexpected message")]
+    UnexpectedMessage,
+    /// A frame did not decode or was too large.
+    #[error("malformed or oversized frame")]
+    BadFrame,
+    /// The session ended.
+    #[error("session ended")]
+    SessionEnded,
+}
+
+/// What the shell should do next.
+#[derive(Debug)]
+pub enum Action {
+    /// Write `frame` to `conn`, after what was queued before.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Accept frames of at most `limit` bytes from `conn` from now on.
+    SetFrameLimit {
+        /// The connection.
+        conn: ConnId,
+        /// The largest frame (message bytes, without the header).
+        limit: usize,
+    },
+    /// Close `conn` once what was queued for it is written.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A cohort is seated: plan round `round` (attempt `attempt`) for `clients` clients
+    /// and answer with [`ServerSession::start_round`].
+    StartRound {
+        /// The round number.
+        round: u64,
+        /// The attempt (1 for the first).
+        attempt: u32,
+        /// Clients seated.
+        clients: u32,
+    },
+    /// Remove the masks (CPU-heavy: off the async runtime), then hand the job back with
+    /// [`ServerSession::handle_finalized`].
+    Finalize(Box<FinalizeJob>),
+    /// The round's sum is recovered: apply and store it, then
+    /// [`ServerSession::handle_committed`]. Its clients hear `RoundComplete` only then.
+    Commit(Box<RoundCommit>),
+    /// Something observers may want to know.
+    Event(SessionEvent),
+    /// The session ended on its own.
+    Finished(SessionEnd),
+}
+
+/// Progress, for logs and displays.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    /// A round started.
+    RoundStarted {
+        /// The round.
+        round: u64,
+        /// The attempt (1 for the first).
+        attempt: u32,
+        /// Clients seated.
+        participants: u32,
+    },
+    /// The round moved to a new phase.
+    PhaseChanged {
+        /// The round.
+        round: u64,
+        /// The new phase.
+        phase: Phase,
+    },
+    /// A round attempt aborted; it will be retried unless it was the last attempt.
+    RoundAborted {
+        /// The round.
+        round: u64,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: RoundAbort,
+    },
+}
+
+/// How a session ended on its own.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEnd {
+    /// Every round completed.
+    Complete {
+        /// Rounds completed, earlier runs included.
+        completed_rounds: u64,
+    },
+    /// A round aborted `attempts` times in a row.
+    RoundFailed {
+        /// The round.
+        round: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// The last abort.
+        reason: RoundAbort,
+    },
+}
+
+/// The masks of a round to remove: [`FinalizeJob::run`] rebuilds the secrets and
+/// expands the masks (rayon, all cores).
+pub struct FinalizeJob {
+    round: ServerRound,
+}
+
+impl std::fmt::Debug for FinalizeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinalizeJob").field("round", &self.round.params().round).finish()
+    }
+}
+
+impl FinalizeJob {
+    /// Removes the masks; a failure is recorded in the round (it aborts).
+    pub fn run(&mut self) {
+        if let Err(abort) = self.round.finalize() {
+            tracing::warn!(%abort, "unmasking failed");
+        }
+    }
+}
+
+/// Everything the shell needs to apply and record a completed round.
+#[derive(Clone, Debug)]
+pub struct RoundCommit {
+    /// The round.
+    pub round: u64,
+    /// Which attempt completed.
+    pub attempt: u32,
+    /// Its parameters.
+    pub params: RoundParams,
+    /// The unmasked sum and who is in it.
+    pub output: RoundOutput,
+    /// Who left, when and why.
+    pub dropped: Vec<DroppedClient>,
+    /// Seats whose client reconnected during the round.
+    pub reconnected: Vec<ClientId>,
+    /// Time spent in each phase, in order.
+    pub timings: Vec<(Phase, Duration)>,
+    /// From the start of the round to the recovered sum.
+    pub total: Duration,
+    /// Bytes received from the round's clients, frame headers included.
+    pub bytes_in: u64,
+    /// Bytes sent to them.
+    pub bytes_out: u64,
+}
+
+/// Why [`ServerSession::start_round`] refused the parameters.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// No round is waiting for its parameters, or they are for another round or cohort.
+    #[error("the parameters are not for the seated cohort (round {round}, {seated} clients)")]
+    NotSeated {
+        /// The round waiting, if any.
+        round: u64,
+        /// Clients seated.
+        seated: usize,
+    },
+    /// The parameters are invalid.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+}
+
+/// The actions queued for the shell, and the frames they carry.
+#[derive(Default)]
+pub(crate) struct Outbox(VecDeque<Action>);
+
+impl Outbox {
+    pub(crate) fn send(&mut self, conn: ConnId, frame: Frame) {
+        self.0.push_back(Action::Send { conn, frame });
+    }
+
+    pub(crate) fn set_frame_limit(&mut self, conn: ConnId, limit: usize) {
+        self.0.push_back(Action::SetFrameLimit { conn, limit });
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        self.0.push_back(Action::Close { conn, reason });
+    }
+
+    fn push(&mut self, action: Action) {
+        self.0.push_back(action);
+    }
+}
+
+/// The server's side of a session of rounds.
+pub struct ServerSession {
+    config: SessionConfig,
+    lobby: Lobby,
+    round: Option<ActiveRound>,
+    next_round: u64,
+    attempt: u32,
+    out: Outbox,
+    closed: bool,
+}
+
+impl ServerSession {
+    /// A session that carries on after `config.completed_rounds` rounds. If every round
+    /// is already complete, it finishes at once.
+    pub fn new(config: SessionConfig) -> Self {
+        let next_round = config.completed_rounds + 1;
+        let mut session = Self {
+            config,
+            lobby: Lobby::default(),
+            round: None,
+            next_round,
+            attempt: 0,
+            out: Outbox::default(),
+            closed: false,
+        };
+        if next_round > session.config.rounds {
+            session.closed = true;
+            session.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: next_round - 1 }));
+        }
+        session
+    }
+
+    /// Rounds completed so far, earlier runs included.
+    pub fn completed_rounds(&self) -> u64 {
+        self.next_round - 1
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.0.pop_front()
+    }
+
+    /// When [`ServerSession::handle_timeout`] is due next: the earliest of a pending
+    /// `Hello`, the current phase's deadline, and the start of a partial cohort.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let round = match &self.round {
+            Some(r) if matches!(r.stage, Stage::Running(_)) => Some(r.deadline),
+            Some(_) => None,
+            None => self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout),
+        };
+        [self.lobby.next_hello_deadline(), round].into_iter().flatten().min()
+    }
+
+    /// A client connected as `conn`; its `Hello` is due within the hello timeout.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        if self.closed {
+            self.out.close(conn, CloseReason::SessionEnded);
+            return;
+        }
+        self.lobby.connected(conn, now + self.config.hello_timeout);
+    }
+
+    /// A whole frame (the message bytes) arrived from `conn`.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        if self.closed {
+            return;
+        }
+        match self.lobby.state(conn) {
+            Some(ConnState::AwaitingHello) => self.on_hello(now, conn, frame),
+            Some(ConnState::Admitted { seat: Some(seat), .. }) => self.on_seated_frame(conn, seat, frame),
+            Some(ConnState::Admitted { seat: None, returning: true, .. }) => {
+                // Sent before the client heard that its round ended.
+                tracing::debug!(conn, "ignoring a late message of the last round");
+            }
+            Some(ConnState::Admitted { seat: None, returning: false, .. }) => {
+                // Clients in the lobby have nothing to say.
+                tracing::warn!(conn, "message from a client outside any round; closing it");
+                self.close_conn(conn, CloseReason::UnexpectedMessage);
+            }
+            Some(ConnState::Closing) | None => {}
+        }
+        self.after_input(now);
+    }
+
+    /// The shell refused a frame of `len` bytes from `conn` as larger than its current
+    /// limit (`limit`); the connection is closed.
+    pub fn handle_oversized(&mut self, now: Instant, conn: ConnId, len: usize, limit: usize) {
+        if let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.state(conn) {
+            let violation = Violation::Transport(format!("frame of {len} bytes exceeds the current limit of {limit}"));
+            tracing::warn!(client = seat.get(), %violation, "client dropped");
+            self.drop_seat(seat, DropReason::Violation(violation));
+        }
+        self.close_conn(conn, CloseReason::BadFrame);
+        self.after_input(now);
+    }
+
+    /// `conn` closed. A seated client whose connection was lost (`transient`: timed out
+    /// or reset, not closed by the client) keeps its seat until the phase deadline, in
+    /// case it reconnects; one that closed its connection leaves the round at once.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, transient: bool) {
+        let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.remove(conn) else { return };
+        let holds_seat = self.round.as_ref().and_then(|r| r.seat(seat)).is_some_and(|s| s.conn == conn);
+        if !holds_seat || self.closed {
+            return;
+        }
+        if transient {
+            tracing::info!(
+                client = seat.get(),
+                "connection lost; the seat waits for a reconnection until the phase deadline"
+            );
+            return;
+        }
+        tracing::info!(client = seat.get(), "client disconnected");
+        self.drop_seat(seat, DropReason::ConnectionLost);
+        self.after_input(now);
+    }
+
+    /// Time passed: overdue hellos are closed, an overdue phase is closed (its silent
+    /// clients dropped), and a partial cohort starts once the lobby timeout passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        for conn in self.lobby.overdue_hellos(now) {
+            self.close_conn(conn, CloseReason::HelloTimeout);
+        }
+        if let Some(round) = &mut self.round
+            && round.deadline <= now
+            && let Some(protocol) = round.protocol()
+        {
+            tracing::info!(phase = %protocol.phase(), "phase deadline passed");
+            protocol.close_phase();
+        }
+        if self.round.is_none()
+            && let Some(deadline) =
+                self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout)
+            && deadline <= now
+        {
+            self.seat_cohort(now, self.lobby.waiting().min(self.config.clients as usize));
+        }
+        self.after_input(now);
+    }
+
+    /// The answer to [`Action::StartRound`]: the round's parameters and the application
+    /// payload every client gets in its `Config`.
+    pub fn start_round(&mut self, now: Instant, params: RoundParams, app_data: Arc<[u8]>) -> Result<(), StartError> {
+        let Some(round) = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Preparing { .. })) else {
+            return Err(StartError::NotSeated { round: self.next_round, seated: 0 });
+        };
+        if params.round != round.number || params.num_clients as usize != round.seats.len() {
+            return Err(StartError::NotSeated { round: round.number, seated: round.seats.len() });
+        }
+        let upload_limit = upload_frame_limit(params.dim, params.bits);
+        let protocol = ServerRound::new(params.clone(), app_data)?;
+        round.start(protocol, upload_limit, now, self.config.phase_timeout);
+        tracing::info!(
+            round = round.number,
+            attempt = round.attempt,
+            participants = params.num_clients,
+            neighbours = params.neighbours,
+            threshold = params.threshold,
+            bits = params.bits,
+            "round started"
+        );
+        self.out.push(Action::Event(SessionEvent::RoundStarted {
+            round: round.number,
+            attempt: round.attempt,
+            participants: params.num_clients,
+        }));
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// The answer to [`Action::Finalize`]: the job, run.
+    pub fn handle_finalized(&mut self, now: Instant, job: Box<FinalizeJob>) {
+        if let Some(round) = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Finalizing)) {
+            round.stage = Stage::Running(job.round);
+        }
+        self.after_input(now);
+    }
+
+    /// The answer to [`Action::Commit`]: the round is applied and stored. Its clients
+    /// hear `RoundComplete`, return to the lobby, and the next round may start.
+    pub fn handle_committed(&mut self, now: Instant) {
+        let Some(mut round) = self.round.take_if(|r| matches!(r.stage, Stage::Committing(_))) else { return };
+        round.release_completion(&mut self.out);
+        self.lobby.unseat(now, round.seats.iter().map(|s| s.conn));
+        self.next_round += 1;
+        self.attempt = 0;
+        if self.next_round > self.config.rounds {
+            self.close(now, "the session is complete");
+            self.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: self.completed_rounds() }));
+            return;
+        }
+        self.after_input(now);
+    }
+
+    /// Ends the session: the current round is cancelled (its clients hear why), every
+    /// client gets `SessionEnd` with `reason`, and every connection is closed.
+    pub fn close(&mut self, now: Instant, reason: &str) {
+        if self.closed {
+            return;
+        }
+        if let Some(mut round) = self.round.take() {
+            if let Some(protocol) = round.protocol() {
+                protocol.cancel(reason);
+            }
+            round.flush(&mut self.out);
+            self.lobby.unseat(now, round.seats.iter().map(|s| s.conn));
+        }
+        self.closed = true;
+        let end = ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), reason: reason.into() };
+        let end = Frame::new(end.encode());
+        let conns: Vec<(ConnId, ConnState)> = self.lobby.conns().collect();
+        for (conn, state) in conns {
+            if matches!(state, ConnState::Admitted { .. }) {
+                self.out.send(conn, end.clone());
+            }
+            if state != ConnState::Closing {
+                self.out.close(conn, CloseReason::SessionEnded);
+            }
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        let admitted = match FromClient::decode(frame, &self.config.limits) {
+            Ok(FromClient::Service(ClientServiceMessage::Hello { token, identity, resume })) => {
+                self.config.admission.admit(&token, &identity).map(|id| (id, resume))
+            }
+            Ok(other) => Err(Refusal::NotAHello(other.name().into())),
+            Err(e) => Err(Refusal::NotAHello(format!("a malformed frame ({e})"))),
+        };
+        match admitted {
+            Ok((identity, resume)) => self.admit(now, conn, identity, resume),
+            Err(refusal) => {
+                tracing::info!(conn, %refusal, "refused a client");
+                self.out.send(conn, Frame::new(ServerServiceMessage::Refused { reason: refusal.to_string() }.encode()));
+                self.close_conn(conn, CloseReason::Refused);
+            }
+        }
+    }
+
+    fn admit(&mut self, now: Instant, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) {
+        if self.rebind(now, conn, identity, resume) {
+            return;
+        }
+        if let Some(old) = self.lobby.holder(&identity) {
+            // One identity, one connection: the newer replaces the older.
+            tracing::info!(conn = old, "replaced by a new connection with the same identity");
+            if let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.state(old) {
+                self.drop_seat(seat, DropReason::ConnectionLost);
+            }
+            self.close_conn(old, CloseReason::Replaced);
+        }
+        self.lobby.admit(now, conn, identity, None);
+        self.out.set_frame_limit(conn, MAX_CONTROL_FRAME);
+        self.out.send(conn, Frame::new(ServerServiceMessage::Welcome { resumed: None }.encode()));
+    }
+
+    /// Gives a reconnecting client its seat back, tells it how many of its frames the
+    /// server has, and resends the last frame it lacks (the resend rule). Returns false
+    /// if `identity` holds no active seat, or its claim is impossible (then it loses the
+    /// seat).
+    fn rebind(&mut self, now: Instant, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) -> bool {
+        let Some(round) = &mut self.round else { return false };
+        let Some(seat) = round.seat_of(&identity).filter(|&s| round.is_active(s)) else { return false };
+        let claimed = resume.filter(|r| r.round == round.number).map_or(0, |r| r.received);
+        let old = round.seat(seat).map(|s| s.conn);
+        let Ok(resend) = round.rebind(seat, conn, claimed) else {
+            let violation = Violation::Transport(format!("resumed claiming {claimed} frames received"));
+            self.drop_seat(seat, DropReason::Violation(violation));
+            return false;
+        };
+        tracing::info!(client = seat.get(), conn, "client reconnected to its seat");
+        if let Some(old) = old.filter(|&old| old != conn && self.lobby.state(old).is_some()) {
+            self.lobby.closing(old);
+            self.out.close(old, CloseReason::Replaced);
+        }
+        self.lobby.admit(now, conn, identity, Some(seat));
+        let received = round.seat(seat).map_or(0, |s| s.received);
+        let welcome = ServerServiceMessage::Welcome { resumed: Some(Resume { round: round.number, received }) };
+        self.out.set_frame_limit(conn, round.frame_limit(seat));
+        self.out.send(conn, Frame::new(welcome.encode()));
+        if let Some(frame) = resend {
+            round.send(seat, frame, &mut self.out);
+        }
+        true
+    }
+
+    fn on_seated_frame(&mut self, conn: ConnId, seat: ClientId, frame: &[u8]) {
+        let slots = self.config.upload_slots;
+        let Some(round) = &mut self.round else { return };
+        round.received(seat, frame.len());
+        let msg = match FromClient::decode(frame, &self.config.limits) {
+            Ok(msg) => msg,
+            Err(e) => {
+                let violation = Violation::Malformed(e);
+                tracing::warn!(client = seat.get(), %violation, "client dropped");
+                self.drop_seat(seat, DropReason::Violation(violation));
+                self.close_conn(conn, CloseReason::BadFrame);
+                return;
+            }
+        };
+        if matches!(round.stage, Stage::Finalizing | Stage::Committing(_)) {
+            return; // the round no longer takes messages
+        }
+        match msg {
+            FromClient::Protocol(msg @ ClientMessage::MaskedInput(_)) => {
+                if !round.is_granted(seat) {
+                    self.drop_seat(seat, upload_without_grant());
+                    return;
+                }
+                if let Some(Err(e)) = round.protocol().map(|p| p.receive(seat, msg)) {
+                    tracing::warn!(client = seat.get(), error = %e, "message refused");
+                }
+                round.release_slot(seat, slots, &mut self.out);
+            }
+            FromClient::Protocol(msg) => match round.protocol() {
+                Some(protocol) => {
+                    if let Err(e) = protocol.receive(seat, msg) {
+                        tracing::warn!(client = seat.get(), error = %e, "message refused");
+                    }
+                }
+                None => self.drop_seat(seat, unexpected(&FromClient::Protocol(msg))),
+            },
+            FromClient::Service(ClientServiceMessage::UploadReady)
+                if round.upload_ready(seat, slots, &mut self.out) => {}
+            other => {
+                tracing::warn!(client = seat.get(), message = other.name(), "unexpected message; client dropped");
+                self.drop_seat(seat, unexpected(&other));
+            }
+        }
+    }
+
+    fn drop_seat(&mut self, seat: ClientId, reason: DropReason) {
+        if let Some(round) = &mut self.round {
+            round.drop_seat(seat, reason, self.config.upload_slots, &mut self.out);
+        }
+    }
+
+    fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        self.lobby.closing(conn);
+        self.out.close(conn, reason);
+    }
+
+    /// Carries out the consequences of an input: queued messages go out, a phase change
+    /// is noted, a round ready to finalize or commit is handed to the shell, an aborted
+    /// one is retried, and a new cohort is seated when enough clients wait.
+    fn after_input(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Some(round) = &mut self.round {
+            if let Some(phase) = round.sync_phase(now, self.config.phase_timeout, &mut self.out) {
+                tracing::debug!(%phase, "phase changed");
+                self.out.push(Action::Event(SessionEvent::PhaseChanged { round: round.number, phase }));
+            }
+            // A completed round's messages wait for its commit; any other's go out now.
+            match round.protocol_phase() {
+                Some(Phase::Completed) => self.hand_over_commit(now),
+                phase => {
+                    round.flush(&mut self.out);
+                    match phase {
+                        Some(Phase::Reconstruct) => self.hand_over_finalize(),
+                        Some(Phase::Aborted) => self.end_attempt(now),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if self.round.is_none() && self.lobby.waiting() >= self.config.clients as usize {
+            self.seat_cohort(now, self.config.clients as usize);
+        }
+    }
+
+    fn hand_over_finalize(&mut self) {
+        let Some(round) = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Running(_))) else { return };
+        if let Stage::Running(protocol) = std::mem::replace(&mut round.stage, Stage::Finalizing) {
+            self.out.push(Action::Finalize(Box::new(FinalizeJob { round: protocol })));
+        }
+    }
+
+    fn hand_over_commit(&mut self, now: Instant) {
+        let Some(round) = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Running(_))) else { return };
+        let Stage::Running(mut protocol) = std::mem::replace(&mut round.stage, Stage::Finalizing) else { return };
+        let Some(output) = protocol.take_output() else {
+            round.stage = Stage::Running(protocol);
+            return;
+        };
+        let (bytes_in, bytes_out) = round.bytes();
+        let commit = RoundCommit {
+            round: round.number,
+            attempt: round.attempt,
+            params: protocol.params().clone(),
+            output,
+            dropped: protocol.dropped(),
+            reconnected: round.reconnected.iter().copied().collect(),
+            timings: round.timings.clone(),
+            total: now - round.started,
+            bytes_in,
+            bytes_out,
+        };
+        round.stage = Stage::Committing(protocol);
+        self.out.push(Action::Commit(Box::new(commit)));
+    }
+
+    /// An attempt aborted: its clients return to the lobby; the session fails after the
+    /// last allowed attempt.
+    fn end_attempt(&mut self, now: Instant) {
+        let Some(mut round) = self.round.take() else { return };
+        let reason = round
+            .protocol()
+            .and_then(|p| p.abort_reason().cloned())
+            .unwrap_or_else(|| RoundAbort::Cancelled("unknown".into()));
+        tracing::warn!(round = round.number, attempt = round.attempt, %reason, "round aborted");
+        self.out.push(Action::Event(SessionEvent::RoundAborted {
+            round: round.number,
+            attempt: round.attempt,
+            reason: reason.clone(),
+        }));
+        self.lobby.unseat(now, round.seats.iter().map(|s| s.conn));
+        if round.attempt >= self.config.max_round_attempts {
+            let text = format!("round {} aborted {} times; last reason: {reason}", round.number, round.attempt);
+            self.close(now, &text);
+            self.out.push(Action::Finished(SessionEnd::RoundFailed {
+                round: round.number,
+                attempts: round.attempt,
+                reason,
+            }));
+        }
+    }
+
+    fn seat_cohort(&mut self, now: Instant, size: usize) {
+        if self.round.is_some() || size < self.config.min_clients as usize || size > self.lobby.waiting() {
+            return;
+        }
+        let seated = self.lobby.seat(now, size);
+        self.attempt += 1;
+        let clients = seated.len() as u32;
+        self.round = Some(ActiveRound::preparing(self.next_round, self.attempt, seated, now));
+        self.out.push(Action::StartRound { round: self.next_round, attempt: self.attempt, clients });
+    }
+}
+
+/// The violation of a client that sent a message it had no reason to send.
+fn unexpected(msg: &FromClient) -> DropReason {
+    DropReason::Violation(Violation::Transport(format!("unexpected {}", msg.name())))
+}

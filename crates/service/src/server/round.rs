@@ -1,0 +1,304 @@
+//! The round in progress: its seats (which connection holds each, what was sent to it
+//! and what it sent, for the resend rule), its upload grants and its phase timings.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use privagg_protocol::{ClientId, DropReason, Phase, ServerMessage, ServerRound, Violation};
+
+use super::{ConnId, Outbox};
+use crate::admission::ClientIdentity;
+use crate::frame::{FRAME_HEADER_LEN, Frame, MAX_CONTROL_FRAME};
+use crate::message::ServerServiceMessage;
+
+/// One seat of the round.
+pub(super) struct Seat {
+    /// The connection that holds it now (stale while its client reconnects).
+    pub conn: ConnId,
+    /// Who holds it, so that a client that reconnects gets it back.
+    pub identity: ClientIdentity,
+    /// Frames sent to the seat this round.
+    pub sent: u32,
+    /// Frames received from the seat this round.
+    pub received: u32,
+    /// The last frame sent, for the resend rule.
+    last_sent: Option<Frame>,
+    /// Bytes received from the seat's connections this round, frame headers included.
+    pub bytes_in: u64,
+    /// Bytes sent to them.
+    pub bytes_out: u64,
+}
+
+/// Where the round is, from the session's point of view.
+pub(super) enum Stage {
+    /// The cohort is seated; the shell prepares the parameters (`Action::StartRound`).
+    Preparing {
+        /// Seats whose clients left before the round started: dropped once it starts.
+        early_drops: Vec<(ClientId, DropReason)>,
+    },
+    /// The protocol runs.
+    Running(ServerRound),
+    /// The shell removes the masks (`Action::Finalize`).
+    Finalizing,
+    /// The shell commits the sum (`Action::Commit`); the `RoundComplete` messages wait in
+    /// the state machine until it has.
+    Committing(ServerRound),
+}
+
+/// The round in progress.
+pub(super) struct ActiveRound {
+    pub number: u64,
+    pub attempt: u32,
+    pub stage: Stage,
+    pub seats: Vec<Seat>,
+    /// The phase the seats were last told about.
+    phase: Phase,
+    pub started: Instant,
+    phase_started: Instant,
+    pub deadline: Instant,
+    pub timings: Vec<(Phase, Duration)>,
+    /// Seats whose masked input is ready, waiting for an upload slot.
+    ready: VecDeque<ClientId>,
+    /// Seats allowed to upload now.
+    granted: HashSet<ClientId>,
+    /// The frame limit of a seat holding a grant.
+    upload_limit: usize,
+    /// Seats whose client reconnected during the round.
+    pub reconnected: BTreeSet<ClientId>,
+}
+
+impl ActiveRound {
+    /// A round whose cohort is `seated` (seat 1 first), waiting for its parameters.
+    pub fn preparing(number: u64, attempt: u32, seated: Vec<(ConnId, ClientIdentity)>, now: Instant) -> Self {
+        let seats = seated
+            .into_iter()
+            .map(|(conn, identity)| Seat {
+                conn,
+                identity,
+                sent: 0,
+                received: 0,
+                last_sent: None,
+                bytes_in: 0,
+                bytes_out: 0,
+            })
+            .collect();
+        Self {
+            number,
+            attempt,
+            stage: Stage::Preparing { early_drops: Vec::new() },
+            seats,
+            phase: Phase::AdvertiseKeys,
+            started: now,
+            phase_started: now,
+            deadline: now,
+            timings: Vec::new(),
+            ready: VecDeque::new(),
+            granted: HashSet::new(),
+            upload_limit: MAX_CONTROL_FRAME,
+            reconnected: BTreeSet::new(),
+        }
+    }
+
+    /// Starts the protocol at `now`.
+    pub fn start(&mut self, mut protocol: ServerRound, upload_limit: usize, now: Instant, phase_timeout: Duration) {
+        if let Stage::Preparing { early_drops } = &mut self.stage {
+            for (seat, reason) in early_drops.drain(..) {
+                protocol.drop_client(seat, reason);
+            }
+        }
+        self.stage = Stage::Running(protocol);
+        self.upload_limit = upload_limit;
+        self.started = now;
+        self.phase_started = now;
+        self.deadline = now + phase_timeout;
+    }
+
+    pub fn seat(&self, seat: ClientId) -> Option<&Seat> {
+        self.seats.get(seat.get() as usize - 1)
+    }
+
+    fn seat_mut(&mut self, seat: ClientId) -> Option<&mut Seat> {
+        self.seats.get_mut(seat.get() as usize - 1)
+    }
+
+    /// The seat `identity` holds, if any.
+    pub fn seat_of(&self, identity: &ClientIdentity) -> Option<ClientId> {
+        let index = self.seats.iter().position(|s| s.identity == *identity)?;
+        ClientId::new(index as u32 + 1)
+    }
+
+    /// The protocol state machine, while it runs.
+    pub fn protocol(&mut self) -> Option<&mut ServerRound> {
+        match &mut self.stage {
+            Stage::Running(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether `seat` is still in the round.
+    pub fn is_active(&self, seat: ClientId) -> bool {
+        match &self.stage {
+            Stage::Running(p) => p.is_active(seat),
+            _ => false,
+        }
+    }
+
+    /// Drops `seat` from the round for `reason` (and frees its upload slot).
+    pub fn drop_seat(&mut self, seat: ClientId, reason: DropReason, slots: usize, out: &mut Outbox) {
+        match &mut self.stage {
+            Stage::Running(p) => p.drop_client(seat, reason),
+            Stage::Preparing { early_drops } => early_drops.push((seat, reason)),
+            Stage::Finalizing | Stage::Committing(_) => return,
+        }
+        self.release_slot(seat, slots, out);
+    }
+
+    /// Sends `frame` to `seat` and remembers it for the resend rule.
+    pub fn send(&mut self, seat: ClientId, frame: Frame, out: &mut Outbox) {
+        let Some(s) = self.seat_mut(seat) else { return };
+        s.sent += 1;
+        s.bytes_out += (FRAME_HEADER_LEN + frame.len()) as u64;
+        s.last_sent = Some(frame.clone());
+        out.send(s.conn, frame);
+    }
+
+    /// Counts a frame of `len` bytes received from `seat`.
+    pub fn received(&mut self, seat: ClientId, len: usize) {
+        if let Some(s) = self.seat_mut(seat) {
+            s.received += 1;
+            s.bytes_in += (FRAME_HEADER_LEN + len) as u64;
+        }
+    }
+
+    /// Moves `seat` to connection `conn` after a reconnect and returns the frame to
+    /// resend, if the client lacks the last one: `client_received` is the number of
+    /// this round's frames the client says it handled. `Err` if that number is
+    /// impossible (neither all frames sent nor all but the last).
+    pub fn rebind(&mut self, seat: ClientId, conn: ConnId, client_received: u32) -> Result<Option<Frame>, ()> {
+        let Some(s) = self.seat_mut(seat) else { return Err(()) };
+        let resend = match s.sent.checked_sub(client_received) {
+            Some(0) => None,
+            Some(1) => s.last_sent.clone(),
+            _ => return Err(()),
+        };
+        s.conn = conn;
+        self.reconnected.insert(seat);
+        Ok(resend)
+    }
+
+    /// The frame limit `seat` needs now.
+    pub fn frame_limit(&self, seat: ClientId) -> usize {
+        if self.granted.contains(&seat) { self.upload_limit } else { MAX_CONTROL_FRAME }
+    }
+
+    /// Sends what the state machine queued (unless the round is committing: its
+    /// `RoundComplete` messages wait for the commit).
+    pub fn flush(&mut self, out: &mut Outbox) {
+        let outgoing = match &mut self.stage {
+            Stage::Running(p) => p.drain_outgoing(),
+            _ => return,
+        };
+        for o in outgoing {
+            self.send(o.to, encode(&o.message), out);
+        }
+    }
+
+    /// Sends the messages a committed round held back.
+    pub fn release_completion(&mut self, out: &mut Outbox) {
+        let outgoing = match &mut self.stage {
+            Stage::Committing(p) => p.drain_outgoing(),
+            _ => return,
+        };
+        for o in outgoing {
+            self.send(o.to, encode(&o.message), out);
+        }
+    }
+
+    /// The state machine's phase, if it is here.
+    pub fn protocol_phase(&self) -> Option<Phase> {
+        match &self.stage {
+            Stage::Running(p) | Stage::Committing(p) => Some(p.phase()),
+            _ => None,
+        }
+    }
+
+    /// Notes a phase change: times the phase that ended, re-arms the deadline, revokes
+    /// every upload grant. Returns the new phase if it changed.
+    pub fn sync_phase(&mut self, now: Instant, phase_timeout: Duration, out: &mut Outbox) -> Option<Phase> {
+        let phase = self.protocol_phase()?;
+        if phase == self.phase {
+            return None;
+        }
+        self.timings.push((self.phase, now - self.phase_started));
+        self.phase = phase;
+        self.phase_started = now;
+        self.deadline = now + phase_timeout;
+        for seat in std::mem::take(&mut self.granted) {
+            if let Some(s) = self.seat(seat) {
+                out.set_frame_limit(s.conn, MAX_CONTROL_FRAME);
+            }
+        }
+        self.ready.clear();
+        Some(phase)
+    }
+
+    /// A seat announced its masked input: queue it for a slot, if the phase allows.
+    /// Returns whether the announcement was in order.
+    pub fn upload_ready(&mut self, seat: ClientId, slots: usize, out: &mut Outbox) -> bool {
+        let in_phase = self.protocol_phase() == Some(Phase::MaskedInput) && self.is_active(seat);
+        if !in_phase || self.ready.contains(&seat) || self.granted.contains(&seat) {
+            return false;
+        }
+        self.ready.push_back(seat);
+        self.grant_slots(slots, out);
+        true
+    }
+
+    /// Whether `seat` may upload now.
+    pub fn is_granted(&self, seat: ClientId) -> bool {
+        self.granted.contains(&seat)
+    }
+
+    /// Grants upload slots to waiting seats while slots are free.
+    fn grant_slots(&mut self, slots: usize, out: &mut Outbox) {
+        while self.granted.len() < slots {
+            let Some(seat) = self.ready.pop_front() else { return };
+            let Some(conn) = self.seat(seat).map(|s| s.conn) else { continue };
+            out.set_frame_limit(conn, self.upload_limit);
+            self.send(seat, Frame::new(ServerServiceMessage::UploadGrant.encode()), out);
+            self.granted.insert(seat);
+        }
+    }
+
+    /// Frees `seat`'s upload slot, if it held one, and grants free slots to waiting seats.
+    pub fn release_slot(&mut self, seat: ClientId, slots: usize, out: &mut Outbox) {
+        self.ready.retain(|&s| s != seat);
+        if self.granted.remove(&seat) {
+            if let Some(s) = self.seat(seat) {
+                out.set_frame_limit(s.conn, MAX_CONTROL_FRAME);
+            }
+            self.grant_slots(slots, out);
+        }
+    }
+
+    /// Bytes received from and sent to the seats this round.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.seats.iter().fold((0, 0), |(i, o), s| (i + s.bytes_in, o + s.bytes_out))
+    }
+}
+
+/// A protocol message as a frame; a `Config`'s application payload is shared, not copied.
+fn encode(message: &ServerMessage) -> Frame {
+    match message {
+        ServerMessage::Config(config) => {
+            let (head, tail) = config.encode_split();
+            Frame::shared(head, tail)
+        }
+        message => Frame::new(message.encode()),
+    }
+}
+
+/// The violation of a client whose upload came without a grant.
+pub(super) fn upload_without_grant() -> DropReason {
+    DropReason::Violation(Violation::Transport("masked input sent without an upload grant".into()))
+}

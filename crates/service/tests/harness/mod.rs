@@ -1,0 +1,775 @@
+//! A deterministic in-memory harness for the service layer, in the manner of
+//! quinn-proto's `tests/util.rs` `Pair`: one [`ServerSession`], N [`ClientSession`]s,
+//! a simulated clock, and links that can be delayed, reordered or cut. The harness plays
+//! both shells: it carries out every action (training, encoding, masking, finalizing
+//! and committing inline) and delivers frames in simulated time. No sockets, no threads:
+//! a whole session runs in milliseconds, and the same seed gives the same run.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test support
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use privagg_dp::NoiseRng;
+use privagg_dp::encoding::{Clipping, EncodingParams};
+use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
+use privagg_protocol::{ClientPolicy, DropPoint, Limits, PrgKind, RoundParams, ServerMessage};
+use privagg_service::server::{CloseReason, RoundCommit};
+use privagg_service::settings::DecodedSum;
+use privagg_service::{
+    Action, Admission, AggregationMode, ClientAction, ClientConfig, ClientEvent, ClientSession, ConnId, FromServer,
+    RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
+};
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Value range and largest weight of the harness's weighted (DP-off) rounds.
+pub const VALUE_RANGE: f64 = 4.0;
+/// Largest client weight.
+pub const MAX_WEIGHT: f64 = 100.0;
+
+/// How a session is set up.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// Clients the harness creates (they join in order).
+    pub peers: usize,
+    /// The server's session settings.
+    pub session: SessionConfig,
+    /// Model dimension.
+    pub dim: usize,
+    /// With DP: the noise multiplier; without: weighted FedAvg.
+    pub noise_multiplier: Option<f64>,
+    /// How long a lost connection goes unnoticed (QUIC's idle timeout).
+    pub idle_timeout: Duration,
+    /// One-way delay of every frame.
+    pub latency: Duration,
+    /// Shuffle the delivery of frames due at the same instant with this seed.
+    pub reorder_seed: Option<u64>,
+}
+
+impl Setup {
+    /// `peers` clients, rounds of `clients` (at least `min_clients`) and `dim`
+    /// coordinates, DP off, one round, 10 s phases, 1 s of latency-free links.
+    pub fn new(peers: usize, clients: u32, min_clients: u32, dim: usize) -> Self {
+        Self {
+            peers,
+            session: SessionConfig {
+                clients,
+                min_clients,
+                rounds: 1,
+                completed_rounds: 0,
+                phase_timeout: Duration::from_secs(10),
+                lobby_timeout: Duration::from_secs(30),
+                hello_timeout: Duration::from_secs(5),
+                upload_slots: 2,
+                max_round_attempts: 3,
+                admission: Admission::open(),
+                limits: Limits { max_app_data: 0, ..Limits::default() },
+            },
+            dim,
+            noise_multiplier: None,
+            idle_timeout: Duration::from_secs(1),
+            latency: Duration::from_millis(5),
+            reorder_seed: None,
+        }
+    }
+
+    /// The harness, with every client connected (each sent its `Hello`).
+    pub fn start(self) -> Harness {
+        let mut h = self.build();
+        h.join_all();
+        h
+    }
+
+    /// The harness, nobody connected yet.
+    pub fn build(self) -> Harness {
+        Harness::new(self)
+    }
+}
+
+/// One simulated client.
+pub struct Peer {
+    /// Its session.
+    pub session: ClientSession,
+    /// The update it submits every round.
+    pub update: Vec<f32>,
+    /// Its weight (DP off).
+    pub weight: f32,
+    /// Its connection, while it has one.
+    pub conn: Option<ConnId>,
+    /// What its session reported.
+    pub events: Vec<ClientEvent>,
+    /// Its seat in each round it was configured for.
+    pub seats: BTreeMap<u64, u32>,
+    /// Vanished at its drop point.
+    pub vanished: bool,
+    /// On vanishing, go silent instead of closing the connection.
+    pub silent: bool,
+    /// Refuse to train (the training step fails).
+    pub fail_training: bool,
+}
+
+impl Peer {
+    /// Whether a round completed for this client.
+    pub fn completed(&self, round: u64) -> bool {
+        self.events.iter().any(|e| matches!(e, ClientEvent::RoundCompleted(s) if s.round == round))
+    }
+
+    /// The errors of rounds that failed for it.
+    pub fn failures(&self) -> Vec<&privagg_service::RoundError> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::RoundFailed(err) => Some(err),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct Link {
+    /// The peer at the other end (`None`: a raw connection driven by the test).
+    peer: Option<usize>,
+    to_server: VecDeque<(Instant, Vec<u8>)>,
+    to_client: VecDeque<(Instant, Vec<u8>)>,
+    /// The server's current frame limit for this connection.
+    limit: usize,
+    /// The server asked to close once what it queued is delivered.
+    server_closing: bool,
+    /// The client closed; its queued frames still arrive first.
+    client_closing: bool,
+    /// Cut: nothing gets through.
+    dead: bool,
+}
+
+enum Scheduled {
+    ServerNotices { conn: ConnId, transient: bool },
+    ClientNotices { peer: usize },
+    Reconnect { peer: usize },
+}
+
+/// A committed round: what the session handed the shell, and the sum decoded.
+pub struct Committed {
+    /// The commit.
+    pub commit: RoundCommit,
+    /// The decoded sum.
+    pub sum: DecodedSum,
+    /// The peers in the sum.
+    pub peers: Vec<usize>,
+    /// Peers that had already heard `RoundComplete` when the commit was asked for.
+    pub told_before_commit: Vec<usize>,
+}
+
+/// Rewrites (or swallows, returning false) a frame peer `i` sends, before it leaves:
+/// the harness's way of playing a misbehaving client.
+pub type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>) -> bool>;
+
+/// The planner of the harness's server: given a round and a cohort size, the settings,
+/// or why the round cannot start.
+pub type Planner = Box<dyn FnMut(u64, u32) -> Result<RoundSettings, String>>;
+
+/// The whole simulated deployment.
+pub struct Harness {
+    /// Simulated time.
+    pub now: Instant,
+    /// The server's session.
+    pub server: ServerSession,
+    /// The clients.
+    pub peers: Vec<Peer>,
+    links: BTreeMap<ConnId, Link>,
+    agenda: Vec<(Instant, Scheduled)>,
+    next_conn: ConnId,
+    /// Decides each round's settings.
+    pub planner: Planner,
+    settings: HashMap<u64, RoundSettings>,
+    /// Rounds committed.
+    pub commits: Vec<Committed>,
+    /// The server's events.
+    pub events: Vec<SessionEvent>,
+    /// How the session ended on its own.
+    pub finished: Option<SessionEnd>,
+    /// Why a round could not start (the harness then closed the session).
+    pub plan_errors: Vec<String>,
+    /// Connections the server closed, and why.
+    pub closes: Vec<(ConnId, CloseReason)>,
+    /// Every frame-limit change, per connection.
+    pub limits: Vec<(ConnId, usize)>,
+    /// Rewrites peers' frames.
+    pub tamper: Option<Tamper>,
+    /// Frames raw connections received.
+    raw_received: HashMap<ConnId, Vec<Vec<u8>>>,
+    setup: Setup,
+    rng: ChaCha8Rng,
+}
+
+impl Harness {
+    fn new(setup: Setup) -> Self {
+        let peers = (0..setup.peers).map(|i| new_peer(i, setup.dim)).collect();
+        let planner = planner_for(&setup);
+        Self {
+            now: Instant::now(),
+            server: ServerSession::new(setup.session.clone()),
+            peers,
+            links: BTreeMap::new(),
+            agenda: Vec::new(),
+            next_conn: 0,
+            planner,
+            settings: HashMap::new(),
+            commits: Vec::new(),
+            events: Vec::new(),
+            finished: None,
+            plan_errors: Vec::new(),
+            closes: Vec::new(),
+            limits: Vec::new(),
+            tamper: None,
+            raw_received: HashMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
+            setup,
+        }
+    }
+
+    /// Every peer connects.
+    pub fn join_all(&mut self) {
+        for i in 0..self.peers.len() {
+            self.join(i);
+        }
+    }
+
+    /// Replaces peer `i`'s session with one whose configuration `change` adjusted
+    /// (before it connects).
+    pub fn configure(&mut self, i: usize, change: impl FnOnce(&mut ClientConfig)) {
+        let mut config = client_config(i);
+        change(&mut config);
+        self.peers[i].session = ClientSession::new(config, NoiseRng::insecure_from_seed([i as u8 + 1; 32]));
+    }
+
+    /// Peer `i` opens a new connection and says hello.
+    pub fn join(&mut self, i: usize) -> ConnId {
+        let conn = self.connect(Some(i));
+        self.peers[i].conn = Some(conn);
+        self.peers[i].session.handle_connected();
+        conn
+    }
+
+    /// A connection the test drives by hand with [`Harness::send_raw`].
+    pub fn connect_raw(&mut self) -> ConnId {
+        self.connect(None)
+    }
+
+    fn connect(&mut self, peer: Option<usize>) -> ConnId {
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        let limit = privagg_service::frame::MAX_HELLO_FRAME;
+        self.links.insert(
+            conn,
+            Link {
+                peer,
+                to_server: VecDeque::new(),
+                to_client: VecDeque::new(),
+                limit,
+                server_closing: false,
+                client_closing: false,
+                dead: false,
+            },
+        );
+        self.server.handle_connected(self.now, conn);
+        self.drain_server();
+        conn
+    }
+
+    /// Sends `bytes` as one frame on a raw connection.
+    pub fn send_raw(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        let at = self.now + self.setup.latency;
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.to_server.push_back((at, bytes));
+        }
+    }
+
+    /// What a raw connection received, decoded.
+    pub fn raw_received(&self, conn: ConnId) -> Vec<FromServer> {
+        let limits = Limits::default();
+        self.raw_received
+            .get(&conn)
+            .map(|frames| frames.iter().filter_map(|f| FromServer::decode(f, &limits).ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.links.contains_key(&conn)
+    }
+
+    /// Cuts peer `i`'s connection for `outage`: frames in flight are lost, both ends
+    /// notice after the idle timeout, and the client reconnects once the outage is over.
+    pub fn outage(&mut self, i: usize, outage: Duration) {
+        let Some(conn) = self.peers[i].conn else { return };
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.dead = true;
+            link.to_server.clear();
+            link.to_client.clear();
+        }
+        let noticed = self.now + self.setup.idle_timeout;
+        self.agenda.push((noticed, Scheduled::ServerNotices { conn, transient: true }));
+        self.agenda.push((noticed, Scheduled::ClientNotices { peer: i }));
+        self.agenda.push((noticed.max(self.now + outage), Scheduled::Reconnect { peer: i }));
+    }
+
+    /// Message types (the byte after the version) in flight to peer `i`.
+    pub fn in_flight_to(&self, i: usize) -> Vec<u8> {
+        self.link_of(i).map(|l| l.to_client.iter().filter_map(|(_, f)| f.get(1).copied()).collect()).unwrap_or_default()
+    }
+
+    /// Message types in flight from peer `i`.
+    pub fn in_flight_from(&self, i: usize) -> Vec<u8> {
+        self.link_of(i).map(|l| l.to_server.iter().filter_map(|(_, f)| f.get(1).copied()).collect()).unwrap_or_default()
+    }
+
+    fn link_of(&self, i: usize) -> Option<&Link> {
+        self.peers[i].conn.and_then(|c| self.links.get(&c))
+    }
+
+    /// Runs until nothing is left to do; panics if that takes implausibly long.
+    pub fn run(&mut self) {
+        for _ in 0..1_000_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the session did not settle");
+    }
+
+    /// Runs until `done` holds (checked between steps); panics if it never does.
+    pub fn run_until(&mut self, mut done: impl FnMut(&Self) -> bool) {
+        for _ in 0..1_000_000 {
+            if done(self) {
+                return;
+            }
+            assert!(self.step(), "the session settled before the condition held");
+        }
+        panic!("the condition never held");
+    }
+
+    /// One step: carry out pending actions, else deliver one due frame or event, else
+    /// advance the clock to the next due instant. Returns false when idle.
+    pub fn step(&mut self) -> bool {
+        if self.drain_server() | self.drain_clients() {
+            return true;
+        }
+        if self.deliver_one() || self.run_agenda() {
+            return true;
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.server.handle_timeout(self.now);
+            return true;
+        }
+        let next = [self.next_delivery(), self.agenda.iter().map(|(t, _)| *t).min(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn drain_server(&mut self) -> bool {
+        let mut any = false;
+        while let Some(action) = self.server.poll_action() {
+            any = true;
+            self.server_action(action);
+        }
+        any
+    }
+
+    fn server_action(&mut self, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Send { conn, frame } => {
+                let at = now + self.setup.latency;
+                if let Some(link) = self.links.get_mut(&conn).filter(|l| !l.dead) {
+                    link.to_client.push_back((at, frame.to_vec()));
+                }
+            }
+            Action::SetFrameLimit { conn, limit } => {
+                self.limits.push((conn, limit));
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.limit = limit;
+                }
+            }
+            Action::Close { conn, reason } => {
+                self.closes.push((conn, reason));
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.server_closing = true;
+                }
+            }
+            Action::StartRound { round, clients, .. } => match (self.planner)(round, clients) {
+                Ok(settings) => {
+                    // Seats of an earlier attempt at this round no longer count.
+                    for p in &mut self.peers {
+                        p.seats.remove(&round);
+                    }
+                    let params = params_for(&settings, round, clients, self.setup.session.min_clients);
+                    let app_data: Arc<[u8]> = Arc::from(settings.encode().unwrap().into_boxed_slice());
+                    self.settings.insert(round, settings);
+                    self.server.start_round(now, params, app_data).unwrap();
+                }
+                Err(e) => {
+                    self.plan_errors.push(e.clone());
+                    self.server.close(now, &e);
+                }
+            },
+            Action::Finalize(mut job) => {
+                job.run();
+                self.server.handle_finalized(now, job);
+            }
+            Action::Commit(commit) => {
+                let settings = &self.settings[&commit.round];
+                let sum = settings.decode_sum(&commit.output.sum).unwrap();
+                let seat_of = |p: &Peer| p.seats.get(&commit.round).copied();
+                let peers = (0..self.peers.len())
+                    .filter(|&i| {
+                        seat_of(&self.peers[i]).is_some_and(|s| commit.output.included.iter().any(|c| c.get() == s))
+                    })
+                    .collect();
+                let told_before_commit =
+                    (0..self.peers.len()).filter(|&i| self.peers[i].completed(commit.round)).collect();
+                self.commits.push(Committed { commit: *commit, sum, peers, told_before_commit });
+                self.server.handle_committed(now);
+            }
+            Action::Event(e) => self.events.push(e),
+            Action::Finished(end) => self.finished = Some(end),
+        }
+    }
+
+    fn drain_clients(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.peers.len() {
+            while let Some(action) = self.peers[i].session.poll_action() {
+                any = true;
+                self.client_action(i, action);
+            }
+        }
+        any
+    }
+
+    fn client_action(&mut self, i: usize, action: ClientAction) {
+        let peer = &mut self.peers[i];
+        match action {
+            ClientAction::Send(frame) => {
+                let at = self.now + self.setup.latency;
+                let mut bytes = frame.to_vec();
+                if let Some(tamper) = &mut self.tamper
+                    && !tamper(i, &mut bytes)
+                {
+                    return;
+                }
+                if let Some(link) = peer.conn.and_then(|c| self.links.get_mut(&c)).filter(|l| !l.dead) {
+                    link.to_server.push_back((at, bytes));
+                }
+            }
+            ClientAction::Train(_) if peer.fail_training => peer.session.abandon_round("training failed"),
+            ClientAction::Train(_) => peer.session.provide_update(peer.update.clone(), peer.weight),
+            ClientAction::Encode(job) => peer.session.handle_encoded(job.run()),
+            ClientAction::Mask(job) => peer.session.handle_masked(job.run()),
+            ClientAction::Vanish => {
+                peer.vanished = true;
+                if !peer.silent {
+                    self.client_closes(i);
+                }
+            }
+            ClientAction::Event(e) => {
+                let over = matches!(e, ClientEvent::Refused(_) | ClientEvent::SessionEnded { .. });
+                peer.events.push(e);
+                if over {
+                    self.client_closes(i);
+                }
+            }
+        }
+    }
+
+    /// Peer `i` closes its connection (its queued frames still arrive first).
+    fn client_closes(&mut self, i: usize) {
+        if let Some(link) = self.peers[i].conn.take().and_then(|c| self.links.get_mut(&c)) {
+            link.client_closing = true;
+        }
+    }
+
+    fn next_delivery(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .filter(|l| !l.dead)
+            .flat_map(|l| [l.to_server.front().map(|f| f.0), l.to_client.front().map(|f| f.0)])
+            .flatten()
+            .min()
+    }
+
+    /// Delivers one due frame (or tears down one link whose close is due).
+    fn deliver_one(&mut self) -> bool {
+        let now = self.now;
+        let mut due: Vec<(ConnId, bool)> = Vec::new();
+        for (&conn, link) in &self.links {
+            if link.dead {
+                continue;
+            }
+            if link.to_server.front().is_some_and(|f| f.0 <= now) {
+                due.push((conn, true));
+            }
+            if link.to_client.front().is_some_and(|f| f.0 <= now) {
+                due.push((conn, false));
+            }
+        }
+        if self.setup.reorder_seed.is_some() {
+            due.shuffle(&mut self.rng);
+        }
+        if let Some(&(conn, upward)) = due.first() {
+            if upward {
+                self.deliver_to_server(conn)
+            } else {
+                self.deliver_to_client(conn)
+            }
+            return true;
+        }
+        self.tear_down_closed_link()
+    }
+
+    fn deliver_to_server(&mut self, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&conn) else { return };
+        let Some((_, frame)) = link.to_server.pop_front() else { return };
+        if frame.len() > link.limit {
+            let limit = link.limit;
+            link.dead = true;
+            self.links.remove(&conn);
+            self.server.handle_oversized(self.now, conn, frame.len(), limit);
+            self.server.handle_closed(self.now, conn, false);
+            return;
+        }
+        self.server.handle_frame(self.now, conn, &frame);
+    }
+
+    fn deliver_to_client(&mut self, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&conn) else { return };
+        let Some((_, frame)) = link.to_client.pop_front() else { return };
+        let Some(i) = link.peer else {
+            self.raw_received.entry(conn).or_default().push(frame);
+            return;
+        };
+        let peer = &mut self.peers[i];
+        if peer.vanished || peer.conn != Some(conn) {
+            return;
+        }
+        if let Ok(FromServer::Protocol(ServerMessage::Config(c))) = FromServer::decode(&frame, &Limits::default()) {
+            peer.seats.insert(c.params.round, c.client_id.get());
+        }
+        peer.session.handle_frame(frame);
+    }
+
+    /// Closes a link whose closing side has nothing left in flight: the server hears of
+    /// it, and so does a client whose connection the server closed.
+    fn tear_down_closed_link(&mut self) -> bool {
+        let closed = self.links.iter().find(|(_, l)| {
+            (l.server_closing && l.to_client.is_empty()) || (l.client_closing && l.to_server.is_empty())
+        });
+        let Some((&conn, _)) = closed else { return false };
+        let link = self.links.remove(&conn).expect("just found");
+        if let Some(i) = link.peer
+            && self.peers[i].conn == Some(conn)
+        {
+            self.peers[i].conn = None;
+            self.peers[i].session.handle_connection_lost();
+        }
+        self.server.handle_closed(self.now, conn, false);
+        true
+    }
+
+    fn run_agenda(&mut self) -> bool {
+        let Some(index) = self.agenda.iter().position(|(t, _)| *t <= self.now) else { return false };
+        let (_, item) = self.agenda.remove(index);
+        match item {
+            Scheduled::ServerNotices { conn, transient } => {
+                self.links.remove(&conn);
+                self.server.handle_closed(self.now, conn, transient);
+            }
+            Scheduled::ClientNotices { peer } => {
+                self.peers[peer].conn = None;
+                self.peers[peer].session.handle_connection_lost();
+            }
+            Scheduled::Reconnect { peer } => {
+                if !self.peers[peer].session.is_ended() && !self.peers[peer].vanished {
+                    self.join(peer);
+                }
+            }
+        }
+        true
+    }
+
+    /// Σ over `peers` of weight × clamped update, and Σ of their weights: what a
+    /// weighted round over exactly those peers must release.
+    pub fn expected(&self, peers: &[usize]) -> (Vec<f64>, f64) {
+        let mut values = vec![0.0; self.setup.dim];
+        let mut weight = 0.0;
+        for &i in peers {
+            let p = &self.peers[i];
+            let w = f64::from(p.weight.min(MAX_WEIGHT as f32));
+            weight += w;
+            for (v, u) in values.iter_mut().zip(&p.update) {
+                *v += w * f64::from(u.clamp(-VALUE_RANGE as f32, VALUE_RANGE as f32));
+            }
+        }
+        (values, weight)
+    }
+
+    /// Asserts that committed round `index` released exactly the weighted sum of the
+    /// peers in it, and returns them.
+    pub fn assert_exact(&self, index: usize) -> Vec<usize> {
+        let c = &self.commits[index];
+        let (values, weight) = self.expected(&c.peers);
+        let total = c.sum.total_weight.expect("a weighted round");
+        assert!((total - weight).abs() < 1e-6, "total weight {total}, expected {weight}");
+        for (got, want) in c.sum.values.iter().zip(&values) {
+            assert!((got - want).abs() < 1e-6, "sum {got}, expected {want}");
+        }
+        c.peers.clone()
+    }
+
+    /// Dropped clients of committed round `index`: (peer, phase, reason text, in sum).
+    pub fn dropped(&self, index: usize) -> Vec<(usize, String, String, bool)> {
+        let c = &self.commits[index];
+        c.commit
+            .dropped
+            .iter()
+            .map(|d| {
+                let peer = (0..self.peers.len())
+                    .find(|&i| self.peers[i].seats.get(&c.commit.round) == Some(&d.client.get()))
+                    .expect("a seated peer");
+                (peer, d.phase.as_str().to_owned(), format!("{:?}", d.reason), d.in_sum)
+            })
+            .collect()
+    }
+}
+
+/// Peer `i`'s default configuration: its own identity, no token, default policy.
+pub fn client_config(i: usize) -> ClientConfig {
+    ClientConfig {
+        token: None,
+        identity: [i as u8 + 1; 16],
+        policy: ClientPolicy::default(),
+        min_noise_multiplier: None,
+        limits: Limits::default(),
+    }
+}
+
+fn new_peer(i: usize, dim: usize) -> Peer {
+    let mut rng = ChaCha8Rng::seed_from_u64(1000 + i as u64);
+    let update = (0..dim).map(|_| rng.random_range(-1.0f32..=1.0)).collect();
+    let rng = NoiseRng::insecure_from_seed([i as u8 + 1; 32]);
+    Peer {
+        session: ClientSession::new(client_config(i), rng),
+        update,
+        weight: 1.0 + i as f32,
+        conn: None,
+        events: Vec::new(),
+        seats: BTreeMap::new(),
+        vanished: false,
+        silent: false,
+        fail_training: false,
+    }
+}
+
+/// The harness's default planner: weighted FedAvg (48-bit words), or DP with the
+/// setup's noise multiplier.
+fn planner_for(setup: &Setup) -> Planner {
+    let dim = setup.dim;
+    let cohort = setup.session.clients;
+    let min_clients = setup.session.min_clients;
+    let rounds = setup.session.rounds;
+    match setup.noise_multiplier {
+        None => Box::new(move |round, _| {
+            let gamma = privagg_dp::plan_without_dp(cohort as usize, VALUE_RANGE * MAX_WEIGHT, 48).unwrap();
+            Ok(RoundSettings {
+                round,
+                total_rounds: rounds,
+                mode: AggregationMode::Weighted { value_range: VALUE_RANGE, max_weight: MAX_WEIGHT },
+                encoding: EncodingParams::without_dp(dim + 1, gamma, 48, Clipping::None, None).unwrap(),
+                model: vec![0.0; dim],
+            })
+        }),
+        Some(z) => Box::new(move |round, _| {
+            let input = PlanInput::new(
+                Mechanism::DiscreteGaussian,
+                NoiseTarget::Multiplier(z),
+                1e-5,
+                rounds,
+                1.0,
+                cohort as usize,
+                min_clients as usize,
+                dim,
+                1.0,
+                20,
+            );
+            let p = plan(&input).map_err(|e| e.to_string())?;
+            Ok(RoundSettings {
+                round,
+                total_rounds: rounds,
+                mode: AggregationMode::Dp {
+                    mechanism: Mechanism::DiscreteGaussian,
+                    n_min: min_clients,
+                    colluders: 0,
+                    delta: 1e-5,
+                    epsilon_spent: 0.0,
+                },
+                encoding: p.encoding_params([7; 32]),
+                model: vec![0.0; dim],
+            })
+        }),
+    }
+}
+
+/// Complete-graph parameters for a cohort of `n`, threshold `min_clients`.
+fn params_for(settings: &RoundSettings, round: u64, n: u32, min_clients: u32) -> RoundParams {
+    RoundParams {
+        round,
+        num_clients: n,
+        neighbours: n - 1,
+        threshold: min_clients,
+        min_clients,
+        dim: settings.encoding.padded_dim as u32,
+        bits: settings.encoding.bits as u8,
+        prg: PrgKind::default(),
+        graph_seed: [round as u8; 32],
+    }
+}
+
+/// Message type bytes, to recognise frames in flight.
+pub mod ty {
+    /// Server → client: `Config`.
+    pub const CONFIG: u8 = 0x01;
+    /// `KeyList`.
+    pub const KEY_LIST: u8 = 0x02;
+    /// `ForwardedShares`.
+    pub const FORWARDED_SHARES: u8 = 0x03;
+    /// `UnmaskRequest`.
+    pub const UNMASK_REQUEST: u8 = 0x04;
+    /// `RoundComplete`.
+    pub const ROUND_COMPLETE: u8 = 0x05;
+    /// Client → server: `AdvertiseKeys`.
+    pub const ADVERTISE_KEYS: u8 = 0x11;
+    /// `ShareKeys`.
+    pub const SHARE_KEYS: u8 = 0x12;
+    /// `MaskedInput`.
+    pub const MASKED_INPUT: u8 = 0x13;
+    /// `UnmaskResponse`.
+    pub const UNMASK_RESPONSE: u8 = 0x14;
+    /// `UploadReady`.
+    pub const UPLOAD_READY: u8 = 0x34;
+    /// `UploadGrant`.
+    pub const UPLOAD_GRANT: u8 = 0x35;
+}
+
+/// Whether `point` is one at which a client's input is already in the sum.
+pub fn in_sum_at(point: DropPoint) -> bool {
+    matches!(point, DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse)
+}

@@ -1,0 +1,517 @@
+//! Whole sessions of the service layer, run in the deterministic harness: exact sums,
+//! dropouts at every point, reconnection and the resend rule, upload grants, the lobby,
+//! admission, retries, the end of the session and bad input from clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Harness, Setup, in_sum_at, ty};
+use privagg_protocol::{AbortCode, ClientMessage, DropPoint, PackedVector, RoundAbort};
+use privagg_service::frame::{MAX_CONTROL_FRAME, upload_frame_limit};
+use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
+use privagg_service::server::CloseReason;
+use privagg_service::{Admission, ClientEvent, RoundError, SessionEnd, SessionEvent};
+
+/// Every commit of the harness released exactly the sum of its peers, and none of its
+/// clients heard `RoundComplete` before the round was committed.
+fn assert_all_exact(h: &Harness) {
+    for (i, c) in h.commits.iter().enumerate() {
+        h.assert_exact(i);
+        assert!(c.told_before_commit.is_empty(), "round {}: RoundComplete before the commit", c.commit.round);
+    }
+}
+
+#[test]
+fn ten_clients_give_the_exact_weighted_sum() {
+    let mut h = Setup::new(10, 10, 8, 50).start();
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, (0..10).collect::<Vec<_>>());
+    assert!(h.peers.iter().all(|p| p.completed(1)));
+    let commit = &h.commits[0].commit;
+    assert!(commit.dropped.is_empty() && commit.reconnected.is_empty());
+    assert!(commit.bytes_in > 0 && commit.bytes_out > 0);
+    let phases: Vec<&str> = commit.timings.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(phases, ["advertise_keys", "share_keys", "masked_input", "unmask", "reconstruct"]);
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 1 }));
+    assert!(
+        h.peers.iter().all(|p| matches!(p.events.last(), Some(ClientEvent::SessionEnded { completed_rounds: 1, .. })))
+    );
+}
+
+#[test]
+fn a_client_vanishing_at_any_point_leaves_the_exact_sum_of_the_others() {
+    for point in DropPoint::ALL {
+        for silent in [false, true] {
+            let case = format!("{point:?}, silent: {silent}");
+            let mut h = Setup::new(6, 6, 4, 20).build();
+            h.peers[0].session.set_drop_point(Some(point));
+            h.peers[0].silent = silent;
+            h.join_all();
+            h.run();
+            assert_eq!(h.commits.len(), 1, "{case}");
+            assert_all_exact(&h);
+            let in_sum = in_sum_at(point);
+            assert_eq!(h.commits[0].peers.contains(&0), in_sum, "{case}");
+            assert_eq!(h.commits[0].peers.len(), if in_sum { 6 } else { 5 }, "{case}");
+            let dropped = h.dropped(0);
+            let expected_phase = match point {
+                DropPoint::BeforeAdvertiseKeys => "advertise_keys",
+                DropPoint::BeforeShareKeys => "share_keys",
+                DropPoint::BeforeMaskedInput => "masked_input",
+                DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse => "unmask",
+            };
+            match dropped.as_slice() {
+                [(0, phase, reason, dropped_in_sum)] => {
+                    assert_eq!(phase, expected_phase, "{case}");
+                    assert_eq!(*dropped_in_sum, in_sum, "{case}");
+                    let expected_reason = if silent { "MissedDeadline" } else { "ConnectionLost" };
+                    assert_eq!(reason, expected_reason, "{case}");
+                }
+                // Having sent everything, a client may be gone only after the round
+                // completed; a silent one is never dropped.
+                [] => assert_eq!(point, DropPoint::AfterUnmaskResponse, "{case}"),
+                other => panic!("{case}: {other:?}"),
+            }
+            assert!(!h.peers[0].completed(1), "{case}");
+            assert!(h.peers[1..].iter().all(|p| p.completed(1)), "{case}");
+        }
+    }
+}
+
+/// (direction, message type): peer 0's link is cut while this frame is in flight.
+const CUT_POINTS: [(bool, u8); 10] = [
+    (false, ty::CONFIG),
+    (true, ty::ADVERTISE_KEYS),
+    (false, ty::KEY_LIST),
+    (true, ty::SHARE_KEYS),
+    (false, ty::FORWARDED_SHARES),
+    (true, ty::UPLOAD_READY),
+    (false, ty::UPLOAD_GRANT),
+    (true, ty::MASKED_INPUT),
+    (false, ty::UNMASK_REQUEST),
+    (true, ty::UNMASK_RESPONSE),
+];
+
+#[test]
+fn a_client_cut_off_with_any_frame_in_flight_gets_its_seat_back_and_the_lost_frame_again() {
+    for (to_server, message) in CUT_POINTS {
+        let case = format!("{message:#04x} {}", if to_server { "to the server" } else { "to the client" });
+        // Every client is needed (min 4 of 4): the round completes only if the cut one is back.
+        let mut h = Setup::new(4, 4, 4, 16).start();
+        h.run_until(|h| if to_server { h.in_flight_from(0) } else { h.in_flight_to(0) }.contains(&message));
+        h.outage(0, Duration::from_secs(3));
+        h.run();
+        assert_eq!(h.commits.len(), 1, "{case}");
+        assert_all_exact(&h);
+        assert_eq!(h.commits[0].peers, vec![0, 1, 2, 3], "{case}");
+        let commit = &h.commits[0].commit;
+        assert!(commit.dropped.is_empty(), "{case}: {:?}", commit.dropped);
+        let seat = h.peers[0].seats[&1];
+        assert_eq!(commit.reconnected.iter().map(|c| c.get()).collect::<Vec<_>>(), vec![seat], "{case}");
+        assert!(h.peers[0].completed(1), "{case}: {:?}", h.peers[0].events);
+        assert!(h.peers[0].failures().is_empty(), "{case}: {:?}", h.peers[0].failures());
+    }
+}
+
+#[test]
+fn a_client_that_misses_the_result_learns_its_seat_is_gone_but_its_input_counts() {
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.rounds = 2;
+    let mut h = setup.start();
+    h.run_until(|h| h.in_flight_to(0).contains(&ty::ROUND_COMPLETE));
+    h.outage(0, Duration::from_secs(3));
+    h.run();
+    assert_eq!(h.commits[0].peers, vec![0, 1, 2, 3]);
+    assert_eq!(h.peers[0].failures(), vec![&RoundError::SeatLost { round: 1 }]);
+    assert!(RoundError::SeatLost { round: 1 }.is_round_local());
+    // It takes part in the next round.
+    assert_eq!(h.commits.len(), 2);
+    assert!(h.peers[0].completed(2));
+}
+
+#[test]
+fn a_client_that_stays_away_past_the_deadline_is_dropped_and_the_others_finish() {
+    let mut setup = Setup::new(5, 5, 4, 8);
+    setup.session.rounds = 2;
+    let mut h = setup.start();
+    h.run_until(|h| h.in_flight_to(0).contains(&ty::KEY_LIST));
+    h.outage(0, Duration::from_secs(20));
+    h.run();
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![1, 2, 3, 4]);
+    assert_eq!(h.dropped(0), vec![(0, "share_keys".into(), "MissedDeadline".into(), false)]);
+    assert_eq!(h.peers[0].failures(), vec![&RoundError::SeatLost { round: 1 }]);
+    assert_eq!(h.commits[1].peers, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_reconnect_claiming_frames_that_were_never_sent_loses_the_seat() {
+    let mut h = Setup::new(5, 5, 4, 8).start();
+    h.run_until(|h| h.in_flight_to(0).contains(&ty::KEY_LIST));
+    let impostor = h.connect_raw();
+    let hello = ClientServiceMessage::Hello {
+        token: String::new(),
+        identity: [1; 16], // peer 0's
+        resume: Some(privagg_service::Resume { round: 1, received: 99 }),
+    };
+    h.send_raw(impostor, hello.encode());
+    h.run();
+    let dropped = h.dropped(0);
+    assert_eq!(dropped.len(), 1);
+    assert!(dropped[0].2.contains("resumed claiming 99 frames"), "{dropped:?}");
+    assert_eq!(h.commits[0].peers, vec![1, 2, 3, 4]);
+    assert_eq!(
+        h.raw_received(impostor).first(),
+        Some(&FromServer::Service(ServerServiceMessage::Welcome { resumed: None }))
+    );
+}
+
+/// A model large enough that a masked input (48-bit words) exceeds the control-frame
+/// limit, so that a grant shows as a raised frame limit.
+const LARGE_DIM: usize = 200_000;
+
+#[test]
+fn with_one_upload_slot_uploads_go_one_at_a_time_and_all_arrive() {
+    let mut setup = Setup::new(5, 5, 5, LARGE_DIM);
+    setup.session.upload_slots = 1;
+    let mut h = setup.start();
+    h.run();
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers.len(), 5);
+    // Replay the frame-limit changes: never two connections allowed an upload at once.
+    let upload = upload_frame_limit(LARGE_DIM as u32 + 1, 48);
+    assert!(upload > MAX_CONTROL_FRAME);
+    let mut granted = std::collections::BTreeSet::new();
+    let mut grants = 0;
+    for &(conn, limit) in &h.limits {
+        if limit == upload {
+            granted.insert(conn);
+            grants += 1;
+        } else {
+            granted.remove(&conn);
+        }
+        assert!(granted.len() <= 1, "two uploads granted at once");
+    }
+    assert_eq!(grants, 5);
+}
+
+#[test]
+fn every_upload_grant_is_revoked_when_the_phase_ends() {
+    // One slot, held by a client that goes silent: the others wait for it until the
+    // phase deadline, which drops everyone who has not uploaded and revokes the grant.
+    // (A deadline per transfer, which would free the slot sooner, is not built yet.)
+    let mut setup = Setup::new(5, 5, 4, LARGE_DIM);
+    setup.session.upload_slots = 1;
+    let mut h = setup.start();
+    h.run_until(|h| h.in_flight_to(0).contains(&ty::UPLOAD_GRANT));
+    let silent = h.peers[0].conn.unwrap();
+    h.outage(0, Duration::from_secs(60));
+    h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::RoundAborted { .. })));
+    let limits: Vec<usize> = h.limits.iter().filter(|(c, _)| *c == silent).map(|(_, l)| *l).collect();
+    let upload = upload_frame_limit(LARGE_DIM as u32 + 1, 48);
+    assert_eq!(limits[limits.len() - 2..], [upload, MAX_CONTROL_FRAME], "the grant outlived the phase");
+    // The retry, without the silent client, completes.
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_eq!(h.commits[0].commit.attempt, 2);
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![1, 2, 3, 4]);
+    // Dropped at the deadline without hearing of it, they learnt it from the retry's
+    // configuration.
+    for p in &h.peers[1..] {
+        assert_eq!(p.failures(), vec![&RoundError::SeatLost { round: 1 }]);
+    }
+}
+
+#[test]
+fn an_upload_without_a_grant_drops_its_sender_only() {
+    let mut h = Setup::new(5, 5, 4, 16).start();
+    h.tamper = Some(Box::new(|i, frame| {
+        if i == 0 && frame.get(1) == Some(&ty::UPLOAD_READY) {
+            *frame = ClientMessage::MaskedInput(PackedVector::pack(&[0; 17], 48)).encode();
+        }
+        true
+    }));
+    h.run();
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![1, 2, 3, 4]);
+    let dropped = h.dropped(0);
+    assert!(dropped[0].2.contains("without an upload grant"), "{dropped:?}");
+}
+
+#[test]
+fn malformed_oversized_and_out_of_place_frames_drop_only_their_senders() {
+    let mut h = Setup::new(7, 7, 4, 16).start();
+    h.tamper = Some(Box::new(|i, frame| {
+        if frame.get(1) == Some(&ty::SHARE_KEYS) {
+            match i {
+                0 => *frame = vec![1, ty::MASKED_INPUT, 0xde, 0xad, 0xbe, 0xef],
+                1 => *frame = vec![0; MAX_CONTROL_FRAME + 1],
+                2 => *frame = ClientServiceMessage::UploadReady.encode(),
+                _ => {}
+            }
+        }
+        true
+    }));
+    h.run();
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![3, 4, 5, 6]);
+    let reasons: Vec<String> = h.dropped(0).into_iter().map(|d| d.2).collect();
+    assert!(reasons[0].contains("Malformed"), "{reasons:?}");
+    assert!(reasons[1].contains("exceeds the current limit"), "{reasons:?}");
+    assert!(reasons[2].contains("unexpected UploadReady"), "{reasons:?}");
+    assert!(h.closes.iter().any(|(_, r)| *r == CloseReason::BadFrame));
+}
+
+#[test]
+fn a_partial_cohort_starts_after_the_lobby_timeout() {
+    let mut h = Setup::new(3, 5, 3, 8).start();
+    let start = h.now;
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_all_exact(&h);
+    assert!(matches!(h.events[0], SessionEvent::RoundStarted { participants: 3, .. }));
+    assert!(h.now - start >= Duration::from_secs(30));
+}
+
+#[test]
+fn fewer_than_the_minimum_never_start_a_round() {
+    let mut h = Setup::new(2, 5, 3, 8).start();
+    h.run();
+    assert!(h.commits.is_empty() && h.events.is_empty());
+    assert_eq!(h.server.poll_timeout(), None);
+}
+
+#[test]
+fn a_round_that_cannot_be_planned_ends_the_session_on_both_paths() {
+    for partial in [false, true] {
+        let peers = if partial { 3 } else { 5 };
+        let mut h = Setup::new(peers, 5, 3, 8).build();
+        h.planner = Box::new(|_, n| Err(format!("no safe graph for {n} clients")));
+        h.join_all();
+        h.run();
+        assert_eq!(h.plan_errors.len(), 1, "partial: {partial}");
+        assert!(h.server.is_closed());
+        assert_eq!(h.server.poll_timeout(), None);
+        for p in &h.peers {
+            assert!(
+                matches!(p.events.last(), Some(ClientEvent::SessionEnded { reason, .. }) if reason.contains("no safe graph")),
+                "{:?}",
+                p.events
+            );
+        }
+    }
+}
+
+#[test]
+fn clients_return_to_the_lobby_and_take_part_in_every_round() {
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.rounds = 3;
+    let mut h = setup.start();
+    h.run();
+    assert_eq!(h.commits.len(), 3);
+    assert_all_exact(&h);
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 3 }));
+    for p in &h.peers {
+        assert!((1..=3).all(|r| p.completed(r)));
+        assert!(matches!(p.events.last(), Some(ClientEvent::SessionEnded { completed_rounds: 3, .. })));
+    }
+}
+
+#[test]
+fn a_resumed_session_that_is_already_complete_finishes_at_once() {
+    let mut setup = Setup::new(2, 2, 2, 4);
+    setup.session.rounds = 3;
+    setup.session.completed_rounds = 3;
+    let mut h = setup.start();
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 3 }));
+    assert!(h.commits.is_empty());
+}
+
+#[test]
+fn an_aborted_round_is_retried_and_fails_the_session_after_the_last_attempt() {
+    for recovers in [true, false] {
+        let mut setup = Setup::new(4, 4, 4, 8);
+        setup.session.max_round_attempts = 2;
+        let mut h = setup.build();
+        h.peers[0].session.set_drop_point(Some(DropPoint::BeforeMaskedInput));
+        h.join_all();
+        h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::RoundAborted { .. })));
+        // The vanished client comes back (as the demo's does) for the second attempt.
+        h.peers[0].vanished = false;
+        if recovers {
+            h.peers[0].session.set_drop_point(None);
+        }
+        h.join(0);
+        h.run();
+        let aborts = h.events.iter().filter(|e| matches!(e, SessionEvent::RoundAborted { .. })).count();
+        if recovers {
+            assert_eq!(aborts, 1);
+            assert_eq!(h.commits.len(), 1);
+            assert_eq!(h.commits[0].commit.attempt, 2);
+            assert_all_exact(&h);
+        } else {
+            assert_eq!(aborts, 2);
+            assert!(h.commits.is_empty());
+            let Some(SessionEnd::RoundFailed { round: 1, attempts: 2, reason }) = &h.finished else {
+                panic!("{:?}", h.finished)
+            };
+            assert!(matches!(reason, RoundAbort::TooFewClients { .. }));
+            let ended = |p: &harness::Peer| matches!(p.events.last(), Some(ClientEvent::SessionEnded { reason, .. }) if reason.contains("aborted 2 times"));
+            assert!(h.peers[1..].iter().all(ended));
+        }
+        for p in &h.peers[1..] {
+            assert!(matches!(p.failures()[0], RoundError::Aborted { code: AbortCode::TooFewClients, .. }));
+        }
+    }
+}
+
+#[test]
+fn closing_the_session_mid_round_tells_every_client() {
+    let mut h = Setup::new(4, 4, 4, 8).start();
+    h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::PhaseChanged { .. })));
+    let now = h.now;
+    h.server.close(now, "shutting down");
+    h.run();
+    assert!(h.commits.is_empty());
+    for p in &h.peers {
+        assert!(matches!(p.failures()[0], RoundError::Aborted { code: AbortCode::Shutdown, .. }), "{:?}", p.events);
+        assert!(matches!(p.events.last(), Some(ClientEvent::SessionEnded { reason, .. }) if reason == "shutting down"));
+    }
+    assert!(h.server.poll_timeout().is_none());
+}
+
+#[test]
+fn only_listed_tokens_are_admitted() {
+    let mut setup = Setup::new(4, 2, 2, 8);
+    setup.session.admission = Admission::from_token_file("alpha\nbeta\n").unwrap();
+    let mut h = setup.build();
+    let tokens = [Some("alpha"), Some("beta"), Some("gamma"), None];
+    for (i, token) in tokens.iter().enumerate() {
+        h.configure(i, |c| c.token = token.map(str::to_owned));
+    }
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits[0].peers, vec![0, 1]);
+    assert_eq!(h.peers[2].events, vec![ClientEvent::Refused("unknown token".into())]);
+    assert_eq!(h.peers[3].events, vec![ClientEvent::Refused("a token is required".into())]);
+    assert_eq!(h.closes.iter().filter(|(_, r)| *r == CloseReason::Refused).count(), 2);
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    let mut h = Setup::new(0, 2, 2, 8).start();
+    let silent = h.connect_raw();
+    let start = h.now;
+    h.run();
+    assert_eq!(h.closes, vec![(silent, CloseReason::HelloTimeout)]);
+    assert!(h.now - start >= Duration::from_secs(5));
+    assert!(!h.is_open(silent));
+}
+
+#[test]
+fn a_first_frame_that_is_not_a_hello_is_refused() {
+    let mut h = Setup::new(0, 2, 2, 8).start();
+    let rude = h.connect_raw();
+    h.send_raw(rude, ClientServiceMessage::UploadReady.encode());
+    let garbage = h.connect_raw();
+    h.send_raw(garbage, vec![7, 7, 7]);
+    h.run();
+    for conn in [rude, garbage] {
+        let received = h.raw_received(conn);
+        assert!(
+            matches!(&received[..], [FromServer::Service(ServerServiceMessage::Refused { reason })] if reason.starts_with("expected a Hello")),
+            "{received:?}"
+        );
+        assert!(h.closes.contains(&(conn, CloseReason::Refused)));
+    }
+}
+
+#[test]
+fn a_newer_connection_with_the_same_identity_replaces_the_older_in_the_lobby() {
+    let mut h = Setup::new(2, 3, 3, 8).start();
+    let twin = h.connect_raw();
+    h.send_raw(twin, ClientServiceMessage::Hello { token: String::new(), identity: [1; 16], resume: None }.encode());
+    h.run();
+    let first = 1; // peer 0's connection
+    assert!(h.closes.contains(&(first, CloseReason::Replaced)));
+    assert_eq!(h.raw_received(twin), vec![FromServer::Service(ServerServiceMessage::Welcome { resumed: None })]);
+}
+
+#[test]
+fn a_client_in_the_lobby_that_speaks_is_closed() {
+    let mut h = Setup::new(0, 3, 3, 8).start();
+    let chatty = h.connect_raw();
+    h.send_raw(chatty, ClientServiceMessage::Hello { token: String::new(), identity: [9; 16], resume: None }.encode());
+    h.send_raw(chatty, ClientServiceMessage::UploadReady.encode());
+    h.run();
+    assert_eq!(h.closes, vec![(chatty, CloseReason::UnexpectedMessage)]);
+}
+
+#[test]
+fn a_client_whose_update_cannot_be_used_leaves_at_once_and_says_why() {
+    let mut h = Setup::new(6, 6, 3, 8).build();
+    h.peers[0].update.push(0.5); // wrong dimension
+    h.peers[1].fail_training = true;
+    h.peers[2].update[3] = f32::NAN;
+    h.join_all();
+    h.run();
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![3, 4, 5]);
+    assert_eq!(h.peers[0].failures(), vec![&RoundError::DimensionMismatch { expected: 8, got: 9 }]);
+    assert!(matches!(h.peers[1].failures()[0], RoundError::InvalidUpdate(e) if e == "training failed"));
+    assert!(matches!(h.peers[2].failures()[0], RoundError::InvalidUpdate(_)));
+    for (peer, phase, reason, _) in h.dropped(0) {
+        assert!(reason.starts_with("Left"), "peer {peer}: {reason}");
+        if peer < 2 {
+            // Nothing of the update was sent: the client left before advertising keys.
+            assert_eq!(phase, "advertise_keys");
+        }
+    }
+}
+
+#[test]
+fn a_client_refuses_rounds_with_less_noise_than_it_demands() {
+    let mut setup = Setup::new(3, 3, 2, 16);
+    setup.noise_multiplier = Some(0.5);
+    let mut h = setup.build();
+    h.configure(0, |c| c.min_noise_multiplier = Some(5.0));
+    h.configure(1, |c| c.min_noise_multiplier = Some(0.5));
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert!(matches!(h.peers[0].failures()[0], RoundError::PolicyRefused(_)));
+    assert!(h.peers[1].completed(1) && h.peers[2].completed(1));
+    // Without DP, a client that demands noise stays out too.
+    let mut h = Setup::new(3, 3, 2, 16).build();
+    h.configure(0, |c| c.min_noise_multiplier = Some(0.1));
+    h.join_all();
+    h.run();
+    assert!(matches!(&h.peers[0].failures()[0], RoundError::PolicyRefused(e) if e.contains("without DP")));
+    assert_eq!(h.commits[0].peers, vec![1, 2]);
+}
+
+#[test]
+fn delays_and_reordering_change_nothing_and_runs_repeat_exactly() {
+    let run = |seed: u64| {
+        let mut setup = Setup::new(8, 8, 6, 32);
+        setup.reorder_seed = Some(seed);
+        setup.latency = Duration::from_millis(1 + seed * 7);
+        setup.session.rounds = 2;
+        let mut h = setup.start();
+        h.peers[3].session.set_drop_point(Some(DropPoint::BeforeMaskedInput));
+        h.run();
+        assert_all_exact(&h);
+        (h.commits.iter().map(|c| c.sum.clone()).collect::<Vec<_>>(), h.events.clone())
+    };
+    for seed in 1..5 {
+        let first = run(seed);
+        assert_eq!(first, run(seed), "seed {seed} is not deterministic");
+        assert_eq!(first.0.len(), 2);
+    }
+}

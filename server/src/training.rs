@@ -1,0 +1,181 @@
+//! What the server does with rounds beyond the protocol: it plans each one (the privacy
+//! budget, the neighbour graph, the settings with the current model) and commits each
+//! result (the FedAvg step, the privacy ledger, the model and the round record in the
+//! state directory). The driver calls it when the session asks to start or commit a
+//! round.
+
+use std::sync::Arc;
+
+use privagg_dp::ledger::{PrivacyLedger, RoundRecord as LedgerEntry};
+use privagg_protocol::{DropReason, DroppedClient, PrgKind, RoundParams};
+use privagg_service::{RoundCommit, RoundSettings};
+use rand::RngExt;
+
+use crate::aggregation::{Aggregation, graph_for};
+use crate::config::ServeConfig;
+use crate::error::ServeError;
+use crate::record::{DroppedRecord, PrivacyRecord, RoundRecord};
+use crate::storage::StateDir;
+
+/// Where a session stands when the server starts: after `completed` rounds.
+#[derive(Clone, Debug, Default)]
+pub struct Resume {
+    /// Rounds already completed.
+    pub completed: u64,
+    /// The model after them.
+    pub model: Vec<f32>,
+    /// The server-momentum buffer, if momentum is on.
+    pub momentum: Option<Vec<f32>>,
+    /// The privacy ledger so far.
+    pub ledger: PrivacyLedger,
+}
+
+/// What a finished session leaves.
+#[derive(Clone, Debug)]
+pub struct SessionSummary {
+    /// Rounds completed in total (including earlier runs on the same state).
+    pub completed_rounds: u64,
+    /// The final model.
+    pub model: Vec<f32>,
+    /// ε spent at the configured δ (DP on).
+    pub epsilon: Option<f64>,
+}
+
+/// The global model, its privacy ledger and its storage.
+pub(crate) struct Training {
+    config: Arc<ServeConfig>,
+    aggregation: Aggregation,
+    storage: StateDir,
+    model: Vec<f32>,
+    momentum: Option<Vec<f32>>,
+    ledger: PrivacyLedger,
+    /// The settings of the round being run.
+    settings: Option<RoundSettings>,
+}
+
+impl Training {
+    pub fn new(config: Arc<ServeConfig>, aggregation: Aggregation, storage: StateDir, resume: Resume) -> Self {
+        let Resume { model, momentum, ledger, .. } = resume;
+        Self { config, aggregation, storage, model, momentum, ledger, settings: None }
+    }
+
+    /// ε spent so far at the configured δ (DP on).
+    fn epsilon(&self) -> Option<f64> {
+        self.aggregation.plan().and_then(|p| self.ledger.epsilon(p.input.delta).ok())
+    }
+
+    /// The parameters and the payload of `round` for a cohort of `clients`, or why it
+    /// cannot start (the privacy budget is spent, or no safe graph exists for it).
+    pub fn plan(&mut self, round: u64, clients: u32) -> Result<(RoundParams, Arc<[u8]>), ServeError> {
+        if let (Some(event), Some(budget)) = (self.aggregation.dp_event(), self.config.dp.max_epsilon) {
+            self.ledger
+                .check_budget(&event, budget, self.config.dp.delta)
+                .map_err(|e| ServeError::Budget(e.to_string()))?;
+        }
+        let (neighbours, threshold) =
+            graph_for(clients, self.config.min_clients, self.config.neighbors, self.config.corrupt_fraction)?;
+        let epsilon_spent = self.epsilon().unwrap_or(0.0);
+        let settings = self.aggregation.round_settings(round, self.config.rounds, &self.model, epsilon_spent)?;
+        let params = RoundParams {
+            round,
+            num_clients: clients,
+            neighbours,
+            threshold,
+            min_clients: self.config.min_clients,
+            dim: settings.encoding.padded_dim as u32,
+            bits: self.aggregation.bits(),
+            prg: PrgKind::default(),
+            graph_seed: rand::rng().random(),
+        };
+        let app_data = settings.encode().map_err(|e| ServeError::Model(e.to_string()))?;
+        self.settings = Some(settings);
+        Ok((params, Arc::from(app_data.into_boxed_slice())))
+    }
+
+    /// Applies a completed round to the model, charges it to the privacy ledger and
+    /// commits model, ledger and record to the state directory.
+    pub fn commit(&mut self, commit: &RoundCommit) -> Result<RoundRecord, ServeError> {
+        let settings = self.settings.take().ok_or_else(|| ServeError::Model("a round without settings".into()))?;
+        let applied = self.aggregation.apply(
+            &commit.output,
+            &settings,
+            &mut self.model,
+            self.momentum.as_mut(),
+            (self.config.server_lr, self.config.server_momentum),
+        )?;
+        let privacy = match (self.aggregation.dp_event(), self.aggregation.plan()) {
+            (Some(event), Some(plan)) => {
+                let entry = LedgerEntry {
+                    round: commit.round,
+                    event,
+                    n_min: self.config.min_clients as usize,
+                    survivors: commit.output.included.len(),
+                    effective_noise_multiplier: plan.effective_noise_multiplier,
+                };
+                self.ledger.record(entry).map_err(|e| ServeError::Model(format!("privacy ledger: {e}")))?;
+                Some(PrivacyRecord {
+                    epsilon: self.ledger.epsilon(plan.input.delta).map_err(|e| ServeError::Model(e.to_string()))?,
+                    delta: plan.input.delta,
+                    effective_noise_multiplier: plan.effective_noise_multiplier,
+                    ledger: self.ledger.clone(),
+                })
+            }
+            _ => None,
+        };
+        let record = record(commit, applied.denominator, applied.update_norm, privacy);
+        self.storage.commit(&record, &self.model, self.momentum.as_deref())?;
+        tracing::info!(
+            round = record.round,
+            included = record.included.len(),
+            dropped = record.dropped.len(),
+            epsilon = record.privacy.as_ref().map(|p| p.epsilon),
+            seconds = record.timings.get("total").copied().unwrap_or_default(),
+            "round completed"
+        );
+        Ok(record)
+    }
+
+    /// What the session leaves after `completed_rounds`.
+    pub fn into_summary(self, completed_rounds: u64) -> SessionSummary {
+        let epsilon = self.epsilon();
+        SessionSummary { completed_rounds, model: self.model, epsilon }
+    }
+}
+
+fn record(commit: &RoundCommit, denominator: f64, update_norm: f64, privacy: Option<PrivacyRecord>) -> RoundRecord {
+    let mut timings: std::collections::BTreeMap<String, f64> =
+        commit.timings.iter().map(|(phase, d)| (phase.as_str().to_owned(), d.as_secs_f64())).collect();
+    timings.insert("total".into(), commit.total.as_secs_f64());
+    let params = &commit.params;
+    RoundRecord {
+        round: commit.round,
+        attempt: commit.attempt,
+        participants: params.num_clients,
+        included: commit.output.included.iter().map(|c| c.get()).collect(),
+        dropped: commit.dropped.iter().map(dropped_record).collect(),
+        reconnected: commit.reconnected.iter().map(|c| c.get()).collect(),
+        neighbours: params.neighbours,
+        threshold: params.threshold,
+        bits: params.bits,
+        denominator,
+        update_norm,
+        privacy,
+        timings,
+        bytes_in: commit.bytes_in,
+        bytes_out: commit.bytes_out,
+    }
+}
+
+fn dropped_record(d: &DroppedClient) -> DroppedRecord {
+    DroppedRecord {
+        client: d.client.get(),
+        phase: d.phase.as_str().into(),
+        reason: match &d.reason {
+            DropReason::MissedDeadline => "missed the phase deadline".into(),
+            DropReason::ConnectionLost => "connection lost".into(),
+            DropReason::Left(detail) => format!("left: {detail}"),
+            DropReason::Violation(v) => format!("protocol violation: {v}"),
+        },
+        in_sum: d.in_sum,
+    }
+}
