@@ -15,10 +15,10 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use privagg_client::{Client, ClientOptions, DropPoint, SdkError};
-use privagg_protocol::Phase;
-use privagg_server::{ServeConfig, Server, ServerEvent};
+use privagg_server::{RoundRecord, ServeConfig, Server, ServerEvent};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What `privagg demo` runs.
 #[derive(Clone, Debug)]
@@ -141,85 +141,24 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
         lobby_timeout: 5.0,
         ..ServeConfig::default()
     };
-    let mut server = Server::bind(config.clone()).await?;
+    let mut server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     let cert = server.cert_der().to_vec();
-    let mut events = server.subscribe();
+    let events = server.subscribe();
     let server_task = tokio::spawn(server.run());
 
     let world = std::sync::Arc::new(world(&options));
-    let mut clients = Vec::new();
-    for index in 0..options.clients as usize {
-        let world = world.clone();
-        let mut opts = ClientOptions::new(addr, cert.clone());
-        opts.connect_deadline = Duration::from_secs(20);
-        clients.push(tokio::spawn(async move { run_client(index, world, opts).await }));
-    }
+    let clients: Vec<_> = (0..options.clients as usize)
+        .map(|index| {
+            let world = world.clone();
+            let mut opts = ClientOptions::new(addr, cert.clone());
+            opts.connect_deadline = Duration::from_secs(20);
+            tokio::spawn(async move { run_client(index, world, opts).await })
+        })
+        .collect();
 
-    let mut lines = Vec::new();
-    let mut bar: Option<ProgressBar> = None;
     let started = Instant::now();
-    let mut participants = 0;
-    while let Some(event) = events.recv().await {
-        match event {
-            ServerEvent::RoundStarted { round, participants: p, .. } => {
-                participants = p;
-                if options.progress {
-                    let b = ProgressBar::new(5);
-                    b.set_style(
-                        ProgressStyle::with_template("round {msg:>12} [{bar:30}] {pos}/{len} phases")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                    );
-                    b.set_message(format!("{round}/{}", options.rounds));
-                    bar = Some(b);
-                }
-            }
-            ServerEvent::PhaseChanged { phase, .. } => {
-                if let Some(b) = &bar {
-                    b.inc(1);
-                    b.set_message(phase.as_str().to_owned());
-                    if phase == Phase::Completed {
-                        b.finish_and_clear();
-                    }
-                }
-            }
-            ServerEvent::RoundCompleted(record) => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
-                let model = std::fs::read(state.join(format!("model-{}.npy", record.round)))
-                    .ok()
-                    .and_then(|bytes| <Array1<f32> as ndarray_npy::ReadNpyExt>::read_npy(bytes.as_slice()).ok());
-                let loss = model.map_or(f64::NAN, |m| world.test.loss(m.view()));
-                let line = DemoRound {
-                    round: record.round,
-                    loss,
-                    survivors: record.included.len(),
-                    participants,
-                    epsilon: record.privacy.as_ref().map_or(0.0, |p| p.epsilon),
-                    seconds: record.timings.get("total").copied().unwrap_or_default(),
-                };
-                println!(
-                    "round {}/{}: test loss {:.4}, {}/{} inputs in the sum, ε = {:.2} (δ = 1e-5), {:.2} s",
-                    line.round,
-                    options.rounds,
-                    line.loss,
-                    line.survivors,
-                    line.participants,
-                    line.epsilon,
-                    line.seconds
-                );
-                lines.push(line);
-            }
-            ServerEvent::RoundAborted { round, attempt, reason } => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
-                println!("round {round} attempt {attempt} aborted: {reason}");
-            }
-        }
-    }
+    let lines = Display::new(&options, &state, &world).follow(events).await;
     let summary = server_task.await.context("the server task failed")??;
     for client in clients {
         let _ = client.await;
@@ -235,6 +174,88 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     );
     let _ = std::fs::remove_dir_all(&state);
     Ok(lines)
+}
+
+/// What the demo shows while the server runs: a progress bar per round, then a line
+/// with the test loss of the round's model.
+struct Display<'a> {
+    options: &'a DemoOptions,
+    state: &'a std::path::Path,
+    world: &'a World,
+    bar: Option<ProgressBar>,
+    participants: u32,
+}
+
+impl<'a> Display<'a> {
+    fn new(options: &'a DemoOptions, state: &'a std::path::Path, world: &'a World) -> Self {
+        Self { options, state, world, bar: None, participants: 0 }
+    }
+
+    /// Shows every event until the server's session ends; returns the round lines.
+    async fn follow(mut self, mut events: UnboundedReceiver<ServerEvent>) -> Vec<DemoRound> {
+        let mut lines = Vec::new();
+        while let Some(event) = events.recv().await {
+            match event {
+                ServerEvent::RoundStarted { round, participants, .. } => self.round_started(round, participants),
+                ServerEvent::PhaseChanged { phase, .. } => {
+                    if let Some(b) = &self.bar {
+                        b.inc(1);
+                        b.set_message(phase.as_str().to_owned());
+                    }
+                }
+                ServerEvent::RoundCompleted(record) => {
+                    self.clear_bar();
+                    lines.push(self.round_line(&record));
+                }
+                ServerEvent::RoundAborted { round, attempt, reason } => {
+                    self.clear_bar();
+                    println!("round {round} attempt {attempt} aborted: {reason}");
+                }
+            }
+        }
+        lines
+    }
+
+    fn round_started(&mut self, round: u64, participants: u32) {
+        self.participants = participants;
+        if self.options.progress {
+            let b = ProgressBar::new(5);
+            b.set_style(
+                ProgressStyle::with_template("round {msg:>12} [{bar:30}] {pos}/{len} phases")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_message(format!("{round}/{}", self.options.rounds));
+            self.bar = Some(b);
+        }
+    }
+
+    fn clear_bar(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    /// Prints and returns the line of a committed round, with the test loss of the model
+    /// the server saved.
+    fn round_line(&self, record: &RoundRecord) -> DemoRound {
+        let model = std::fs::read(self.state.join(format!("model-{}.npy", record.round)))
+            .ok()
+            .and_then(|bytes| <Array1<f32> as ndarray_npy::ReadNpyExt>::read_npy(bytes.as_slice()).ok());
+        let line = DemoRound {
+            round: record.round,
+            loss: model.map_or(f64::NAN, |m| self.world.test.loss(m.view())),
+            survivors: record.included.len(),
+            participants: self.participants,
+            epsilon: record.privacy.as_ref().map_or(0.0, |p| p.epsilon),
+            seconds: record.timings.get("total").copied().unwrap_or_default(),
+        };
+        println!(
+            "round {}/{}: test loss {:.4}, {}/{} inputs in the sum, ε = {:.2} (δ = 1e-5), {:.2} s",
+            line.round, self.options.rounds, line.loss, line.survivors, line.participants, line.epsilon, line.seconds
+        );
+        line
+    }
 }
 
 /// One simulated client: trains on its own data every round. Client 0 vanishes in

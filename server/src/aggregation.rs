@@ -212,3 +212,54 @@ pub fn graph_for(
     }
     Ok((k, t))
 }
+
+#[cfg(test)]
+mod tests {
+    use privagg_protocol::ClientId;
+
+    use super::*;
+
+    fn config(dp: bool) -> ServeConfig {
+        let mut c = ServeConfig { dim: 4, clients: 10, min_clients: 8, ..ServeConfig::default() };
+        c.dp.enabled = dp;
+        c
+    }
+
+    fn output(included: u32, sum: Vec<u64>) -> RoundOutput {
+        RoundOutput { sum, included: (1..=included).filter_map(ClientId::new).collect() }
+    }
+
+    #[test]
+    fn a_dp_sum_of_fewer_than_n_min_inputs_is_never_applied() {
+        let c = config(true);
+        let aggregation = Aggregation::new(&c).unwrap();
+        let settings = aggregation.round_settings(1, 1, &[0.0; 4], 0.0).unwrap();
+        let zeros = vec![0; settings.encoding.padded_dim];
+        let mut model = vec![1.0f32; 4];
+        let short = aggregation.apply(&output(7, zeros.clone()), &settings, &mut model, None, (1.0, 0.0));
+        assert!(matches!(&short, Err(ServeError::Model(e)) if e.contains("n_min")), "{short:?}");
+        assert_eq!(model, vec![1.0; 4], "the model changed");
+        let applied = aggregation.apply(&output(8, zeros), &settings, &mut model, None, (1.0, 0.0)).unwrap();
+        assert_eq!(applied.denominator, 10.0, "DP divides by the public cohort size");
+    }
+
+    #[test]
+    fn a_weighted_sum_is_divided_by_its_total_weight_with_momentum_if_asked() {
+        let c = config(false);
+        let aggregation = Aggregation::new(&c).unwrap();
+        let settings = aggregation.round_settings(1, 1, &[0.0; 4], 0.0).unwrap();
+        let mut rng = privagg_dp::NoiseRng::from_os().unwrap();
+        let a = settings.encode_update(&[1.0, 2.0, 3.0, 4.0], 1.0, &mut rng).unwrap();
+        let b = settings.encode_update(&[3.0, 2.0, 1.0, 0.0], 3.0, &mut rng).unwrap();
+        let modulus = 1u64 << settings.encoding.bits;
+        let sum: Vec<u64> = a.words.iter().zip(&b.words).map(|(x, y)| (x + y) % modulus).collect();
+        let (mut model, mut velocity) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+        let applied =
+            aggregation.apply(&output(2, sum), &settings, &mut model, Some(&mut velocity), (1.0, 0.5)).unwrap();
+        assert!((applied.denominator - 4.0).abs() < 1e-9);
+        for (m, want) in model.iter().zip([2.5, 2.0, 1.5, 1.0]) {
+            assert!((m - want).abs() < 1e-5, "{model:?}");
+        }
+        assert_eq!(model, velocity);
+    }
+}

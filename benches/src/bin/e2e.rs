@@ -2,7 +2,7 @@
 //! aggregation over the same QUIC transport, for a grid of n, m and dropout rates.
 //!
 //! ```text
-//! cargo build --release -p privagg-server -p privagg-benches
+//! cargo build --release -p privagg-cli -p privagg-benches
 //! cargo run --release -p privagg-benches --bin e2e              # full grid → benches/results/
 //! cargo run --release -p privagg-benches --bin e2e -- --quick   # n = 10, m = 10^4: well under a minute
 //! cargo run --release -p privagg-benches --bin e2e -- --plain --n 100 --m 100000

@@ -178,3 +178,56 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_backs_off_until_its_patience_runs_out() {
+        let attempts = Cell::new(0);
+        let start = tokio::time::Instant::now();
+        let result: Result<(), String> = retry(
+            Duration::from_secs(3),
+            || {
+                attempts.set(attempts.get() + 1);
+                async { Err("unreachable".to_owned()) }
+            },
+            |_| true,
+        )
+        .await;
+        assert!(result.is_err());
+        // Waits of 0.1, 0.2, 0.4 and 0.8 s; the next (1.6 s) would pass the deadline.
+        assert_eq!(attempts.get(), 5);
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_a_final_error_or_a_success() {
+        let attempts = Cell::new(0);
+        let refused: Result<(), String> = retry(
+            Duration::from_secs(60),
+            || {
+                attempts.set(attempts.get() + 1);
+                async { Err("refused".to_owned()) }
+            },
+            |e| e != "refused",
+        )
+        .await;
+        assert_eq!((refused, attempts.get()), (Err("refused".to_owned()), 1));
+        let attempts = Cell::new(0);
+        let third: Result<u32, String> = retry(
+            Duration::from_secs(60),
+            || {
+                attempts.set(attempts.get() + 1);
+                let n = attempts.get();
+                async move { if n < 3 { Err("unreachable".to_owned()) } else { Ok(n) } }
+            },
+            |_| true,
+        )
+        .await;
+        assert_eq!(third, Ok(3));
+    }
+}

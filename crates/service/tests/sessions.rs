@@ -515,3 +515,22 @@ fn delays_and_reordering_change_nothing_and_runs_repeat_exactly() {
         assert_eq!(first.0.len(), 2);
     }
 }
+
+#[test]
+fn a_reused_connection_number_changes_nothing() {
+    // Found by the `server_session` fuzz target: a second "connected" for an admitted
+    // connection used to leave it queued but no longer admitted, and the next round was
+    // seated one client short.
+    let mut h = Setup::new(3, 3, 2, 8).build();
+    h.join(0);
+    h.join(1);
+    h.run_until(|h| h.peers[..2].iter().all(|p| p.events.contains(&ClientEvent::Admitted)));
+    let reused = h.peers[0].conn.unwrap();
+    let now = h.now;
+    h.server.handle_connected(now, reused);
+    h.join(2);
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![0, 1, 2]);
+}

@@ -341,10 +341,15 @@ impl ServerSession {
         [self.lobby.next_hello_deadline(), round].into_iter().flatten().min()
     }
 
-    /// A client connected as `conn`; its `Hello` is due within the hello timeout.
+    /// A client connected as `conn`; its `Hello` is due within the hello timeout. A
+    /// connection number already in use is ignored (the shell assigns each once).
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
         if self.closed {
             self.out.close(conn, CloseReason::SessionEnded);
+            return;
+        }
+        if self.lobby.state(conn).is_some() {
+            tracing::warn!(conn, "connection number reused; ignored");
             return;
         }
         self.lobby.connected(conn, now + self.config.hello_timeout);

@@ -1,8 +1,8 @@
-//! Feeds arbitrary bytes to both decoders. Any panic, or an allocation beyond the
-//! limits (caught by `-rss_limit_mb`), is a bug. Whatever decodes must re-encode to the
-//! same bytes.
+//! Feeds arbitrary bytes to both protocol decoders. Any panic, or an allocation beyond
+//! the limits (caught by `-rss_limit_mb`), is a bug. Whatever decodes must re-encode to
+//! the same bytes.
 //!
-//! `cargo +nightly fuzz run decode` from `protocol/` (needs `cargo install cargo-fuzz`).
+//! `cargo fuzz run decode` from the repository root (see `fuzz/README.md`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

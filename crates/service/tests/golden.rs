@@ -1,0 +1,229 @@
+//! Golden wire vectors, in the manner of openmls's `test_vectors/`: the hex encoding of
+//! every protocol and service message, of the round settings, of a frame header and of
+//! a session id, pinned in `test_vectors/wire.json`. Each vector is checked both ways:
+//! the value encodes to exactly these bytes, and these bytes decode to exactly the
+//! value. A change to the wire format therefore shows up in review as a change to that
+//! file. After a deliberate change, regenerate it with
+//! `PRIVAGG_BLESS=1 cargo test -p privagg-service --test golden`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::sync::Arc;
+
+use curve25519_dalek::Scalar;
+use privagg_crypto::{PrgKind, SecretKey};
+use privagg_dp::encoding::{Clipping, EncodingParams, Rounding};
+use privagg_dp::noise::{NoiseSpec, Ratio};
+use privagg_dp::planner::Mechanism;
+use privagg_protocol::{
+    Abort, AbortCode, AdvertisedKeys, ClientId, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Limits,
+    PackedVector, RevealedShare, RoundParams, ServerMessage, UnmaskRequest, UnmaskResponse, session_id,
+};
+use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
+use privagg_service::{AggregationMode, RoundSettings};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde_json::{Value, json};
+
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test_vectors/wire.json");
+
+fn id(raw: u32) -> ClientId {
+    ClientId::new(raw).unwrap()
+}
+
+fn keys(seed: u64) -> AdvertisedKeys {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    AdvertisedKeys {
+        channel: SecretKey::generate(&mut rng).public_key(),
+        mask: SecretKey::generate(&mut rng).public_key(),
+    }
+}
+
+fn envelope(peer: u32) -> Envelope {
+    let mut sealed = [0u8; ENVELOPE_LEN];
+    for (i, b) in sealed.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(7).wrapping_add(peer as u8);
+    }
+    Envelope { peer: id(peer), sealed: Box::new(sealed) }
+}
+
+fn params() -> RoundParams {
+    RoundParams {
+        round: 3,
+        num_clients: 5,
+        neighbours: 4,
+        threshold: 3,
+        min_clients: 4,
+        dim: 4,
+        bits: 20,
+        prg: PrgKind::Aes128Ctr,
+        graph_seed: [0x5a; 32],
+    }
+}
+
+fn weighted_settings() -> RoundSettings {
+    RoundSettings {
+        round: 3,
+        total_rounds: 10,
+        mode: AggregationMode::Weighted { value_range: 8.0, max_weight: 1000.0 },
+        encoding: EncodingParams::without_dp(3, 0.5, 48, Clipping::None, None).unwrap(),
+        model: vec![0.5, -1.25],
+    }
+}
+
+fn dp_settings() -> RoundSettings {
+    RoundSettings {
+        round: 3,
+        total_rounds: 10,
+        mode: AggregationMode::Dp {
+            mechanism: Mechanism::DiscreteGaussian,
+            n_min: 4,
+            colluders: 0,
+            delta: 1e-5,
+            epsilon_spent: 1.5,
+        },
+        encoding: EncodingParams {
+            dim: 3,
+            padded_dim: 4,
+            rotation_seed: Some([9; 32]),
+            gamma: 0.001,
+            bits: 20,
+            clipping: Clipping::L2(1.0),
+            rounding: Rounding::Conditional { beta: 0.5, norm_bound_sq: 1_200_000, max_attempts: 1000 },
+            noise: NoiseSpec::DiscreteGaussian { variance: Ratio::new(25, 2).unwrap() },
+        },
+        model: vec![0.25, 0.0, -0.75],
+    }
+}
+
+/// Whether pinned bytes decode to a vector's value.
+type DecodesBack = Box<dyn Fn(&[u8]) -> bool>;
+
+/// One vector: its name, its bytes, and whether those bytes decode to the value.
+struct Vector {
+    name: &'static str,
+    bytes: Vec<u8>,
+    decodes_back: DecodesBack,
+}
+
+fn server_message(name: &'static str, m: ServerMessage) -> Vector {
+    let bytes = m.encode();
+    Vector {
+        name,
+        bytes,
+        decodes_back: Box::new(move |b| {
+            FromServer::decode(b, &Limits::default()) == Ok(FromServer::Protocol(m.clone()))
+        }),
+    }
+}
+
+fn client_message(name: &'static str, m: ClientMessage) -> Vector {
+    let bytes = m.encode();
+    Vector {
+        name,
+        bytes,
+        decodes_back: Box::new(move |b| {
+            FromClient::decode(b, &Limits::default()) == Ok(FromClient::Protocol(m.clone()))
+        }),
+    }
+}
+
+fn to_client(name: &'static str, m: ServerServiceMessage) -> Vector {
+    let bytes = m.encode();
+    Vector {
+        name,
+        bytes,
+        decodes_back: Box::new(move |b| {
+            FromServer::decode(b, &Limits::default()) == Ok(FromServer::Service(m.clone()))
+        }),
+    }
+}
+
+fn to_server(name: &'static str, m: ClientServiceMessage) -> Vector {
+    let bytes = m.encode();
+    Vector {
+        name,
+        bytes,
+        decodes_back: Box::new(move |b| {
+            FromClient::decode(b, &Limits::default()) == Ok(FromClient::Service(m.clone()))
+        }),
+    }
+}
+
+fn settings(name: &'static str, s: RoundSettings) -> Vector {
+    let bytes = s.encode().unwrap();
+    Vector { name, bytes, decodes_back: Box::new(move |b| RoundSettings::decode(b).is_ok_and(|d| d == s)) }
+}
+
+fn vectors() -> Vec<Vector> {
+    let config = Config { params: params(), client_id: id(2), app_data: Arc::from(&b"settings and model"[..]) };
+    let entries = vec![(id(1), keys(1)), (id(2), keys(2)), (id(4), keys(4))];
+    let sid = session_id(&params(), entries.iter().map(|(c, k)| (*c, k)));
+    let header = privagg_service::frame::header(300).unwrap().to_vec();
+    vec![
+        server_message("Config", ServerMessage::Config(config)),
+        server_message("KeyList", ServerMessage::KeyList(KeyList { session_id: sid, entries })),
+        server_message("ForwardedShares", ServerMessage::ForwardedShares(vec![envelope(1), envelope(4)])),
+        server_message(
+            "UnmaskRequest",
+            ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![id(1), id(2)], dropped: vec![id(4)] }),
+        ),
+        server_message("RoundComplete", ServerMessage::RoundComplete { inputs: 4 }),
+        server_message("Abort (server)", ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "too few"))),
+        client_message("AdvertiseKeys", ClientMessage::AdvertiseKeys(Box::new(keys(2)))),
+        client_message("ShareKeys", ClientMessage::ShareKeys(vec![envelope(1), envelope(4)])),
+        client_message("MaskedInput", ClientMessage::MaskedInput(PackedVector::pack(&[1, 0xfffff, 0, 77], 20))),
+        client_message(
+            "UnmaskResponse",
+            ClientMessage::UnmaskResponse(UnmaskResponse {
+                self_mask_shares: vec![RevealedShare { owner: id(1), value: Scalar::from(5u64) }],
+                mask_key_shares: vec![RevealedShare { owner: id(4), value: -Scalar::ONE }],
+            }),
+        ),
+        client_message("Abort (client)", ClientMessage::Abort(Abort::new(AbortCode::Leaving, "dimension 7 ≠ 8"))),
+        to_server("Hello", ClientServiceMessage::Hello { token: "tok-1".into(), identity: [3; 16], resume: None }),
+        to_server(
+            "Hello (resuming)",
+            ClientServiceMessage::Hello {
+                token: String::new(),
+                identity: [3; 16],
+                resume: Some(Resume { round: 3, received: 2 }),
+            },
+        ),
+        to_server("UploadReady", ClientServiceMessage::UploadReady),
+        to_client("Welcome", ServerServiceMessage::Welcome { resumed: None }),
+        to_client(
+            "Welcome (resumed)",
+            ServerServiceMessage::Welcome { resumed: Some(Resume { round: 3, received: 1 }) },
+        ),
+        to_client("Refused", ServerServiceMessage::Refused { reason: "unknown token".into() }),
+        to_client("UploadGrant", ServerServiceMessage::UploadGrant),
+        to_client("SessionEnd", ServerServiceMessage::SessionEnd { completed_rounds: 3, reason: "done".into() }),
+        settings("RoundSettings (weighted)", weighted_settings()),
+        settings("RoundSettings (DP)", dp_settings()),
+        Vector { name: "frame header (300 bytes)", bytes: header, decodes_back: Box::new(|b| b == [44, 1, 0, 0]) },
+        Vector { name: "session id", bytes: sid.to_vec(), decodes_back: Box::new(move |b| b == sid) },
+    ]
+}
+
+#[test]
+fn every_message_matches_its_golden_vector_both_ways() {
+    let vectors = vectors();
+    if std::env::var_os("PRIVAGG_BLESS").is_some() {
+        let list: Vec<Value> =
+            vectors.iter().map(|v| json!({ "name": v.name, "hex": hex::encode(&v.bytes) })).collect();
+        let file = json!({
+            "description": "privagg wire format, version 1: protocol and service messages, round settings, framing, session id (see protocol/PROTOCOL.md)",
+            "vectors": list,
+        });
+        std::fs::write(PATH, serde_json::to_string_pretty(&file).unwrap() + "\n").unwrap();
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let pinned = file["vectors"].as_array().unwrap();
+    assert_eq!(pinned.len(), vectors.len(), "vectors added or removed: regenerate and review");
+    for (v, p) in vectors.iter().zip(pinned) {
+        assert_eq!(p["name"], v.name);
+        let bytes = hex::decode(p["hex"].as_str().unwrap()).unwrap();
+        assert_eq!(hex::encode(&v.bytes), hex::encode(&bytes), "{} encodes differently", v.name);
+        assert!((v.decodes_back)(&bytes), "{} does not decode to its value", v.name);
+    }
+}
