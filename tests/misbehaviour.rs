@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use privagg_client::SdkError;
+use privagg_client::{RoundError, SdkError};
 use privagg_e2e::{Running, config, max_error, mean, start, submit, updates};
 use privagg_protocol::{Limits, ServerMessage};
 use privagg_service::Frame;
@@ -81,7 +81,10 @@ async fn a_wrong_dimension_is_refused_at_the_config_and_dropped_at_once() {
     let honest: Vec<_> = ups.iter().map(|u| submit(&running, u.clone(), 1.0, |_| {})).collect();
     let wrong = submit(&running, vec![0.5; dim + 1], 1.0, |_| {});
     let record = running.next_record().await;
-    assert!(matches!(wrong.await.unwrap(), Err(SdkError::DimensionMismatch { expected: 32, got: 33 })));
+    assert!(matches!(
+        wrong.await.unwrap(),
+        Err(SdkError::Round(RoundError::DimensionMismatch { expected: 32, got: 33 }))
+    ));
     for c in honest {
         c.await.unwrap().unwrap();
     }
@@ -126,7 +129,7 @@ async fn a_client_demanding_more_noise_than_offered_stays_out() {
     let picky = submit(&running, vec![0.0; dim], 1.0, |o| o.min_noise_multiplier = Some(5.0));
     let a = submit(&running, ups[0].clone(), 1.0, |o| o.min_noise_multiplier = Some(0.5));
     let b = submit(&running, ups[1].clone(), 1.0, |_| {});
-    assert!(matches!(picky.await.unwrap(), Err(SdkError::PolicyRefused(_))));
+    assert!(matches!(picky.await.unwrap(), Err(SdkError::Round(RoundError::PolicyRefused(_)))));
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
     running.finish().await;

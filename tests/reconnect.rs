@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use privagg_e2e::{PATIENCE, config, max_error, mean, start, submit, updates};
 use privagg_protocol::Phase;
-use privagg_server::ServerEvent;
+use privagg_server::{ServerEvent, SessionEvent};
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 
@@ -74,7 +74,7 @@ async fn a_client_that_loses_its_network_mid_round_gets_its_seat_back() {
     // three seconds: both ends see the connection time out.
     loop {
         match tokio::time::timeout(PATIENCE, running.events.recv()).await.unwrap().unwrap() {
-            ServerEvent::PhaseChanged { phase: Phase::ShareKeys, .. } => break,
+            ServerEvent::Session(SessionEvent::PhaseChanged { phase: Phase::ShareKeys, .. }) => break,
             ServerEvent::RoundCompleted(_) => panic!("the round ended before the outage"),
             _ => {}
         }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use privagg_client::{Client, ClientOptions, DropPoint, SdkError};
-use privagg_server::{RoundRecord, ServeConfig, Server, ServerEvent};
+use privagg_server::{RoundRecord, ServeConfig, Server, ServerEvent, SessionEvent};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -196,8 +196,10 @@ impl<'a> Display<'a> {
         let mut lines = Vec::new();
         while let Some(event) = events.recv().await {
             match event {
-                ServerEvent::RoundStarted { round, participants, .. } => self.round_started(round, participants),
-                ServerEvent::PhaseChanged { phase, .. } => {
+                ServerEvent::Session(SessionEvent::RoundStarted { round, participants, .. }) => {
+                    self.round_started(round, participants);
+                }
+                ServerEvent::Session(SessionEvent::PhaseChanged { phase, .. }) => {
                     if let Some(b) = &self.bar {
                         b.inc(1);
                         b.set_message(phase.as_str().to_owned());
@@ -207,7 +209,7 @@ impl<'a> Display<'a> {
                     self.clear_bar();
                     lines.push(self.round_line(&record));
                 }
-                ServerEvent::RoundAborted { round, attempt, reason } => {
+                ServerEvent::Session(SessionEvent::RoundAborted { round, attempt, reason }) => {
                     self.clear_bar();
                     println!("round {round} attempt {attempt} aborted: {reason}");
                 }

@@ -163,7 +163,7 @@ impl Client {
     /// sum.
     pub async fn submit(&mut self, update: ArrayView1<'_, f32>, weight: f32) -> Result<RoundReport, SdkError> {
         let update = update.to_vec();
-        self.take_part(|_| Ok((update.clone(), weight))).await
+        self.take_part(|_| Ok::<_, String>((update.clone(), weight))).await
     }
 
     /// Takes part in the next round: `train` gets the current global model and returns
@@ -173,12 +173,7 @@ impl Client {
         F: FnMut(ArrayView1<'_, f32>) -> Result<Array1<f32>, E>,
         E: std::fmt::Display,
     {
-        self.take_part(|settings| {
-            train(ArrayView1::from(&settings.model))
-                .map(|u| (u.to_vec(), 1.0))
-                .map_err(|e| SdkError::InvalidUpdate(e.to_string()))
-        })
-        .await
+        self.take_part(|settings| train(ArrayView1::from(&settings.model)).map(|u| (u.to_vec(), 1.0))).await
     }
 
     /// Testing only: vanish at `point` in later rounds (`None`: stay).
@@ -208,13 +203,8 @@ impl Client {
     {
         let mut reports = Vec::new();
         loop {
-            let result = self
-                .take_part(|settings| {
-                    train(ArrayView1::from(&settings.model))
-                        .map(|(u, w)| (u.to_vec(), w))
-                        .map_err(|e| SdkError::InvalidUpdate(e.to_string()))
-                })
-                .await;
+            let result =
+                self.take_part(|settings| train(ArrayView1::from(&settings.model)).map(|(u, w)| (u.to_vec(), w))).await;
             match result {
                 Ok(report) => reports.push(report),
                 Err(SdkError::SessionEnded { .. }) => return Ok(reports),
@@ -235,10 +225,12 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
-    /// Runs one round. `provide` turns the round's settings into (update, weight).
-    async fn take_part<F>(&mut self, mut provide: F) -> Result<RoundReport, SdkError>
+    /// Runs one round. `provide` turns the round's settings into (update, weight), or
+    /// says why it cannot.
+    async fn take_part<F, E>(&mut self, mut provide: F) -> Result<RoundReport, SdkError>
     where
-        F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), SdkError>,
+        F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), E>,
+        E: std::fmt::Display,
     {
         let mut encoding: Option<JoinHandle<Encoded>> = None;
         loop {
@@ -250,13 +242,14 @@ impl Client {
     }
 
     /// Carries out the session's actions; returns the round's end once it ended.
-    async fn perform_actions<F>(
+    async fn perform_actions<F, E>(
         &mut self,
         provide: &mut F,
         encoding: &mut Option<JoinHandle<Encoded>>,
     ) -> Option<Result<RoundReport, SdkError>>
     where
-        F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), SdkError>,
+        F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), E>,
+        E: std::fmt::Display,
     {
         while let Some(action) = self.session.poll_action() {
             match action {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use privagg_protocol::{Phase, RoundAbort};
 use privagg_service::{Action, ConnId, ServerSession, SessionEnd, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -18,45 +17,10 @@ use crate::training::{SessionSummary, Training};
 /// What the server reports while it runs (for progress displays and tests).
 #[derive(Clone, Debug)]
 pub enum ServerEvent {
-    /// A round started.
-    RoundStarted {
-        /// Round number.
-        round: u64,
-        /// Attempt (1 for the first).
-        attempt: u32,
-        /// Clients seated.
-        participants: u32,
-    },
-    /// The current round moved to a new phase.
-    PhaseChanged {
-        /// Round number.
-        round: u64,
-        /// The new phase.
-        phase: Phase,
-    },
+    /// Progress of the session: a round started, changed phase or aborted.
+    Session(SessionEvent),
     /// A round completed and was committed.
     RoundCompleted(Box<RoundRecord>),
-    /// A round attempt aborted; it is retried unless it was the last attempt.
-    RoundAborted {
-        /// Round number.
-        round: u64,
-        /// Attempt.
-        attempt: u32,
-        /// Why.
-        reason: RoundAbort,
-    },
-}
-
-impl From<SessionEvent> for ServerEvent {
-    fn from(event: SessionEvent) -> Self {
-        match event {
-            SessionEvent::RoundStarted { round, attempt, participants } => {
-                Self::RoundStarted { round, attempt, participants }
-            }
-            SessionEvent::PhaseChanged { round, phase } => Self::PhaseChanged { round, phase },
-            SessionEvent::RoundAborted { round, attempt, reason } => Self::RoundAborted { round, attempt, reason },
-        }
-    }
 }
 
 pub(crate) struct Driver {
@@ -152,7 +116,7 @@ impl Driver {
                     self.notify(ServerEvent::RoundCompleted(Box::new(record)));
                     self.session.handle_committed(Instant::now());
                 }
-                Action::Event(event) => self.notify(event.into()),
+                Action::Event(event) => self.notify(ServerEvent::Session(event)),
                 Action::Finished(end) => return Ok(Some(end)),
             }
         }

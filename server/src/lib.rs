@@ -55,6 +55,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 pub use config::ServeConfig;
 pub use driver::ServerEvent;
 pub use error::ServeError;
+pub use privagg_service::SessionEvent;
 pub use record::RoundRecord;
 pub use training::{Resume, SessionSummary};
 

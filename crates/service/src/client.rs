@@ -343,11 +343,16 @@ impl ClientSession {
             self.deferred.push_back(frame);
             return;
         }
-        if let Some(round) = &mut self.round {
+        let msg = FromServer::decode(&frame, &self.config.limits);
+        // Frames of the round count for the resend rule; admission and the end of the
+        // session do not.
+        let of_round =
+            matches!(msg, Ok(FromServer::Protocol(_) | FromServer::Service(ServerServiceMessage::UploadGrant)));
+        if let Some(round) = self.round.as_mut().filter(|_| of_round) {
             round.received += 1;
             round.bytes_received += (FRAME_HEADER_LEN + frame.len()) as u64;
         }
-        match FromServer::decode(&frame, &self.config.limits) {
+        match msg {
             Ok(FromServer::Service(msg)) => self.on_service(msg),
             Ok(FromServer::Protocol(msg)) => self.on_protocol(msg),
             Err(e) => self.leave(RoundError::Malformed(e)),
@@ -437,11 +442,7 @@ impl ClientSession {
         let behind = resumed.filter(|r| r.round == round.number).and_then(|r| round.sent.checked_sub(r.received));
         match behind {
             Some(0) => {}
-            Some(1) => {
-                if let Some(last) = round.last_sent.clone() {
-                    self.send(last);
-                }
-            }
+            Some(1) => self.resend_last(),
             _ => {
                 let number = round.number;
                 self.round = None;
@@ -607,6 +608,14 @@ impl ClientSession {
             round.last_sent = Some(frame.clone());
         }
         self.actions.push_back(ClientAction::Send(frame));
+    }
+
+    /// Sends the round's last frame again; the same frame is not counted twice.
+    fn resend_last(&mut self) {
+        let Some(round) = &mut self.round else { return };
+        let Some(last) = round.last_sent.clone() else { return };
+        round.bytes_sent += (FRAME_HEADER_LEN + last.len()) as u64;
+        self.actions.push_back(ClientAction::Send(last));
     }
 
     /// Leaves the current round, if any (telling the server why), and reports `error`.

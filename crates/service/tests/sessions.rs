@@ -14,6 +14,13 @@ use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMe
 use privagg_service::server::CloseReason;
 use privagg_service::{Admission, ClientEvent, RoundError, SessionEnd, SessionEvent};
 
+/// The session completed every round at its first attempt.
+fn assert_no_aborts(h: &Harness) {
+    let aborts: Vec<_> = h.events.iter().filter(|e| matches!(e, SessionEvent::RoundAborted { .. })).collect();
+    assert!(aborts.is_empty(), "{aborts:?}");
+    assert!(h.commits.iter().all(|c| c.commit.attempt == 1));
+}
+
 /// Every commit of the harness released exactly the sum of its peers, and none of its
 /// clients heard `RoundComplete` before the round was committed.
 fn assert_all_exact(h: &Harness) {
@@ -29,6 +36,7 @@ fn ten_clients_give_the_exact_weighted_sum() {
     h.run();
     assert_eq!(h.commits.len(), 1);
     assert_all_exact(&h);
+    assert_no_aborts(&h);
     assert_eq!(h.commits[0].peers, (0..10).collect::<Vec<_>>());
     assert!(h.peers.iter().all(|p| p.completed(1)));
     let commit = &h.commits[0].commit;
@@ -107,6 +115,7 @@ fn a_client_cut_off_with_any_frame_in_flight_gets_its_seat_back_and_the_lost_fra
         h.run();
         assert_eq!(h.commits.len(), 1, "{case}");
         assert_all_exact(&h);
+        assert_no_aborts(&h);
         assert_eq!(h.commits[0].peers, vec![0, 1, 2, 3], "{case}");
         let commit = &h.commits[0].commit;
         assert!(commit.dropped.is_empty(), "{case}: {:?}", commit.dropped);
@@ -533,4 +542,42 @@ fn a_reused_connection_number_changes_nothing() {
     assert_eq!(h.commits.len(), 1);
     assert_all_exact(&h);
     assert_eq!(h.commits[0].peers, vec![0, 1, 2]);
+}
+
+#[test]
+fn a_client_cut_off_again_and_again_in_one_round_keeps_its_seat() {
+    // Outages with nothing in flight, with a server frame lost, with a client frame lost
+    // and with a grant lost, one after the other: the counts of both sides must stay in
+    // step across reconnects and resends.
+    let mut h = Setup::new(4, 4, 4, 16).start();
+    h.run_until(|h| h.in_flight_from(0).contains(&ty::ADVERTISE_KEYS));
+    h.run_until(|h| h.in_flight_from(0).is_empty());
+    h.outage(0, Duration::from_secs(2));
+    h.run_until(|h| h.in_flight_to(0).contains(&ty::KEY_LIST));
+    h.outage(0, Duration::from_secs(2));
+    h.run_until(|h| h.in_flight_from(0).contains(&ty::UPLOAD_READY));
+    h.outage(0, Duration::from_secs(2));
+    h.run_until(|h| h.in_flight_to(0).contains(&ty::UPLOAD_GRANT));
+    h.outage(0, Duration::from_secs(2));
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_all_exact(&h);
+    assert_no_aborts(&h);
+    assert!(h.commits[0].commit.dropped.is_empty(), "{:?}", h.commits[0].commit.dropped);
+    assert!(h.peers[0].completed(1), "{:?}", h.peers[0].events);
+}
+
+#[test]
+fn counts_stay_in_step_after_a_client_side_resend() {
+    let mut h = Setup::new(4, 4, 4, 16).start();
+    h.run_until(|h| h.in_flight_from(0).contains(&ty::UPLOAD_READY));
+    h.outage(0, Duration::from_secs(2));
+    h.run_until(|h| h.in_flight_from(0).contains(&ty::MASKED_INPUT));
+    h.run_until(|h| h.in_flight_from(0).is_empty());
+    h.outage(0, Duration::from_secs(2));
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_no_aborts(&h);
+    assert!(h.commits[0].commit.dropped.is_empty(), "{:?}", h.commits[0].commit.dropped);
+    assert!(h.peers[0].completed(1), "{:?}", h.peers[0].events);
 }

@@ -561,7 +561,7 @@ impl ServerSession {
         let Some(seat) = round.seat_of(&identity).filter(|&s| round.is_active(s)) else { return false };
         let claimed = resume.filter(|r| r.round == round.number).map_or(0, |r| r.received);
         let old = round.seat(seat).map(|s| s.conn);
-        let Ok(resend) = round.rebind(seat, conn, claimed) else {
+        let Ok(behind) = round.rebind(seat, conn, claimed) else {
             let violation = Violation::Transport(format!("resumed claiming {claimed} frames received"));
             self.drop_seat(seat, DropReason::Violation(violation));
             return false;
@@ -576,9 +576,7 @@ impl ServerSession {
         let welcome = ServerServiceMessage::Welcome { resumed: Some(Resume { round: round.number, received }) };
         self.out.set_frame_limit(conn, round.frame_limit(seat));
         self.out.send(conn, Frame::new(welcome.encode()));
-        if let Some(frame) = resend {
-            round.send(seat, frame, &mut self.out);
-        }
+        round.resend_after_rebind(seat, behind, &mut self.out);
         true
     }
 

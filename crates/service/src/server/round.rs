@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use privagg_protocol::{ClientId, DropReason, Phase, ServerMessage, ServerRound, Violation};
+use privagg_protocol::{ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, Violation};
 
 use super::{ConnId, Outbox};
 use crate::admission::ClientIdentity;
@@ -157,8 +157,16 @@ impl ActiveRound {
     pub fn send(&mut self, seat: ClientId, frame: Frame, out: &mut Outbox) {
         let Some(s) = self.seat_mut(seat) else { return };
         s.sent += 1;
-        s.bytes_out += (FRAME_HEADER_LEN + frame.len()) as u64;
         s.last_sent = Some(frame.clone());
+        s.bytes_out += (FRAME_HEADER_LEN + frame.len()) as u64;
+        out.send(s.conn, frame);
+    }
+
+    /// Sends `seat` its last frame again (the same frame: it is not counted twice).
+    fn resend_last(&mut self, seat: ClientId, out: &mut Outbox) {
+        let Some(s) = self.seat_mut(seat) else { return };
+        let Some(frame) = s.last_sent.clone() else { return };
+        s.bytes_out += (FRAME_HEADER_LEN + frame.len()) as u64;
         out.send(s.conn, frame);
     }
 
@@ -170,20 +178,27 @@ impl ActiveRound {
         }
     }
 
-    /// Moves `seat` to connection `conn` after a reconnect and returns the frame to
-    /// resend, if the client lacks the last one: `client_received` is the number of
-    /// this round's frames the client says it handled. `Err` if that number is
-    /// impossible (neither all frames sent nor all but the last).
-    pub fn rebind(&mut self, seat: ClientId, conn: ConnId, client_received: u32) -> Result<Option<Frame>, ()> {
+    /// Moves `seat` to connection `conn` after a reconnect: `client_received` is the
+    /// number of this round's frames the client says it handled. Returns whether the
+    /// client lacks the last frame (see [`ActiveRound::resend_after_rebind`]); `Err` if
+    /// the number is impossible (neither all frames sent nor all but the last).
+    pub fn rebind(&mut self, seat: ClientId, conn: ConnId, client_received: u32) -> Result<bool, ()> {
         let Some(s) = self.seat_mut(seat) else { return Err(()) };
-        let resend = match s.sent.checked_sub(client_received) {
-            Some(0) => None,
-            Some(1) => s.last_sent.clone(),
+        let behind = match s.sent.checked_sub(client_received) {
+            Some(0) => false,
+            Some(1) => true,
             _ => return Err(()),
         };
         s.conn = conn;
         self.reconnected.insert(seat);
-        Ok(resend)
+        Ok(behind)
+    }
+
+    /// After the `Welcome` of a rebound seat: its last frame again, if it lacks it.
+    pub fn resend_after_rebind(&mut self, seat: ClientId, behind: bool, out: &mut Outbox) {
+        if behind {
+            self.resend_last(seat, out);
+        }
     }
 
     /// The frame limit `seat` needs now.
@@ -194,21 +209,21 @@ impl ActiveRound {
     /// Sends what the state machine queued (unless the round is committing: its
     /// `RoundComplete` messages wait for the commit).
     pub fn flush(&mut self, out: &mut Outbox) {
-        let outgoing = match &mut self.stage {
-            Stage::Running(p) => p.drain_outgoing(),
-            _ => return,
-        };
-        for o in outgoing {
-            self.send(o.to, encode(&o.message), out);
+        if let Stage::Running(p) = &mut self.stage {
+            let outgoing = p.drain_outgoing();
+            self.send_all(outgoing, out);
         }
     }
 
     /// Sends the messages a committed round held back.
     pub fn release_completion(&mut self, out: &mut Outbox) {
-        let outgoing = match &mut self.stage {
-            Stage::Committing(p) => p.drain_outgoing(),
-            _ => return,
-        };
+        if let Stage::Committing(p) = &mut self.stage {
+            let outgoing = p.drain_outgoing();
+            self.send_all(outgoing, out);
+        }
+    }
+
+    fn send_all(&mut self, outgoing: Vec<Outgoing>, out: &mut Outbox) {
         for o in outgoing {
             self.send(o.to, encode(&o.message), out);
         }
