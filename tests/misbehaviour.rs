@@ -11,7 +11,7 @@ use privagg_service::Frame;
 use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
 use privagg_service::quic::{client_config, read_frame, write_frame};
 
-/// A hand-driven connection: admitted, then waiting for the round's config.
+/// A hand-driven connection: admitted and ready, then waiting for the round's config.
 struct RawClient {
     _endpoint: quinn::Endpoint,
     send: quinn::SendStream,
@@ -28,7 +28,10 @@ impl RawClient {
         write_frame(&mut send, &Frame::new(hello.encode())).await.unwrap();
         let reply = read_frame(&mut recv, || 1 << 20).await.unwrap().unwrap();
         match ServerServiceMessage::decode(&reply).unwrap() {
-            ServerServiceMessage::Welcome { .. } => Ok(Self { _endpoint: endpoint, send, recv }),
+            ServerServiceMessage::Welcome { .. } => {
+                write_frame(&mut send, &Frame::new(ClientServiceMessage::Ready.encode())).await.unwrap();
+                Ok(Self { _endpoint: endpoint, send, recv })
+            }
             ServerServiceMessage::Refused { reason } => Err(reason),
             other => panic!("{other:?}"),
         }

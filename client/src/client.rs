@@ -3,6 +3,7 @@
 //! moves frames, runs the training closure, and runs encoding and masking on the
 //! blocking pool.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -95,6 +96,8 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     link: Link,
     session: ClientSession,
+    /// Actions of the session that arrived while the client waited for admission.
+    pending: VecDeque<ClientAction>,
 }
 
 impl Client {
@@ -125,7 +128,7 @@ impl Client {
         #[cfg(feature = "testing")]
         session.set_drop_point(options.drop_point);
         let link = Link::open(&endpoint, &options).await?;
-        let mut client = Self { options, endpoint, link, session };
+        let mut client = Self { options, endpoint, link, session, pending: VecDeque::new() };
         client.admit().await?;
         Ok(client)
     }
@@ -138,7 +141,7 @@ impl Client {
         self.admit().await
     }
 
-    /// Says hello and waits for the server's answer.
+    /// Says hello and waits for the server's answer; other actions wait for the round.
     async fn admit(&mut self) -> Result<(), SdkError> {
         self.session.handle_connected();
         loop {
@@ -147,7 +150,7 @@ impl Client {
                     ClientAction::Send(frame) => self.send(&frame).await,
                     ClientAction::Event(ClientEvent::Admitted) => return Ok(()),
                     ClientAction::Event(ClientEvent::Refused(reason)) => return Err(SdkError::Refused(reason)),
-                    other => tracing::debug!(?other, "ignored before admission"),
+                    other => self.pending.push_back(other),
                 }
             }
             match self.link.frames.recv().await {
@@ -233,6 +236,7 @@ impl Client {
         E: std::fmt::Display,
     {
         let mut encoding: Option<JoinHandle<Encoded>> = None;
+        self.session.request_round();
         loop {
             if let Some(end) = self.perform_actions(&mut provide, &mut encoding).await {
                 return end;
@@ -251,7 +255,7 @@ impl Client {
         F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), E>,
         E: std::fmt::Display,
     {
-        while let Some(action) = self.session.poll_action() {
+        while let Some(action) = self.pending.pop_front().or_else(|| self.session.poll_action()) {
             match action {
                 ClientAction::Send(frame) => self.send(&frame).await,
                 ClientAction::Train(settings) => match provide(&settings) {

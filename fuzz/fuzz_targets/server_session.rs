@@ -3,10 +3,10 @@
 //! and the fuzzer reaches every phase; after that the input decides everything. Any
 //! panic is a bug.
 //!
-//! Input, as a sequence of operations: a byte `op`, then its arguments. `op % 5`:
+//! Input, as a sequence of operations: a byte `op`, then its arguments. `op % 6`:
 //! 0 connect, 1 frame (u8 connection, u16 length, bytes), 2 close (u8 connection,
 //! transient bit), 3 advance time (u8 seconds), 4 Hello from a connection with a
-//! random identity (u8 connection, 16 bytes).
+//! random identity (u8 connection, 16 bytes), 5 Ready (u8 connection).
 #![no_main]
 
 use std::sync::Arc;
@@ -77,13 +77,14 @@ fuzz_target!(|data: &[u8]| {
         session.handle_connected(now, conn);
         let hello = ClientServiceMessage::Hello { token: String::new(), identity: [conn as u8; 16], resume: None };
         session.handle_frame(now, conn, &hello.encode());
+        session.handle_frame(now, conn, &ClientServiceMessage::Ready.encode());
     }
     drain(&mut session, now);
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
         let conn = u64::from(rest.first().copied().unwrap_or(0) % 8);
-        match op % 5 {
+        match op % 6 {
             0 => session.handle_connected(now, conn),
             1 => {
                 let len = rest.get(1..3).map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
@@ -101,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
                     session.handle_timeout(now);
                 }
             }
+            5 => session.handle_frame(now, conn, &ClientServiceMessage::Ready.encode()),
             _ => {
                 let identity: [u8; 16] = rest.get(1..17).and_then(|b| b.try_into().ok()).unwrap_or([0; 16]);
                 let hello = ClientServiceMessage::Hello { token: String::new(), identity, resume: None };

@@ -156,6 +156,9 @@ pub enum AbortCode {
     Leaving,
     /// The server is shutting down.
     Shutdown,
+    /// The server dropped this client from the round (it missed a deadline or broke the
+    /// protocol); the round may go on without it.
+    Dropped,
 }
 
 impl AbortCode {
@@ -166,6 +169,7 @@ impl AbortCode {
             Self::ReconstructionFailed => 3,
             Self::Leaving => 4,
             Self::Shutdown => 5,
+            Self::Dropped => 6,
         }
     }
 
@@ -176,6 +180,7 @@ impl AbortCode {
             3 => Self::ReconstructionFailed,
             4 => Self::Leaving,
             5 => Self::Shutdown,
+            6 => Self::Dropped,
             _ => return None,
         })
     }

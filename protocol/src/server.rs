@@ -29,8 +29,8 @@ use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
 use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
-    Abort, AdvertisedKeys, ClientMessage, Config, Envelope, KeyList, RevealedShare, ServerMessage, UnmaskRequest,
-    UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, Envelope, KeyList, RevealedShare, ServerMessage,
+    UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -264,9 +264,27 @@ impl ServerRound {
         if slot.dropped.is_some() || matches!(phase, Phase::Completed | Phase::Aborted) {
             return;
         }
-        slot.dropped = Some(DroppedClient { client, phase, reason, in_sum: slot.in_sum });
+        self.record_drop(client, reason);
         self.check_enough_remain();
         self.advance_if_everyone_answered();
+    }
+
+    /// Marks `client` dropped in the current phase. A client dropped for missing the
+    /// deadline or breaking the protocol is told, so that it does not wait for a round
+    /// that goes on without it; one whose connection is gone or that left is not.
+    fn record_drop(&mut self, client: ClientId, reason: DropReason) {
+        let phase = self.phase;
+        let Some(slot) = self.slots.get_mut(client.index()) else { return };
+        let notice = match &reason {
+            DropReason::MissedDeadline => Some(format!("dropped: missed the {phase} deadline")),
+            DropReason::Violation(v) => Some(format!("dropped: {v}")),
+            DropReason::ConnectionLost | DropReason::Left(_) => None,
+        };
+        slot.dropped = Some(DroppedClient { client, phase, reason, in_sum: slot.in_sum });
+        if let Some(detail) = notice {
+            let message = ServerMessage::Abort(Abort::new(AbortCode::Dropped, &detail));
+            self.outgoing.push(Outgoing { to: client, message });
+        }
     }
 
     /// The current phase's deadline passed: drops every client still in the round that
@@ -276,15 +294,10 @@ impl ServerRound {
             return;
         }
         let phase = self.phase;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.dropped.is_none() && !slot.answered && owes_message(phase, slot) {
-                slot.dropped = Some(DroppedClient {
-                    client: ClientId::from_index(i),
-                    phase,
-                    reason: DropReason::MissedDeadline,
-                    in_sum: slot.in_sum,
-                });
-            }
+        let silent: Vec<ClientId> =
+            self.members(|slot| slot.dropped.is_none() && !slot.answered && owes_message(phase, slot)).collect();
+        for client in silent {
+            self.record_drop(client, DropReason::MissedDeadline);
         }
         if self.phase == Phase::Unmask {
             self.finish_unmask_phase();

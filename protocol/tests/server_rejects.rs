@@ -7,7 +7,8 @@ mod common;
 
 use common::{Harness, id, params};
 use privagg_protocol::{
-    ClientMessage, DropReason, Envelope, PackedVector, Phase, RevealedShare, ServerError, UnmaskResponse, Violation,
+    AbortCode, ClientError, ClientMessage, DropReason, Envelope, PackedVector, Phase, RevealedShare, ServerError,
+    ServerMessage, UnmaskResponse, Violation,
 };
 
 fn violation(h: &Harness, from: u32) -> Violation {
@@ -213,6 +214,60 @@ fn too_many_violations_abort_the_round_with_a_reason() {
     });
     assert_eq!(h.server.phase(), Phase::Aborted);
     assert!(h.server.abort_reason().unwrap().to_string().contains("below the minimum of 3"));
-    // The two honest clients were told.
-    assert_eq!(h.client_errors.len(), 2);
+    // The two violators were told they were dropped, the two honest clients that the
+    // round aborted.
+    let codes: Vec<(u32, AbortCode)> = h
+        .client_errors
+        .iter()
+        .filter_map(|(c, e)| match e {
+            ClientError::Aborted { code, .. } => Some((c.get(), *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (1, AbortCode::Dropped),
+            (2, AbortCode::Dropped),
+            (3, AbortCode::TooFewClients),
+            (4, AbortCode::TooFewClients)
+        ]
+    );
+}
+
+#[test]
+fn a_dropped_client_is_told_unless_its_connection_is_gone() {
+    let mut h = Harness::new(params(6, 5, 3, 16, 32), 1);
+    let replies = h.deliver();
+    for (from, msg) in &replies {
+        if from.get() <= 3 {
+            h.send(from.get(), msg.clone()).unwrap();
+        }
+    }
+    // Client 1 breaks the protocol, client 4's connection is gone, client 5 stays silent.
+    let again = replies[0].1.clone();
+    assert!(h.send(1, again).is_err());
+    h.server.drop_client(id(4), DropReason::ConnectionLost);
+    h.server.close_phase();
+    let told: Vec<(u32, AbortCode)> = h
+        .server
+        .drain_outgoing()
+        .into_iter()
+        .filter_map(|o| match o.message {
+            ServerMessage::Abort(a) => Some((o.to.get(), a.code)),
+            _ => None,
+        })
+        .collect();
+    // Dropping four of six leaves fewer than the minimum of five: the round aborts, and
+    // the two clients left are told that.
+    assert_eq!(
+        told,
+        vec![
+            (1, AbortCode::Dropped),
+            (5, AbortCode::Dropped),
+            (6, AbortCode::Dropped),
+            (2, AbortCode::TooFewClients),
+            (3, AbortCode::TooFewClients)
+        ]
+    );
 }

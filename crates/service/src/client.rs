@@ -9,8 +9,10 @@
 //! 1. When a connection is up, [`ClientSession::handle_connected`] (it queues the
 //!    `Hello`); when it is lost, [`ClientSession::handle_connection_lost`], then
 //!    reconnect and call `handle_connected` again.
-//! 2. Feed every frame from the server to [`ClientSession::handle_frame`].
-//! 3. After each input, drain [`ClientSession::poll_action`] and carry out each action
+//! 2. When the client wants to take part in a round, [`ClientSession::request_round`]:
+//!    the server seats only clients that asked, once per round.
+//! 3. Feed every frame from the server to [`ClientSession::handle_frame`].
+//! 4. After each input, drain [`ClientSession::poll_action`] and carry out each action
 //!    in order:
 //!    * [`ClientAction::Send`]: write the frame;
 //!    * [`ClientAction::Train`]: compute the update for the round's model, then
@@ -266,6 +268,10 @@ pub struct ClientSession {
     config: ClientConfig,
     rng: NoiseRng,
     awaiting_welcome: bool,
+    /// Admitted on the current connection: round frames may go out.
+    link_up: bool,
+    /// The client asked for a round that has not started yet.
+    requested: bool,
     round: Option<Round>,
     /// Rounds seen, so that results of jobs of an earlier round are told apart.
     serial: u64,
@@ -285,6 +291,8 @@ impl ClientSession {
             config,
             rng,
             awaiting_welcome: false,
+            link_up: false,
+            requested: false,
             round: None,
             serial: 0,
             deferred: VecDeque::new(),
@@ -316,10 +324,24 @@ impl ClientSession {
         self.round.is_some()
     }
 
+    /// The client wants to take part in the next round: tells the server, unless it is
+    /// in a round or has asked already. Asking again after each round is what keeps a
+    /// client in the session; one that stops asking is not seated again.
+    pub fn request_round(&mut self) {
+        if self.round.is_some() || self.requested || self.ended {
+            return;
+        }
+        self.requested = true;
+        if self.link_up {
+            self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::Ready.encode())));
+        }
+    }
+
     /// A connection is up: queues the `Hello`, which says where this client stands in a
     /// round it is taking part in.
     pub fn handle_connected(&mut self) {
         self.awaiting_welcome = true;
+        self.link_up = false;
         let hello = ClientServiceMessage::Hello {
             token: self.config.token.clone().unwrap_or_default(),
             identity: self.config.identity,
@@ -332,6 +354,7 @@ impl ClientSession {
     /// [`ClientSession::handle_connected`].
     pub fn handle_connection_lost(&mut self) {
         self.awaiting_welcome = false;
+        self.link_up = false;
     }
 
     /// A frame arrived from the server.
@@ -424,7 +447,8 @@ impl ClientSession {
                 self.round = None;
                 self.event(ClientEvent::SessionEnded { completed_rounds, reason });
             }
-            ServerServiceMessage::UploadGrant => match self.round.as_ref().and_then(|r| r.upload.clone()) {
+            // The masked input goes out once; the resend rule covers a lost upload.
+            ServerServiceMessage::UploadGrant => match self.round.as_mut().and_then(|r| r.upload.take()) {
                 Some(upload) => self.send(upload),
                 None => self.leave(RoundError::UnexpectedMessage("UploadGrant")),
             },
@@ -437,7 +461,12 @@ impl ClientSession {
     /// one if the server lacks it (the resend rule).
     fn on_welcome(&mut self, resumed: Option<Resume>) {
         self.awaiting_welcome = false;
+        self.link_up = true;
         self.event(ClientEvent::Admitted);
+        if self.requested && resumed.is_none() {
+            // A new connection: the server does not know this client waits.
+            self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::Ready.encode())));
+        }
         let Some(round) = &self.round else { return };
         let behind = resumed.filter(|r| r.round == round.number).and_then(|r| round.sent.checked_sub(r.received));
         match behind {
@@ -475,6 +504,7 @@ impl ClientSession {
     /// update; the `Config` goes to the protocol once the update is there.
     fn start_round(&mut self, config: Config) {
         self.serial += 1;
+        self.requested = false;
         let settings = match RoundSettings::decode(&config.app_data) {
             Ok(settings) => Arc::new(settings),
             Err(e) => return self.refuse_round(RoundError::InvalidConfig(e.to_string())),
@@ -600,12 +630,17 @@ impl ClientSession {
         }));
     }
 
-    /// Sends a frame of the current round, remembering it for the resend rule.
+    /// Sends a frame of the current round, remembering it for the resend rule. While the
+    /// connection is being re-established the frame is only counted: the resend rule
+    /// sends it once the server says it lacks it.
     fn send(&mut self, frame: Frame) {
         if let Some(round) = &mut self.round {
             round.sent += 1;
-            round.bytes_sent += (FRAME_HEADER_LEN + frame.len()) as u64;
             round.last_sent = Some(frame.clone());
+            if !self.link_up {
+                return;
+            }
+            round.bytes_sent += (FRAME_HEADER_LEN + frame.len()) as u64;
         }
         self.actions.push_back(ClientAction::Send(frame));
     }

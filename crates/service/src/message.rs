@@ -14,6 +14,7 @@
 //! | `0x34` | client → server | [`ClientServiceMessage::UploadReady`] |
 //! | `0x35` | server → client | [`ServerServiceMessage::UploadGrant`] |
 //! | `0x36` | server → client | [`ServerServiceMessage::SessionEnd`] |
+//! | `0x37` | client → server | [`ClientServiceMessage::Ready`] |
 //!
 //! Bodies are encoded with the protocol's bounded codec; `protocol/PROTOCOL.md` gives
 //! the byte layout.
@@ -34,6 +35,7 @@ mod tag {
     pub const UPLOAD_READY: u8 = 0x34;
     pub const UPLOAD_GRANT: u8 = 0x35;
     pub const SESSION_END: u8 = 0x36;
+    pub const READY: u8 = 0x37;
 }
 
 /// Where one side stands in a round when a connection is re-established: the round,
@@ -64,6 +66,9 @@ pub enum ClientServiceMessage {
     },
     /// The masked input is computed and waits for an upload slot.
     UploadReady,
+    /// The client wants to take part in the next round. Only clients that said so are
+    /// seated; a client says it again after each round it took part in.
+    Ready,
 }
 
 /// Service messages the server sends.
@@ -97,6 +102,7 @@ impl ClientServiceMessage {
         match self {
             Self::Hello { .. } => "Hello",
             Self::UploadReady => "UploadReady",
+            Self::Ready => "Ready",
         }
     }
 
@@ -111,6 +117,7 @@ impl ClientServiceMessage {
                 w.into_bytes()
             }
             Self::UploadReady => Writer::message(tag::UPLOAD_READY, 0).into_bytes(),
+            Self::Ready => Writer::message(tag::READY, 0).into_bytes(),
         }
     }
 
@@ -124,6 +131,7 @@ impl ClientServiceMessage {
                 resume: decode_resume(&mut r)?,
             },
             tag::UPLOAD_READY => Self::UploadReady,
+            tag::READY => Self::Ready,
             other => return Err(DecodeError::UnknownMessageType(other)),
         };
         r.finish()?;
@@ -267,6 +275,7 @@ mod tests {
                 resume: Some(Resume { round: 7, received: 3 }),
             },
             ClientServiceMessage::UploadReady,
+            ClientServiceMessage::Ready,
         ]
     }
 

@@ -168,6 +168,7 @@ impl RoundSettings {
             return Err(malformed("model holds NaN or infinity"));
         }
         header.encoding.validate()?;
+        check_mode(&header.mode)?;
         let settings = Self {
             round: header.round,
             total_rounds: header.total_rounds,
@@ -234,6 +235,18 @@ impl RoundSettings {
     }
 }
 
+/// Refuses modes whose numbers a client cannot use (they come from the server).
+fn check_mode(mode: &AggregationMode) -> Result<(), SettingsError> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let ok = match *mode {
+        AggregationMode::Weighted { value_range, max_weight } => positive(value_range) && positive(max_weight),
+        AggregationMode::Dp { n_min, colluders, delta, epsilon_spent, .. } => {
+            n_min >= 1 && colluders < n_min && positive(delta) && delta < 1.0 && epsilon_spent.is_finite()
+        }
+    };
+    if ok { Ok(()) } else { Err(SettingsError::Malformed("aggregation mode out of range")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +283,13 @@ mod tests {
         let mut wrong_dim = s.clone();
         wrong_dim.model.pop();
         assert!(RoundSettings::decode(&wrong_dim.encode().unwrap()).is_err());
+        // A value range or weight a client cannot clamp to (it used to panic the client);
+        // JSON has no NaN or infinity, so those do not even parse.
+        for (value_range, max_weight) in [(-1.0, 10.0), (1.0, 0.0), (f64::NAN, 10.0), (1.0, f64::INFINITY)] {
+            let mut bad = s.clone();
+            bad.mode = AggregationMode::Weighted { value_range, max_weight };
+            assert!(RoundSettings::decode(&bad.encode().unwrap()).is_err(), "{value_range}, {max_weight}");
+        }
         let mut header_garbage = bytes.clone();
         header_garbage[5] = b'!';
         assert!(matches!(RoundSettings::decode(&header_garbage), Err(SettingsError::Header(_))));

@@ -169,6 +169,7 @@ fn vectors() -> Vec<Vector> {
         ),
         server_message("RoundComplete", ServerMessage::RoundComplete { inputs: 4 }),
         server_message("Abort (server)", ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "too few"))),
+        server_message("Abort (dropped)", ServerMessage::Abort(Abort::new(AbortCode::Dropped, "missed the deadline"))),
         client_message("AdvertiseKeys", ClientMessage::AdvertiseKeys(Box::new(keys(2)))),
         client_message("ShareKeys", ClientMessage::ShareKeys(vec![envelope(1), envelope(4)])),
         client_message("MaskedInput", ClientMessage::MaskedInput(PackedVector::pack(&[1, 0xfffff, 0, 77], 20))),
@@ -190,6 +191,7 @@ fn vectors() -> Vec<Vector> {
             },
         ),
         to_server("UploadReady", ClientServiceMessage::UploadReady),
+        to_server("Ready", ClientServiceMessage::Ready),
         to_client("Welcome", ServerServiceMessage::Welcome { resumed: None }),
         to_client(
             "Welcome (resumed)",

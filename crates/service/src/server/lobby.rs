@@ -28,7 +28,7 @@ pub(super) enum ConnState {
 }
 
 /// Every connection the session knows, the identity each admitted one holds, and the
-/// queue of admitted clients waiting for a seat.
+/// queue of admitted clients that asked for a seat (`Ready`).
 #[derive(Default)]
 pub(super) struct Lobby {
     conns: HashMap<ConnId, ConnState>,
@@ -36,9 +36,9 @@ pub(super) struct Lobby {
     /// Connections awaiting their `Hello`, with their deadline, in arrival order (so in
     /// deadline order).
     hellos_due: VecDeque<(Instant, ConnId)>,
-    /// Admitted clients without a seat, in the order they will be seated.
+    /// Admitted clients that asked for a seat, in the order they will be seated.
     queue: VecDeque<ConnId>,
-    /// When the queue last became non-empty (or was last served).
+    /// Since when the clients in the queue have been waiting (`None`: nobody waits).
     waiting_since: Option<Instant>,
 }
 
@@ -60,7 +60,7 @@ impl Lobby {
     /// Marks `conn` as closing: it holds no identity and no place in the queue any more.
     pub(super) fn closing(&mut self, conn: ConnId) {
         self.forget_identity(conn);
-        self.queue.retain(|&c| c != conn);
+        self.dequeue(conn);
         if let Some(state) = self.conns.get_mut(&conn) {
             *state = ConnState::Closing;
         }
@@ -69,8 +69,15 @@ impl Lobby {
     /// Forgets `conn`; returns what it was.
     pub(super) fn remove(&mut self, conn: ConnId) -> Option<ConnState> {
         self.forget_identity(conn);
-        self.queue.retain(|&c| c != conn);
+        self.dequeue(conn);
         self.conns.remove(&conn)
+    }
+
+    fn dequeue(&mut self, conn: ConnId) {
+        self.queue.retain(|&c| c != conn);
+        if self.queue.is_empty() {
+            self.waiting_since = None;
+        }
     }
 
     fn forget_identity(&mut self, conn: ConnId) {
@@ -86,18 +93,23 @@ impl Lobby {
         self.by_identity.get(identity).copied()
     }
 
-    /// Records `conn` as admitted as `identity` with `seat` (`None`: it joins the queue).
-    pub(super) fn admit(&mut self, now: Instant, conn: ConnId, identity: ClientIdentity, seat: Option<ClientId>) {
+    /// Records `conn` as admitted as `identity`, seated (reconnected to its seat) or in
+    /// the lobby.
+    pub(super) fn admit(&mut self, conn: ConnId, identity: ClientIdentity, seat: Option<ClientId>) {
         self.conns.insert(conn, ConnState::Admitted { identity, seat, returning: false });
         self.by_identity.insert(identity, conn);
-        if seat.is_none() {
-            self.enqueue(now, conn);
-        }
     }
 
-    fn enqueue(&mut self, now: Instant, conn: ConnId) {
-        self.queue.push_back(conn);
-        self.waiting_since.get_or_insert(now);
+    /// A client in the lobby asked for a seat: it joins the queue (once). Returns whether
+    /// it was in the lobby.
+    pub(super) fn ready(&mut self, now: Instant, conn: ConnId) -> bool {
+        let Some(ConnState::Admitted { seat: None, returning, .. }) = self.conns.get_mut(&conn) else { return false };
+        *returning = false;
+        if !self.queue.contains(&conn) {
+            self.queue.push_back(conn);
+            self.waiting_since.get_or_insert(now);
+        }
+        true
     }
 
     /// Connections whose `Hello` deadline passed before `now` and that still owe one.
@@ -155,17 +167,15 @@ impl Lobby {
         seated
     }
 
-    /// Returns seated clients to the front of the queue, in the order given: they wait
-    /// for the next round before clients that joined during this one.
-    pub(super) fn unseat(&mut self, now: Instant, conns: impl DoubleEndedIterator<Item = ConnId>) {
-        for conn in conns.rev() {
+    /// Returns seated clients to the lobby. They are seated again only once they ask
+    /// (`Ready`); until then, late frames of their round are ignored.
+    pub(super) fn unseat(&mut self, conns: impl Iterator<Item = ConnId>) {
+        for conn in conns {
             if let Some(ConnState::Admitted { seat, returning, .. }) = self.conns.get_mut(&conn)
                 && seat.take().is_some()
             {
                 *returning = true;
-                self.queue.push_front(conn);
             }
         }
-        self.waiting_since = (!self.queue.is_empty()).then_some(now);
     }
 }

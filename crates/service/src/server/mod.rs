@@ -361,17 +361,9 @@ impl ServerSession {
             return;
         }
         match self.lobby.state(conn) {
-            Some(ConnState::AwaitingHello) => self.on_hello(now, conn, frame),
+            Some(ConnState::AwaitingHello) => self.on_hello(conn, frame),
             Some(ConnState::Admitted { seat: Some(seat), .. }) => self.on_seated_frame(conn, seat, frame),
-            Some(ConnState::Admitted { seat: None, returning: true, .. }) => {
-                // Sent before the client heard that its round ended.
-                tracing::debug!(conn, "ignoring a late message of the last round");
-            }
-            Some(ConnState::Admitted { seat: None, returning: false, .. }) => {
-                // Clients in the lobby have nothing to say.
-                tracing::warn!(conn, "message from a client outside any round; closing it");
-                self.close_conn(conn, CloseReason::UnexpectedMessage);
-            }
+            Some(ConnState::Admitted { seat: None, returning, .. }) => self.on_lobby_frame(now, conn, returning, frame),
             Some(ConnState::Closing) | None => {}
         }
         self.after_input(now);
@@ -439,7 +431,8 @@ impl ServerSession {
     /// The answer to [`Action::StartRound`]: the round's parameters and the application
     /// payload every client gets in its `Config`.
     pub fn start_round(&mut self, now: Instant, params: RoundParams, app_data: Arc<[u8]>) -> Result<(), StartError> {
-        let Some(round) = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Preparing { .. })) else {
+        let preparing = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Preparing { .. }));
+        let Some(round) = preparing.filter(|_| !self.closed) else {
             return Err(StartError::NotSeated { round: self.next_round, seated: 0 });
         };
         if params.round != round.number || params.num_clients as usize != round.seats.len() {
@@ -479,11 +472,11 @@ impl ServerSession {
     pub fn handle_committed(&mut self, now: Instant) {
         let Some(mut round) = self.round.take_if(|r| matches!(r.stage, Stage::Committing(_))) else { return };
         round.release_completion(&mut self.out);
-        self.lobby.unseat(now, round.seats.iter().map(|s| s.conn));
+        self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         self.next_round += 1;
         self.attempt = 0;
         if self.next_round > self.config.rounds {
-            self.close(now, "the session is complete");
+            self.close("the session is complete");
             self.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: self.completed_rounds() }));
             return;
         }
@@ -492,7 +485,7 @@ impl ServerSession {
 
     /// Ends the session: the current round is cancelled (its clients hear why), every
     /// client gets `SessionEnd` with `reason`, and every connection is closed.
-    pub fn close(&mut self, now: Instant, reason: &str) {
+    pub fn close(&mut self, reason: &str) {
         if self.closed {
             return;
         }
@@ -501,7 +494,7 @@ impl ServerSession {
                 protocol.cancel(reason);
             }
             round.flush(&mut self.out);
-            self.lobby.unseat(now, round.seats.iter().map(|s| s.conn));
+            self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         }
         self.closed = true;
         let end = ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), reason: reason.into() };
@@ -517,7 +510,7 @@ impl ServerSession {
         }
     }
 
-    fn on_hello(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+    fn on_hello(&mut self, conn: ConnId, frame: &[u8]) {
         let admitted = match FromClient::decode(frame, &self.config.limits) {
             Ok(FromClient::Service(ClientServiceMessage::Hello { token, identity, resume })) => {
                 self.config.admission.admit(&token, &identity).map(|id| (id, resume))
@@ -526,7 +519,7 @@ impl ServerSession {
             Err(e) => Err(Refusal::NotAHello(format!("a malformed frame ({e})"))),
         };
         match admitted {
-            Ok((identity, resume)) => self.admit(now, conn, identity, resume),
+            Ok((identity, resume)) => self.admit(conn, identity, resume),
             Err(refusal) => {
                 tracing::info!(conn, %refusal, "refused a client");
                 self.out.send(conn, Frame::new(ServerServiceMessage::Refused { reason: refusal.to_string() }.encode()));
@@ -535,8 +528,23 @@ impl ServerSession {
         }
     }
 
-    fn admit(&mut self, now: Instant, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) {
-        if self.rebind(now, conn, identity, resume) {
+    /// In the lobby a client may only ask for a seat. Other frames close its connection,
+    /// except those of the round it just left, sent before it heard that the round ended.
+    fn on_lobby_frame(&mut self, now: Instant, conn: ConnId, returning: bool, frame: &[u8]) {
+        match FromClient::decode(frame, &self.config.limits) {
+            Ok(FromClient::Service(ClientServiceMessage::Ready)) => {
+                self.lobby.ready(now, conn);
+            }
+            _ if returning => tracing::debug!(conn, "ignoring a late message of the last round"),
+            _ => {
+                tracing::warn!(conn, "message from a client outside any round; closing it");
+                self.close_conn(conn, CloseReason::UnexpectedMessage);
+            }
+        }
+    }
+
+    fn admit(&mut self, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) {
+        if self.rebind(conn, identity, resume) {
             return;
         }
         if let Some(old) = self.lobby.holder(&identity) {
@@ -547,7 +555,7 @@ impl ServerSession {
             }
             self.close_conn(old, CloseReason::Replaced);
         }
-        self.lobby.admit(now, conn, identity, None);
+        self.lobby.admit(conn, identity, None);
         self.out.set_frame_limit(conn, MAX_CONTROL_FRAME);
         self.out.send(conn, Frame::new(ServerServiceMessage::Welcome { resumed: None }.encode()));
     }
@@ -556,7 +564,7 @@ impl ServerSession {
     /// server has, and resends the last frame it lacks (the resend rule). Returns false
     /// if `identity` holds no active seat, or its claim is impossible (then it loses the
     /// seat).
-    fn rebind(&mut self, now: Instant, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) -> bool {
+    fn rebind(&mut self, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) -> bool {
         let Some(round) = &mut self.round else { return false };
         let Some(seat) = round.seat_of(&identity).filter(|&s| round.is_active(s)) else { return false };
         let claimed = resume.filter(|r| r.round == round.number).map_or(0, |r| r.received);
@@ -571,7 +579,7 @@ impl ServerSession {
             self.lobby.closing(old);
             self.out.close(old, CloseReason::Replaced);
         }
-        self.lobby.admit(now, conn, identity, Some(seat));
+        self.lobby.admit(conn, identity, Some(seat));
         let received = round.seat(seat).map_or(0, |s| s.received);
         let welcome = ServerServiceMessage::Welcome { resumed: Some(Resume { round: round.number, received }) };
         self.out.set_frame_limit(conn, round.frame_limit(seat));
@@ -655,7 +663,7 @@ impl ServerSession {
                     round.flush(&mut self.out);
                     match phase {
                         Some(Phase::Reconstruct) => self.hand_over_finalize(),
-                        Some(Phase::Aborted) => self.end_attempt(now),
+                        Some(Phase::Aborted) => self.end_attempt(),
                         _ => {}
                     }
                 }
@@ -699,7 +707,7 @@ impl ServerSession {
 
     /// An attempt aborted: its clients return to the lobby; the session fails after the
     /// last allowed attempt.
-    fn end_attempt(&mut self, now: Instant) {
+    fn end_attempt(&mut self) {
         let Some(mut round) = self.round.take() else { return };
         let reason = round
             .protocol()
@@ -711,10 +719,10 @@ impl ServerSession {
             attempt: round.attempt,
             reason: reason.clone(),
         }));
-        self.lobby.unseat(now, round.seats.iter().map(|s| s.conn));
+        self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         if round.attempt >= self.config.max_round_attempts {
             let text = format!("round {} aborted {} times; last reason: {reason}", round.number, round.attempt);
-            self.close(now, &text);
+            self.close(&text);
             self.out.push(Action::Finished(SessionEnd::RoundFailed {
                 round: round.number,
                 attempts: round.attempt,
@@ -724,7 +732,8 @@ impl ServerSession {
     }
 
     fn seat_cohort(&mut self, now: Instant, size: usize) {
-        if self.round.is_some() || size < self.config.min_clients as usize || size > self.lobby.waiting() {
+        let enough = size >= self.config.min_clients as usize && size <= self.lobby.waiting();
+        if self.closed || self.round.is_some() || !enough {
             return;
         }
         let seated = self.lobby.seat(now, size);

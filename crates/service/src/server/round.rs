@@ -260,8 +260,12 @@ impl ActiveRound {
     /// A seat announced its masked input: queue it for a slot, if the phase allows.
     /// Returns whether the announcement was in order.
     pub fn upload_ready(&mut self, seat: ClientId, slots: usize, out: &mut Outbox) -> bool {
+        let uploaded = match &self.stage {
+            Stage::Running(p) => p.has_answered(seat, Phase::MaskedInput),
+            _ => true,
+        };
         let in_phase = self.protocol_phase() == Some(Phase::MaskedInput) && self.is_active(seat);
-        if !in_phase || self.ready.contains(&seat) || self.granted.contains(&seat) {
+        if !in_phase || uploaded || self.ready.contains(&seat) || self.granted.contains(&seat) {
             return false;
         }
         self.ready.push_back(seat);

@@ -14,6 +14,7 @@ use privagg_dp::NoiseRng;
 use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Limits, PrgKind, RoundParams, ServerMessage};
+use privagg_service::client::EncodeJob;
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
 use privagg_service::{
@@ -108,6 +109,9 @@ pub struct Peer {
     pub silent: bool,
     /// Refuse to train (the training step fails).
     pub fail_training: bool,
+    /// Ask for a round after being admitted and after each round, as the SDK's `run`
+    /// does; a one-shot client stops asking after its first round.
+    pub asks_for_rounds: bool,
 }
 
 impl Peer {
@@ -199,6 +203,9 @@ pub struct Harness {
     pub tamper: Option<Tamper>,
     /// Frames raw connections received.
     raw_received: HashMap<ConnId, Vec<Vec<u8>>>,
+    /// Peers whose encode jobs wait for [`Harness::release_encode`].
+    pub hold_encode: Vec<usize>,
+    held_encodes: Vec<(usize, Box<EncodeJob>)>,
     setup: Setup,
     rng: ChaCha8Rng,
 }
@@ -224,6 +231,8 @@ impl Harness {
             limits: Vec::new(),
             tamper: None,
             raw_received: HashMap::new(),
+            hold_encode: Vec::new(),
+            held_encodes: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
         }
@@ -242,6 +251,13 @@ impl Harness {
         let mut config = client_config(i);
         change(&mut config);
         self.peers[i].session = ClientSession::new(config, NoiseRng::insecure_from_seed([i as u8 + 1; 32]));
+    }
+
+    /// Finishes peer `i`'s held encode job (see [`Harness::hold_encode`]).
+    pub fn release_encode(&mut self, i: usize) {
+        let index = self.held_encodes.iter().position(|(p, _)| *p == i).expect("a held encode job");
+        let (_, job) = self.held_encodes.remove(index);
+        self.peers[i].session.handle_encoded(job.run());
     }
 
     /// Peer `i` opens a new connection and says hello.
@@ -419,7 +435,7 @@ impl Harness {
                 }
                 Err(e) => {
                     self.plan_errors.push(e.clone());
-                    self.server.close(now, &e);
+                    self.server.close(&e);
                 }
             },
             Action::Finalize(mut job) => {
@@ -473,6 +489,7 @@ impl Harness {
             }
             ClientAction::Train(_) if peer.fail_training => peer.session.abandon_round("training failed"),
             ClientAction::Train(_) => peer.session.provide_update(peer.update.clone(), peer.weight),
+            ClientAction::Encode(job) if self.hold_encode.contains(&i) => self.held_encodes.push((i, job)),
             ClientAction::Encode(job) => peer.session.handle_encoded(job.run()),
             ClientAction::Mask(job) => peer.session.handle_masked(job.run()),
             ClientAction::Vanish => {
@@ -483,9 +500,16 @@ impl Harness {
             }
             ClientAction::Event(e) => {
                 let over = matches!(e, ClientEvent::Refused(_) | ClientEvent::SessionEnded { .. });
+                // Asking again is idempotent: like the SDK's `run`, ask whenever a round
+                // could start.
+                let may_ask =
+                    matches!(e, ClientEvent::Admitted | ClientEvent::RoundCompleted(_) | ClientEvent::RoundFailed(_));
                 peer.events.push(e);
+                let completed_one = peer.events.iter().any(|e| matches!(e, ClientEvent::RoundCompleted(_)));
                 if over {
                     self.client_closes(i);
+                } else if may_ask && !peer.vanished && (peer.asks_for_rounds || !completed_one) {
+                    peer.session.request_round();
                 }
             }
         }
@@ -676,6 +700,7 @@ fn new_peer(i: usize, dim: usize) -> Peer {
         vanished: false,
         silent: false,
         fail_training: false,
+        asks_for_rounds: true,
     }
 }
 
