@@ -13,6 +13,7 @@ use privagg_client::{Client, ClientOptions, DropPoint};
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
+use privagg_server::config::Threat;
 use privagg_server::{ServeConfig, Server};
 
 use crate::demo::{DemoOptions, run_demo};
@@ -67,6 +68,11 @@ struct ServeArgs {
     /// Fraction of clients assumed corrupt when choosing K and the threshold [default: 0.05].
     #[arg(long)]
     corrupt_fraction: Option<f64>,
+    /// What the server is assumed able to do when choosing K and the threshold: lie about
+    /// who dropped out (malicious) or only watch (curious; clients must opt in too)
+    /// [default: malicious].
+    #[arg(long, value_enum)]
+    threat: Option<ThreatArg>,
     /// DP noise multiplier Z [default: 1.0].
     #[arg(long, conflicts_with = "no_dp")]
     noise_multiplier: Option<f64>,
@@ -130,6 +136,12 @@ struct ServeArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ThreatArg {
+    Malicious,
+    Curious,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum MechanismArg {
     DiscreteGaussian,
     Skellam,
@@ -155,6 +167,13 @@ struct ClientArgs {
     /// Refuse rounds whose noise multiplier is below this.
     #[arg(long)]
     min_noise_multiplier: Option<f64>,
+    /// Accept only thresholds safe with this fraction of clients corrupt [default: 0.05].
+    #[arg(long)]
+    corrupt_fraction: Option<f64>,
+    /// What this client assumes the server may do: lie about who dropped out (malicious),
+    /// or only watch (curious, which accepts lower thresholds) [default: malicious].
+    #[arg(long, value_enum)]
+    threat: Option<ThreatArg>,
     /// Name in the server's certificate.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -221,8 +240,9 @@ struct ParamsArgs {
     /// Fraction of clients that may drop out.
     #[arg(long)]
     dropout_fraction: f64,
-    /// What the server may do.
-    #[arg(long, value_enum, default_value = "curious")]
+    /// What the server may do: only watch (curious) or also lie about who dropped out
+    /// (semi-malicious, what `privagg serve` sizes for by default).
+    #[arg(long, value_enum, default_value = "semi-malicious")]
     adversary: AdversaryArg,
     /// Machine-readable output.
     #[arg(long)]
@@ -233,6 +253,15 @@ struct ParamsArgs {
 enum AdversaryArg {
     Curious,
     SemiMalicious,
+}
+
+impl From<ThreatArg> for Threat {
+    fn from(arg: ThreatArg) -> Self {
+        match arg {
+            ThreatArg::Malicious => Self::Malicious,
+            ThreatArg::Curious => Self::Curious,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -321,6 +350,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     if args.max_epsilon.is_some() {
         c.dp.max_epsilon = args.max_epsilon;
     }
+    if let Some(threat) = args.threat {
+        c.threat = threat.into();
+    }
     if let Some(m) = args.mechanism {
         c.dp.mechanism = match m {
             MechanismArg::DiscreteGaussian => Mechanism::DiscreteGaussian,
@@ -389,6 +421,12 @@ fn client(args: ClientArgs) -> Result<()> {
     options.token = args.token;
     options.server_name = args.server_name;
     options.min_noise_multiplier = args.min_noise_multiplier;
+    if let Some(fraction) = args.corrupt_fraction {
+        options.policy.corrupt_fraction = fraction;
+    }
+    if let Some(threat) = args.threat {
+        options.policy.server = Threat::from(threat).adversary();
+    }
     options.connect_deadline = std::time::Duration::from_secs_f64(args.connect_timeout.max(0.1));
     options.drop_point = args.testing_drop_point.map(|d| match d {
         DropPointArg::BeforeAdvertiseKeys => DropPoint::BeforeAdvertiseKeys,

@@ -101,7 +101,8 @@ fn privacy_prints_epsilon_as_json() {
 #[test]
 fn params_prints_k_and_t_or_the_reason() {
     let out = privagg()
-        .args(["params", "--clients", "1000", "--corrupt-fraction", "0.05", "--dropout-fraction", "0.33", "--json"])
+        .args(["params", "--clients", "1000", "--corrupt-fraction", "0.05", "--dropout-fraction", "0.33"])
+        .args(["--adversary", "curious", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -36,6 +36,9 @@ pub struct ClientOptions {
     /// Refuse rounds whose effective noise multiplier is below this (and rounds without
     /// DP). A client may demand more privacy than the server offers, never less.
     pub min_noise_multiplier: Option<f64>,
+    /// Which rounds' thresholds this client accepts: by default only those that keep its
+    /// secrets from a server that lies about dropouts, with 5 % of clients corrupt.
+    pub policy: ClientPolicy,
     /// How long to keep retrying an unreachable server (connect and reconnect).
     pub connect_deadline: Duration,
     /// QUIC idle timeout; keep-alives go out at a quarter of it.
@@ -46,8 +49,8 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// Options with defaults: server name `localhost`, no token, no local noise floor,
-    /// 10 s to connect, 60 s idle timeout.
+    /// Options with defaults: server name `localhost`, no token, no local noise floor, the
+    /// default [`ClientPolicy`], 10 s to connect, 60 s idle timeout.
     pub fn new(server: SocketAddr, server_cert: Vec<u8>) -> Self {
         Self {
             server,
@@ -55,6 +58,7 @@ impl ClientOptions {
             server_cert,
             token: None,
             min_noise_multiplier: None,
+            policy: ClientPolicy::default(),
             connect_deadline: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             #[cfg(feature = "testing")]
@@ -118,7 +122,7 @@ impl Client {
         let session_config = ClientConfig {
             token: options.token.clone(),
             identity,
-            policy: ClientPolicy::default(),
+            policy: options.policy.clone(),
             min_noise_multiplier: options.min_noise_multiplier,
             limits: Limits::default(),
         };

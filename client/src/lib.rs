@@ -39,7 +39,7 @@ mod link;
 
 pub use client::{Client, ClientOptions, RoundReport};
 pub use error::SdkError;
-pub use privagg_protocol::AbortCode;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
+pub use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy};
 pub use privagg_service::RoundError;

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use privagg_protocol::graph_params::{corrupt_neighbour_bound, split_view_threshold};
 use privagg_protocol::simulator::{DropKind, DropPoint, Dropout, Simulation, simulate};
-use privagg_protocol::{ClientId, PrgKind, RoundParams};
+use privagg_protocol::{ClientId, ClientPolicy, PrgKind, RoundParams};
 
 fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
     std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
@@ -20,7 +21,11 @@ fn main() {
     let dropout_percent: u32 = arg(4, 10);
     let bits: u8 = arg(5, 32);
     let dropped = n * dropout_percent / 100;
-    let threshold = (k / 2 + 1).max(2);
+    // The threshold clients accept against a server that may lie about dropouts, with 5 %
+    // of clients corrupt.
+    let policy = ClientPolicy::default();
+    let corrupt = corrupt_neighbour_bound(n, k, policy.corrupt_fraction).unwrap_or(0);
+    let threshold = split_view_threshold(k, corrupt);
     let params = RoundParams {
         round: 1,
         num_clients: n,
@@ -39,7 +44,7 @@ fn main() {
         .filter_map(|i| ClientId::new(1 + i * n / dropped.max(1)))
         .map(|c| (c, Dropout { point: DropPoint::BeforeMaskedInput, kind: DropKind::ConnectionLost }))
         .collect::<BTreeMap<_, _>>();
-    let sim = Simulation { params, inputs, dropouts, seed: 1 };
+    let sim = Simulation { params, inputs, dropouts, seed: 1, policy };
     let start = Instant::now();
     let outcome = match simulate(&sim) {
         Ok(outcome) => outcome,

@@ -25,6 +25,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::ClientError;
 use crate::graph::NeighbourGraph;
+use crate::graph_params::{AdversaryClass, lowest_safe_threshold};
 use crate::masking;
 use crate::message::{
     Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, RevealedShare,
@@ -34,17 +35,48 @@ use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
 
 /// What a client accepts from a server, beyond the protocol's own invariants.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The server chooses the neighbour count k and the threshold t of every round, so the
+/// client checks them itself: it accepts a round only if t is high enough that the
+/// server, even helped by the corrupt neighbours the policy assumes, cannot rebuild both
+/// of the client's secrets. Against a server that may lie about who dropped (the default,
+/// [`AdversaryClass::SemiMaliciousServer`]) that is 2t ≥ k + 2 + c, with c the corrupt
+/// neighbours a fraction `corrupt_fraction` of all clients gives
+/// ([`graph_params::corrupt_neighbour_bound`]).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClientPolicy {
-    /// Smallest Shamir threshold the client accepts (at least 2).
+    /// Smallest Shamir threshold the client accepts (at least 2), whatever the rule.
     pub min_threshold: u32,
     /// Largest vector the client is willing to mask, in words.
     pub max_dim: u32,
+    /// What the client assumes the server may do. A curious server only needs t above
+    /// the corrupt neighbours; one that lies about dropouts needs 2t ≥ k + 2 + c.
+    pub server: AdversaryClass,
+    /// Fraction of all clients assumed corrupt and colluding with the server, in [0, 1).
+    pub corrupt_fraction: f64,
 }
 
 impl Default for ClientPolicy {
+    /// A server that may lie about who dropped, 5 % of clients corrupt (the server's own
+    /// default assumption).
     fn default() -> Self {
-        Self { min_threshold: 2, max_dim: crate::MAX_DIM }
+        Self {
+            min_threshold: 2,
+            max_dim: crate::MAX_DIM,
+            server: AdversaryClass::SemiMaliciousServer,
+            corrupt_fraction: 0.05,
+        }
+    }
+}
+
+impl ClientPolicy {
+    /// The smallest threshold this policy accepts for `params`, and the corrupt
+    /// neighbours it was computed for.
+    pub fn required_threshold(&self, params: &RoundParams) -> Result<(u32, u32), ClientError> {
+        let (n, k) = (params.num_clients, params.neighbours);
+        let (lowest, corrupt) = lowest_safe_threshold(n, k, self.corrupt_fraction, self.server)
+            .map_err(|e| ClientError::PolicyRefused(format!("cannot assess the threshold: {e}")))?;
+        Ok((lowest.max(self.min_threshold), corrupt))
     }
 }
 
@@ -224,11 +256,9 @@ impl ClientRound {
     fn on_config<R: CryptoRng + ?Sized>(&mut self, config: Config, rng: &mut R) -> Result<ClientMessage, ClientError> {
         let params = config.params;
         params.validate()?;
-        if params.threshold < self.policy.min_threshold.max(2) {
-            return Err(ClientError::PolicyRefused(format!(
-                "threshold {} is below the required {}",
-                params.threshold, self.policy.min_threshold
-            )));
+        let (required, corrupt_neighbours) = self.policy.required_threshold(&params)?;
+        if params.threshold < required {
+            return Err(ClientError::UnsafeThreshold { threshold: params.threshold, required, corrupt_neighbours });
         }
         if params.dim > self.policy.max_dim {
             return Err(ClientError::PolicyRefused(format!(

@@ -185,6 +185,19 @@ pub enum ClientError {
     /// The parameters break the client's own policy.
     #[error("round refused by local policy: {0}")]
     PolicyRefused(String),
+    /// The threshold is too low for the client's policy: the server, with the corrupt
+    /// neighbours the policy assumes, could rebuild the client's secrets.
+    #[error(
+        "threshold {threshold} is below {required}, the least that keeps this client's secrets from a server with {corrupt_neighbours} corrupt neighbours"
+    )]
+    UnsafeThreshold {
+        /// The round's threshold.
+        threshold: u32,
+        /// The smallest the policy accepts.
+        required: u32,
+        /// The corrupt neighbours it assumes.
+        corrupt_neighbours: u32,
+    },
     /// The assigned id is outside the round.
     #[error("assigned id {0} is outside the round")]
     InvalidClientId(u32),

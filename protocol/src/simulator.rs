@@ -76,6 +76,9 @@ pub struct Simulation {
     pub dropouts: BTreeMap<ClientId, Dropout>,
     /// Seed of the clients' randomness (each client gets its own stream).
     pub seed: u64,
+    /// What the clients accept (their threshold rule decides which (k, t) they take part
+    /// with).
+    pub policy: ClientPolicy,
 }
 
 /// Bytes carried in each direction.
@@ -137,7 +140,7 @@ pub fn simulate(sim: &Simulation) -> Result<SimulationOutcome, SimulationError> 
     let mut clients: Vec<(ClientRound, ChaCha20Rng, bool)> = params
         .client_ids()
         .map(|id| {
-            let mut round = ClientRound::new(ClientPolicy::default());
+            let mut round = ClientRound::new(sim.policy.clone());
             // Setting the input before the config is allowed; it is checked on arrival.
             let _ = round.set_input(sim.inputs[id.index()].clone());
             let rng = ChaCha20Rng::seed_from_u64(sim.seed ^ (u64::from(id.get()) << 32));

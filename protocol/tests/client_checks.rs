@@ -218,7 +218,10 @@ fn configs_are_checked_against_the_protocol_and_the_policy() {
     assert!(matches!(c.receive(config(params(5, 3, 3, 8, 32)), &mut rng), Err(ClientError::InvalidParams(_))));
 
     let mut c = ClientRound::new(ClientPolicy { min_threshold: 4, ..ClientPolicy::default() });
-    assert!(matches!(c.receive(config(params(5, 4, 3, 8, 32)), &mut rng), Err(ClientError::PolicyRefused(_))));
+    assert!(matches!(
+        c.receive(config(params(5, 4, 3, 8, 32)), &mut rng),
+        Err(ClientError::UnsafeThreshold { threshold: 3, required: 4, .. })
+    ));
 
     let mut c = ClientRound::new(ClientPolicy { max_dim: 4, ..ClientPolicy::default() });
     assert!(matches!(c.receive(config(params(5, 4, 3, 8, 32)), &mut rng), Err(ClientError::PolicyRefused(_))));
@@ -281,7 +284,7 @@ fn input_can_arrive_after_the_envelopes() {
     // Key exchange overlaps training: the client parks until its input is set.
     let mut h = Harness::new(params(4, 3, 2, 8, 32), 12);
     let input = h.inputs[0].clone();
-    let mut round = ClientRound::new(ClientPolicy::default());
+    let mut round = ClientRound::new(common::any_threshold());
     std::mem::swap(&mut h.clients[0].0, &mut round);
     let mut parked = false;
     h.run(|h, _, msg| {

@@ -237,7 +237,7 @@ fn too_many_violations_abort_the_round_with_a_reason() {
 
 #[test]
 fn a_dropped_client_is_told_unless_its_connection_is_gone() {
-    let mut h = Harness::new(params(6, 5, 3, 16, 32), 1);
+    let mut h = Harness::new(params(6, 5, 4, 16, 32), 1);
     let replies = h.deliver();
     for (from, msg) in &replies {
         if from.get() <= 3 {

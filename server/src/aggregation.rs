@@ -7,6 +7,7 @@ use privagg_dp::encoding::Clipping;
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
 use privagg_dp::planner::{NoiseTarget, Plan, PlanInput, plan};
 use privagg_dp::{EncodingParams, ensure_enough_survivors, plan_without_dp};
+use privagg_protocol::graph_params::lowest_safe_threshold;
 use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_parameters};
 use privagg_service::{AggregationMode, RoundSettings};
 use rand::RngExt;
@@ -174,31 +175,34 @@ impl Aggregation {
 }
 
 /// Neighbours k and Shamir threshold t for a cohort of `n`: the user's k (made valid)
-/// or the parameter finder's, for a threat model where `corrupt_fraction` of clients
-/// collude and up to n − `min_clients` drop out. The complete graph uses t =
-/// `min_clients`, as in the original SecAgg.
+/// or the parameter finder's, for a server of class `adversary` and a threat model where
+/// `corrupt_fraction` of clients collude and up to n − `min_clients` drop out. The
+/// complete graph uses t = `min_clients`, as in the original SecAgg, which must then be
+/// safe itself.
 pub fn graph_for(
     n: u32,
     min_clients: u32,
     neighbors: Option<u32>,
     corrupt_fraction: f64,
+    adversary: AdversaryClass,
 ) -> Result<(u32, u32), ServeError> {
-    let threat = ThreatModel {
-        corrupt_fraction,
-        dropout_fraction: 1.0 - f64::from(min_clients) / f64::from(n),
-        adversary: AdversaryClass::CuriousServer,
-    };
+    let threat =
+        ThreatModel { corrupt_fraction, dropout_fraction: 1.0 - f64::from(min_clients) / f64::from(n), adversary };
     let k = match neighbors {
         Some(k) if k + 2 >= n => n - 1,
         Some(k) => k + k % 2,
         None => find_graph_parameters(n, &threat).map(|p| p.neighbours).unwrap_or(n - 1),
     };
     if k + 1 == n {
-        let lowest = (threat.corrupt_fraction * f64::from(n)).floor() as u32 + 1;
-        if min_clients < lowest.max(2) {
+        let (lowest, corrupt) = lowest_safe_threshold(n, k, corrupt_fraction, adversary)
+            .map_err(|e| ServeError::Config(format!("{n} clients: {e}")))?;
+        if min_clients < lowest {
             return Err(ServeError::Config(format!(
-                "--min-clients {min_clients} is not above the {} corrupt clients assumed among {n}",
-                lowest - 1
+                "--min-clients {min_clients} is below {lowest}, the least threshold that keeps a client's secrets from {} with {corrupt} corrupt clients among {n}",
+                match adversary {
+                    AdversaryClass::SemiMaliciousServer => "a server that lies about dropouts",
+                    AdversaryClass::CuriousServer => "a curious server",
+                }
             )));
         }
         return Ok((k, min_clients));

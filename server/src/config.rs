@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use privagg_dp::planner::Mechanism;
+use privagg_protocol::AdversaryClass;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
@@ -51,6 +52,29 @@ impl Default for DpConfig {
     }
 }
 
+/// What the server is assumed able to do; it decides the threshold of every round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Threat {
+    /// The server may lie about who dropped out (send different clients different
+    /// views): thresholds satisfy 2t ≥ k + 2 + c. The default.
+    #[default]
+    Malicious,
+    /// The server follows the protocol and only tries to learn from what it sees:
+    /// thresholds need only exceed the corrupt neighbours c. Clients must opt into it.
+    Curious,
+}
+
+impl Threat {
+    /// The adversary class the neighbour graphs are sized for.
+    pub fn adversary(self) -> AdversaryClass {
+        match self {
+            Self::Malicious => AdversaryClass::SemiMaliciousServer,
+            Self::Curious => AdversaryClass::CuriousServer,
+        }
+    }
+}
+
 /// Weighted FedAvg settings (DP off).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +113,8 @@ pub struct ServeConfig {
     pub neighbors: Option<u32>,
     /// Fraction of clients assumed corrupt, for choosing neighbours and threshold.
     pub corrupt_fraction: f64,
+    /// What the server is assumed able to do, for choosing neighbours and threshold.
+    pub threat: Threat,
     /// Differential privacy.
     pub dp: DpConfig,
     /// Weighted FedAvg without DP.
@@ -129,6 +155,7 @@ impl Default for ServeConfig {
             rounds: 1,
             neighbors: None,
             corrupt_fraction: 0.05,
+            threat: Threat::default(),
             dp: DpConfig::default(),
             weighting: WeightingConfig::default(),
             server_lr: 1.0,

@@ -121,7 +121,13 @@ impl Server {
         };
         let aggregation = Aggregation::new(&config)?;
         // Refuse now a cohort whose neighbour graph cannot be made safe.
-        graph_for(config.clients, config.min_clients, config.neighbors, config.corrupt_fraction)?;
+        graph_for(
+            config.clients,
+            config.min_clients,
+            config.neighbors,
+            config.corrupt_fraction,
+            config.threat.adversary(),
+        )?;
         if let Some(plan) = aggregation.plan() {
             tracing::info!(
                 gamma = plan.gamma,

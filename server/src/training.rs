@@ -72,8 +72,13 @@ impl Training {
                 .check_budget(&event, budget, self.config.dp.delta)
                 .map_err(|e| ServeError::Budget(e.to_string()))?;
         }
-        let (neighbours, threshold) =
-            graph_for(clients, self.config.min_clients, self.config.neighbors, self.config.corrupt_fraction)?;
+        let (neighbours, threshold) = graph_for(
+            clients,
+            self.config.min_clients,
+            self.config.neighbors,
+            self.config.corrupt_fraction,
+            self.config.threat.adversary(),
+        )?;
         let epsilon_spent = self.epsilon().unwrap_or(0.0);
         let settings = self.aggregation.round_settings(round, self.config.rounds, &self.model, epsilon_spent)?;
         let params = RoundParams {

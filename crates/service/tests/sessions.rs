@@ -8,7 +8,9 @@ mod harness;
 use std::time::Duration;
 
 use harness::{Harness, Setup, in_sum_at, ty};
-use privagg_protocol::{AbortCode, ClientMessage, DropPoint, PackedVector, RoundAbort};
+use privagg_protocol::{
+    AbortCode, AdversaryClass, ClientError, ClientMessage, ClientPolicy, DropPoint, PackedVector, RoundAbort,
+};
 use privagg_service::frame::{MAX_CONTROL_FRAME, upload_frame_limit};
 use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
 use privagg_service::server::CloseReason;
@@ -466,14 +468,14 @@ fn a_client_in_the_lobby_that_speaks_is_closed() {
 
 #[test]
 fn a_client_whose_update_cannot_be_used_leaves_at_once_and_says_why() {
-    let mut h = Setup::new(6, 6, 3, 8).build();
+    let mut h = Setup::new(7, 7, 4, 8).build();
     h.peers[0].update.push(0.5); // wrong dimension
     h.peers[1].fail_training = true;
     h.peers[2].update[3] = f32::NAN;
     h.join_all();
     h.run();
     assert_all_exact(&h);
-    assert_eq!(h.commits[0].peers, vec![3, 4, 5]);
+    assert_eq!(h.commits[0].peers, vec![3, 4, 5, 6]);
     assert_eq!(h.peers[0].failures(), vec![&RoundError::DimensionMismatch { expected: 8, got: 9 }]);
     assert!(matches!(h.peers[1].failures()[0], RoundError::InvalidUpdate(e) if e == "training failed"));
     assert!(matches!(h.peers[2].failures()[0], RoundError::InvalidUpdate(_)));
@@ -715,4 +717,37 @@ fn a_one_shot_client_is_not_seated_again() {
     assert!(h.commits[0].peers.contains(&0));
     assert!(!h.commits[1].peers.contains(&0));
     assert_eq!(h.commits[1].peers, vec![1, 2, 3]);
+}
+
+#[test]
+fn clients_refuse_a_threshold_a_lying_server_could_beat_unless_they_opt_in() {
+    // Six clients with threshold 3: a server telling three of a client's holders that
+    // it dropped and the other three that it survived gets both of its secrets.
+    // (One attempt only: a retry with the three clients left, t = 3 of 3, would be safe.)
+    let mut setup = Setup::new(6, 6, 3, 8);
+    setup.session.max_round_attempts = 1;
+    let mut h = setup.start();
+    h.run();
+    assert!(h.commits.is_empty());
+    for p in &h.peers {
+        assert!(
+            matches!(
+                p.failures().first(),
+                Some(RoundError::Protocol(ClientError::UnsafeThreshold { threshold: 3, required: 4, .. }))
+            ),
+            "{:?}",
+            p.failures()
+        );
+    }
+    // Clients that trust the server not to lie about dropouts may opt into less.
+    let mut h = Setup::new(6, 6, 3, 8).build();
+    for i in 0..6 {
+        h.configure(i, |c| {
+            c.policy = ClientPolicy { server: AdversaryClass::CuriousServer, ..ClientPolicy::default() }
+        });
+    }
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert_all_exact(&h);
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use privagg_protocol::simulator::{DropKind, DropPoint, Dropout, Simulation};
-use privagg_protocol::{ClientId, PrgKind, RoundParams};
+use privagg_protocol::{AdversaryClass, ClientId, PrgKind, RoundParams};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -33,12 +33,19 @@ pub fn random_inputs(p: &RoundParams, seed: u64) -> Vec<Vec<u64>> {
     (0..p.num_clients).map(|_| (0..p.dim).map(|_| rng.random::<u64>() & mask).collect()).collect()
 }
 
+/// A policy that takes part at any valid (k, t): for tests of the protocol's mechanics.
+/// Which thresholds are safe is tested as attacks (`attacks.rs`).
+pub fn any_threshold() -> ClientPolicy {
+    ClientPolicy { server: AdversaryClass::CuriousServer, corrupt_fraction: 0.0, ..ClientPolicy::default() }
+}
+
 pub fn simulation(p: RoundParams, seed: u64, dropouts: &[(u32, DropPoint, DropKind)]) -> Simulation {
     Simulation {
         inputs: random_inputs(&p, seed),
         params: p,
         dropouts: dropouts.iter().map(|&(c, point, kind)| (id(c), Dropout { point, kind })).collect::<BTreeMap<_, _>>(),
         seed,
+        policy: any_threshold(),
     }
 }
 
@@ -64,7 +71,7 @@ impl Harness {
         let clients = p
             .client_ids()
             .map(|c| {
-                let mut round = ClientRound::new(ClientPolicy::default());
+                let mut round = ClientRound::new(any_threshold());
                 round.set_input(inputs[(c.get() - 1) as usize].clone()).unwrap();
                 (round, ChaCha20Rng::seed_from_u64(seed * 1000 + u64::from(c.get())))
             })
