@@ -63,6 +63,10 @@ struct Cli {
     /// Seconds a protocol phase may take.
     #[arg(long, default_value_t = 120.0)]
     phase_timeout: f64,
+    /// Size rounds for a curious server (smaller k and t) instead of one that may lie
+    /// about dropouts (privagg serve --threat curious, and clients that accept it).
+    #[arg(long)]
+    curious: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +133,7 @@ async fn run(cli: Cli) -> Result<()> {
         bits: cli.bits,
         runs: std::env::temp_dir().join(format!("privagg-e2e-runs-{}", std::process::id())),
         phase_timeout: cli.phase_timeout,
+        curious: cli.curious,
     };
     // Masked next to plain for each configuration, so that each ratio is measured close in time.
     let mut points = Vec::new();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
-use privagg_client::{Client, ClientOptions, DropPoint, SdkError};
+use privagg_client::{AdversaryClass, Client, ClientOptions, DropPoint, SdkError};
 use tokio::task::JoinSet;
 
 use super::server::{RoundJson, ServerProcess, free_udp_addr};
@@ -31,6 +31,9 @@ pub struct RunSettings {
     pub runs: PathBuf,
     /// Seconds a phase may take before the server drops the clients that are late.
     pub phase_timeout: f64,
+    /// Size rounds for a server that only watches (`privagg serve --threat curious`, and
+    /// clients that accept it) instead of one that may lie about dropouts.
+    pub curious: bool,
 }
 
 /// What a client's round ended with.
@@ -73,6 +76,9 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
             }
             if let Some(bits) = settings.bits {
                 command.args(["--bits", &bits.to_string()]);
+            }
+            if settings.curious {
+                command.args(["--threat", "curious"]);
             }
             command.env("RUST_LOG", "warn");
         }
@@ -177,6 +183,9 @@ async fn masked_rounds(
         options.connect_deadline = Duration::from_secs(30);
         options.idle_timeout = Duration::from_secs(600);
         options.drop_point = (i < point.dropped()).then_some(DropPoint::BeforeMaskedInput);
+        if settings.curious {
+            options.policy.server = AdversaryClass::CuriousServer;
+        }
         async move { Ok(Participant(Box::new(Client::connect(options).await?))) }
     };
     let play = |mut client: Participant, _: u32, update: Arc<Vec<f32>>, last: bool| async move {
