@@ -110,3 +110,48 @@ async fn a_round_without_its_record_is_redone() {
     assert!(summary.model.iter().all(|&w| (w - 0.2).abs() < 1e-5));
     assert!(state.join("round-2.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refuses_a_round_the_server_rolled_back_to_run_again() {
+    use privagg_client::{RoundError, SdkError};
+    let dim = 4;
+    let mut cfg = config("rollback", dim, 2, 2);
+    std::fs::create_dir_all(&cfg.state).unwrap();
+    let tokens = cfg.state.join("tokens.txt");
+    std::fs::write(&tokens, "alpha\nbeta\n").unwrap();
+    cfg.tokens = Some(tokens);
+    let state = cfg.state.clone();
+    let memory = state.join("alpha-client");
+    let submit_as = |running: &Running, token: &str, memory: Option<std::path::PathBuf>| {
+        let mut options = running.options();
+        options.token = Some(token.into());
+        if memory.is_some() {
+            options.state_dir = memory;
+        }
+        tokio::spawn(async move {
+            let mut client = Client::connect(options).await?;
+            let report = client.submit(ArrayView1::from(&[0.1f32; 4][..]), 1.0).await;
+            client.close().await;
+            report
+        })
+    };
+    let running = start(cfg.clone()).await;
+    let (a, b) = (submit_as(&running, "alpha", Some(memory.clone())), submit_as(&running, "beta", None));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    running.finish().await;
+    // The server's state is rolled back to before round 1, and round 1 runs again. The
+    // client starts again too, from what it stored.
+    std::fs::remove_file(state.join("round-1.json")).unwrap();
+    std::fs::remove_file(state.join("model-1.npy")).unwrap();
+    cfg.max_round_attempts = 1;
+    let running = start(cfg).await;
+    let (a, b) = (submit_as(&running, "alpha", Some(memory)), submit_as(&running, "beta", None));
+    let replayed = a.await.unwrap();
+    assert!(
+        matches!(replayed, Err(SdkError::Round(RoundError::ReplayedRound { round: 1, finished: 1 }))),
+        "{replayed:?}"
+    );
+    let _ = b.await.unwrap();
+    let _ = tokio::time::timeout(PATIENCE, running.task).await.unwrap().unwrap();
+}

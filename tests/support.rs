@@ -54,10 +54,12 @@ pub struct Running {
 }
 
 impl Running {
-    /// Options for a client of this server.
+    /// Options for a client of this server (remembering rounds in a directory of the
+    /// test's, never the user's).
     pub fn options(&self) -> ClientOptions {
         let mut o = ClientOptions::new(self.addr, self.cert.clone());
         o.connect_deadline = Duration::from_secs(10);
+        o.state_dir = Some(std::env::temp_dir().join(format!("privagg-e2e-client-state-{}", std::process::id())));
         o
     }
 

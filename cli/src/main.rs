@@ -177,6 +177,10 @@ struct ClientArgs {
     /// Name in the server's certificate.
     #[arg(long, default_value = "localhost")]
     server_name: String,
+    /// Where the client remembers the rounds it took part in, per server and token, so
+    /// that a server cannot replay one [default: ~/.local/state/privagg/client].
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// Seconds to keep trying to reach the server.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
@@ -420,6 +424,9 @@ fn client(args: ClientArgs) -> Result<()> {
     let mut options = ClientOptions::new(args.server, cert);
     options.token = args.token;
     options.server_name = args.server_name;
+    if args.state.is_some() {
+        options.state_dir = args.state;
+    }
     options.min_noise_multiplier = args.min_noise_multiplier;
     if let Some(fraction) = args.corrupt_fraction {
         options.policy.corrupt_fraction = fraction;

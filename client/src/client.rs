@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ndarray::{Array1, ArrayView1};
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::SdkError;
 use crate::link::Link;
+use crate::memory::MemoryFile;
 
 /// How to reach the server and what to accept from it.
 #[derive(Clone, Debug)]
@@ -39,6 +41,13 @@ pub struct ClientOptions {
     /// Which rounds' thresholds this client accepts: by default only those that keep its
     /// secrets from a server that lies about dropouts, with 5 % of clients corrupt.
     pub policy: ClientPolicy,
+    /// Where the client remembers the rounds it took part in, so that a server cannot
+    /// replay a round or try one over and over across restarts (one file per server and
+    /// token). `None`: only for the life of the [`Client`]. Default:
+    /// [`default_state_dir`](crate::default_state_dir).
+    pub state_dir: Option<PathBuf>,
+    /// Most masked inputs the client sends for one round over the server's attempts at it.
+    pub max_attempts_per_round: u32,
     /// How long to keep retrying an unreachable server (connect and reconnect).
     pub connect_deadline: Duration,
     /// QUIC idle timeout; keep-alives go out at a quarter of it.
@@ -50,7 +59,8 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options with defaults: server name `localhost`, no token, no local noise floor, the
-    /// default [`ClientPolicy`], 10 s to connect, 60 s idle timeout.
+    /// default [`ClientPolicy`], the default state directory, 3 attempts per round, 10 s
+    /// to connect, 60 s idle timeout.
     pub fn new(server: SocketAddr, server_cert: Vec<u8>) -> Self {
         Self {
             server,
@@ -59,6 +69,8 @@ impl ClientOptions {
             token: None,
             min_noise_multiplier: None,
             policy: ClientPolicy::default(),
+            state_dir: crate::memory::default_state_dir(),
+            max_attempts_per_round: 3,
             connect_deadline: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             #[cfg(feature = "testing")]
@@ -100,6 +112,7 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     link: Link,
     session: ClientSession,
+    memory: MemoryFile,
     /// Actions of the session that arrived while the client waited for admission.
     pending: VecDeque<ClientAction>,
 }
@@ -119,12 +132,15 @@ impl Client {
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| SdkError::Local(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let identity: [u8; IDENTITY_LEN] = rand::rng().random();
+        let memory = MemoryFile::new(options.state_dir.as_deref(), &options.server_cert, options.token.as_deref());
         let session_config = ClientConfig {
             token: options.token.clone(),
             identity,
             policy: options.policy.clone(),
             min_noise_multiplier: options.min_noise_multiplier,
             limits: Limits::default(),
+            memory: memory.load()?,
+            max_attempts: options.max_attempts_per_round.max(1),
         };
         let rng = NoiseRng::from_os().map_err(|e| SdkError::Local(e.to_string()))?;
         #[allow(unused_mut)] // mutated with the `testing` feature
@@ -132,7 +148,7 @@ impl Client {
         #[cfg(feature = "testing")]
         session.set_drop_point(options.drop_point);
         let link = Link::open(&endpoint, &options).await?;
-        let mut client = Self { options, endpoint, link, session, pending: VecDeque::new() };
+        let mut client = Self { options, endpoint, link, session, memory, pending: VecDeque::new() };
         client.admit().await?;
         Ok(client)
     }
@@ -267,6 +283,11 @@ impl Client {
                     Err(e) => self.session.abandon_round(&e.to_string()),
                 },
                 // Encoding overlaps the key exchange; masking is needed before anything else.
+                ClientAction::Remember(memory) => {
+                    if let Err(e) = self.memory.store(&memory) {
+                        return Some(Err(e));
+                    }
+                }
                 ClientAction::Encode(job) => *encoding = Some(tokio::task::spawn_blocking(move || job.run())),
                 ClientAction::Mask(job) => match tokio::task::spawn_blocking(move || job.run()).await {
                     Ok(masked) => self.session.handle_masked(masked),

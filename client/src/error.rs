@@ -31,6 +31,16 @@ pub enum SdkError {
     /// TLS could not be set up (e.g. the pinned certificate is not a certificate).
     #[error("TLS setup failed: {0}")]
     Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The client's memory of rounds could not be read or stored; it takes part in no
+    /// round it cannot remember.
+    #[error("cannot use the client's memory {}: {source}", path.display())]
+    Memory {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A local resource failed (socket, OS randomness, worker thread).
     #[error("local failure: {0}")]
     Local(String),

@@ -36,9 +36,11 @@
 mod client;
 mod error;
 mod link;
+mod memory;
 
 pub use client::{Client, ClientOptions, RoundReport};
 pub use error::SdkError;
+pub use memory::default_state_dir;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
 pub use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy};

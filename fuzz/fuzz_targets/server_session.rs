@@ -20,6 +20,7 @@ use privagg_service::{Action, Admission, AggregationMode, RoundSettings, ServerS
 
 fn settings(round: u64) -> RoundSettings {
     RoundSettings {
+        session: [1; 16],
         round,
         total_rounds: 3,
         mode: AggregationMode::Weighted { value_range: 4.0, max_weight: 10.0 },

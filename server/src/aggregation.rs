@@ -108,9 +108,10 @@ impl Aggregation {
         self.plan().map(Plan::dp_event)
     }
 
-    /// The settings clients get for `round`, with a fresh rotation seed.
+    /// The settings clients get for `round` of `session`, with a fresh rotation seed.
     pub fn round_settings(
         &self,
+        session: [u8; 16],
         round: u64,
         total_rounds: u64,
         model: &[f32],
@@ -133,7 +134,7 @@ impl Aggregation {
                     .map_err(|e| ServeError::Config(format!("quantization: {e}")))?,
             ),
         };
-        Ok(RoundSettings { round, total_rounds, mode, encoding, model: model.to_vec() })
+        Ok(RoundSettings { session, round, total_rounds, mode, encoding, model: model.to_vec() })
     }
 
     /// Decodes the round's sum and applies the FedAvg step to `model`:
@@ -237,7 +238,7 @@ mod tests {
     fn a_dp_sum_of_fewer_than_n_min_inputs_is_never_applied() {
         let c = config(true);
         let aggregation = Aggregation::new(&c).unwrap();
-        let settings = aggregation.round_settings(1, 1, &[0.0; 4], 0.0).unwrap();
+        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 4], 0.0).unwrap();
         let zeros = vec![0; settings.encoding.padded_dim];
         let mut model = vec![1.0f32; 4];
         let short = aggregation.apply(&output(7, zeros.clone()), &settings, &mut model, None, (1.0, 0.0));
@@ -251,7 +252,7 @@ mod tests {
     fn a_weighted_sum_is_divided_by_its_total_weight_with_momentum_if_asked() {
         let c = config(false);
         let aggregation = Aggregation::new(&c).unwrap();
-        let settings = aggregation.round_settings(1, 1, &[0.0; 4], 0.0).unwrap();
+        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 4], 0.0).unwrap();
         let mut rng = privagg_dp::NoiseRng::from_os().unwrap();
         let a = settings.encode_update(&[1.0, 2.0, 3.0, 4.0], 1.0, &mut rng).unwrap();
         let b = settings.encode_update(&[3.0, 2.0, 1.0, 0.0], 3.0, &mut rng).unwrap();

@@ -201,7 +201,7 @@ impl Server {
         let (events_tx, events) = mpsc::channel(256);
         let download_slots = Arc::new(Semaphore::new(c.upload_slots));
         let accept = tokio::spawn(accept_loop(self.endpoint.clone(), events_tx, download_slots));
-        let training = Training::new(self.config.clone(), self.aggregation, self.storage, self.resume);
+        let training = Training::new(self.config.clone(), self.aggregation, self.storage, self.resume)?;
         let driver = Driver {
             session,
             training,

@@ -9,50 +9,23 @@
 //! so a round interrupted by a crash (model written, record not) is redone from the
 //! previous model, never applied twice.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array1;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use privagg_service::durable::{self, Access};
 
 use crate::error::ServeError;
 use crate::record::RoundRecord;
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
-    write_with(path, bytes, false)
+    durable::write_atomically(path, bytes, Access::Shared).map_err(|e| ServeError::io(path, e))
 }
 
 /// Like [`write_atomically`], for secrets: the file is created readable by its owner only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
-    write_with(path, bytes, true)
-}
-
-fn write_with(path: &Path, bytes: &[u8], private: bool) -> Result<(), ServeError> {
-    let tmp = path.with_extension("tmp");
-    let io = |e| ServeError::io(path, e);
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        // Persist the rename itself; not every platform can open a directory.
-        if let Ok(dir) = File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
+    durable::write_atomically(path, bytes, Access::Private).map_err(|e| ServeError::io(path, e))
 }
 
 /// A float32 vector as `.npy` bytes.
@@ -62,6 +35,17 @@ pub fn npy_bytes(values: &[f32]) -> Result<Vec<u8>, ServeError> {
         .write_npy(&mut out)
         .map_err(|e| ServeError::Model(format!("cannot encode the model: {e}")))?;
     Ok(out)
+}
+
+fn parse_session(hex: &str) -> Option<[u8; 16]> {
+    let mut session = [0u8; 16];
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    for (byte, pair) in session.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(session)
 }
 
 /// Reads a 1-D float32 or float64 `.npy` file as f32.
@@ -118,6 +102,24 @@ impl StateDir {
         self.dir.join(format!("round-{round}.json"))
     }
 
+    /// The training session this state belongs to: 16 random bytes made the first time
+    /// and kept in `session` (hex), so that a restarted server carries on the same
+    /// session and clients can tell a replayed round from a new one.
+    pub fn session(&self) -> Result<[u8; 16], ServeError> {
+        let path = self.dir.join("session");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_session(text.trim())
+                .ok_or_else(|| ServeError::Model(format!("{} is not 32 hexadecimal digits", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let session: [u8; 16] = rand::random();
+                let hex: String = session.iter().map(|b| format!("{b:02x}")).collect();
+                write_atomically(&path, hex.as_bytes())?;
+                Ok(session)
+            }
+            Err(e) => Err(ServeError::io(&path, e)),
+        }
+    }
+
     /// The highest round with both a record and a model, if any.
     pub fn last_completed_round(&self) -> Result<Option<u64>, ServeError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| ServeError::io(&self.dir, e))?;
@@ -169,5 +171,23 @@ impl StateDir {
         }
         let json = serde_json::to_vec_pretty(record).map_err(|e| ServeError::Model(e.to_string()))?;
         write_atomically(&self.record_path(record.round), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("privagg-storage-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir).unwrap();
+        let first = state.session().unwrap();
+        assert_eq!(state.session().unwrap(), first);
+        assert_eq!(StateDir::open(&dir).unwrap().session().unwrap(), first);
+        std::fs::write(dir.join("session"), "not hex").unwrap();
+        assert!(state.session().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -49,14 +49,22 @@ pub(crate) struct Training {
     model: Vec<f32>,
     momentum: Option<Vec<f32>>,
     ledger: PrivacyLedger,
+    /// The training session the state directory belongs to.
+    session: [u8; 16],
     /// The settings of the round being run.
     settings: Option<RoundSettings>,
 }
 
 impl Training {
-    pub fn new(config: Arc<ServeConfig>, aggregation: Aggregation, storage: StateDir, resume: Resume) -> Self {
+    pub fn new(
+        config: Arc<ServeConfig>,
+        aggregation: Aggregation,
+        storage: StateDir,
+        resume: Resume,
+    ) -> Result<Self, ServeError> {
         let Resume { model, momentum, ledger, .. } = resume;
-        Self { config, aggregation, storage, model, momentum, ledger, settings: None }
+        let session = storage.session()?;
+        Ok(Self { config, aggregation, storage, model, momentum, ledger, session, settings: None })
     }
 
     /// ε spent so far at the configured δ (DP on).
@@ -80,7 +88,8 @@ impl Training {
             self.config.threat.adversary(),
         )?;
         let epsilon_spent = self.epsilon().unwrap_or(0.0);
-        let settings = self.aggregation.round_settings(round, self.config.rounds, &self.model, epsilon_spent)?;
+        let settings =
+            self.aggregation.round_settings(self.session, round, self.config.rounds, &self.model, epsilon_spent)?;
         let params = RoundParams {
             round,
             num_clients: clients,

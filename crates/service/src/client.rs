@@ -21,10 +21,12 @@
 //!      key exchange, so keep feeding frames — then [`ClientSession::handle_encoded`];
 //!    * [`ClientAction::Mask`]: run the job off the async runtime, then
 //!      [`ClientSession::handle_masked`] (frames fed meanwhile wait for it);
+//!    * [`ClientAction::Remember`]: store the client's [`RoundMemory`] durably before
+//!      carrying out the actions after it;
 //!    * [`ClientAction::Event`]: a round ended, the client was admitted or refused, or
 //!      the session ended.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use privagg_dp::NoiseRng;
@@ -35,9 +37,47 @@ use privagg_protocol::{
     ServerMessage,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::frame::{FRAME_HEADER_LEN, Frame};
 use crate::message::{ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage};
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
+
+/// What a client remembers of a server's training sessions, so that the server cannot
+/// make it take part in a round twice, or in one round over and over: every attempt
+/// releases a freshly noised copy of the same update, and enough of them average the
+/// noise away. The shell stores it durably (per server and client identity) and hands it
+/// back when the client starts again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundMemory {
+    /// Per training session (its id in hexadecimal).
+    sessions: BTreeMap<String, SessionMemory>,
+}
+
+/// What a client did in one training session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionMemory {
+    /// The highest round in which it revealed its unmasking shares (0: none): it takes
+    /// part in no round at or below it.
+    pub finished: u64,
+    /// Masked inputs it sent, per round above `finished`.
+    pub attempts: BTreeMap<u64, u32>,
+}
+
+impl RoundMemory {
+    /// What the client did in `session`.
+    pub fn session(&self, session: &[u8; 16]) -> SessionMemory {
+        self.sessions.get(&hex(session)).cloned().unwrap_or_default()
+    }
+
+    fn session_mut(&mut self, session: &[u8; 16]) -> &mut SessionMemory {
+        self.sessions.entry(hex(session)).or_default()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What a client presents and what it accepts.
 #[derive(Clone, Debug)]
@@ -53,6 +93,11 @@ pub struct ClientConfig {
     pub min_noise_multiplier: Option<f64>,
     /// Decoder limits for server frames.
     pub limits: Limits,
+    /// What the client did in earlier rounds of this server's sessions.
+    pub memory: RoundMemory,
+    /// Most masked inputs the client sends for one round, over the server's attempts at
+    /// it (at least 1).
+    pub max_attempts: u32,
 }
 
 /// Why a round ended for this client without its input in a released sum, or why the
@@ -94,6 +139,24 @@ pub enum RoundError {
     /// A frame from the server did not decode.
     #[error("malformed message from the server: {0}")]
     Malformed(#[from] DecodeError),
+    /// The server asked for a round this client already finished (revealed its shares
+    /// for): a replay, refused.
+    #[error("round {round} is at or below round {finished}, which this client already finished")]
+    ReplayedRound {
+        /// The round asked for.
+        round: u64,
+        /// The highest round the client finished in this session.
+        finished: u64,
+    },
+    /// The server tried this round more often than the client allows: each attempt would
+    /// release a freshly noised copy of the same update.
+    #[error("round {round} was tried {attempts} times already; this client allows no more")]
+    TooManyAttempts {
+        /// The round.
+        round: u64,
+        /// Masked inputs the client already sent for it.
+        attempts: u32,
+    },
     /// The server went on without this client: after a reconnect it no longer held the
     /// seat (or the two sides disagree about what was delivered), or it sent the
     /// configuration of a new round (it had dropped this client, say at a deadline).
@@ -107,7 +170,10 @@ pub enum RoundError {
 impl RoundError {
     /// Whether only the current round is lost: the client can take part in the next one.
     pub fn is_round_local(&self) -> bool {
-        matches!(self, Self::Aborted { .. } | Self::SeatLost { .. })
+        matches!(
+            self,
+            Self::Aborted { .. } | Self::SeatLost { .. } | Self::ReplayedRound { .. } | Self::TooManyAttempts { .. }
+        )
     }
 }
 
@@ -158,6 +224,8 @@ pub enum ClientAction {
     Encode(Box<EncodeJob>),
     /// Mask the input (CPU-heavy); answer with [`ClientSession::handle_masked`].
     Mask(Box<MaskJob>),
+    /// Store this memory durably before carrying out the actions after it.
+    Remember(RoundMemory),
     /// Testing only: vanish — close the connection without a goodbye.
     #[cfg(feature = "testing")]
     Vanish,
@@ -244,6 +312,8 @@ enum Input {
 struct Round {
     serial: u64,
     number: u64,
+    /// The training session the round belongs to.
+    session: [u8; 16],
     /// `None` while a mask job holds it.
     protocol: Option<ClientRound>,
     settings: Arc<RoundSettings>,
@@ -449,7 +519,10 @@ impl ClientSession {
             }
             // The masked input goes out once; the resend rule covers a lost upload.
             ServerServiceMessage::UploadGrant => match self.round.as_mut().and_then(|r| r.upload.take()) {
-                Some(upload) => self.send(upload),
+                Some(upload) => {
+                    self.remember(|m, round| *m.attempts.entry(round).or_default() += 1);
+                    self.send(upload);
+                }
                 None => self.leave(RoundError::UnexpectedMessage("UploadGrant")),
             },
             other => self.leave(RoundError::UnexpectedMessage(other.name())),
@@ -519,9 +592,18 @@ impl ClientSession {
         if let Err(e) = self.check_policy(&settings) {
             return self.refuse_round(e);
         }
+        let (round, memory) = (config.params.round, self.config.memory.session(&settings.session));
+        let attempts = memory.attempts.get(&round).copied().unwrap_or(0);
+        if round <= memory.finished {
+            return self.refuse_round(RoundError::ReplayedRound { round, finished: memory.finished });
+        }
+        if attempts >= self.config.max_attempts {
+            return self.refuse_round(RoundError::TooManyAttempts { round, attempts });
+        }
         self.round = Some(Round {
             serial: self.serial,
             number: config.params.round,
+            session: settings.session,
             protocol: Some(ClientRound::new(self.config.policy.clone())),
             settings: settings.clone(),
             input: Input::AwaitingUpdate(config),
@@ -604,6 +686,12 @@ impl ClientSession {
             }
             Some(reply) => {
                 let unmasked = matches!(reply, ClientMessage::UnmaskResponse(_));
+                if unmasked {
+                    self.remember(|m, round| {
+                        m.finished = m.finished.max(round);
+                        m.attempts.retain(|&r, _| r > round);
+                    });
+                }
                 self.send(Frame::new(reply.encode()));
                 #[cfg(feature = "testing")]
                 if unmasked && self.drop_point == Some(DropPoint::AfterUnmaskResponse) {
@@ -643,6 +731,14 @@ impl ClientSession {
             round.bytes_sent += (FRAME_HEADER_LEN + frame.len()) as u64;
         }
         self.actions.push_back(ClientAction::Send(frame));
+    }
+
+    /// Updates what the client remembers of the current round's session, and has the
+    /// shell store it before anything after it goes out.
+    fn remember(&mut self, change: impl FnOnce(&mut SessionMemory, u64)) {
+        let Some(round) = &self.round else { return };
+        change(self.config.memory.session_mut(&round.session), round.number);
+        self.actions.push_back(ClientAction::Remember(self.config.memory.clone()));
     }
 
     /// Sends the round's last frame again; the same frame is not counted twice.

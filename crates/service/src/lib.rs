@@ -24,7 +24,8 @@
 //! | [`settings`] | the round's application payload ([`RoundSettings`]) and both ends of the update encoding |
 //! | [`admission`] | tokens and client identities |
 //! | [`server`] | [`ServerSession`]: lobby, seats, reconnection and resends, upload grants, deadlines |
-//! | [`client`] | [`ClientSession`]: a client's rounds, its local policy, the resend rule |
+//! | [`client`] | [`ClientSession`]: a client's rounds, its local policy and memory, the resend rule |
+//! | [`durable`] | atomic file writes (the shells' checkpoints and memories) |
 //! | `quic` (feature `quic`) | ALPN, TLS and transport configurations, frame I/O on quinn streams |
 //!
 //! The wire format — framing, type bytes, service messages and the resend rule — is
@@ -32,6 +33,7 @@
 
 pub mod admission;
 pub mod client;
+pub mod durable;
 pub mod frame;
 pub mod message;
 #[cfg(feature = "quic")]
@@ -40,7 +42,7 @@ pub mod server;
 pub mod settings;
 
 pub use admission::{Admission, ClientIdentity, Refusal};
-pub use client::{ClientAction, ClientConfig, ClientEvent, ClientSession, RoundError, RoundSummary};
+pub use client::{ClientAction, ClientConfig, ClientEvent, ClientSession, RoundError, RoundMemory, RoundSummary};
 pub use frame::{Frame, FrameError};
 pub use message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
 pub use server::{Action, ConnId, RoundCommit, ServerSession, SessionConfig, SessionEnd, SessionEvent};

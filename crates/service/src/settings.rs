@@ -49,6 +49,9 @@ pub enum AggregationMode {
 /// The application payload of a round's `Config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundSettings {
+    /// The training session: random, fixed for the life of the server's state (a
+    /// restarted server carries on the same session). Clients remember rounds per session.
+    pub session: [u8; 16],
     /// Round number (1-based).
     pub round: u64,
     /// Rounds in the session.
@@ -64,6 +67,7 @@ pub struct RoundSettings {
 
 #[derive(Serialize, Deserialize)]
 struct Header {
+    session: [u8; 16],
     round: u64,
     total_rounds: u64,
     mode: AggregationMode,
@@ -137,6 +141,7 @@ impl RoundSettings {
     /// Encodes the payload.
     pub fn encode(&self) -> Result<Vec<u8>, SettingsError> {
         let header = serde_json::to_vec(&Header {
+            session: self.session,
             round: self.round,
             total_rounds: self.total_rounds,
             mode: self.mode.clone(),
@@ -170,6 +175,7 @@ impl RoundSettings {
         header.encoding.validate()?;
         check_mode(&header.mode)?;
         let settings = Self {
+            session: header.session,
             round: header.round,
             total_rounds: header.total_rounds,
             mode: header.mode,
@@ -254,6 +260,7 @@ mod tests {
 
     fn weighted(dim: usize) -> RoundSettings {
         RoundSettings {
+            session: [4; 16],
             round: 2,
             total_rounds: 5,
             mode: AggregationMode::Weighted { value_range: 8.0, max_weight: 1000.0 },

@@ -62,6 +62,7 @@ fn params() -> RoundParams {
 
 fn weighted_settings() -> RoundSettings {
     RoundSettings {
+        session: [0x5e; 16],
         round: 3,
         total_rounds: 10,
         mode: AggregationMode::Weighted { value_range: 8.0, max_weight: 1000.0 },
@@ -72,6 +73,7 @@ fn weighted_settings() -> RoundSettings {
 
 fn dp_settings() -> RoundSettings {
     RoundSettings {
+        session: [0x5e; 16],
         round: 3,
         total_rounds: 10,
         mode: AggregationMode::Dp {

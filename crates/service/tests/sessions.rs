@@ -751,3 +751,43 @@ fn clients_refuse_a_threshold_a_lying_server_could_beat_unless_they_opt_in() {
     assert_eq!(h.commits.len(), 1);
     assert_all_exact(&h);
 }
+
+#[test]
+fn a_client_refuses_a_round_it_finished_even_after_a_restart() {
+    // The server rolls its state back and runs round 1 again, to collect a second
+    // noised copy of the same updates; the clients start again from what they stored.
+    let mut first = Setup::new(4, 4, 4, 8).start();
+    first.run();
+    assert_eq!(first.commits.len(), 1);
+    let memory = first.peers[0].remembered.clone().unwrap();
+    assert_eq!(memory.session(&harness::SESSION).finished, 1);
+    let mut replay = Setup::new(4, 4, 4, 8).build();
+    for i in 0..4 {
+        let remembered = first.peers[i].remembered.clone().unwrap();
+        replay.configure(i, |c| c.memory = remembered);
+    }
+    replay.join_all();
+    replay.run();
+    assert!(replay.commits.is_empty());
+    for p in &replay.peers {
+        assert_eq!(p.failures()[0], &RoundError::ReplayedRound { round: 1, finished: 1 });
+        assert_eq!(p.uploads, 0, "nothing of the update left the client");
+    }
+}
+
+#[test]
+fn a_client_sends_no_more_masked_inputs_for_a_round_than_it_allows() {
+    // The server collects masked inputs and aborts before unmasking, over and over (it
+    // never lets the unmask requests through), to gather differently noised copies.
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.max_round_attempts = 6;
+    let mut h = setup.start();
+    h.tamper_to_client = Some(Box::new(|_, frame| frame.get(1) != Some(&ty::UNMASK_REQUEST)));
+    h.run();
+    assert!(h.commits.is_empty());
+    assert!(matches!(h.finished, Some(SessionEnd::RoundFailed { attempts: 6, .. })));
+    for p in &h.peers {
+        assert_eq!(p.uploads, 3, "one masked input per allowed attempt");
+        assert!(p.failures().contains(&&RoundError::TooManyAttempts { round: 1, attempts: 3 }), "{:?}", p.failures());
+    }
+}

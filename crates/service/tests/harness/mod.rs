@@ -14,7 +14,7 @@ use privagg_dp::NoiseRng;
 use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Limits, PrgKind, RoundParams, ServerMessage};
-use privagg_service::client::EncodeJob;
+use privagg_service::client::{EncodeJob, RoundMemory};
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
 use privagg_service::{
@@ -24,6 +24,9 @@ use privagg_service::{
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// The training session of the harness's server.
+pub const SESSION: [u8; 16] = [0x5e; 16];
 
 /// Value range and largest weight of the harness's weighted (DP-off) rounds.
 pub const VALUE_RANGE: f64 = 4.0;
@@ -112,6 +115,10 @@ pub struct Peer {
     /// Ask for a round after being admitted and after each round, as the SDK's `run`
     /// does; a one-shot client stops asking after its first round.
     pub asks_for_rounds: bool,
+    /// What its session last asked to be stored (its memory of rounds).
+    pub remembered: Option<RoundMemory>,
+    /// Masked inputs it sent.
+    pub uploads: u32,
 }
 
 impl Peer {
@@ -201,6 +208,9 @@ pub struct Harness {
     pub limits: Vec<(ConnId, usize)>,
     /// Rewrites peers' frames.
     pub tamper: Option<Tamper>,
+    /// Rewrites (or swallows) the server's frames to peer `i`: a server deviating from
+    /// the protocol, played against the real client sessions.
+    pub tamper_to_client: Option<Tamper>,
     /// Frames raw connections received.
     raw_received: HashMap<ConnId, Vec<Vec<u8>>>,
     /// Peers whose encode jobs wait for [`Harness::release_encode`].
@@ -230,6 +240,7 @@ impl Harness {
             closes: Vec::new(),
             limits: Vec::new(),
             tamper: None,
+            tamper_to_client: None,
             raw_received: HashMap::new(),
             hold_encode: Vec::new(),
             held_encodes: Vec::new(),
@@ -478,6 +489,9 @@ impl Harness {
             ClientAction::Send(frame) => {
                 let at = self.now + self.setup.latency;
                 let mut bytes = frame.to_vec();
+                if bytes.get(1) == Some(&ty::MASKED_INPUT) {
+                    peer.uploads += 1;
+                }
                 if let Some(tamper) = &mut self.tamper
                     && !tamper(i, &mut bytes)
                 {
@@ -489,6 +503,7 @@ impl Harness {
             }
             ClientAction::Train(_) if peer.fail_training => peer.session.abandon_round("training failed"),
             ClientAction::Train(_) => peer.session.provide_update(peer.update.clone(), peer.weight),
+            ClientAction::Remember(memory) => peer.remembered = Some(memory),
             ClientAction::Encode(job) if self.hold_encode.contains(&i) => self.held_encodes.push((i, job)),
             ClientAction::Encode(job) => peer.session.handle_encoded(job.run()),
             ClientAction::Mask(job) => peer.session.handle_masked(job.run()),
@@ -581,6 +596,12 @@ impl Harness {
             self.raw_received.entry(conn).or_default().push(frame);
             return;
         };
+        let mut frame = frame;
+        if let Some(tamper) = &mut self.tamper_to_client
+            && !tamper(i, &mut frame)
+        {
+            return;
+        }
         let peer = &mut self.peers[i];
         if peer.vanished || peer.conn != Some(conn) {
             return;
@@ -683,6 +704,8 @@ pub fn client_config(i: usize) -> ClientConfig {
         policy: ClientPolicy::default(),
         min_noise_multiplier: None,
         limits: Limits::default(),
+        memory: RoundMemory::default(),
+        max_attempts: 3,
     }
 }
 
@@ -701,6 +724,8 @@ fn new_peer(i: usize, dim: usize) -> Peer {
         silent: false,
         fail_training: false,
         asks_for_rounds: true,
+        remembered: None,
+        uploads: 0,
     }
 }
 
@@ -715,6 +740,7 @@ fn planner_for(setup: &Setup) -> Planner {
         None => Box::new(move |round, _| {
             let gamma = privagg_dp::plan_without_dp(cohort as usize, VALUE_RANGE * MAX_WEIGHT, 48).unwrap();
             Ok(RoundSettings {
+                session: SESSION,
                 round,
                 total_rounds: rounds,
                 mode: AggregationMode::Weighted { value_range: VALUE_RANGE, max_weight: MAX_WEIGHT },
@@ -737,6 +763,7 @@ fn planner_for(setup: &Setup) -> Planner {
             );
             let p = plan(&input).map_err(|e| e.to_string())?;
             Ok(RoundSettings {
+                session: SESSION,
                 round,
                 total_rounds: rounds,
                 mode: AggregationMode::Dp {
