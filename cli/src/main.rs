@@ -37,6 +37,42 @@ enum Command {
     Privacy(PrivacyArgs),
     /// Print the neighbour count k and threshold t the parameter finder picks.
     Params(ParamsArgs),
+    /// The enrollment authority: make a root, issue client certificates. Keep its
+    /// directory off the aggregation server.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Make a new authority: DIR/ca.der (what servers and clients trust) and DIR/ca.key
+    /// (mode 0600; keep it off the aggregation server).
+    Init {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The authority's name in its certificate.
+        #[arg(long, default_value = "privagg enrollment authority")]
+        name: String,
+        /// Days the root stays valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a client an Ed25519 certificate: OUT/NAME.der and OUT/NAME.key (mode 0600).
+    Issue {
+        /// The authority's directory (ca.der, ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The client's name (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// Where to write the certificate and key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate stays valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(Args)]
@@ -307,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Privacy(args) => privacy(args),
         Command::Params(args) => params(args),
+        Command::Ca(command) => ca(command),
     }
 }
 
@@ -454,6 +491,25 @@ fn client(args: ClientArgs) -> Result<()> {
         );
         Ok(())
     })
+}
+
+fn ca(command: CaCommand) -> Result<()> {
+    match command {
+        CaCommand::Init { dir, name, days } => {
+            let authority = privagg_ca::Authority::create(&name, days)?;
+            authority.save(&dir)?;
+            println!(
+                "authority {name:?}: {} (trust this), {} (keep it safe)",
+                dir.join("ca.der").display(),
+                dir.join("ca.key").display()
+            );
+        }
+        CaCommand::Issue { dir, name, out, days } => {
+            let (cert, key) = privagg_ca::Authority::load(&dir)?.issue(&name, days)?.save(&out, &name)?;
+            println!("client {name:?}: {} and {}, valid {days} days", cert.display(), key.display());
+        }
+    }
+    Ok(())
 }
 
 fn privacy(args: PrivacyArgs) -> Result<()> {

@@ -118,7 +118,7 @@ fn params_prints_k_and_t_or_the_reason() {
 
 #[test]
 fn every_subcommand_explains_itself() {
-    for sub in ["serve", "client", "demo", "privacy", "params"] {
+    for sub in ["serve", "client", "demo", "privacy", "params", "ca"] {
         let out = privagg().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success() && stdout(&out).contains("Usage"), "{sub}");
     }
@@ -211,4 +211,24 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
         serde_json::from_slice(&std::fs::read(state.join("round-1.json")).unwrap()).unwrap();
     assert_eq!(record["included"].as_array().unwrap().len(), 3);
     assert!(record["dropped"][0]["reason"].as_str().unwrap().starts_with("left"), "{record}");
+}
+
+#[test]
+fn ca_init_and_issue_write_a_root_and_client_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("authority");
+    let out = dir.path().join("clients");
+    let init = privagg().args(["ca", "init", "--dir"]).arg(&ca).output().unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let again = privagg().args(["ca", "init", "--dir"]).arg(&ca).output().unwrap();
+    assert!(!again.status.success(), "an authority is never overwritten");
+    let issue =
+        privagg().args(["ca", "issue", "--name", "bank-3", "--dir"]).arg(&ca).arg("--out").arg(&out).output().unwrap();
+    assert!(issue.status.success(), "{issue:?}");
+    for file in [ca.join("ca.der"), ca.join("ca.key"), out.join("bank-3.der"), out.join("bank-3.key")] {
+        assert!(std::fs::metadata(&file).unwrap().len() > 0, "{}", file.display());
+    }
+    let bad =
+        privagg().args(["ca", "issue", "--name", "../x", "--dir"]).arg(&ca).arg("--out").arg(&out).output().unwrap();
+    assert!(!bad.status.success());
 }

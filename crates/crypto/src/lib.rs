@@ -8,6 +8,7 @@
 //! | [`envelope`] | AES-256-GCM (SP 800-38D), random 96-bit nonces, context-bound AAD | relaying Shamir shares through the server |
 //! | [`prg`] | AES-128-CTR (SP 800-38A) or ChaCha20 (RFC 8439) keystream → words mod 2^bits | self and pairwise masks, added in place |
 //! | [`shamir`] | Shamir sharing over the ristretto255 scalar field | dropout recovery of `s_u` and `b_u` |
+//! | [`identity`] | Ed25519 signatures (RFC 8032, ring) under X.509 client certificates (rustls-webpki) | binding each round's keys and survivor sets to a certified client |
 //!
 //! # How they fit together
 //!
@@ -53,6 +54,7 @@
 
 pub mod envelope;
 pub mod error;
+pub mod identity;
 pub mod kdf;
 pub mod key_agreement;
 pub mod prg;

@@ -1,0 +1,131 @@
+//! Certified identities. A client's long-term identity is an Ed25519 key pair (RFC 8032)
+//! whose public key an enrollment authority — not the aggregation server — certifies in
+//! an X.509 certificate (`privagg ca`). With it the client signs what it advertises in a
+//! round and the survivor set it is shown; a peer accepts the signature only if the
+//! certificate chains to the authority's root, is valid at the time, is meant for client
+//! authentication, and the signature verifies under its key.
+//!
+//! Signing is ring's Ed25519 and verification is rustls-webpki's — the libraries rustls
+//! itself uses for TLS — so the certificates are the ones mutual TLS checks too; nothing
+//! here invents a format.
+
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use zeroize::Zeroizing;
+
+/// Length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Why a key, a certificate or a signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The private key is not a PKCS#8 Ed25519 key.
+    #[error("not a PKCS#8 Ed25519 private key")]
+    Key,
+    /// The certificate does not parse, is not issued by the root, is expired or not yet
+    /// valid, or is not for client authentication.
+    #[error("certificate refused: {0}")]
+    Certificate(String),
+    /// The signature does not verify under the certificate's key.
+    #[error("bad signature")]
+    Signature,
+}
+
+/// A client's identity key: the private half of its certificate's Ed25519 key.
+pub struct IdentityKey {
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityKey(..)")
+    }
+}
+
+impl IdentityKey {
+    /// The key in a PKCS#8 document (DER), as `privagg ca issue` writes it.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, IdentityError> {
+        let der = Zeroizing::new(der.to_vec());
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| IdentityError::Key)?;
+        Ok(Self { pair })
+    }
+
+    /// The key from its 32-byte seed (RFC 8032's private key). For tests and vectors.
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, IdentityError> {
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| IdentityError::Key)?;
+        Ok(Self { pair })
+    }
+
+    /// Signs `message` (deterministic Ed25519).
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(self.pair.sign(message).as_ref());
+        out
+    }
+
+    /// The public key (32 bytes).
+    pub fn public_key(&self) -> [u8; 32] {
+        use ring::signature::KeyPair;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.pair.public_key().as_ref());
+        out
+    }
+}
+
+/// The enrollment authority's root certificate, which every client certificate must
+/// chain to.
+#[derive(Clone, Debug)]
+pub struct TrustRoot {
+    anchor: TrustAnchor<'static>,
+}
+
+/// The signature algorithms client certificates and their signatures may use.
+static ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[webpki::ring::ED25519];
+
+impl TrustRoot {
+    /// The root in a DER certificate (`ca.der`).
+    pub fn from_der(ca: &[u8]) -> Result<Self, IdentityError> {
+        let der = CertificateDer::from(ca);
+        let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        Ok(Self { anchor: anchor.to_owned() })
+    }
+
+    /// Checks that `cert` (DER) is issued by this root, is valid at `now` (seconds since
+    /// the Unix epoch) and is for client authentication; returns it, ready to verify
+    /// signatures.
+    pub fn verify<'a>(&self, cert: &'a [u8], now: u64) -> Result<CertifiedKey<'a>, IdentityError> {
+        let der = CertificateDer::from(cert);
+        parse(&der)?
+            .verify_for_usage(
+                ALGORITHMS,
+                std::slice::from_ref(&self.anchor),
+                &[],
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
+                KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        Ok(CertifiedKey { der })
+    }
+}
+
+fn parse<'a>(der: &'a CertificateDer<'a>) -> Result<EndEntityCert<'a>, IdentityError> {
+    EndEntityCert::try_from(der).map_err(|e| IdentityError::Certificate(e.to_string()))
+}
+
+/// A certificate that a [`TrustRoot`] accepted: its key verifies signatures.
+#[derive(Debug)]
+pub struct CertifiedKey<'a> {
+    der: CertificateDer<'a>,
+}
+
+impl CertifiedKey<'_> {
+    /// Checks `signature` over `message` under the certificate's Ed25519 key.
+    pub fn verify_signature(&self, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), IdentityError> {
+        parse(&self.der)?
+            .verify_signature(webpki::ring::ED25519, message, signature)
+            .map_err(|_| IdentityError::Signature)
+    }
+}
