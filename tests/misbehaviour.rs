@@ -21,7 +21,7 @@ struct RawClient {
 impl RawClient {
     async fn join(running: &Running, token: &str) -> Result<Self, String> {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(client_config(&running.cert, Duration::from_secs(30)).unwrap());
+        endpoint.set_default_client_config(client_config(&running.cert, None, Duration::from_secs(30)).unwrap());
         let conn = endpoint.connect(running.addr, "localhost").unwrap().await.unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let hello = ClientServiceMessage::Hello { token: token.into(), identity: rand::random(), resume: None };

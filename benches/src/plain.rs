@@ -130,7 +130,7 @@ pub async fn serve(config: PlainServerConfig) -> Result<(), PlainError> {
     let identity_dir = config.state.join("identity"); // also creates the state directory
     std::fs::create_dir_all(&identity_dir).map_err(|source| io(&identity_dir, source))?;
     let identity = ServerCertificate::load_or_generate(&identity_dir).map_err(config_error)?;
-    let quic = identity.server_config(upload_len(config.dim), Duration::from_secs(600)).map_err(config_error)?;
+    let quic = identity.server_config(upload_len(config.dim), Duration::from_secs(600), None).map_err(config_error)?;
     let endpoint = quinn::Endpoint::server(quic, config.listen).map_err(|e| PlainError::Connect(e.to_string()))?;
     // Written after binding, so a client that sees the file finds the port open.
     let cert_path = config.state.join("cert.der");
@@ -298,7 +298,7 @@ impl PlainClient {
     /// Connects (trusting exactly `cert`) and says hello, retrying for up to 10 s.
     pub async fn connect(server: SocketAddr, cert: &[u8]) -> Result<Self, PlainError> {
         let config =
-            quic::client_config(cert, Duration::from_secs(600)).map_err(|e| PlainError::Config(e.to_string()))?;
+            quic::client_config(cert, None, Duration::from_secs(600)).map_err(|e| PlainError::Config(e.to_string()))?;
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
             .map_err(|e| PlainError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(config);

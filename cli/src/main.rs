@@ -9,7 +9,7 @@ mod demo;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use privagg_client::{Client, ClientOptions, DropPoint};
+use privagg_client::{Client, ClientOptions, DropPoint, PrivateKey};
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
@@ -157,9 +157,14 @@ struct ServeArgs {
     /// Seconds of silence after which a connection counts as lost [default: 30].
     #[arg(long)]
     idle_timeout: Option<f64>,
-    /// Token file (one token per line); without it any client is admitted.
-    #[arg(long)]
+    /// Token file (one token per line); without it (and without --client-ca) any client
+    /// is admitted.
+    #[arg(long, conflicts_with = "client_ca")]
     tokens: Option<PathBuf>,
+    /// Enrollment authority root (ca.der from `privagg ca init`): admit only clients
+    /// holding a certificate it issued (mutual TLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
     /// Certificate (DER) to use instead of a generated one.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -197,6 +202,15 @@ struct ClientArgs {
     /// Admission token.
     #[arg(long)]
     token: Option<String>,
+    /// This client's certificate (NAME.der from `privagg ca issue`).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (NAME.key).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// The enrollment authority root (ca.der) that certifies the other clients.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
     /// Weight of the update (used when the server runs without DP).
     #[arg(long, default_value_t = 1.0)]
     weight: f32,
@@ -410,7 +424,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
             c.weighting.bits = bits;
         }
     }
-    for (field, value) in [(&mut c.model_init, args.model_init), (&mut c.tokens, args.tokens)] {
+    for (field, value) in
+        [(&mut c.model_init, args.model_init), (&mut c.tokens, args.tokens), (&mut c.client_ca, args.client_ca)]
+    {
         if value.is_some() {
             *field = value;
         }
@@ -457,9 +473,12 @@ fn client(args: ClientArgs) -> Result<()> {
     if update.iter().any(|v| !v.is_finite()) {
         bail!("{} holds NaN or infinity", args.update.display());
     }
-    let cert = std::fs::read(&args.ca).with_context(|| format!("cannot read {}", args.ca.display()))?;
-    let mut options = ClientOptions::new(args.server, cert);
+    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let mut options = ClientOptions::new(args.server, read(&args.ca)?);
     options.token = args.token;
+    options.cert = args.cert.as_ref().map(read).transpose()?;
+    options.key = args.key.as_ref().map(read).transpose()?.map(PrivateKey::from_pkcs8_der);
+    options.client_ca = args.client_ca.as_ref().map(read).transpose()?;
     options.server_name = args.server_name;
     if args.state.is_some() {
         options.state_dir = args.state;

@@ -161,6 +161,16 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let dim = 16;
     let init = dir.path().join("init.npy");
     write_npy(&init, &Array1::<f32>::from_elem(dim, 0.25)).unwrap();
+    // Clients are admitted, and know each other, by certificates from the enrollment authority.
+    let authority = dir.path().join("authority");
+    let credentials = dir.path().join("clients");
+    assert!(privagg().args(["ca", "init", "--dir"]).arg(&authority).status().unwrap().success());
+    for name in ["client0", "client1", "client2", "wrong"] {
+        let mut issue = privagg();
+        issue.args(["ca", "issue", "--name", name, "--dir"]).arg(&authority).arg("--out").arg(&credentials);
+        assert!(issue.status().unwrap().success());
+    }
+    let root = authority.join("ca.der");
     let mut serve = privagg();
     serve
         .args(["serve", "--listen", &listen, "--dim", "16", "--clients", "4", "--min-clients", "3", "--rounds", "1"])
@@ -168,7 +178,9 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
         .arg("--state")
         .arg(&state)
         .arg("--model-init")
-        .arg(&init);
+        .arg(&init)
+        .arg("--client-ca")
+        .arg(&root);
     let server = spawn(serve, dir.path(), "server");
     let cert = state.join("cert.der");
     let start = Instant::now();
@@ -181,6 +193,9 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let spawn_client = |file: &Path, name: &str| {
         let mut client = privagg();
         client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--update").arg(file);
+        client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+        client.arg("--key").arg(credentials.join(format!("{name}.key")));
+        client.arg("--client-ca").arg(&root);
         spawn(client, dir.path(), name)
     };
     let clients: Vec<_> = updates

@@ -17,6 +17,7 @@ use privagg_service::quic::{self, WireError};
 use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, RoundSettings};
 use rand::RngExt;
 use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
 use crate::error::SdkError;
 use crate::link::Link;
@@ -35,6 +36,14 @@ pub struct ClientOptions {
     pub server_cert: Vec<u8>,
     /// Admission token, if the server uses a token file.
     pub token: Option<String>,
+    /// This client's certificate (DER), issued by the deployment's enrollment authority:
+    /// its identity, proven in mutual TLS.
+    pub cert: Option<Vec<u8>>,
+    /// The private key of `cert`.
+    pub key: Option<PrivateKey>,
+    /// The enrollment authority's root certificate (DER), which certifies the peers this
+    /// client masks with and shares its secrets to.
+    pub client_ca: Option<Vec<u8>>,
     /// Refuse rounds whose effective noise multiplier is below this (and rounds without
     /// DP). A client may demand more privacy than the server offers, never less.
     pub min_noise_multiplier: Option<f64>,
@@ -67,6 +76,9 @@ impl ClientOptions {
             server_name: "localhost".into(),
             server_cert,
             token: None,
+            cert: None,
+            key: None,
+            client_ca: None,
             min_noise_multiplier: None,
             policy: ClientPolicy::default(),
             state_dir: crate::memory::default_state_dir(),
@@ -76,6 +88,28 @@ impl ClientOptions {
             #[cfg(feature = "testing")]
             drop_point: None,
         }
+    }
+}
+
+/// A private key (PKCS#8 DER), wiped from memory when dropped and never printed.
+#[derive(Clone)]
+pub struct PrivateKey(Zeroizing<Vec<u8>>);
+
+impl PrivateKey {
+    /// A key from its PKCS#8 DER encoding (what `privagg ca issue` writes).
+    pub fn from_pkcs8_der(der: Vec<u8>) -> Self {
+        Self(Zeroizing::new(der))
+    }
+
+    /// The DER encoding.
+    pub fn as_der(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(..)")
     }
 }
 
@@ -121,8 +155,13 @@ impl Client {
     /// Connects and gets admitted. Retries an unreachable server until
     /// `connect_deadline`; a refusal is final.
     pub async fn connect(options: ClientOptions) -> Result<Self, SdkError> {
-        let config =
-            quic::client_config(&options.server_cert, options.idle_timeout).map_err(|e| SdkError::Tls(Box::new(e)))?;
+        let credential = match (&options.cert, &options.key) {
+            (Some(cert), Some(key)) => Some(quic::ClientCredential { cert, key: key.as_der() }),
+            (None, None) => None,
+            _ => return Err(SdkError::Tls("a client certificate and its key go together".into())),
+        };
+        let config = quic::client_config(&options.server_cert, credential, options.idle_timeout)
+            .map_err(|e| SdkError::Tls(Box::new(e)))?;
         let any: std::net::IpAddr = if options.server.is_ipv6() {
             std::net::Ipv6Addr::UNSPECIFIED.into()
         } else {
@@ -132,7 +171,7 @@ impl Client {
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| SdkError::Local(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let identity: [u8; IDENTITY_LEN] = rand::rng().random();
-        let memory = MemoryFile::new(options.state_dir.as_deref(), &options.server_cert, options.token.as_deref());
+        let memory = MemoryFile::new(options.state_dir.as_deref(), &options.server_cert, stable_identity(&options));
         let session_config = ClientConfig {
             token: options.token.clone(),
             identity,
@@ -175,7 +214,8 @@ impl Client {
             }
             match self.link.frames.recv().await {
                 Some(Ok(frame)) => self.session.handle_frame(frame),
-                _ => return Err(SdkError::Refused("the server closed the connection".into())),
+                Some(Err(e)) => return Err(Link::failure(&e)),
+                None => return Err(SdkError::Refused("the server closed the connection".into())),
             }
         }
     }
@@ -355,6 +395,16 @@ impl Client {
         if let Err(e) = quic::write_frame(&mut self.link.send, frame).await {
             tracing::debug!(error = %e, "write failed");
         }
+    }
+}
+
+/// What identifies this client to the server across restarts: its certificate, or its
+/// token; `None` if it has neither (a random identity per connection).
+fn stable_identity(options: &ClientOptions) -> Option<Vec<u8>> {
+    match (&options.cert, &options.token) {
+        (Some(cert), _) => Some([b"certificate:".as_slice(), cert].concat()),
+        (None, Some(token)) => Some([b"token:".as_slice(), token.as_bytes()].concat()),
+        (None, None) => None,
     }
 }
 

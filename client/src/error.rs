@@ -12,6 +12,10 @@ pub enum SdkError {
     /// The server did not admit this client.
     #[error("refused by the server: {0}")]
     Refused(String),
+    /// The TLS handshake failed: the server's certificate is not the pinned one, or the
+    /// server does not accept this client's certificate (or wants one).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
     /// The round ended for this client without its input in a released sum: refused by
     /// its policy or its update, aborted by the server, or broken by the server.
     #[error(transparent)]

@@ -38,7 +38,7 @@ mod error;
 mod link;
 mod memory;
 
-pub use client::{Client, ClientOptions, RoundReport};
+pub use client::{Client, ClientOptions, PrivateKey, RoundReport};
 pub use error::SdkError;
 pub use memory::default_state_dir;
 #[cfg(feature = "testing")]

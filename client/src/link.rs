@@ -51,7 +51,7 @@ impl Link {
         let connection = tokio::time::timeout(options.connect_deadline, connecting)
             .await
             .map_err(|e| unreachable(&e))?
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| connection_error(&e))?;
         let (send, mut recv) = connection.open_bi().await.map_err(|e| unreachable(&e))?;
         let (tx, frames) = mpsc::channel(4);
         let reader = tokio::spawn(async move {
@@ -71,8 +71,32 @@ impl Link {
         Ok(Self { connection, send, frames, reader })
     }
 
+    /// Why the connection ended, as read from the stream's error.
+    pub fn failure(e: &WireError) -> SdkError {
+        match e {
+            WireError::Read(quinn::ReadError::ConnectionLost(e)) => connection_error(e),
+            other => SdkError::ConnectionLost(other.to_string()),
+        }
+    }
+
     /// Closes politely (what was sent is delivered first), with `code` and `reason`.
     pub async fn close(&mut self, code: u32, reason: &str) {
         quic::close_gracefully(&mut self.send, &self.connection, code, reason).await;
+    }
+}
+
+/// A failed TLS handshake (a wrong pinned server certificate, a client certificate the
+/// server does not accept) is final; anything else may pass.
+fn connection_error(e: &quinn::ConnectionError) -> SdkError {
+    let code = match e {
+        quinn::ConnectionError::TransportError(t) => t.code,
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code,
+        other => return SdkError::Unreachable(other.to_string()),
+    };
+    // QUIC carries TLS alerts as the crypto error codes 0x100–0x1ff (RFC 9001 §4.8).
+    if (0x100..0x200).contains(&u64::from(code)) {
+        SdkError::Handshake(e.to_string())
+    } else {
+        SdkError::Unreachable(e.to_string())
     }
 }

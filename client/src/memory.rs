@@ -2,7 +2,8 @@
 //! ([`RoundMemory`](privagg_service::RoundMemory)): one JSON file per server certificate
 //! and client identity in a state directory, written atomically before anything that
 //! depends on it is sent. Without a stable identity (no token) there is nothing to come
-//! back as, and the memory lives as long as the [`Client`](crate::Client).
+//! back as (no certificate, no token), and the memory lives as long as the
+//! [`Client`](crate::Client).
 
 use std::path::{Path, PathBuf};
 
@@ -28,9 +29,9 @@ pub(crate) struct MemoryFile {
 }
 
 impl MemoryFile {
-    /// The file for `identity` (the admission token) at the server whose certificate is
-    /// `server_cert`, in `dir`.
-    pub fn new(dir: Option<&Path>, server_cert: &[u8], identity: Option<&str>) -> Self {
+    /// The file for `identity` (the client's certificate or token) at the server whose
+    /// certificate is `server_cert`, in `dir`.
+    pub fn new(dir: Option<&Path>, server_cert: &[u8], identity: Option<Vec<u8>>) -> Self {
         let path = dir.zip(identity).map(|(dir, identity)| {
             let digest = Sha256::new().chain_update(server_cert).chain_update([0]).chain_update(identity).finalize();
             let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
@@ -72,15 +73,16 @@ mod tests {
     fn memories_are_kept_per_server_and_identity_and_survive_a_restart() {
         let dir = std::env::temp_dir().join(format!("privagg-client-memory-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let file = MemoryFile::new(Some(&dir), b"server A", Some("token-1"));
+        let id = |s: &str| Some(s.as_bytes().to_vec());
+        let file = MemoryFile::new(Some(&dir), b"server A", id("token-1"));
         assert_eq!(file.load().unwrap(), RoundMemory::default());
         let memory: RoundMemory =
             serde_json::from_str(r#"{"sessions":{"00":{"finished":3,"attempts":{"4":1}}}}"#).unwrap();
         file.store(&memory).unwrap();
-        assert_eq!(MemoryFile::new(Some(&dir), b"server A", Some("token-1")).load().unwrap(), memory);
+        assert_eq!(MemoryFile::new(Some(&dir), b"server A", id("token-1")).load().unwrap(), memory);
         for other in [
-            MemoryFile::new(Some(&dir), b"server B", Some("token-1")),
-            MemoryFile::new(Some(&dir), b"server A", Some("token-2")),
+            MemoryFile::new(Some(&dir), b"server B", id("token-1")),
+            MemoryFile::new(Some(&dir), b"server A", id("token-2")),
         ] {
             assert_eq!(other.load().unwrap(), RoundMemory::default());
         }

@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits { max_app_data: 0, ..Limits::default() },
     });
     for conn in 1..=2u64 {
-        session.handle_connected(now, conn);
+        session.handle_connected(now, conn, None);
         let hello = ClientServiceMessage::Hello { token: String::new(), identity: [conn as u8; 16], resume: None };
         session.handle_frame(now, conn, &hello.encode());
         session.handle_frame(now, conn, &ClientServiceMessage::Ready.encode());
@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         let conn = u64::from(rest.first().copied().unwrap_or(0) % 8);
         match op % 6 {
-            0 => session.handle_connected(now, conn),
+            0 => session.handle_connected(now, conn, None),
             1 => {
                 let len = rest.get(1..3).map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
                 let body = rest.get(3..).unwrap_or_default();

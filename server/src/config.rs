@@ -132,8 +132,11 @@ pub struct ServeConfig {
     /// Seconds of silence after which a connection counts as lost (the client may then
     /// reconnect to its seat until the phase deadline).
     pub idle_timeout: f64,
-    /// Token file; unset: anyone may join.
+    /// Token file; unset: anyone may join (unless `client_ca` is set).
     pub tokens: Option<PathBuf>,
+    /// The enrollment authority's root certificate (DER): only clients with a certificate
+    /// it issued are admitted (mutual TLS).
+    pub client_ca: Option<PathBuf>,
     /// Certificate and key (DER) to use instead of the generated ones.
     pub cert: Option<PathBuf>,
     /// Private key (PKCS#8 DER) of `cert`.
@@ -165,6 +168,7 @@ impl Default for ServeConfig {
             lobby_timeout: 60.0,
             idle_timeout: 30.0,
             tokens: None,
+            client_ca: None,
             cert: None,
             key: None,
             upload_slots: 4,
@@ -232,6 +236,9 @@ impl ServeConfig {
         }
         if self.cert.is_some() != self.key.is_some() {
             return bad("--cert and --key go together".into());
+        }
+        if self.tokens.is_some() && self.client_ca.is_some() {
+            return bad("--tokens and --client-ca are two ways to admit clients: choose one".into());
         }
         if !self.dp.enabled {
             let w = &self.weighting;

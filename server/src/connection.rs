@@ -14,8 +14,8 @@ use tokio::sync::{Semaphore, mpsc};
 /// What a connection task tells the driver.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
-    /// A QUIC connection was established.
-    Connected { conn: ConnId, handle: ConnHandle },
+    /// A QUIC connection was established; `certificate` is the one the client presented.
+    Connected { conn: ConnId, handle: ConnHandle, certificate: Option<Vec<u8>> },
     /// A whole frame arrived.
     Frame { conn: ConnId, frame: Vec<u8> },
     /// A frame larger than the current limit was announced; the reader stopped.
@@ -61,7 +61,8 @@ pub(crate) async fn serve_connection(
     let (outbox, rx) = mpsc::unbounded_channel();
     let frame_limit = Arc::new(AtomicUsize::new(MAX_HELLO_FRAME));
     let handle = ConnHandle { outbox, frame_limit: frame_limit.clone() };
-    if events.send(ConnEvent::Connected { conn, handle }).await.is_err() {
+    let certificate = quic::peer_certificate(&connection);
+    if events.send(ConnEvent::Connected { conn, handle, certificate }).await.is_err() {
         return;
     }
     run(&connection, conn, rx, &frame_limit, &events, download_slots).await;

@@ -3,6 +3,7 @@
 //! It holds no protocol logic; nothing else touches the session, so it needs no lock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -73,9 +74,9 @@ impl Driver {
     fn handle(&mut self, event: ConnEvent) {
         let now = Instant::now();
         match event {
-            ConnEvent::Connected { conn, handle } => {
+            ConnEvent::Connected { conn, handle, certificate } => {
                 self.conns.insert(conn, handle);
-                self.session.handle_connected(now, conn);
+                self.session.handle_connected(now, conn, certificate.map(Arc::from));
             }
             ConnEvent::Frame { conn, frame } => self.session.handle_frame(now, conn, &frame),
             ConnEvent::Oversized { conn, len, limit } => self.session.handle_oversized(now, conn, len, limit),

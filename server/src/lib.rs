@@ -108,14 +108,19 @@ impl Server {
             }
             _ => ServerCertificate::load_or_generate(storage.path())?,
         };
-        let admission = match &config.tokens {
-            Some(path) => {
+        let client_root = match &config.client_ca {
+            Some(path) => Some(std::fs::read(path).map_err(|e| ServeError::io(path, e))?),
+            None => None,
+        };
+        let admission = match (&config.tokens, &client_root) {
+            (_, Some(_)) => Admission::certificates(),
+            (Some(path), None) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ServeError::io(path, e))?;
                 Admission::from_token_file(&text)
                     .ok_or_else(|| ServeError::Config(format!("{} holds no tokens", path.display())))?
             }
-            None => {
-                tracing::warn!("no token file: admitting any client (for local trials only)");
+            (None, None) => {
+                tracing::warn!("neither a client CA nor a token file: admitting any client (for local trials only)");
                 Admission::open()
             }
         };
@@ -142,7 +147,7 @@ impl Server {
         }
         let resume = resume(&config, &storage)?;
         let upload = upload_frame_limit(aggregation.protocol_dim() as u32, aggregation.bits());
-        let server_config = certificate.server_config(upload, config.idle_timeout())?;
+        let server_config = certificate.server_config(upload, config.idle_timeout(), client_root.as_deref())?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         Ok(Self {

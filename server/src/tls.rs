@@ -50,9 +50,15 @@ impl ServerCertificate {
 
     /// The QUIC server configuration: TLS 1.3, ALPN `privagg/1`, and transport windows
     /// sized so that a connection buffers at most `max_frame` bytes it has not read and
-    /// at most 256 KiB it has not had acknowledged.
-    pub fn server_config(&self, max_frame: usize, idle_timeout: Duration) -> Result<quinn::ServerConfig, ServeError> {
-        Ok(privagg_service::quic::server_config(&self.cert, &self.key, max_frame, idle_timeout)?)
+    /// at most 256 KiB it has not had acknowledged. With `client_root`, clients must
+    /// present a certificate it issued.
+    pub fn server_config(
+        &self,
+        max_frame: usize,
+        idle_timeout: Duration,
+        client_root: Option<&[u8]>,
+    ) -> Result<quinn::ServerConfig, ServeError> {
+        Ok(privagg_service::quic::server_config(&self.cert, &self.key, max_frame, idle_timeout, client_root)?)
     }
 }
 

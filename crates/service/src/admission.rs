@@ -1,10 +1,11 @@
-//! Who may take a seat: holders of a listed token, or anyone when the server runs
-//! without a token list (local trials; the server says so in its log).
+//! Who may take a seat: clients with a certificate of the deployment's enrollment
+//! authority (checked in the TLS handshake), holders of a listed token, or anyone when
+//! the server runs with neither (local trials; the server says so in its log).
 //!
-//! A connection is admitted as a [`ClientIdentity`]: the token's digest with a token
-//! list, or a digest of the client's own random identity without one. One identity holds
-//! one connection: a newer connection with the same identity replaces the older one (or
-//! takes back its seat, when it reconnects in the middle of a round).
+//! A connection is admitted as a [`ClientIdentity`]: a digest of its certificate, of its
+//! token, or of the client's own random identity. One identity holds one connection: a
+//! newer connection with the same identity replaces the older one (or takes back its
+//! seat, when it reconnects in the middle of a round).
 
 use std::collections::HashSet;
 
@@ -38,19 +39,42 @@ pub enum Refusal {
     /// The first frame was not a well-formed `Hello`.
     #[error("expected a Hello, got {0}")]
     NotAHello(String),
+    /// The server admits by certificate and the connection presented none.
+    #[error("a client certificate is required")]
+    CertificateRequired,
 }
 
 /// The admission policy.
 #[derive(Clone, Debug)]
 pub struct Admission {
-    /// SHA-256 of each allowed token; `None` admits everyone.
-    tokens: Option<HashSet<[u8; 32]>>,
+    rule: Rule,
+}
+
+#[derive(Clone, Debug)]
+enum Rule {
+    Open,
+    /// SHA-256 of each allowed token.
+    Tokens(HashSet<[u8; 32]>),
+    /// A certificate the TLS handshake verified against the enrollment authority.
+    Certificates,
 }
 
 impl Admission {
     /// Admits everyone.
     pub fn open() -> Self {
-        Self { tokens: None }
+        Self { rule: Rule::Open }
+    }
+
+    /// Admits clients whose certificate the TLS handshake verified (the server's TLS
+    /// configuration holds the enrollment authority's root).
+    pub fn certificates() -> Self {
+        Self { rule: Rule::Certificates }
+    }
+
+    /// Whether clients are admitted by certificate, so that every seat has a certified
+    /// identity.
+    pub fn by_certificate(&self) -> bool {
+        matches!(self.rule, Rule::Certificates)
     }
 
     /// Admits the holders of `tokens` (surrounding whitespace ignored). `None` if the
@@ -58,7 +82,7 @@ impl Admission {
     pub fn with_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Option<Self> {
         let tokens: HashSet<[u8; 32]> =
             tokens.into_iter().map(str::trim).filter(|t| !t.is_empty()).map(|t| digest(t.as_bytes())).collect();
-        (!tokens.is_empty()).then_some(Self { tokens: Some(tokens) })
+        (!tokens.is_empty()).then_some(Self { rule: Rule::Tokens(tokens) })
     }
 
     /// Reads a token file's text: one token per line, blank lines and lines starting with
@@ -69,20 +93,28 @@ impl Admission {
 
     /// Whether anyone may join.
     pub fn is_open(&self) -> bool {
-        self.tokens.is_none()
+        matches!(self.rule, Rule::Open)
     }
 
-    /// The identity of a client presenting `token` and its random `identity`, or why it
-    /// is refused.
-    pub fn admit(&self, token: &str, identity: &[u8; IDENTITY_LEN]) -> Result<ClientIdentity, Refusal> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(ClientIdentity(digest(&[b"anonymous:".as_slice(), identity].concat())));
-        };
-        if token.is_empty() {
-            return Err(Refusal::TokenRequired);
+    /// The identity of a client presenting `token`, its random `identity` and, from the
+    /// TLS handshake, `certificate` (DER), or why it is refused.
+    pub fn admit(
+        &self,
+        token: &str,
+        identity: &[u8; IDENTITY_LEN],
+        certificate: Option<&[u8]>,
+    ) -> Result<ClientIdentity, Refusal> {
+        match &self.rule {
+            Rule::Open => Ok(ClientIdentity(digest(&[b"anonymous:".as_slice(), identity].concat()))),
+            Rule::Certificates => certificate
+                .map(|c| ClientIdentity(digest(&[b"certificate:".as_slice(), c].concat())))
+                .ok_or(Refusal::CertificateRequired),
+            Rule::Tokens(_) if token.is_empty() => Err(Refusal::TokenRequired),
+            Rule::Tokens(tokens) => {
+                let d = digest(token.as_bytes());
+                if tokens.contains(&d) { Ok(ClientIdentity(d)) } else { Err(Refusal::UnknownToken) }
+            }
         }
-        let d = digest(token.as_bytes());
-        if tokens.contains(&d) { Ok(ClientIdentity(d)) } else { Err(Refusal::UnknownToken) }
     }
 }
 
@@ -98,11 +130,11 @@ mod tests {
     fn a_token_file_admits_only_listed_tokens() {
         let a = Admission::from_token_file("# clients\nalpha\n\n  beta  \n").unwrap();
         assert!(!a.is_open());
-        assert!(a.admit("alpha", &[0; 16]).is_ok());
+        assert!(a.admit("alpha", &[0; 16], None).is_ok());
         // With tokens, the token is the identity, whatever the client's random one.
-        assert_eq!(a.admit("beta", &[1; 16]), a.admit("beta", &[2; 16]));
-        assert_eq!(a.admit("gamma", &[0; 16]), Err(Refusal::UnknownToken));
-        assert_eq!(a.admit("", &[0; 16]), Err(Refusal::TokenRequired));
+        assert_eq!(a.admit("beta", &[1; 16], None), a.admit("beta", &[2; 16], None));
+        assert_eq!(a.admit("gamma", &[0; 16], None), Err(Refusal::UnknownToken));
+        assert_eq!(a.admit("", &[0; 16], None), Err(Refusal::TokenRequired));
         assert!(Admission::from_token_file("# nothing\n\n").is_none());
     }
 
@@ -110,7 +142,16 @@ mod tests {
     fn open_admission_tells_clients_apart_by_their_identity() {
         let a = Admission::open();
         assert!(a.is_open());
-        assert_ne!(a.admit("", &[1; 16]), a.admit("", &[2; 16]));
-        assert_eq!(a.admit("x", &[1; 16]), a.admit("y", &[1; 16]));
+        assert_ne!(a.admit("", &[1; 16], None), a.admit("", &[2; 16], None));
+        assert_eq!(a.admit("x", &[1; 16], None), a.admit("y", &[1; 16], None));
+    }
+
+    #[test]
+    fn admission_by_certificate_needs_one_and_is_it() {
+        let a = Admission::certificates();
+        assert!(a.by_certificate() && !a.is_open());
+        assert_eq!(a.admit("", &[1; 16], None), Err(Refusal::CertificateRequired));
+        assert_eq!(a.admit("", &[1; 16], Some(b"cert A")), a.admit("token", &[2; 16], Some(b"cert A")));
+        assert_ne!(a.admit("", &[1; 16], Some(b"cert A")), a.admit("", &[1; 16], Some(b"cert B")));
     }
 }

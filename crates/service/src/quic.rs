@@ -27,6 +27,16 @@ pub enum TlsError {
     /// quinn refused the TLS configuration.
     #[error("QUIC TLS configuration failed: {0}")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The client-certificate verifier could not be built from the root.
+    #[error("client certificate verifier: {0}")]
+    ClientVerifier(String),
+}
+
+/// The certificate (DER) the peer of `connection` presented in the handshake, if any.
+pub fn peer_certificate(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().map(|c| c.to_vec())
 }
 
 /// Why a frame could not be read or written.
@@ -64,16 +74,36 @@ pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
     t
 }
 
+/// A client's certificate (DER) and its PKCS#8 private key (DER), for mutual TLS.
+#[derive(Clone, Copy)]
+pub struct ClientCredential<'a> {
+    /// The certificate, issued by the deployment's enrollment authority.
+    pub cert: &'a [u8],
+    /// Its private key.
+    pub key: &'a [u8],
+}
+
 /// A client configuration (TLS 1.3, ALPN `privagg/1`, ring) that trusts exactly
-/// `server_cert` (DER): the operator hands the certificate out and clients pin it.
-pub fn client_config(server_cert: &[u8], idle_timeout: Duration) -> Result<quinn::ClientConfig, TlsError> {
+/// `server_cert` (DER): the operator hands the certificate out and clients pin it. With
+/// `credential`, the client proves its identity (mutual TLS).
+pub fn client_config(
+    server_cert: &[u8],
+    credential: Option<ClientCredential<'_>>,
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(server_cert.to_vec()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match credential {
+        Some(c) => builder.with_client_auth_cert(
+            vec![CertificateDer::from(c.cert.to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.to_vec())),
+        )?,
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -84,19 +114,31 @@ pub fn client_config(server_cert: &[u8], idle_timeout: Duration) -> Result<quinn
 /// A server configuration (TLS 1.3, ALPN `privagg/1`, no 0-RTT) for `cert` and its
 /// PKCS#8 `key` (DER), with transport windows sized so that a connection buffers at
 /// most one frame of `max_frame` bytes it has not read, and at most 256 KiB it has not
-/// had acknowledged.
+/// had acknowledged. With `client_root` (the enrollment authority's certificate, DER),
+/// only clients with a certificate it issued complete the handshake (mutual TLS).
 pub fn server_config(
     cert: &[u8],
     key: &[u8],
     max_frame: usize,
     idle_timeout: Duration,
+    client_root: Option<&[u8]>,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()));
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match client_root {
+        Some(root) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from(root.to_vec()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut tls = builder.with_single_cert(vec![CertificateDer::from(cert.to_vec())], key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;

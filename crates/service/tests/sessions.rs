@@ -540,7 +540,7 @@ fn a_reused_connection_number_changes_nothing() {
     h.run_until(|h| h.peers[..2].iter().all(|p| p.events.contains(&ClientEvent::Admitted)));
     let reused = h.peers[0].conn.unwrap();
     let now = h.now;
-    h.server.handle_connected(now, reused);
+    h.server.handle_connected(now, reused, None);
     h.join(2);
     h.run();
     assert_eq!(h.commits.len(), 1);

@@ -2,6 +2,7 @@
 //! for a seat.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use privagg_protocol::ClientId;
@@ -27,12 +28,20 @@ pub(super) enum ConnState {
     Closing,
 }
 
+/// A client given a seat.
+pub(super) struct Seated {
+    pub conn: ConnId,
+    pub identity: ClientIdentity,
+}
+
 /// Every connection the session knows, the identity each admitted one holds, and the
 /// queue of admitted clients that asked for a seat (`Ready`).
 #[derive(Default)]
 pub(super) struct Lobby {
     conns: HashMap<ConnId, ConnState>,
     by_identity: HashMap<ClientIdentity, ConnId>,
+    /// The certificate each connection presented in the TLS handshake, if it did.
+    certificates: HashMap<ConnId, Arc<[u8]>>,
     /// Connections awaiting their `Hello`, with their deadline, in arrival order (so in
     /// deadline order).
     hellos_due: VecDeque<(Instant, ConnId)>,
@@ -52,9 +61,17 @@ impl Lobby {
         self.conns.iter().map(|(c, s)| (*c, *s))
     }
 
-    pub(super) fn connected(&mut self, conn: ConnId, hello_deadline: Instant) {
+    pub(super) fn connected(&mut self, conn: ConnId, hello_deadline: Instant, certificate: Option<Arc<[u8]>>) {
         self.conns.insert(conn, ConnState::AwaitingHello);
+        if let Some(certificate) = certificate {
+            self.certificates.insert(conn, certificate);
+        }
         self.hellos_due.push_back((hello_deadline, conn));
+    }
+
+    /// The certificate `conn` presented, if any.
+    pub(super) fn certificate(&self, conn: ConnId) -> Option<Arc<[u8]>> {
+        self.certificates.get(&conn).cloned()
     }
 
     /// Marks `conn` as closing: it holds no identity and no place in the queue any more.
@@ -70,6 +87,7 @@ impl Lobby {
     pub(super) fn remove(&mut self, conn: ConnId) -> Option<ConnState> {
         self.forget_identity(conn);
         self.dequeue(conn);
+        self.certificates.remove(&conn);
         self.conns.remove(&conn)
     }
 
@@ -154,13 +172,13 @@ impl Lobby {
 
     /// Seats the first `size` waiting clients: returns their connections and identities,
     /// seat 1 first.
-    pub(super) fn seat(&mut self, now: Instant, size: usize) -> Vec<(ConnId, ClientIdentity)> {
+    pub(super) fn seat(&mut self, now: Instant, size: usize) -> Vec<Seated> {
         let mut seated = Vec::with_capacity(size);
         for conn in self.queue.drain(..size.min(self.queue.len())) {
             if let Some(ConnState::Admitted { identity, seat, returning }) = self.conns.get_mut(&conn) {
                 *seat = ClientId::new(seated.len() as u32 + 1);
                 *returning = false;
-                seated.push((conn, *identity));
+                seated.push(Seated { conn, identity: *identity });
             }
         }
         self.waiting_since = (!self.queue.is_empty()).then_some(now);

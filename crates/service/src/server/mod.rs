@@ -341,9 +341,10 @@ impl ServerSession {
         [self.lobby.next_hello_deadline(), round].into_iter().flatten().min()
     }
 
-    /// A client connected as `conn`; its `Hello` is due within the hello timeout. A
+    /// A client connected as `conn`, presenting `certificate` (DER) in the TLS handshake
+    /// if the server asks for one; its `Hello` is due within the hello timeout. A
     /// connection number already in use is ignored (the shell assigns each once).
-    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId, certificate: Option<Arc<[u8]>>) {
         if self.closed {
             self.out.close(conn, CloseReason::SessionEnded);
             return;
@@ -352,7 +353,7 @@ impl ServerSession {
             tracing::warn!(conn, "connection number reused; ignored");
             return;
         }
-        self.lobby.connected(conn, now + self.config.hello_timeout);
+        self.lobby.connected(conn, now + self.config.hello_timeout, certificate);
     }
 
     /// A whole frame (the message bytes) arrived from `conn`.
@@ -513,7 +514,8 @@ impl ServerSession {
     fn on_hello(&mut self, conn: ConnId, frame: &[u8]) {
         let admitted = match FromClient::decode(frame, &self.config.limits) {
             Ok(FromClient::Service(ClientServiceMessage::Hello { token, identity, resume })) => {
-                self.config.admission.admit(&token, &identity).map(|id| (id, resume))
+                let certificate = self.lobby.certificate(conn);
+                self.config.admission.admit(&token, &identity, certificate.as_deref()).map(|id| (id, resume))
             }
             Ok(other) => Err(Refusal::NotAHello(other.name().into())),
             Err(e) => Err(Refusal::NotAHello(format!("a malformed frame ({e})"))),

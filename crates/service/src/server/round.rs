@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use privagg_protocol::{ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, Violation};
 
+use super::lobby::Seated;
 use super::{ConnId, Outbox};
 use crate::admission::ClientIdentity;
 use crate::frame::{FRAME_HEADER_LEN, Frame, MAX_CONTROL_FRAME};
@@ -69,10 +70,10 @@ pub(super) struct ActiveRound {
 
 impl ActiveRound {
     /// A round whose cohort is `seated` (seat 1 first), waiting for its parameters.
-    pub fn preparing(number: u64, attempt: u32, seated: Vec<(ConnId, ClientIdentity)>, now: Instant) -> Self {
+    pub fn preparing(number: u64, attempt: u32, seated: Vec<Seated>, now: Instant) -> Self {
         let seats = seated
             .into_iter()
-            .map(|(conn, identity)| Seat {
+            .map(|Seated { conn, identity }| Seat {
                 conn,
                 identity,
                 sent: 0,

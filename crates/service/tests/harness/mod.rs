@@ -300,7 +300,7 @@ impl Harness {
                 dead: false,
             },
         );
-        self.server.handle_connected(self.now, conn);
+        self.server.handle_connected(self.now, conn, None);
         self.drain_server();
         conn
     }
