@@ -31,11 +31,17 @@ async fn only_clients_certified_by_the_enrollment_authority_are_admitted() {
             tweak(o);
         })
     };
-    let uncertified = refused(Box::new(|_| {}));
+    // A client without a certificate (trusting the server, or it would not even try) and
+    // one certified by another authority.
+    let uncertified = refused(Box::new(|o| {
+        (o.cert, o.key, o.client_ca) = (None, None, None);
+        o.policy.server = privagg_protocol::AdversaryClass::CuriousServer;
+    }));
     let (cert, key) = credential(&impostor, "mallory");
     let foreign = refused(Box::new(move |o| {
         o.cert = Some(cert);
         o.key = Some(key);
+        o.client_ca = Some(impostor.root_der().to_vec());
     }));
     for outcome in [uncertified.await.unwrap(), foreign.await.unwrap()] {
         assert!(matches!(outcome, Err(SdkError::Handshake(_))), "{outcome:?}");
@@ -47,9 +53,11 @@ async fn only_clients_certified_by_the_enrollment_authority_are_admitted() {
         .enumerate()
         .map(|(i, u)| {
             let (cert, key) = credential(&authority, &format!("clinic-{i}"));
+            let root = authority.root_der().to_vec();
             submit(&running, u.clone(), 1.0, move |o| {
                 o.cert = Some(cert);
                 o.key = Some(key);
+                o.client_ca = Some(root);
             })
         })
         .collect();

@@ -116,6 +116,7 @@ async fn a_client_refuses_a_round_the_server_rolled_back_to_run_again() {
     use privagg_client::{RoundError, SdkError};
     let dim = 4;
     let mut cfg = config("rollback", dim, 2, 2);
+    cfg.threat = privagg_server::Threat::Curious; // clients admitted by token
     std::fs::create_dir_all(&cfg.state).unwrap();
     let tokens = cfg.state.join("tokens.txt");
     std::fs::write(&tokens, "alpha\nbeta\n").unwrap();

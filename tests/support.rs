@@ -1,13 +1,19 @@
 //! Shared helpers of the end-to-end tests: a server on an ephemeral loopback port with
-//! its own state directory, and clients that connect to it.
+//! its own state directory, and clients that connect to it. As in a deployment that
+//! assumes a malicious server, clients hold certificates from an enrollment authority of
+//! the test's, unless the test runs the server as `Threat::Curious` or brings its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use privagg_client::{Client, ClientOptions};
-use privagg_server::{ServeConfig, ServeError, Server, ServerEvent, SessionSummary};
+use privagg_ca::Authority;
+use privagg_client::{Client, ClientOptions, PrivateKey};
+use privagg_protocol::AdversaryClass;
+use privagg_server::{ServeConfig, ServeError, Server, ServerEvent, SessionSummary, Threat};
 use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -51,15 +57,32 @@ pub struct Running {
     pub shutdown: privagg_server::ShutdownHandle,
     /// Its task.
     pub task: JoinHandle<Result<SessionSummary, ServeError>>,
+    /// What the server assumes of itself; its clients assume the same.
+    pub threat: Threat,
+    /// The authority that certifies the clients, unless the test brought its own.
+    pub authority: Option<Arc<Authority>>,
 }
 
 impl Running {
     /// Options for a client of this server (remembering rounds in a directory of the
     /// test's, never the user's).
+    /// With the test's authority, each call issues the client a certificate of its own;
+    /// against a curious server the client assumes a curious server.
     pub fn options(&self) -> ClientOptions {
+        static ISSUED: AtomicUsize = AtomicUsize::new(0);
         let mut o = ClientOptions::new(self.addr, self.cert.clone());
         o.connect_deadline = Duration::from_secs(10);
         o.state_dir = Some(std::env::temp_dir().join(format!("privagg-e2e-client-state-{}", std::process::id())));
+        if self.threat == Threat::Curious {
+            o.policy.server = AdversaryClass::CuriousServer;
+        }
+        if let Some(authority) = &self.authority {
+            let name = format!("client-{}", ISSUED.fetch_add(1, Ordering::Relaxed));
+            let issued = authority.issue(&name, 1).unwrap();
+            o.cert = Some(issued.cert);
+            o.key = Some(PrivateKey::from_pkcs8_der(issued.key.to_vec()));
+            o.client_ca = Some(authority.root_der().to_vec());
+        }
         o
     }
 
@@ -80,8 +103,17 @@ impl Running {
     }
 }
 
-/// Binds and starts a server.
-pub async fn start(config: ServeConfig) -> Running {
+/// Binds and starts a server; one that assumes a malicious server and has no client
+/// root yet gets the test's own enrollment authority.
+pub async fn start(mut config: ServeConfig) -> Running {
+    let authority = (config.threat == Threat::Malicious && config.client_ca.is_none()).then(|| {
+        let authority = Authority::create("privagg e2e authority", 1).unwrap();
+        let root = config.state.with_extension("client-ca.der");
+        std::fs::write(&root, authority.root_der()).unwrap();
+        config.client_ca = Some(root);
+        Arc::new(authority)
+    });
+    let threat = config.threat;
     let mut server = Server::bind(config).await.unwrap();
     let events = server.subscribe();
     Running {
@@ -90,6 +122,8 @@ pub async fn start(config: ServeConfig) -> Running {
         events,
         shutdown: server.shutdown_handle(),
         task: tokio::spawn(server.run()),
+        threat,
+        authority,
     }
 }
 

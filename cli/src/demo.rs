@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
-use privagg_client::{Client, ClientOptions, DropPoint, SdkError};
+use privagg_client::{Client, ClientOptions, DropPoint, PrivateKey, SdkError};
 use privagg_server::{RoundRecord, ServeConfig, Server, ServerEvent, SessionEvent};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -130,6 +130,11 @@ fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
 pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     let state = std::env::temp_dir().join(format!("privagg-demo-{}-{}", std::process::id(), options.seed));
     let _ = std::fs::remove_dir_all(&state);
+    // The demo is its own enrollment authority: every simulated client gets a certificate,
+    // as a deployment's clients would from an authority apart from the server.
+    let authority = privagg_ca::Authority::create("privagg demo authority", 1)?;
+    let root = state.with_extension("client-ca.der");
+    std::fs::write(&root, authority.root_der()).with_context(|| format!("cannot write {}", root.display()))?;
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().context("loopback address")?,
         state: state.clone(),
@@ -139,6 +144,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
         rounds: options.rounds,
         phase_timeout: 20.0,
         lobby_timeout: 5.0,
+        client_ca: Some(root.clone()),
         ..ServeConfig::default()
     };
     let mut server = Server::bind(config).await?;
@@ -151,11 +157,15 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     let clients: Vec<_> = (0..options.clients as usize)
         .map(|index| {
             let world = world.clone();
+            let credential = authority.issue(&format!("demo-client-{index}"), 1)?;
             let mut opts = ClientOptions::new(addr, cert.clone());
+            opts.cert = Some(credential.cert);
+            opts.key = Some(PrivateKey::from_pkcs8_der(credential.key.to_vec()));
+            opts.client_ca = Some(authority.root_der().to_vec());
             opts.connect_deadline = Duration::from_secs(20);
-            tokio::spawn(async move { run_client(index, world, opts).await })
+            Ok(tokio::spawn(async move { run_client(index, world, opts).await }))
         })
-        .collect();
+        .collect::<Result<_>>()?;
 
     let started = Instant::now();
     let lines = Display::new(&options, &state, &world).follow(events).await;
@@ -173,6 +183,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
         summary.epsilon.unwrap_or(0.0)
     );
     let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_file(&root);
     Ok(lines)
 }
 

@@ -104,8 +104,9 @@ struct ServeArgs {
     /// Fraction of clients assumed corrupt when choosing K and the threshold [default: 0.05].
     #[arg(long)]
     corrupt_fraction: Option<f64>,
-    /// What the server is assumed able to do when choosing K and the threshold: lie about
-    /// who dropped out (malicious) or only watch (curious; clients must opt in too)
+    /// What the server is assumed able to do: lie about who dropped out and about who the
+    /// clients' peers are (malicious: needs --client-ca) or only watch (curious: tokens
+    /// or open admission allowed, lower thresholds; clients must opt in too)
     /// [default: malicious].
     #[arg(long, value_enum)]
     threat: Option<ThreatArg>,
@@ -220,8 +221,9 @@ struct ClientArgs {
     /// Accept only thresholds safe with this fraction of clients corrupt [default: 0.05].
     #[arg(long)]
     corrupt_fraction: Option<f64>,
-    /// What this client assumes the server may do: lie about who dropped out (malicious),
-    /// or only watch (curious, which accepts lower thresholds) [default: malicious].
+    /// What this client assumes the server may do: lie about who dropped out and about
+    /// its peers (malicious: needs --cert, --key and --client-ca), or only watch
+    /// (curious, which accepts lower thresholds and uncertified peers) [default: malicious].
     #[arg(long, value_enum)]
     threat: Option<ThreatArg>,
     /// Name in the server's certificate.

@@ -6,15 +6,15 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ndarray::{Array1, ArrayView1};
 use privagg_dp::NoiseRng;
-use privagg_protocol::{ClientPolicy, Limits};
+use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy, Identity, Limits};
 use privagg_service::client::{ClientEvent, Encoded, RoundSummary};
 use privagg_service::message::IDENTITY_LEN;
 use privagg_service::quic::{self, WireError};
-use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, RoundSettings};
+use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, RoundError, RoundSettings};
 use rand::RngExt;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -170,6 +170,7 @@ impl Client {
         let bind = SocketAddr::new(any, 0);
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| SdkError::Local(e.to_string()))?;
         endpoint.set_default_client_config(config);
+        let credentials = credentials(&options)?;
         let identity: [u8; IDENTITY_LEN] = rand::rng().random();
         let memory = MemoryFile::new(options.state_dir.as_deref(), &options.server_cert, stable_identity(&options));
         let session_config = ClientConfig {
@@ -180,6 +181,7 @@ impl Client {
             limits: Limits::default(),
             memory: memory.load()?,
             max_attempts: options.max_attempts_per_round.max(1),
+            credentials,
         };
         let rng = NoiseRng::from_os().map_err(|e| SdkError::Local(e.to_string()))?;
         #[allow(unused_mut)] // mutated with the `testing` feature
@@ -289,19 +291,24 @@ impl Client {
     }
 
     /// Runs one round. `provide` turns the round's settings into (update, weight), or
-    /// says why it cannot.
+    /// says why it cannot. An attempt the server aborted as a whole (too few clients, a
+    /// seat that never revealed its nonce) is one the server runs again, until it gives
+    /// up and ends the session: the client takes part in the next attempt.
     async fn take_part<F, E>(&mut self, mut provide: F) -> Result<RoundReport, SdkError>
     where
         F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), E>,
         E: std::fmt::Display,
     {
         let mut encoding: Option<JoinHandle<Encoded>> = None;
-        self.session.request_round();
+        self.session.request_round(unix_now());
         loop {
-            if let Some(end) = self.perform_actions(&mut provide, &mut encoding).await {
-                return end;
+            match self.perform_actions(&mut provide, &mut encoding).await {
+                Some(Err(SdkError::Round(RoundError::Aborted { code: AbortCode::TooFewClients, .. }))) => {
+                    self.session.request_round(unix_now());
+                }
+                Some(end) => return end,
+                None => self.next_input(&mut encoding).await?,
             }
-            self.next_input(&mut encoding).await?;
         }
     }
 
@@ -414,4 +421,27 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.link.connection.close(quinn::VarInt::from_u32(0), b"client dropped");
     }
+}
+
+/// The seconds since the Unix epoch (0 if the clock is before it, which no certificate
+/// is valid at).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The protocol identity the options describe: the certificate, its key and the root
+/// that certifies peers, all three or none. A policy that assumes a malicious server
+/// needs them; only a client that trusts its server may go without.
+fn credentials(options: &ClientOptions) -> Result<Option<Identity>, SdkError> {
+    let (cert, key, root) = match (&options.cert, &options.key, &options.client_ca) {
+        (Some(cert), Some(key), Some(root)) => (cert, key, root),
+        (None, None, None) if options.policy.server == AdversaryClass::CuriousServer => return Ok(None),
+        (None, None, None) => {
+            return Err(SdkError::Identity(
+                "a client that assumes a malicious server needs a certificate, its key and the enrollment authority's root (or the curious-server policy, which trusts the server)".into(),
+            ));
+        }
+        _ => return Err(SdkError::Identity("the certificate, its key and the authority's root go together".into())),
+    };
+    Identity::from_der(cert, key.as_der(), root, unix_now()).map(Some).map_err(|e| SdkError::Identity(e.to_string()))
 }

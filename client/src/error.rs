@@ -32,6 +32,11 @@ pub enum SdkError {
     /// The server sent a frame larger than the client accepts.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The client's certificate, key or authority root cannot be used (wrong format, a
+    /// key that is not the certificate's, a certificate the root does not vouch for),
+    /// or a policy that assumes a malicious server lacks them.
+    #[error("identity: {0}")]
+    Identity(String),
     /// TLS could not be set up (e.g. the pinned certificate is not a certificate).
     #[error("TLS setup failed: {0}")]
     Tls(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -44,7 +44,6 @@ fn drain(session: &mut ServerSession, now: Instant) {
                     dim: 3,
                     bits: 32,
                     prg: PrgKind::default(),
-                    graph_seed: [round as u8; 32],
                 };
                 let app_data: Arc<[u8]> = Arc::from(s.encode().expect("settings encode").into_boxed_slice());
                 session.start_round(now, params, app_data).expect("the session seated this cohort");
@@ -78,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         session.handle_connected(now, conn, None);
         let hello = ClientServiceMessage::Hello { token: String::new(), identity: [conn as u8; 16], resume: None };
         session.handle_frame(now, conn, &hello.encode());
-        session.handle_frame(now, conn, &ClientServiceMessage::Ready.encode());
+        session.handle_frame(now, conn, &ClientServiceMessage::Ready { commitment: [0; 32] }.encode());
     }
     drain(&mut session, now);
     let mut rest = data;
@@ -103,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
                     session.handle_timeout(now);
                 }
             }
-            5 => session.handle_frame(now, conn, &ClientServiceMessage::Ready.encode()),
+            5 => session.handle_frame(now, conn, &ClientServiceMessage::Ready { commitment: [0; 32] }.encode()),
             _ => {
                 let identity: [u8; 16] = rest.get(1..17).and_then(|b| b.try_into().ok()).unwrap_or([0; 16]);
                 let hello = ClientServiceMessage::Hello { token: String::new(), identity, resume: None };

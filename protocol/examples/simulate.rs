@@ -35,7 +35,6 @@ fn main() {
         dim,
         bits,
         prg: PrgKind::default(),
-        graph_seed: [7; 32],
     };
     let mask = params.word_mask();
     let inputs = (0..n).map(|c| (0..dim).map(|i| (u64::from(c) * 7919 + u64::from(i)) & mask).collect()).collect();

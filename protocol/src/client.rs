@@ -13,9 +13,11 @@
 //! every list against its own view of the neighbourhood, and it answers one unmask
 //! request only, never with both shares of the same peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
+use privagg_crypto::identity::{IdentityError, IdentityKey, TrustRoot};
 use privagg_crypto::{
     ChannelKey, EnvelopeContext, KeyContext, MaskSeed, MaskSign, SecretKey, derive_channel_key,
     derive_pairwise_mask_seed, derive_self_mask_seed, open, seal, shamir,
@@ -23,13 +25,14 @@ use privagg_crypto::{
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::cohort::{self, ANONYMOUS, RevealedSeat};
 use crate::error::ClientError;
 use crate::graph::NeighbourGraph;
 use crate::graph_params::{AdversaryClass, lowest_safe_threshold};
 use crate::masking;
 use crate::message::{
-    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, RevealedShare,
-    SHARE_PAIR_LEN, ServerMessage, UnmaskRequest, UnmaskResponse,
+    AdvertisedKeys, Advertisement, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Leave, PeerEntry,
+    RevealedShare, SHARE_PAIR_LEN, ServerMessage, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -42,7 +45,7 @@ use crate::round_params::{ClientId, RoundParams};
 /// of the client's secrets. Against a server that may lie about who dropped (the default,
 /// [`AdversaryClass::SemiMaliciousServer`]) that is 2t ≥ k + 2 + c, with c the corrupt
 /// neighbours a fraction `corrupt_fraction` of all clients gives
-/// ([`graph_params::corrupt_neighbour_bound`]).
+/// ([`crate::graph_params::corrupt_neighbour_bound`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientPolicy {
     /// Smallest Shamir threshold the client accepts (at least 2), whatever the rule.
@@ -54,6 +57,11 @@ pub struct ClientPolicy {
     pub server: AdversaryClass,
     /// Fraction of all clients assumed corrupt and colluding with the server, in [0, 1).
     pub corrupt_fraction: f64,
+    /// Fraction of its graph neighbours whose shares a client must receive before it
+    /// masks its input, in [0, 1]: a server that withholds honest neighbours' envelopes
+    /// cannot leave the client masking with its colluders alone. The client also always
+    /// requires one more neighbour than the corrupt neighbours its policy assumes.
+    pub min_neighbour_fraction: f64,
 }
 
 impl Default for ClientPolicy {
@@ -65,6 +73,7 @@ impl Default for ClientPolicy {
             max_dim: crate::MAX_DIM,
             server: AdversaryClass::SemiMaliciousServer,
             corrupt_fraction: 0.05,
+            min_neighbour_fraction: 0.5,
         }
     }
 }
@@ -77,6 +86,52 @@ impl ClientPolicy {
         let (lowest, corrupt) = lowest_safe_threshold(n, k, self.corrupt_fraction, self.server)
             .map_err(|e| ClientError::PolicyRefused(format!("cannot assess the threshold: {e}")))?;
         Ok((lowest.max(self.min_threshold), corrupt))
+    }
+
+    /// Checks that `present` of `degree` neighbours (`corrupt` assumed corrupt) are
+    /// enough to mask with: the policy's fraction, and one more than the corrupt ones.
+    fn check_present(&self, present: usize, degree: u32, corrupt: u32) -> Result<(), ClientError> {
+        let fraction = (self.min_neighbour_fraction.clamp(0.0, 1.0) * f64::from(degree)).ceil() as usize;
+        let required = fraction.max(corrupt as usize + 1).min(degree as usize);
+        if present < required {
+            return Err(ClientError::NeighbourhoodShrunk { present, degree, required });
+        }
+        Ok(())
+    }
+}
+
+/// A client's certified identity, and the root that certifies its peers. With it the
+/// client signs what it advertises and accepts only neighbours that do the same under a
+/// certificate from the same enrollment authority.
+#[derive(Clone)]
+pub struct Identity {
+    /// This client's certificate (DER).
+    pub certificate: Arc<[u8]>,
+    /// The private key `certificate` certifies.
+    pub key: Arc<IdentityKey>,
+    /// The enrollment authority's root.
+    pub root: Arc<TrustRoot>,
+    /// The time (seconds since the Unix epoch) at which peers' certificates must be
+    /// valid: the shell's clock when the round starts.
+    pub now: u64,
+}
+
+impl Identity {
+    /// An identity from a certificate (DER), its PKCS#8 Ed25519 key and the authority's
+    /// root (DER), checking peers at `now` (seconds since the Unix epoch). Refuses a key
+    /// that is not the certificate's and a certificate the root does not vouch for now.
+    pub fn from_der(certificate: &[u8], key: &[u8], root: &[u8], now: u64) -> Result<Self, IdentityError> {
+        let root = TrustRoot::from_der(root)?;
+        let key = IdentityKey::from_pkcs8(key)?;
+        let probe = b"privagg/v1 key check";
+        root.verify(certificate, now)?.verify_signature(probe, &key.sign(probe)).map_err(|_| IdentityError::Key)?;
+        Ok(Self { certificate: certificate.into(), key: Arc::new(key), root: Arc::new(root), now })
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("certificate_len", &self.certificate.len()).field("now", &self.now).finish()
     }
 }
 
@@ -126,7 +181,10 @@ struct HeldShares {
 struct Seat {
     params: RoundParams,
     id: ClientId,
-    neighbours: Vec<ClientId>,
+    /// The cohort hash the config committed to.
+    cohort: [u8; 32],
+    /// Corrupt neighbours the policy assumes.
+    corrupt_neighbours: u32,
     channel_key: SecretKey,
     mask_key: SecretKey,
 }
@@ -134,6 +192,8 @@ struct Seat {
 /// What the client knows once the neighbourhood's keys arrive.
 struct Session {
     ctx: KeyContext,
+    /// Neighbours in the graph.
+    degree: u32,
     peers: BTreeMap<ClientId, AdvertisedKeys>,
     /// AEAD keys shared with each peer; the same key serves both directions.
     channel_keys: BTreeMap<ClientId, ChannelKey>,
@@ -146,6 +206,9 @@ struct Session {
 /// One client's part in one round.
 pub struct ClientRound {
     policy: ClientPolicy,
+    identity: Option<Identity>,
+    /// The nonce committed to before the round; revealed in `AdvertiseKeys`.
+    nonce: [u8; 32],
     state: ClientState,
     seat: Option<Seat>,
     session: Option<Session>,
@@ -154,9 +217,28 @@ pub struct ClientRound {
 }
 
 impl ClientRound {
-    /// A client waiting for a round's `Config`.
-    pub fn new(policy: ClientPolicy) -> Self {
-        Self { policy, state: ClientState::AwaitingConfig, seat: None, session: None, input: None, app_data: None }
+    /// A client waiting for a round's `Config`, with a fresh nonce whose
+    /// [`commitment`](Self::commitment) it sends when it asks for the round. With an
+    /// `identity` it signs its advertisement and accepts only certified neighbours; a
+    /// policy that assumes a malicious server refuses every round without one.
+    pub fn new<R: CryptoRng + ?Sized>(policy: ClientPolicy, identity: Option<Identity>, rng: &mut R) -> Self {
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        Self {
+            policy,
+            identity,
+            nonce,
+            state: ClientState::AwaitingConfig,
+            seat: None,
+            session: None,
+            input: None,
+            app_data: None,
+        }
+    }
+
+    /// The commitment to this round's nonce, sent before the cohort is fixed.
+    pub fn commitment(&self) -> [u8; 32] {
+        cohort::commitment(&self.nonce)
     }
 
     /// Where the client is.
@@ -215,11 +297,12 @@ impl ClientRound {
         Ok(None)
     }
 
-    /// The message that tells the server this client leaves the round; ends the round
-    /// for this client.
+    /// The message that tells the server this client leaves the round, with its nonce
+    /// (revealing it costs nothing and lets the round go on without it, even before the
+    /// config arrived); ends the round for this client.
     pub fn leave(&mut self, detail: &str) -> ClientMessage {
         self.fail();
-        ClientMessage::Abort(Abort::new(AbortCode::Leaving, detail))
+        ClientMessage::Leave(Leave::new(self.nonce, detail))
     }
 
     fn fail(&mut self) {
@@ -266,28 +349,43 @@ impl ClientRound {
                 params.dim, self.policy.max_dim
             )));
         }
+        if self.policy.server == AdversaryClass::SemiMaliciousServer && self.identity.is_none() {
+            return Err(ClientError::IdentityRequired);
+        }
         let id = params.client(config.client_id.get()).ok_or(ClientError::InvalidClientId(config.client_id.get()))?;
         if let Some(input) = &self.input {
             check_input(&params, input)?;
         }
-        let neighbours = NeighbourGraph::for_round(&params).neighbours(id);
         let channel_key = SecretKey::generate(rng);
         let mask_key = SecretKey::generate(rng);
         let keys = AdvertisedKeys { channel: channel_key.public_key(), mask: mask_key.public_key() };
-        self.seat = Some(Seat { params, id, neighbours, channel_key, mask_key });
+        let signature = self
+            .identity
+            .as_ref()
+            .map(|identity| identity.key.sign(&cohort::advertisement_message(&config.cohort, id, &keys, &self.nonce)));
+        self.seat = Some(Seat { params, id, cohort: config.cohort, corrupt_neighbours, channel_key, mask_key });
         self.app_data = Some(config.app_data);
         self.state = ClientState::AwaitingKeyList;
-        Ok(ClientMessage::AdvertiseKeys(Box::new(keys)))
+        Ok(ClientMessage::AdvertiseKeys(Box::new(Advertisement { keys, nonce: self.nonce, signature })))
     }
 
+    /// Checks the revealed cohort against the hash the config committed to, derives the
+    /// graph and the session id from it, and accepts entries of this client's neighbours
+    /// only — each, with an identity, certified and signed, and enough of them — then
+    /// shares its secrets with them.
     fn on_key_list<R: CryptoRng + ?Sized>(&mut self, list: KeyList, rng: &mut R) -> Result<ClientMessage, ClientError> {
         let seat = self.seat.as_ref().ok_or(ClientError::OwnKeysMissing)?;
+        check_cohort(seat, &list.cohort, self.identity.as_ref(), &self.nonce)?;
+        let labelling = cohort::labelling(&seat.cohort, list.cohort.iter().map(|s| &s.nonce));
+        let graph = NeighbourGraph::new(seat.params.num_clients, seat.params.neighbours, &labelling.graph_seed);
         let own = AdvertisedKeys { channel: seat.channel_key.public_key(), mask: seat.mask_key.public_key() };
-        let mut peers = BTreeMap::new();
+        let neighbours = graph.neighbours(seat.id);
         let mut saw_own = false;
-        let mut seen_keys = std::collections::HashSet::new();
+        let mut peers = BTreeMap::new();
+        let mut seen_keys = HashSet::new();
         let mut previous: Option<ClientId> = None;
-        for (id, keys) in list.entries {
+        for entry in list.entries {
+            let id = entry.id;
             if previous.is_some_and(|p| p >= id) {
                 return Err(if previous == Some(id) {
                     ClientError::DuplicatePeer(id)
@@ -296,26 +394,33 @@ impl ClientRound {
                 });
             }
             previous = Some(id);
-            if !seen_keys.insert(keys.channel.to_bytes()) || !seen_keys.insert(keys.mask.to_bytes()) {
+            if id != seat.id && neighbours.binary_search(&id).is_err() {
+                return Err(ClientError::UnexpectedPeer(id));
+            }
+            if !seen_keys.insert(entry.keys.channel.to_bytes()) || !seen_keys.insert(entry.keys.mask.to_bytes()) {
                 return Err(ClientError::ReusedKey(id));
             }
             if id == seat.id {
-                if keys != own {
+                if entry.keys != own {
                     return Err(ClientError::OwnKeysMissing);
                 }
                 saw_own = true;
-            } else if seat.neighbours.binary_search(&id).is_ok() {
-                peers.insert(id, keys);
             } else {
-                return Err(ClientError::UnexpectedPeer(id));
+                if let Some(identity) = &self.identity {
+                    authenticate(identity, &seat.cohort, &entry, &list.cohort[id.index()])?;
+                }
+                peers.insert(id, entry.keys);
             }
         }
         if !saw_own {
             return Err(ClientError::OwnKeysMissing);
         }
         check_alive(peers.len() + 1, seat.params.threshold)?;
+        // A neighbour without an entry was refused by the server; a server that refuses
+        // honest ones to isolate this client meets the policy's floor.
+        self.policy.check_present(peers.len(), graph.degree(), seat.corrupt_neighbours)?;
 
-        let ctx = KeyContext { session_id: list.session_id, round: seat.params.round };
+        let ctx = KeyContext { session_id: labelling.session_id, round: seat.params.round };
         let self_mask_secret = Zeroizing::new(Scalar::random(rng));
         let holders: Vec<u32> = std::iter::once(seat.id).chain(peers.keys().copied()).map(ClientId::get).collect();
         let threshold = seat.params.threshold as usize;
@@ -342,7 +447,7 @@ impl ClientRound {
             envelopes.push(Envelope { peer: holder, sealed });
             channel_keys.insert(holder, key);
         }
-        self.session = Some(Session { ctx, peers, channel_keys, self_mask_secret, held });
+        self.session = Some(Session { ctx, degree: graph.degree(), peers, channel_keys, self_mask_secret, held });
         self.state = ClientState::AwaitingShares;
         Ok(ClientMessage::ShareKeys(envelopes))
     }
@@ -376,6 +481,7 @@ impl ClientRound {
             );
         }
         check_alive(session.held.len(), seat.params.threshold)?;
+        self.policy.check_present(session.held.len() - 1, session.degree, seat.corrupt_neighbours)?;
         if self.input.is_some() {
             self.masked_input().map(Some)
         } else {
@@ -469,6 +575,65 @@ fn check_input(params: &RoundParams, words: &[u64]) -> Result<(), ClientError> {
         return Err(ClientError::InputOutOfRange { index, bits: params.bits });
     }
     Ok(())
+}
+
+/// Checks the cohort a key list reveals: it opens the commitments the config's cohort
+/// hash binds, seats this client with its own nonce and certificate and, with an
+/// identity, seats a distinct certified client everywhere else.
+fn check_cohort(
+    seat: &Seat,
+    revealed: &[RevealedSeat],
+    identity: Option<&Identity>,
+    nonce: &[u8; 32],
+) -> Result<(), ClientError> {
+    let mismatch = |what: &str| Err(ClientError::CohortMismatch(what.to_owned()));
+    if revealed.len() != seat.params.num_clients as usize {
+        return mismatch(&format!("{} seats in a round of {}", revealed.len(), seat.params.num_clients));
+    }
+    let hash =
+        cohort::cohort_hash(&seat.params, revealed.iter().map(|s| (s.fingerprint, cohort::commitment(&s.nonce))));
+    if hash != seat.cohort {
+        return mismatch("the revealed nonces or certificates differ from those committed to");
+    }
+    let own = RevealedSeat { fingerprint: cohort::fingerprint(identity.map(|i| &*i.certificate)), nonce: *nonce };
+    if revealed.get(seat.id.index()) != Some(&own) {
+        return mismatch("this client's seat shows another nonce or certificate");
+    }
+    if identity.is_some() {
+        let mut seen = HashSet::with_capacity(revealed.len());
+        for s in revealed {
+            if s.fingerprint == ANONYMOUS {
+                return mismatch("a seat is held by a client without a certificate");
+            }
+            if !seen.insert(s.fingerprint) {
+                return mismatch("two seats are held under one certificate");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a neighbour's entry is signed, under a certificate from the enrollment
+/// authority that is valid now and is the one its seat was taken with, over the keys it
+/// lists and the nonce its seat revealed.
+fn authenticate(
+    identity: &Identity,
+    cohort_hash: &[u8; 32],
+    entry: &PeerEntry,
+    seat: &RevealedSeat,
+) -> Result<(), ClientError> {
+    let peer = entry.id;
+    let certified = entry.certified.as_ref().ok_or(ClientError::UnsignedPeer(peer))?;
+    if cohort::fingerprint(Some(&certified.certificate)) != seat.fingerprint {
+        let reason = "not the certificate its seat was taken with".to_owned();
+        return Err(ClientError::PeerCertificate { peer, reason });
+    }
+    let key = identity
+        .root
+        .verify(&certified.certificate, identity.now)
+        .map_err(|e| ClientError::PeerCertificate { peer, reason: e.to_string() })?;
+    let message = cohort::advertisement_message(cohort_hash, peer, &entry.keys, &seat.nonce);
+    key.verify_signature(&message, &certified.signature).map_err(|_| ClientError::BadPeerSignature(peer))
 }
 
 fn check_alive(alive: usize, threshold: u32) -> Result<(), ClientError> {

@@ -103,6 +103,14 @@ pub enum ParamsError {
     /// bits outside `1..=64`.
     #[error("word width of {0} bits is outside 1..=64")]
     Bits(u8),
+    /// The cohort does not fill the round's seats.
+    #[error("{members} members for a round of {num_clients} clients")]
+    CohortSize {
+        /// Members given.
+        members: usize,
+        /// n.
+        num_clients: u32,
+    },
 }
 
 /// Why a neighbour count and threshold are unsafe or cannot be found.
@@ -198,9 +206,35 @@ pub enum ClientError {
         /// The corrupt neighbours it assumes.
         corrupt_neighbours: u32,
     },
+    /// The policy assumes a server that may lie, and against such a server only peers
+    /// certified by the enrollment authority can be trusted: this client has no
+    /// certificate and root to take part with.
+    #[error(
+        "this client assumes a malicious server, which needs a certificate and the enrollment authority's root; without them only a client that trusts its server (threat: curious) may take part"
+    )]
+    IdentityRequired,
     /// The assigned id is outside the round.
     #[error("assigned id {0} is outside the round")]
     InvalidClientId(u32),
+    /// The cohort in the key list is not the one the config committed to, or misplaces
+    /// this client.
+    #[error("the key list's cohort is not the one committed to: {0}")]
+    CohortMismatch(String),
+    /// A neighbour's entry carries no certificate and signature.
+    #[error("{0} is not signed by a certified client")]
+    UnsignedPeer(ClientId),
+    /// A neighbour's certificate is not from the enrollment authority, not valid now, or
+    /// not the one its seat was taken with.
+    #[error("the certificate of {peer} is refused: {reason}")]
+    PeerCertificate {
+        /// The neighbour.
+        peer: ClientId,
+        /// Why.
+        reason: String,
+    },
+    /// A neighbour's signature does not verify over what it advertised.
+    #[error("the signature of {0} does not verify")]
+    BadPeerSignature(ClientId),
     /// The key list lacks the client's own keys or shows different ones.
     #[error("the key list does not hold this client's own keys")]
     OwnKeysMissing,
@@ -220,6 +254,17 @@ pub enum ClientError {
         alive: usize,
         /// t.
         threshold: u32,
+    },
+    /// Fewer of the client's neighbours are in the key list, or sent it shares, than its
+    /// policy requires: the server may be withholding honest neighbours to isolate it.
+    #[error("only {present} of {degree} neighbours remain; this client requires {required}")]
+    NeighbourhoodShrunk {
+        /// Neighbours whose envelopes arrived.
+        present: usize,
+        /// Neighbours in the graph.
+        degree: u32,
+        /// The least the policy accepts.
+        required: usize,
     },
     /// An envelope did not open or held malformed shares.
     #[error("the envelope from {0} did not open")]
@@ -283,6 +328,13 @@ pub enum Violation {
     /// The same public key used twice (by this client or by two clients).
     #[error("public key already in use")]
     ReusedKey,
+    /// The revealed nonce does not match the client's commitment.
+    #[error("the nonce does not match the commitment")]
+    WrongNonce,
+    /// A certified client's advertisement is unsigned, or its signature does not verify
+    /// under its certificate.
+    #[error("the advertisement's signature is missing or does not verify")]
+    BadSignature,
     /// Share envelopes not addressed to exactly the advertising neighbours.
     #[error("envelopes must go to exactly the advertising neighbours: {0}")]
     WrongEnvelopes(String),
@@ -358,6 +410,13 @@ pub enum RoundAbort {
         /// t.
         threshold: u32,
     },
+    /// Seats did not reveal their nonce, so the graph cannot be labelled; the next attempt
+    /// starts from fresh commitments without them.
+    #[error("{missing} seated clients did not advertise their keys")]
+    CohortIncomplete {
+        /// Seats that did not reveal.
+        missing: usize,
+    },
     /// A reconstructed secret is inconsistent (bad shares).
     #[error("the shares of {0}'s secret are inconsistent")]
     ReconstructionFailed(ClientId),
@@ -370,7 +429,9 @@ impl RoundAbort {
     /// The abort code sent to clients.
     pub fn code(&self) -> AbortCode {
         match self {
-            Self::TooFewClients { .. } | Self::TooFewShares { .. } => AbortCode::TooFewClients,
+            Self::TooFewClients { .. } | Self::TooFewShares { .. } | Self::CohortIncomplete { .. } => {
+                AbortCode::TooFewClients
+            }
             Self::ReconstructionFailed(_) => AbortCode::ReconstructionFailed,
             Self::Cancelled(_) => AbortCode::Shutdown,
         }

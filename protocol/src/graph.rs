@@ -1,5 +1,6 @@
 //! The neighbour graph of SecAgg+ (Bell et al., CCS 2020): a Harary graph H(k, n) whose
-//! node labels are randomly permuted from a public seed.
+//! node labels are randomly permuted from a seed the clients' revealed nonces fix (see
+//! [`crate::cohort`]), so that the server cannot choose who neighbours whom.
 //!
 //! Clients sit on a ring in the order of a random permutation; each is linked to the k/2
 //! clients before it and the k/2 after it, so k is even. With k = n − 1 every client
@@ -13,7 +14,7 @@
 use privagg_crypto::{MaskSeed, PrgKind, fill_keystream};
 use sha2::{Digest, Sha256};
 
-use crate::round_params::{ClientId, RoundParams};
+use crate::round_params::ClientId;
 
 /// Domain-separation label of the graph permutation.
 const GRAPH_LABEL: &[u8] = b"privagg/v1 graph";
@@ -30,13 +31,8 @@ pub struct NeighbourGraph {
 }
 
 impl NeighbourGraph {
-    /// The graph of a round with validated parameters.
-    pub fn for_round(params: &RoundParams) -> Self {
-        Self::new(params.num_clients, params.neighbours, &params.graph_seed)
-    }
-
     /// A permuted Harary graph over clients `1..=n` with degree `k`; `k` must be `n − 1`
-    /// or even and below `n` (as [`RoundParams::validate`] checks).
+    /// or even and below `n` (as [`crate::RoundParams::validate`] checks).
     pub fn new(n: u32, k: u32, seed: &[u8; 32]) -> Self {
         let mut ring: Vec<u32> = (0..n).collect();
         let mut words = WordStream::new(seed);

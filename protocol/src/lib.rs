@@ -10,11 +10,14 @@
 //!
 //! ## One round
 //!
-//! 0. **Config.** The server sends the round's [`RoundParams`] and an application payload.
+//! 0. **Config.** Each client committed to a random nonce when it asked for the round;
+//!    the server sends the round's [`RoundParams`], the cohort hash binding every seat's
+//!    certificate and commitment, and an application payload.
 //! 1. **AdvertiseKeys.** Each client makes two fresh Ristretto255 key pairs, `c` for the
-//!    share channel and `s` for masks, and sends the public halves. The server waits for
-//!    them (U1), hashes parameters and keys into the session id and sends each client the
-//!    keys of its neighbours.
+//!    share channel and `s` for masks, and sends the public halves with its nonce, signed
+//!    with its certificate's key. Once every seat revealed its nonce, the nonces label the
+//!    graph and fix the session id ([`cohort`]); the server sends each client every
+//!    seat's nonce and the signed keys of its neighbours (U1), which it verifies.
 //! 2. **ShareKeys.** Each client draws a self-mask secret b_u, Shamir-shares b_u and its
 //!    mask key s_u (threshold t among itself and its neighbours), and seals each
 //!    neighbour's two shares under an AES-GCM key derived from DH(c_u, c_v); the
@@ -34,11 +37,14 @@
 //!
 //! ## Guarantees
 //!
-//! * **Privacy.** Against a server that follows the protocol and colludes with fewer than
-//!   t of any client's neighbours, the server's view of an honest client's masked input
-//!   is uniform: the self mask hides it until the sum is final, and the pairwise masks
-//!   hide it if the client is declared dropped. [`graph_params`] chooses k and t so that
-//!   these conditions hold with probability 1 − 2^−40 for a given corrupt fraction.
+//! * **Privacy.** Against a server that may lie about who dropped, substitute keys or
+//!   choose whom to seat, and colludes with a fraction c of the clients, the server's view
+//!   of an honest client's masked input is uniform: the self mask hides it until the sum
+//!   is final, and the pairwise masks hide it if the client is declared dropped. Peers are
+//!   authenticated by certificates of an enrollment authority that is not the server; the
+//!   graph's labelling comes from the clients' nonces; a client accepts only thresholds
+//!   with 2t ≥ k + 2 + c. [`graph_params`] chooses k and t so that these conditions hold
+//!   with probability 1 − 2^−40 for a given corrupt fraction.
 //! * **Correctness under dropouts.** Any client may vanish after any message. While at
 //!   least `min_clients` inputs reach the sum and every needed secret keeps t shares,
 //!   the sum over U3 is exact; otherwise the round aborts with a [`RoundAbort`] and the
@@ -53,6 +59,7 @@
 
 mod client;
 pub mod codec;
+pub mod cohort;
 mod error;
 pub mod graph;
 pub mod graph_params;
@@ -61,20 +68,19 @@ mod message;
 mod packing;
 mod round_params;
 mod server;
-mod session;
 pub mod simulator;
 
-pub use client::{ClientPolicy, ClientRound, ClientState};
+pub use client::{ClientPolicy, ClientRound, ClientState, Identity};
 pub use error::{ClientError, DecodeError, ParameterError, ParamsError, RoundAbort, ServerError, Violation};
 pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
-    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Limits, MAX_ABORT_DETAIL,
-    PROTOCOL_VERSION, RevealedShare, SERVICE_TYPES, ServerMessage, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList,
+    Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare, SERVICE_TYPES, ServerMessage,
+    UnmaskRequest, UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;
 pub use round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
 pub use server::{DropReason, DroppedClient, Outgoing, Phase, RoundOutput, ServerRound};
-pub use session::session_id;
 pub use simulator::{DropPoint, simulate};

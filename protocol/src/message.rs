@@ -15,9 +15,11 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
+use privagg_crypto::identity::SIGNATURE_LEN;
 use privagg_crypto::{PrgKind, PublicKey};
 
 use crate::codec::{Reader, Writer, truncate_utf8};
+use crate::cohort::RevealedSeat;
 use crate::error::DecodeError;
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
@@ -52,11 +54,19 @@ pub struct Limits {
     pub max_app_data: u64,
     /// Longest abort detail text, in bytes.
     pub max_detail: u32,
+    /// Longest client certificate, in bytes.
+    pub max_certificate: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_clients: MAX_CLIENTS, max_dim: MAX_DIM, max_app_data: 1 << 30, max_detail: 1024 }
+        Self {
+            max_clients: MAX_CLIENTS,
+            max_dim: MAX_DIM,
+            max_app_data: 1 << 30,
+            max_detail: 1024,
+            max_certificate: 16 * 1024,
+        }
     }
 }
 
@@ -70,26 +80,68 @@ pub struct AdvertisedKeys {
     pub mask: PublicKey,
 }
 
-/// Phase 0, server → client: the round's parameters, the recipient's id and an opaque
-/// application payload (for privagg: the model and the DP parameters).
+/// Phase 1, client → server: the client's keys and the nonce it committed to, signed
+/// with its certificate's key when it has one (see [`crate::cohort`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advertisement {
+    /// The two public keys.
+    pub keys: AdvertisedKeys,
+    /// The nonce whose commitment the cohort hash holds.
+    pub nonce: [u8; 32],
+    /// Ed25519 signature over [`crate::cohort::advertisement_message`]; `None` for a
+    /// client without a certificate.
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
+}
+
+/// A certificate and the signature its key made over a client's advertisement.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Certified {
+    /// The client's certificate (DER), shared by every key list that carries it.
+    pub certificate: Arc<[u8]>,
+    /// Its signature over the advertisement.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl std::fmt::Debug for Certified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Certified({} bytes)", self.certificate.len())
+    }
+}
+
+/// One client's entry in a key list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// Its seat.
+    pub id: ClientId,
+    /// Its keys.
+    pub keys: AdvertisedKeys,
+    /// Its certificate and signature, if it has a certificate.
+    pub certified: Option<Certified>,
+}
+
+/// Phase 0, server → client: the round's parameters, the recipient's id, the cohort hash
+/// and an opaque application payload (for privagg: the model and the DP parameters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Round parameters.
     pub params: RoundParams,
     /// The recipient's seat.
     pub client_id: ClientId,
+    /// The cohort hash `C`: parameters, and every seat's fingerprint and commitment.
+    pub cohort: [u8; 32],
     /// Application payload, shared by all recipients (hence the `Arc`).
     pub app_data: Arc<[u8]>,
 }
 
-/// Phase 1, server → client: the session id and the keys of the recipient and of every
-/// neighbour that advertised, ascending by id.
+/// Phase 1, server → client: every seat's fingerprint and revealed nonce, from which the
+/// recipient derives the graph and the session id, and the entries of the recipient and
+/// of its neighbours, ascending by id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyList {
-    /// Hash of the round parameters and of all advertised keys (see `session`).
-    pub session_id: [u8; 32],
-    /// `(id, keys)` of the recipient and its advertising neighbours.
-    pub entries: Vec<(ClientId, AdvertisedKeys)>,
+    /// Every seat, seat 1 first (the same list for every recipient).
+    pub cohort: Arc<[RevealedSeat]>,
+    /// The recipient's entry and its neighbours'.
+    pub entries: Vec<PeerEntry>,
 }
 
 /// An encrypted pair of Shamir shares and the peer it is for (in `ShareKeys`) or from
@@ -227,9 +279,9 @@ pub enum ServerMessage {
 /// Messages a client sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientMessage {
-    /// Phase 1: the client's two public keys (boxed: a decoded key carries its point,
-    /// which would make every message hundreds of bytes).
-    AdvertiseKeys(Box<AdvertisedKeys>),
+    /// Phase 1: the client's two public keys and its nonce (boxed: a decoded key carries
+    /// its point, which would make every message hundreds of bytes).
+    AdvertiseKeys(Box<Advertisement>),
     /// Phase 2: one envelope per advertising neighbour.
     ShareKeys(Vec<Envelope>),
     /// Phase 3: the masked input.
@@ -237,7 +289,25 @@ pub enum ClientMessage {
     /// Phase 4: the requested shares.
     UnmaskResponse(UnmaskResponse),
     /// The client leaves the round.
-    Abort(Abort),
+    Leave(Leave),
+}
+
+/// A client leaving the round: why, and the nonce it committed to, so that a client that
+/// declines a round it was seated for still lets the graph be labelled without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leave {
+    /// The nonce whose commitment the cohort hash holds.
+    pub nonce: [u8; 32],
+    /// Why, in human-readable form (at most [`MAX_ABORT_DETAIL`] bytes; never secrets).
+    pub detail: String,
+}
+
+impl Leave {
+    /// A leave message whose detail is cut to [`MAX_ABORT_DETAIL`] bytes at a character
+    /// boundary.
+    pub fn new(nonce: [u8; 32], detail: &str) -> Self {
+        Self { nonce, detail: truncate_utf8(detail, MAX_ABORT_DETAIL).to_owned() }
+    }
 }
 
 mod tag {
@@ -251,11 +321,14 @@ mod tag {
     pub const SHARE_KEYS: u8 = 0x12;
     pub const MASKED_INPUT: u8 = 0x13;
     pub const UNMASK_RESPONSE: u8 = 0x14;
-    pub const CLIENT_ABORT: u8 = 0x15;
+    pub const LEAVE: u8 = 0x15;
 }
 
 const KEYS_LEN: usize = 2 * PublicKey::LEN;
 const ID_LEN: usize = 4;
+const SEAT_LEN: usize = 64;
+/// Shortest key-list entry: id, keys and the flag of an unsigned entry.
+const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
 
 impl Config {
@@ -266,6 +339,7 @@ impl Config {
         let mut w = Writer::message(tag::CONFIG, 64);
         encode_params(&mut w, &self.params);
         w.u32(self.client_id.get());
+        w.bytes(&self.cohort);
         w.u32(u32::try_from(self.app_data.len()).unwrap_or(u32::MAX));
         (w.into_bytes(), self.app_data.clone())
     }
@@ -293,12 +367,27 @@ impl ServerMessage {
                 head
             }
             Self::KeyList(k) => {
-                let mut w = Writer::message(tag::KEY_LIST, 36 + k.entries.len() * (ID_LEN + KEYS_LEN));
-                w.bytes(&k.session_id);
+                let certificates: usize =
+                    k.entries.iter().filter_map(|e| e.certified.as_ref()).map(|c| 4 + c.certificate.len() + 64).sum();
+                let len = 8 + k.cohort.len() * SEAT_LEN + k.entries.len() * ENTRY_MIN_LEN + certificates;
+                let mut w = Writer::message(tag::KEY_LIST, len);
+                w.u32(k.cohort.len() as u32);
+                for seat in k.cohort.iter() {
+                    w.bytes(&seat.fingerprint);
+                    w.bytes(&seat.nonce);
+                }
                 w.u32(k.entries.len() as u32);
-                for (id, keys) in &k.entries {
-                    w.u32(id.get());
-                    encode_keys(&mut w, keys);
+                for entry in &k.entries {
+                    w.u32(entry.id.get());
+                    encode_keys(&mut w, &entry.keys);
+                    match &entry.certified {
+                        None => w.u8(0),
+                        Some(c) => {
+                            w.u8(1);
+                            w.len_prefixed(&c.certificate);
+                            w.bytes(&c.signature);
+                        }
+                    }
                 }
                 w.into_bytes()
             }
@@ -325,17 +414,31 @@ impl ServerMessage {
             tag::CONFIG => {
                 let params = decode_params(&mut r)?;
                 let client_id = decode_id(&mut r)?;
+                let cohort = r.array()?;
                 let app_data = r.len_prefixed("application data", limits.max_app_data)?;
-                Self::Config(Config { params, client_id, app_data: Arc::from(app_data) })
+                Self::Config(Config { params, client_id, cohort, app_data: Arc::from(app_data) })
             }
             tag::KEY_LIST => {
-                let session_id = r.array()?;
-                let count = r.count("key list entries", limits.max_clients.into(), ID_LEN + KEYS_LEN)?;
+                let seats = r.count("cohort seats", limits.max_clients.into(), SEAT_LEN)?;
+                let mut cohort = Vec::with_capacity(seats);
+                for _ in 0..seats {
+                    cohort.push(RevealedSeat { fingerprint: r.array()?, nonce: r.array()? });
+                }
+                let count = r.count("key list entries", limits.max_clients.into(), ENTRY_MIN_LEN)?;
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
-                    entries.push((decode_id(&mut r)?, decode_keys(&mut r)?));
+                    let (id, keys) = (decode_id(&mut r)?, decode_keys(&mut r)?);
+                    let certified = match r.u8()? {
+                        0 => None,
+                        1 => Some(Certified {
+                            certificate: Arc::from(r.len_prefixed("certificate", limits.max_certificate.into())?),
+                            signature: r.array()?,
+                        }),
+                        _ => return Err(DecodeError::InvalidField("signature flag")),
+                    };
+                    entries.push(PeerEntry { id, keys, certified });
                 }
-                Self::KeyList(KeyList { session_id, entries })
+                Self::KeyList(KeyList { cohort: cohort.into(), entries })
             }
             tag::FORWARDED_SHARES => Self::ForwardedShares(decode_envelopes(&mut r, limits)?),
             tag::UNMASK_REQUEST => Self::UnmaskRequest(UnmaskRequest {
@@ -359,11 +462,11 @@ impl ClientMessage {
             Self::ShareKeys(_) => "ShareKeys",
             Self::MaskedInput(_) => "MaskedInput",
             Self::UnmaskResponse(_) => "UnmaskResponse",
-            Self::Abort(_) => "Abort",
+            Self::Leave(_) => "Leave",
         }
     }
 
-    /// The phase in which a client sends this message (`None` for an abort).
+    /// The phase in which a client sends this message (`None` for a leave).
     pub fn phase(&self) -> Option<crate::Phase> {
         use crate::Phase;
         match self {
@@ -371,16 +474,24 @@ impl ClientMessage {
             Self::ShareKeys(_) => Some(Phase::ShareKeys),
             Self::MaskedInput(_) => Some(Phase::MaskedInput),
             Self::UnmaskResponse(_) => Some(Phase::Unmask),
-            Self::Abort(_) => None,
+            Self::Leave(_) => None,
         }
     }
 
     /// Encodes the message as one frame.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Self::AdvertiseKeys(keys) => {
-                let mut w = Writer::message(tag::ADVERTISE_KEYS, KEYS_LEN);
-                encode_keys(&mut w, keys);
+            Self::AdvertiseKeys(a) => {
+                let mut w = Writer::message(tag::ADVERTISE_KEYS, KEYS_LEN + 33 + SIGNATURE_LEN);
+                encode_keys(&mut w, &a.keys);
+                w.bytes(&a.nonce);
+                match &a.signature {
+                    None => w.u8(0),
+                    Some(signature) => {
+                        w.u8(1);
+                        w.bytes(signature);
+                    }
+                }
                 w.into_bytes()
             }
             Self::ShareKeys(envelopes) => encode_envelopes(tag::SHARE_KEYS, envelopes),
@@ -398,7 +509,12 @@ impl ClientMessage {
                 encode_shares(&mut w, &r.mask_key_shares);
                 w.into_bytes()
             }
-            Self::Abort(a) => encode_abort(tag::CLIENT_ABORT, a),
+            Self::Leave(leave) => {
+                let mut w = Writer::message(tag::LEAVE, 36 + leave.detail.len());
+                w.bytes(&leave.nonce);
+                w.len_prefixed(leave.detail.as_bytes());
+                w.into_bytes()
+            }
         }
     }
 
@@ -406,7 +522,15 @@ impl ClientMessage {
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let (ty, mut r) = Reader::message(bytes)?;
         let msg = match ty {
-            tag::ADVERTISE_KEYS => Self::AdvertiseKeys(Box::new(decode_keys(&mut r)?)),
+            tag::ADVERTISE_KEYS => {
+                let (keys, nonce) = (decode_keys(&mut r)?, r.array()?);
+                let signature = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.array()?),
+                    _ => return Err(DecodeError::InvalidField("signature flag")),
+                };
+                Self::AdvertiseKeys(Box::new(Advertisement { keys, nonce, signature }))
+            }
             tag::SHARE_KEYS => Self::ShareKeys(decode_envelopes(&mut r, limits)?),
             tag::MASKED_INPUT => {
                 let dim = r.u32()?;
@@ -425,7 +549,9 @@ impl ClientMessage {
                 self_mask_shares: decode_shares(&mut r, limits)?,
                 mask_key_shares: decode_shares(&mut r, limits)?,
             }),
-            tag::CLIENT_ABORT => Self::Abort(decode_abort(&mut r, limits)?),
+            tag::LEAVE => {
+                Self::Leave(Leave { nonce: r.array()?, detail: r.text("leave detail", limits.max_detail.into())? })
+            }
             other => return Err(unknown_type(other)),
         };
         r.finish()?;
@@ -452,7 +578,6 @@ fn encode_params(w: &mut Writer, p: &RoundParams) {
         PrgKind::Aes128Ctr => 1,
         PrgKind::ChaCha20 => 2,
     });
-    w.bytes(&p.graph_seed);
 }
 
 fn decode_params(r: &mut Reader<'_>) -> Result<RoundParams, DecodeError> {
@@ -469,7 +594,6 @@ fn decode_params(r: &mut Reader<'_>) -> Result<RoundParams, DecodeError> {
             2 => PrgKind::ChaCha20,
             _ => return Err(DecodeError::InvalidField("prg")),
         },
-        graph_seed: r.array()?,
     })
 }
 

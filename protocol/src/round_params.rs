@@ -83,8 +83,6 @@ pub struct RoundParams {
     pub bits: u8,
     /// The mask PRG.
     pub prg: PrgKind,
-    /// Public seed of the neighbour graph's random labelling.
-    pub graph_seed: [u8; 32],
 }
 
 impl RoundParams {
@@ -163,7 +161,6 @@ pub(crate) mod tests {
             dim: 10,
             bits: 32,
             prg: PrgKind::default(),
-            graph_seed: [9; 32],
         }
     }
 

@@ -25,16 +25,16 @@ use privagg_crypto::{KeyContext, MaskSeed, MaskSign, SecretKey, derive_self_mask
 use rayon::prelude::*;
 
 use crate::client::{pairwise_seed, sign_for};
+use crate::cohort::{self, Member, RevealedSeat};
 use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
 use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
-    Abort, AbortCode, AdvertisedKeys, ClientMessage, Config, Envelope, KeyList, RevealedShare, ServerMessage,
-    UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, KeyList, PeerEntry,
+    RevealedShare, ServerMessage, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
-use crate::session::session_id;
 
 /// The phases of a round, as the server sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,9 +122,15 @@ pub struct RoundOutput {
 
 #[derive(Default)]
 struct Slot {
+    member: Member,
     dropped: Option<DroppedClient>,
     answered: bool,
+    /// Its keys, once it advertised them validly (U1).
     keys: Option<AdvertisedKeys>,
+    /// Its nonce, once revealed (even in an advertisement refused for another reason).
+    nonce: Option<[u8; 32]>,
+    /// Its certificate and signature, if certified.
+    certified: Option<Certified>,
     /// Sent its ShareKeys (U2).
     shared: bool,
     /// Its masked input is in the sum (U3).
@@ -136,7 +142,10 @@ struct Slot {
 /// The server's part in one round.
 pub struct ServerRound {
     params: RoundParams,
-    graph: NeighbourGraph,
+    /// The cohort hash every client was sent.
+    cohort: [u8; 32],
+    /// Known once every seat revealed its nonce.
+    graph: Option<NeighbourGraph>,
     phase: Phase,
     slots: Vec<Slot>,
     outgoing: Vec<Outgoing>,
@@ -152,11 +161,18 @@ pub struct ServerRound {
 }
 
 impl ServerRound {
-    /// Starts a round: checks the parameters and queues a `Config` for every client.
-    /// `app_data` travels to every client unchanged (for privagg: model and DP settings).
-    pub fn new(params: RoundParams, app_data: Arc<[u8]>) -> Result<Self, ParamsError> {
+    /// Starts a round for `members` (seat 1 first): checks the parameters and queues a
+    /// `Config` for every client. `app_data` travels to every client unchanged (for
+    /// privagg: model and DP settings).
+    pub fn new(params: RoundParams, members: Vec<Member>, app_data: Arc<[u8]>) -> Result<Self, ParamsError> {
         params.validate()?;
-        let graph = NeighbourGraph::for_round(&params);
+        if members.len() != params.num_clients as usize {
+            return Err(ParamsError::CohortSize { members: members.len(), num_clients: params.num_clients });
+        }
+        let cohort = cohort::cohort_hash(
+            &params,
+            members.iter().map(|m| (cohort::fingerprint(m.certificate.as_deref()), m.commitment)),
+        );
         let outgoing = params
             .client_ids()
             .map(|to| Outgoing {
@@ -164,14 +180,16 @@ impl ServerRound {
                 message: ServerMessage::Config(Config {
                     params: params.clone(),
                     client_id: to,
+                    cohort,
                     app_data: app_data.clone(),
                 }),
             })
             .collect();
-        let slots = (0..params.num_clients).map(|_| Slot::default()).collect();
+        let slots = members.into_iter().map(|member| Slot { member, ..Slot::default() }).collect();
         Ok(Self {
             params,
-            graph,
+            cohort,
+            graph: None,
             phase: Phase::AdvertiseKeys,
             slots,
             outgoing,
@@ -243,8 +261,12 @@ impl ServerRound {
         if !matches!(self.phase, Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Unmask) {
             return Err(ServerError::RoundOver);
         }
-        if let ClientMessage::Abort(a) = msg {
-            self.drop_client(client, DropReason::Left(a.detail));
+        if let ClientMessage::Leave(leave) = msg {
+            let slot = &mut self.slots[client.index()];
+            if slot.nonce.is_none() && cohort::commitment(&leave.nonce) == slot.member.commitment {
+                slot.nonce = Some(leave.nonce);
+            }
+            self.drop_client(client, DropReason::Left(leave.detail));
             return Ok(());
         }
         if let Err(violation) = self.accept(client, msg) {
@@ -367,27 +389,54 @@ impl ServerRound {
             return Err(Violation::DuplicateMessage(msg.name()));
         }
         match msg {
-            ClientMessage::AdvertiseKeys(keys) => self.accept_keys(client, *keys),
+            ClientMessage::AdvertiseKeys(advertisement) => self.accept_keys(client, *advertisement),
             ClientMessage::ShareKeys(envelopes) => self.accept_envelopes(client, envelopes),
             ClientMessage::MaskedInput(vector) => self.accept_masked_input(client, &vector),
             ClientMessage::UnmaskResponse(response) => self.accept_shares(client, response),
-            ClientMessage::Abort(_) => Ok(()),
+            ClientMessage::Leave(_) => Ok(()),
         }
     }
 
-    fn accept_keys(&mut self, client: ClientId, keys: AdvertisedKeys) -> Result<(), Violation> {
+    /// Takes a client's keys and nonce: the nonce must open its commitment, and a
+    /// certified client's signature must verify under its certificate, so that a client
+    /// cannot pass off another's keys and its peers can trust what they are forwarded.
+    fn accept_keys(&mut self, client: ClientId, advertisement: Advertisement) -> Result<(), Violation> {
+        let Advertisement { keys, nonce, signature } = advertisement;
+        let slot = &mut self.slots[client.index()];
+        if cohort::commitment(&nonce) != slot.member.commitment {
+            return Err(Violation::WrongNonce);
+        }
+        // The nonce is in: the graph can be labelled whatever else is wrong here.
+        slot.nonce = Some(nonce);
+        let slot = &self.slots[client.index()];
+        let certified = match (&slot.member.certificate, signature) {
+            (None, _) => None,
+            (Some(_), None) => return Err(Violation::BadSignature),
+            (Some(certificate), Some(signature)) => {
+                let message = cohort::advertisement_message(&self.cohort, client, &keys, &nonce);
+                privagg_crypto::identity::verify_signed_by(certificate, &message, &signature)
+                    .map_err(|_| Violation::BadSignature)?;
+                Some(Certified { certificate: certificate.clone(), signature })
+            }
+        };
         let (channel, mask) = (keys.channel.to_bytes(), keys.mask.to_bytes());
         if channel == mask || self.used_keys.contains(&channel) || self.used_keys.contains(&mask) {
             return Err(Violation::ReusedKey);
         }
         self.used_keys.extend([channel, mask]);
-        self.slots[client.index()].keys = Some(keys);
+        let slot = &mut self.slots[client.index()];
+        (slot.keys, slot.certified) = (Some(keys), certified);
         Ok(())
+    }
+
+    /// The neighbours of `client` (none before the graph is known).
+    fn neighbours(&self, client: ClientId) -> Vec<ClientId> {
+        self.graph.as_ref().map(|g| g.neighbours(client)).unwrap_or_default()
     }
 
     fn accept_envelopes(&mut self, client: ClientId, envelopes: Vec<Envelope>) -> Result<(), Violation> {
         let expected: Vec<ClientId> =
-            self.graph.neighbours(client).into_iter().filter(|&v| self.slots[v.index()].keys.is_some()).collect();
+            self.neighbours(client).into_iter().filter(|&v| self.slots[v.index()].keys.is_some()).collect();
         let mut got: Vec<ClientId> = envelopes.iter().map(|e| e.peer).collect();
         got.sort_unstable();
         if got != expected {
@@ -438,8 +487,15 @@ impl ServerRound {
         Ok(())
     }
 
-    /// Aborts if fewer than `min_clients` can still end up in the sum.
+    /// Aborts if fewer than `min_clients` can still end up in the sum, or if a seat
+    /// dropped before revealing its nonce (the graph could not be labelled).
     fn check_enough_remain(&mut self) {
+        if self.phase == Phase::AdvertiseKeys {
+            let missing = self.slots.iter().filter(|s| s.dropped.is_some() && s.nonce.is_none()).count();
+            if missing > 0 {
+                return self.abort_round(RoundAbort::CohortIncomplete { missing });
+            }
+        }
         let remaining = match self.phase {
             Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput => {
                 self.slots.iter().filter(|s| s.dropped.is_none() || s.in_sum).count()
@@ -485,28 +541,40 @@ impl ServerRound {
         true
     }
 
+    /// Every seat revealed its nonce: labels the graph and sends each client in U1 (those
+    /// whose advertisement was valid, still in the round) the cohort and the entries of
+    /// its neighbourhood in U1.
     fn start_share_keys(&mut self) {
-        // From here on, `keys.is_some()` means "in U1".
-        for slot in self.slots.iter_mut().filter(|s| s.dropped.is_some()) {
-            slot.keys = None;
-        }
-        let u1: Vec<ClientId> = self.members(|s| s.keys.is_some()).collect();
+        let u1: Vec<ClientId> = self.members(|s| s.keys.is_some() && s.dropped.is_none()).collect();
         if !self.next_phase(Phase::ShareKeys, u1.len()) {
             return;
         }
-        let keys: Vec<(ClientId, &AdvertisedKeys)> =
-            u1.iter().filter_map(|&c| self.slots[c.index()].keys.as_ref().map(|k| (c, k))).collect();
-        let session_id = session_id(&self.params, keys.into_iter());
-        self.ctx = Some(KeyContext { session_id, round: self.params.round });
+        let revealed: Arc<[RevealedSeat]> = self
+            .slots
+            .iter()
+            .map(|s| RevealedSeat {
+                fingerprint: cohort::fingerprint(s.member.certificate.as_deref()),
+                nonce: s.nonce.unwrap_or_default(),
+            })
+            .collect();
+        let labelling = cohort::labelling(&self.cohort, revealed.iter().map(|s| &s.nonce));
+        self.ctx = Some(KeyContext { session_id: labelling.session_id, round: self.params.round });
+        let graph = NeighbourGraph::new(self.params.num_clients, self.params.neighbours, &labelling.graph_seed);
         for &to in &u1 {
-            let entries = std::iter::once(to)
-                .chain(self.graph.neighbours(to))
-                .filter_map(|c| self.slots[c.index()].keys.map(|k| (c, k)))
-                .collect::<BTreeMap<_, _>>()
+            let mut ids = graph.neighbours(to);
+            ids.push(to);
+            ids.sort_unstable();
+            let entries = ids
                 .into_iter()
+                .filter_map(|id| {
+                    let slot = &self.slots[id.index()];
+                    slot.keys.map(|keys| PeerEntry { id, keys, certified: slot.certified.clone() })
+                })
                 .collect();
-            self.outgoing.push(Outgoing { to, message: ServerMessage::KeyList(KeyList { session_id, entries }) });
+            let list = KeyList { cohort: revealed.clone(), entries };
+            self.outgoing.push(Outgoing { to, message: ServerMessage::KeyList(list) });
         }
+        self.graph = Some(graph);
     }
 
     fn start_masked_input(&mut self) {
@@ -535,7 +603,7 @@ impl ServerRound {
         }
         for &to in &u3 {
             let mut requested = BTreeMap::from([(to, true)]);
-            for v in self.graph.neighbours(to) {
+            for v in self.neighbours(to) {
                 let s = &self.slots[v.index()];
                 if s.shared {
                     requested.insert(v, s.in_sum);
@@ -615,7 +683,7 @@ impl ServerRound {
         let pairs: Vec<(ClientId, ClientId)> = dropped_keys
             .iter()
             .flat_map(|(v, _)| {
-                self.graph.neighbours(*v).into_iter().filter(|u| self.slots[u.index()].in_sum).map(move |u| (*v, u))
+                self.neighbours(*v).into_iter().filter(|u| self.slots[u.index()].in_sum).map(move |u| (*v, u))
             })
             .collect();
         let key_of: HashMap<ClientId, &SecretKey> = dropped_keys.iter().map(|(v, k)| (*v, k)).collect();

@@ -4,6 +4,7 @@
 //!
 //! Every message goes through the wire codec both ways, so a simulated round also
 //! exercises encoding and decoding, and the byte counts are what a network would carry.
+//! Clients are anonymous (no certificates), so the policy must assume a curious server.
 //! When no message is in flight and the server still waits, the simulator plays the
 //! driver: it closes the phase (its deadline passed) or finalizes the round.
 
@@ -14,6 +15,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use crate::client::{ClientPolicy, ClientRound};
+use crate::cohort::Member;
 use crate::error::{ClientError, DecodeError, ParamsError, RoundAbort};
 use crate::message::{ClientMessage, Limits, ServerMessage};
 use crate::round_params::{ClientId, RoundParams};
@@ -136,17 +138,18 @@ pub fn simulate(sim: &Simulation) -> Result<SimulationOutcome, SimulationError> 
         return Err(SimulationError::Inputs { expected: params.num_clients, got: sim.inputs.len() });
     }
     let limits = Limits::default();
-    let mut server = ServerRound::new(params.clone(), Arc::from(&b"app"[..]))?;
     let mut clients: Vec<(ClientRound, ChaCha20Rng, bool)> = params
         .client_ids()
         .map(|id| {
-            let mut round = ClientRound::new(sim.policy.clone());
+            let mut rng = ChaCha20Rng::seed_from_u64(sim.seed ^ (u64::from(id.get()) << 32));
+            let mut round = ClientRound::new(sim.policy.clone(), None, &mut rng);
             // Setting the input before the config is allowed; it is checked on arrival.
             let _ = round.set_input(sim.inputs[id.index()].clone());
-            let rng = ChaCha20Rng::seed_from_u64(sim.seed ^ (u64::from(id.get()) << 32));
             (round, rng, false)
         })
         .collect();
+    let members = clients.iter().map(|(round, _, _)| Member { commitment: round.commitment(), certificate: None });
+    let mut server = ServerRound::new(params.clone(), members.collect(), Arc::from(&b"app"[..]))?;
     let mut traffic = Traffic::default();
     let mut client_errors = Vec::new();
 

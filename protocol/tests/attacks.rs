@@ -13,20 +13,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use common::{any_threshold, id, random_inputs};
+use common::{Enrollment, Harness, any_threshold, id};
 use privagg_crypto::{
     KeyContext, MaskSign, Scalar, SecretKey, derive_pairwise_mask_seed, derive_self_mask_seed,
     lagrange_coefficients_at_zero,
 };
 use privagg_protocol::graph_params::{AdversaryClass, ThreatModel, find_graph_parameters};
 use privagg_protocol::{
-    AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, ClientRound, NeighbourGraph, PrgKind,
-    RoundParams, ServerMessage, ServerRound, masking,
+    AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, NeighbourGraph, Phase, PrgKind, RoundParams,
+    ServerMessage, cohort, masking,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 
 /// What the lying server got.
 struct Outcome {
@@ -51,50 +48,47 @@ fn params(n: u32, k: u32, t: u32) -> RoundParams {
         dim: 16,
         bits: 32,
         prg: PrgKind::default(),
-        graph_seed: [3; 32],
     }
 }
 
-/// Runs the honest protocol with `policy` clients, splitting the view of `target`'s
-/// holders so that as many as possible reveal each kind of share.
-fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId) -> Outcome {
+/// Runs the honest protocol with `policy` clients (certified by `enrollment`, if given),
+/// splitting the view of `target`'s holders so that as many as possible reveal each kind
+/// of share.
+fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrollment: Option<&Enrollment>) -> Outcome {
     let t = params.threshold as usize;
-    let inputs = random_inputs(&params, 7);
-    let mut server = ServerRound::new(params.clone(), Arc::from(&b""[..])).unwrap();
-    let mut clients: Vec<(ClientRound, ChaCha20Rng)> = params
-        .client_ids()
-        .map(|c| {
-            let mut round = ClientRound::new(policy.clone());
-            round.set_input(inputs[c.get() as usize - 1].clone()).unwrap();
-            (round, ChaCha20Rng::seed_from_u64(u64::from(c.get())))
-        })
-        .collect();
-    // The target's holders (itself and its neighbours): t of them, never the target
-    // itself (it must see itself survive), hear that it dropped; the rest that it survived.
-    let neighbours = NeighbourGraph::for_round(&params).neighbours(target);
-    let told_dropped: Vec<ClientId> = neighbours.iter().copied().take(t).collect();
+    let mut h = match enrollment {
+        Some(enrollment) => Harness::certified(params.clone(), 7, policy, enrollment),
+        None => Harness::with_clients(params.clone(), 7, |_| (policy.clone(), None), &[]),
+    };
     let mut refused = Vec::new();
-    let (mut keys, mut session_id, mut masked) = (BTreeMap::new(), [0u8; 32], None);
+    let (mut cohort_hash, mut session_id, mut masked) = ([0u8; 32], [0u8; 32], None);
+    let (mut keys, mut told_dropped) = (BTreeMap::new(), Vec::new());
     // Shares of the target's two secrets, as (holder, value).
     let mut mask_key: Vec<(u32, Scalar)> = Vec::new();
     let mut self_mask: Vec<(u32, Scalar)> = Vec::new();
     for _ in 0..16 {
-        let outgoing = server.drain_outgoing();
+        let outgoing = h.server.drain_outgoing();
         if outgoing.is_empty() {
-            if server.phase() == privagg_protocol::Phase::Reconstruct
-                || server.phase() == privagg_protocol::Phase::Aborted
-            {
+            if matches!(h.server.phase(), Phase::Reconstruct | Phase::Aborted) {
                 break;
             }
-            server.close_phase();
+            h.server.close_phase();
             continue;
         }
         for out in outgoing {
             let mut message = out.message;
             match &mut message {
+                ServerMessage::Config(config) => cohort_hash = config.cohort,
                 ServerMessage::KeyList(list) if out.to == target => {
-                    session_id = list.session_id;
-                    keys = list.entries.iter().copied().collect::<BTreeMap<ClientId, AdvertisedKeys>>();
+                    // The graph follows from the revealed nonces, which the server sees
+                    // too: the target's holders are its neighbours (and itself). t of
+                    // them, never the target itself (it must see itself survive), will
+                    // hear that it dropped; the rest that it survived.
+                    let labelling = cohort::labelling(&cohort_hash, list.cohort.iter().map(|s| &s.nonce));
+                    session_id = labelling.session_id;
+                    let graph = NeighbourGraph::new(params.num_clients, params.neighbours, &labelling.graph_seed);
+                    told_dropped = graph.neighbours(target).into_iter().take(t).collect();
+                    keys = list.entries.iter().map(|e| (e.id, e.keys)).collect::<BTreeMap<ClientId, AdvertisedKeys>>();
                 }
                 ServerMessage::UnmaskRequest(request) if told_dropped.contains(&out.to) => {
                     request.survivors.retain(|&c| c != target);
@@ -104,7 +98,7 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId) -> Ou
                 _ => {}
             }
             let is_config = matches!(message, ServerMessage::Config(_));
-            let (client, rng) = &mut clients[out.to.get() as usize - 1];
+            let (client, rng) = &mut h.clients[out.to.get() as usize - 1];
             let reply = match client.receive(message, rng) {
                 Ok(reply) => reply,
                 Err(e) => {
@@ -127,11 +121,11 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId) -> Ou
                 _ => {}
             }
             if let Some(reply) = reply {
-                let _ = server.receive(out.to, reply);
+                let _ = h.server.receive(out.to, reply);
             }
         }
     }
-    let input = inputs[target.get() as usize - 1].clone();
+    let input = h.inputs[target.get() as usize - 1].clone();
     let (mask_key_shares, self_mask_shares) = (mask_key.len(), self_mask.len());
     let recovered = (mask_key_shares >= t && self_mask_shares >= t).then(|| {
         let ctx = KeyContext { session_id, round: params.round };
@@ -181,7 +175,7 @@ fn the_split_view_recovers_an_input_from_clients_that_accept_any_threshold() {
     // The attack as it worked: 100 honest clients, k = 16, t = 6, clients accepting it.
     let p = curious_sizing(100);
     assert_eq!((p.neighbours, p.threshold), (16, 6));
-    let outcome = split_view(p, any_threshold(), id(37));
+    let outcome = split_view(p, any_threshold(), id(37), None);
     assert!(outcome.refused.is_empty());
     assert_eq!(outcome.recovered, Some(outcome.input), "the lying server should have the input");
 }
@@ -190,7 +184,7 @@ fn the_split_view_recovers_an_input_from_clients_that_accept_any_threshold() {
 fn clients_refuse_the_thresholds_that_let_a_split_view_through() {
     for n in [100, 1000, 10_000] {
         let p = curious_sizing(n);
-        let outcome = split_view(p.clone(), ClientPolicy::default(), id(2));
+        let outcome = split_view(p.clone(), ClientPolicy::default(), id(2), None);
         assert_eq!(outcome.refused.len(), n as usize, "n = {n}: every client refuses");
         assert!(
             outcome
@@ -204,12 +198,13 @@ fn clients_refuse_the_thresholds_that_let_a_split_view_through() {
     }
     // The complete graph with a minimum of half the cohort: 2t = n is not enough.
     let complete = params(10, 9, 5);
-    let outcome = split_view(complete, ClientPolicy::default(), id(2));
+    let outcome = split_view(complete, ClientPolicy::default(), id(2), None);
     assert!(matches!(outcome.refused[0], ClientError::UnsafeThreshold { threshold: 5, required: 6, .. }));
 }
 
 #[test]
 fn at_the_thresholds_clients_accept_no_split_view_gets_both_secrets() {
+    let enrollment = Enrollment::new();
     for n in [20, 100] {
         let threat = ThreatModel {
             corrupt_fraction: 0.05,
@@ -219,7 +214,7 @@ fn at_the_thresholds_clients_accept_no_split_view_gets_both_secrets() {
         let sized = find_graph_parameters(n, &threat).unwrap();
         let p = params(n, sized.neighbours, sized.threshold);
         let (k, t) = (p.neighbours as usize, p.threshold as usize);
-        let outcome = split_view(p, ClientPolicy::default(), id(5));
+        let outcome = split_view(p, ClientPolicy::default(), id(5), Some(&enrollment));
         assert!(outcome.refused.is_empty(), "n = {n}: {:?}", outcome.refused.first());
         // t holders revealed the mask key; the other k + 1 − t fall short for b_u.
         assert_eq!(outcome.mask_key_shares, t, "n = {n}");

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Harness, id, params};
+use privagg_protocol::cohort::RevealedSeat;
 use privagg_protocol::{
     AbortCode, ClientError, ClientMessage, ClientPolicy, ClientRound, ClientState, Config, KeyList, ServerMessage,
     UnmaskRequest,
@@ -18,28 +19,7 @@ use rand_chacha::ChaCha20Rng;
 /// Runs the honest protocol until client 1 is about to receive a message matching
 /// `stop`; returns the harness and that message (not yet delivered).
 fn until(n: u32, k: u32, t: u32, stop: impl Fn(&ServerMessage) -> bool) -> (Harness, ServerMessage) {
-    let mut h = Harness::new(params(n, k, t, 8, 32), 11);
-    for _ in 0..16 {
-        let mut queued = h.server.drain_outgoing();
-        if let Some(pos) = queued.iter().position(|o| o.to == id(1) && stop(&o.message)) {
-            let msg = queued.remove(pos).message;
-            // Deliver the rest so that the round state stays consistent.
-            for out in queued {
-                let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
-                if let Ok(Some(reply)) = client.receive(out.message, rng) {
-                    let _ = h.server.receive(out.to, reply);
-                }
-            }
-            return (h, msg);
-        }
-        for out in queued {
-            let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
-            if let Ok(Some(reply)) = client.receive(out.message, rng) {
-                let _ = h.server.receive(out.to, reply);
-            }
-        }
-    }
-    panic!("message never came");
+    common::until(Harness::new(params(n, k, t, 8, 32), 11), stop)
 }
 
 fn give(h: &mut Harness, msg: ServerMessage) -> Result<Option<ClientMessage>, ClientError> {
@@ -133,42 +113,64 @@ fn unmask_requests_contradicting_the_clients_view_are_refused() {
 fn key_lists_contradicting_the_clients_view_are_refused() {
     // Sparse graph: 10 clients with 4 neighbours each, so some ids are not neighbours.
     let is_key_list = |m: &ServerMessage| matches!(m, ServerMessage::KeyList(_));
-    let (mut h, msg) = until(10, 4, 3, is_key_list);
+    let (_, msg) = until(10, 4, 3, is_key_list);
     let honest = key_list(msg);
-    let own = honest.entries.iter().position(|(c, _)| *c == id(1)).unwrap();
+    let own = honest.entries.iter().position(|e| e.id == id(1)).unwrap();
+    let other = honest.entries.iter().position(|e| e.id != id(1)).unwrap();
+    let refused = |tamper: &dyn Fn(&mut KeyList)| {
+        let (mut h, _) = until(10, 4, 3, is_key_list);
+        let mut k = honest.clone();
+        tamper(&mut k);
+        give(&mut h, ServerMessage::KeyList(k)).unwrap_err()
+    };
 
-    let mut k = honest.clone();
-    k.entries.remove(own);
-    assert_eq!(give(&mut h, ServerMessage::KeyList(k)), Err(ClientError::OwnKeysMissing));
+    assert_eq!(refused(&|k| drop(k.entries.remove(own))), ClientError::OwnKeysMissing);
+    let others_keys = refused(&|k| k.entries[own].keys = k.entries[other].keys);
+    assert!(matches!(others_keys, ClientError::OwnKeysMissing | ClientError::ReusedKey(_)), "{others_keys}");
+    let stranger = (2..=10).map(id).find(|c| !honest.entries.iter().any(|e| e.id == *c)).unwrap();
+    let with_stranger = refused(&|k| {
+        let mut entry = k.entries[other].clone();
+        entry.id = stranger;
+        k.entries.push(entry);
+        k.entries.sort_by_key(|e| e.id);
+    });
+    assert!(matches!(with_stranger, ClientError::UnexpectedPeer(_) | ClientError::ReusedKey(_)), "{with_stranger}");
+    let duplicate = refused(&|k| {
+        let entry = k.entries[other].clone();
+        k.entries.insert(other, entry);
+    });
+    assert!(matches!(duplicate, ClientError::DuplicatePeer(_)), "{duplicate}");
+    let keep = honest.entries[other].id;
+    assert_eq!(
+        refused(&|k| k.entries.retain(|e| e.id == id(1) || e.id == keep)),
+        ClientError::TooFewNeighbours { alive: 2, threshold: 3 }
+    );
+}
 
-    let (mut h, _) = until(10, 4, 3, is_key_list);
-    let mut k = honest.clone();
-    let other = k.entries.iter().position(|(c, _)| *c != id(1)).unwrap();
-    k.entries[own].1 = k.entries[other].1;
-    assert!(give(&mut h, ServerMessage::KeyList(k)).is_err());
-
-    let (mut h, _) = until(10, 4, 3, is_key_list);
-    let mut k = honest.clone();
-    let stranger = (2..=10).map(id).find(|c| !honest.entries.iter().any(|(e, _)| e == c)).unwrap();
-    let keys = k.entries[other].1;
-    k.entries.push((stranger, keys));
-    k.entries.sort_by_key(|e| e.0);
-    assert!(matches!(
-        give(&mut h, ServerMessage::KeyList(k)),
-        Err(ClientError::UnexpectedPeer(_) | ClientError::ReusedKey(_))
-    ));
-
-    let (mut h, _) = until(10, 4, 3, is_key_list);
-    let mut k = honest.clone();
-    let dup = k.entries[other];
-    k.entries.insert(other, dup);
-    assert!(matches!(give(&mut h, ServerMessage::KeyList(k)), Err(ClientError::DuplicatePeer(_))));
-
-    let (mut h, _) = until(10, 4, 3, is_key_list);
-    let mut k = honest.clone();
-    let keep = k.entries[other].0;
-    k.entries.retain(|(c, _)| *c == id(1) || *c == keep);
-    assert_eq!(give(&mut h, ServerMessage::KeyList(k)), Err(ClientError::TooFewNeighbours { alive: 2, threshold: 3 }));
+#[test]
+fn a_cohort_other_than_the_one_committed_to_is_refused() {
+    // The cohort hash in the config fixes every seat's commitment before any nonce is
+    // revealed; a server that changes the cohort afterwards (to relabel the graph) is caught.
+    let is_key_list = |m: &ServerMessage| matches!(m, ServerMessage::KeyList(_));
+    let (_, msg) = until(10, 4, 3, is_key_list);
+    let honest = key_list(msg);
+    let tampers: [fn(&mut Vec<RevealedSeat>); 5] = [
+        |c| c[4].nonce[0] ^= 1,
+        |c| c[0].nonce[0] ^= 1,
+        |c| c.swap(2, 3),
+        |c| {
+            c.pop();
+        },
+        |c| c[5].fingerprint = [7; 32],
+    ];
+    for (i, tamper) in tampers.iter().enumerate() {
+        let (mut h, _) = until(10, 4, 3, is_key_list);
+        let mut cohort = honest.cohort.to_vec();
+        tamper(&mut cohort);
+        let k = KeyList { cohort: cohort.into(), entries: honest.entries.clone() };
+        let err = give(&mut h, ServerMessage::KeyList(k)).unwrap_err();
+        assert!(matches!(err, ClientError::CohortMismatch(_)), "case {i}: {err}");
+    }
 }
 
 #[test]
@@ -213,29 +215,36 @@ fn tampered_or_misaddressed_envelopes_are_refused() {
 #[test]
 fn configs_are_checked_against_the_protocol_and_the_policy() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let config = |p| ServerMessage::Config(Config { params: p, client_id: id(1), app_data: Arc::from(&b""[..]) });
-    let mut c = ClientRound::new(ClientPolicy::default());
+    let config = |p| {
+        ServerMessage::Config(Config { params: p, client_id: id(1), cohort: [0; 32], app_data: Arc::from(&b""[..]) })
+    };
+    let mut c = ClientRound::new(ClientPolicy::default(), None, &mut rng);
     assert!(matches!(c.receive(config(params(5, 3, 3, 8, 32)), &mut rng), Err(ClientError::InvalidParams(_))));
 
-    let mut c = ClientRound::new(ClientPolicy { min_threshold: 4, ..ClientPolicy::default() });
+    let mut c = ClientRound::new(ClientPolicy { min_threshold: 4, ..ClientPolicy::default() }, None, &mut rng);
     assert!(matches!(
         c.receive(config(params(5, 4, 3, 8, 32)), &mut rng),
         Err(ClientError::UnsafeThreshold { threshold: 3, required: 4, .. })
     ));
 
-    let mut c = ClientRound::new(ClientPolicy { max_dim: 4, ..ClientPolicy::default() });
+    let mut c = ClientRound::new(ClientPolicy { max_dim: 4, ..ClientPolicy::default() }, None, &mut rng);
     assert!(matches!(c.receive(config(params(5, 4, 3, 8, 32)), &mut rng), Err(ClientError::PolicyRefused(_))));
 
-    let mut c = ClientRound::new(ClientPolicy::default());
+    // Assuming a lying server, a client without a certificate takes part in nothing.
+    let mut c = ClientRound::new(ClientPolicy::default(), None, &mut rng);
+    assert_eq!(c.receive(config(params(5, 4, 3, 8, 32)), &mut rng), Err(ClientError::IdentityRequired));
+
+    let mut c = ClientRound::new(common::any_threshold(), None, &mut rng);
     let msg = ServerMessage::Config(Config {
         params: params(5, 4, 3, 8, 32),
         client_id: id(6),
+        cohort: [0; 32],
         app_data: Arc::from(&b""[..]),
     });
     assert_eq!(c.receive(msg, &mut rng), Err(ClientError::InvalidClientId(6)));
 
     // An input set early is checked when the config tells the dimension.
-    let mut c = ClientRound::new(ClientPolicy::default());
+    let mut c = ClientRound::new(common::any_threshold(), None, &mut rng);
     c.set_input(vec![0; 7]).unwrap();
     assert_eq!(
         c.receive(config(params(5, 4, 3, 8, 32)), &mut rng),
@@ -246,10 +255,11 @@ fn configs_are_checked_against_the_protocol_and_the_policy() {
 #[test]
 fn inputs_are_checked() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let mut c = ClientRound::new(ClientPolicy::default());
+    let mut c = ClientRound::new(common::any_threshold(), None, &mut rng);
     let config = ServerMessage::Config(Config {
         params: params(5, 4, 3, 4, 8),
         client_id: id(2),
+        cohort: [0; 32],
         app_data: Arc::from(&b"m"[..]),
     });
     assert!(matches!(c.receive(config, &mut rng), Ok(Some(ClientMessage::AdvertiseKeys(_)))));
@@ -263,7 +273,7 @@ fn inputs_are_checked() {
 #[test]
 fn out_of_phase_messages_and_aborts_end_the_clients_round() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let mut c = ClientRound::new(ClientPolicy::default());
+    let mut c = ClientRound::new(ClientPolicy::default(), None, &mut rng);
     let msg = ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![], dropped: vec![] });
     assert_eq!(
         c.receive(msg, &mut rng),
@@ -271,7 +281,7 @@ fn out_of_phase_messages_and_aborts_end_the_clients_round() {
     );
     assert_eq!(c.state(), ClientState::Failed);
 
-    let mut c = ClientRound::new(ClientPolicy::default());
+    let mut c = ClientRound::new(ClientPolicy::default(), None, &mut rng);
     let abort = ServerMessage::Abort(privagg_protocol::Abort::new(AbortCode::TooFewClients, "bye"));
     assert_eq!(
         c.receive(abort, &mut rng),
@@ -282,10 +292,8 @@ fn out_of_phase_messages_and_aborts_end_the_clients_round() {
 #[test]
 fn input_can_arrive_after_the_envelopes() {
     // Key exchange overlaps training: the client parks until its input is set.
-    let mut h = Harness::new(params(4, 3, 2, 8, 32), 12);
+    let mut h = Harness::with_clients(params(4, 3, 2, 8, 32), 12, |_| (common::any_threshold(), None), &[id(1)]);
     let input = h.inputs[0].clone();
-    let mut round = ClientRound::new(common::any_threshold());
-    std::mem::swap(&mut h.clients[0].0, &mut round);
     let mut parked = false;
     h.run(|h, _, msg| {
         if !parked && matches!(msg, ClientMessage::MaskedInput(_)) {

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use privagg_crypto::SecretKey;
+use privagg_protocol::cohort::RevealedSeat;
 use privagg_protocol::{
-    Abort, AbortCode, AdvertisedKeys, ClientId, ClientMessage, Config, DecodeError, ENVELOPE_LEN, Envelope, KeyList,
-    Limits, PackedVector, PrgKind, RevealedShare, RoundParams, ServerMessage, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, DecodeError,
+    ENVELOPE_LEN, Envelope, KeyList, Leave, Limits, PackedVector, PeerEntry, PrgKind, RevealedShare, RoundParams,
+    ServerMessage, UnmaskRequest, UnmaskResponse,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -41,26 +43,48 @@ fn server_messages() -> Vec<ServerMessage> {
         dim: 1_000_000,
         bits: 20,
         prg: PrgKind::ChaCha20,
-        graph_seed: [0xab; 32],
     };
     vec![
         ServerMessage::Config(Config {
             params,
             client_id: id(17),
+            cohort: [0xc0; 32],
             app_data: Arc::from(&b"model and dp parameters"[..]),
         }),
-        ServerMessage::KeyList(KeyList { session_id: [7; 32], entries: vec![(id(1), keys(1)), (id(5), keys(5))] }),
+        ServerMessage::KeyList(KeyList {
+            cohort: seats(5),
+            entries: vec![
+                PeerEntry { id: id(1), keys: keys(1), certified: None },
+                PeerEntry { id: id(5), keys: keys(5), certified: None },
+            ],
+        }),
         ServerMessage::ForwardedShares(vec![envelope(2), envelope(3)]),
         ServerMessage::ForwardedShares(vec![]),
         ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![id(1), id(2)], dropped: vec![id(9)] }),
         ServerMessage::RoundComplete { inputs: 99 },
         ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "only 3 clients remain — abandon")),
+        ServerMessage::KeyList(KeyList {
+            cohort: seats(3),
+            entries: vec![PeerEntry {
+                id: id(2),
+                keys: keys(2),
+                certified: Some(Certified { certificate: Arc::from(&b"a certificate"[..]), signature: [9; 64] }),
+            }],
+        }),
     ]
+}
+
+fn seats(n: u8) -> Arc<[RevealedSeat]> {
+    (1..=n).map(|i| RevealedSeat { fingerprint: [i; 32], nonce: [i ^ 0xff; 32] }).collect()
+}
+
+fn advertisement(seed: u64, signature: Option<[u8; 64]>) -> Box<Advertisement> {
+    Box::new(Advertisement { keys: keys(seed), nonce: [seed as u8; 32], signature })
 }
 
 fn client_messages() -> Vec<ClientMessage> {
     vec![
-        ClientMessage::AdvertiseKeys(Box::new(keys(3))),
+        ClientMessage::AdvertiseKeys(advertisement(3, None)),
         ClientMessage::ShareKeys(vec![envelope(4), envelope(6)]),
         ClientMessage::MaskedInput(PackedVector::pack(&[1, 2, 3, 0x1f_ffff], 21)),
         ClientMessage::MaskedInput(PackedVector::pack(&[u64::MAX; 3], 64)),
@@ -68,7 +92,8 @@ fn client_messages() -> Vec<ClientMessage> {
             self_mask_shares: vec![RevealedShare { owner: id(2), value: Scalar::from(5u64) }],
             mask_key_shares: vec![RevealedShare { owner: id(3), value: -Scalar::ONE }],
         }),
-        ClientMessage::Abort(Abort::new(AbortCode::Leaving, "dimension 7 ≠ 8")),
+        ClientMessage::Leave(Leave::new([0x1e; 32], "dimension 7 ≠ 8")),
+        ClientMessage::AdvertiseKeys(advertisement(4, Some([0xab; 64]))),
     ]
 }
 
@@ -116,7 +141,7 @@ fn every_truncation_and_extension_is_refused() {
 #[test]
 fn header_and_field_errors_are_typed() {
     let limits = Limits::default();
-    let mut bytes = ClientMessage::AdvertiseKeys(Box::new(keys(1))).encode();
+    let mut bytes = ClientMessage::AdvertiseKeys(advertisement(1, None)).encode();
     bytes[0] = 2;
     assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::UnsupportedVersion(2)));
     // A server message type sent by a client is unknown in that direction.
@@ -130,9 +155,16 @@ fn header_and_field_errors_are_typed() {
     }
     assert_eq!(ServerMessage::decode(&[1, 0x40], &limits), Err(DecodeError::UnknownMessageType(0x40)));
     // The identity point is not a public key.
-    let mut bytes = ClientMessage::AdvertiseKeys(Box::new(keys(1))).encode();
+    let mut bytes = ClientMessage::AdvertiseKeys(advertisement(1, None)).encode();
     bytes[2..34].fill(0);
     assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidPublicKey));
+    // A signature flag other than 0 or 1, in an advertisement and in a key list.
+    let mut bytes = ClientMessage::AdvertiseKeys(advertisement(1, None)).encode();
+    *bytes.last_mut().unwrap() = 2;
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("signature flag")));
+    let mut bytes = server_messages()[1].encode();
+    *bytes.last_mut().unwrap() = 7;
+    assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("signature flag")));
     // A share equal to the group order is not canonical.
     let mut bytes = client_messages()[4].encode();
     let order: [u8; 32] = [
@@ -145,13 +177,17 @@ fn header_and_field_errors_are_typed() {
     let bytes = [1u8, 0x04, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("client id")));
     // Unknown abort code and invalid UTF-8.
-    let mut bytes = ClientMessage::Abort(Abort::new(AbortCode::Leaving, "x")).encode();
+    let mut bytes = ServerMessage::Abort(Abort::new(AbortCode::Shutdown, "x")).encode();
     bytes[2] = 99;
-    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("abort code")));
-    let mut bytes = ClientMessage::Abort(Abort::new(AbortCode::Leaving, "x")).encode();
+    assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("abort code")));
+    let mut bytes = ServerMessage::Abort(Abort::new(AbortCode::Shutdown, "x")).encode();
     let last = bytes.len() - 1;
     bytes[last] = 0xff;
-    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("abort detail")));
+    assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("abort detail")));
+    let mut bytes = ClientMessage::Leave(Leave::new([0; 32], "x")).encode();
+    let last = bytes.len() - 1;
+    bytes[last] = 0xff;
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("leave detail")));
     // Non-zero padding of a packed vector.
     let mut bytes = client_messages()[2].encode();
     let last = bytes.len() - 1;
@@ -161,7 +197,7 @@ fn header_and_field_errors_are_typed() {
 
 #[test]
 fn counts_are_bounded_before_allocation() {
-    let tight = Limits { max_clients: 1, max_dim: 2, max_app_data: 4, max_detail: 2 };
+    let tight = Limits { max_clients: 1, max_dim: 2, max_app_data: 4, max_detail: 2, max_certificate: 4 };
     let err = ClientMessage::decode(&client_messages()[1].encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "envelopes", value: 2, limit: 1 }));
     let err = ClientMessage::decode(&client_messages()[2].encode(), &tight).unwrap_err();
@@ -169,7 +205,12 @@ fn counts_are_bounded_before_allocation() {
     let err = ServerMessage::decode(&server_messages()[0].encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "application data", .. }));
     let err = ClientMessage::decode(&client_messages()[5].encode(), &tight).unwrap_err();
-    assert!(matches!(err, DecodeError::LimitExceeded { what: "abort detail", .. }));
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "leave detail", .. }));
+    let err = ServerMessage::decode(&server_messages()[1].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "cohort seats", value: 5, limit: 1 }));
+    let loose_count = Limits { max_clients: 10, ..tight };
+    let err = ServerMessage::decode(&server_messages()[7].encode(), &loose_count).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "certificate", value: 13, limit: 4 }));
     // A count of 2^32 − 1 envelopes in a 10-byte frame is refused for lack of bytes,
     // without reserving memory for them.
     let frame = [1u8, 0x12, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
@@ -187,14 +228,14 @@ proptest! {
 
     #[test]
     fn corrupted_frames_never_panic_and_valid_ones_reencode_identically(
-        which in 0usize..13,
+        which in 0usize..15,
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
     ) {
         let limits = Limits::default();
-        let (mut bytes, server) = if which < 7 {
-            (server_messages()[which].encode(), true)
-        } else {
-            (client_messages()[which - 7].encode(), false)
+        let servers = server_messages();
+        let (mut bytes, server) = match servers.get(which) {
+            Some(m) => (m.encode(), true),
+            None => (client_messages()[which - servers.len()].encode(), false),
         };
         for (at, value) in flips {
             let i = at.index(bytes.len());

@@ -1,6 +1,7 @@
 //! Whole rounds in memory: the recovered sum is exactly the sum of the inputs of the
 //! clients in it, whoever drops out when, as long as enough remain; otherwise the round
-//! aborts with a typed reason.
+//! aborts with a typed reason. A client that vanishes before revealing its nonce leaves
+//! the graph unlabelled: that attempt aborts, and the service runs the next without it.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -10,10 +11,17 @@ use common::{id, params, simulation};
 use privagg_protocol::simulator::{DropKind, DropPoint, simulate};
 use privagg_protocol::{DropReason, Phase, PrgKind, RoundAbort};
 
-/// Runs a round and checks the sum; returns the number of inputs in it.
+/// Runs a round and checks the sum; returns the number of inputs in it (0 when a
+/// client vanished before revealing its nonce, which aborts the attempt).
 fn assert_exact(p: privagg_protocol::RoundParams, seed: u64, dropouts: &[(u32, DropPoint, DropKind)]) -> usize {
     let sim = simulation(p, seed, dropouts);
     let out = simulate(&sim).unwrap();
+    let unrevealed = dropouts.iter().filter(|d| d.1 == DropPoint::BeforeAdvertiseKeys).count();
+    if unrevealed > 0 {
+        assert_eq!(out.result, Err(RoundAbort::CohortIncomplete { missing: unrevealed }), "{dropouts:?}");
+        assert!(out.expected_sum.is_empty());
+        return 0;
+    }
     let output = out.result.as_ref().unwrap_or_else(|e| panic!("round aborted: {e} (dropouts {dropouts:?})"));
     assert_eq!(output.sum, out.expected_sum, "seed {seed}, dropouts {dropouts:?}");
     assert!(out.client_errors.is_empty(), "{:?}", out.client_errors);
@@ -67,11 +75,11 @@ fn exact_sum_with_a_dropout_at_every_phase() {
 
 #[test]
 fn exact_sum_with_many_dropouts_spread_over_phases_and_seeds() {
-    // 100 clients, sparse graph, 10% dropping at mixed points.
+    // 100 clients, sparse graph, 10% dropping at mixed points after revealing their nonce.
     for seed in 0..6u64 {
         let dropouts: Vec<_> = (0..10u32)
             .map(|i| {
-                let point = DropPoint::ALL[((i as u64 + seed) % 5) as usize];
+                let point = DropPoint::ALL[1 + ((i as u64 + seed) % 4) as usize];
                 let kind = if i % 2 == 0 { DropKind::Silent } else { DropKind::ConnectionLost };
                 (1 + i * 10 + (seed as u32 % 10), point, kind)
             })
@@ -99,14 +107,16 @@ fn exactly_t_survivors_complete_the_round_and_t_minus_one_abort() {
     // The survivors were told, with a typed abort.
     assert_eq!(out.client_errors.len(), 5);
 
-    // The same boundary at every earlier phase.
-    for point in [DropPoint::BeforeAdvertiseKeys, DropPoint::BeforeShareKeys] {
-        let five: Vec<_> = (1..=5).map(|c| (c, point, DropKind::ConnectionLost)).collect();
-        let out = simulate(&simulation(params(10, 9, 6, 8, 32), 2, &five)).unwrap();
-        assert!(matches!(out.result, Err(RoundAbort::TooFewClients { remaining: 5, .. })), "{point:?}");
-        let four: Vec<_> = (1..=4).map(|c| (c, point, DropKind::ConnectionLost)).collect();
-        assert_eq!(assert_exact(params(10, 9, 6, 8, 32), 2, &four), 6);
-    }
+    // The same boundary before ShareKeys.
+    let five: Vec<_> = (1..=5).map(|c| (c, DropPoint::BeforeShareKeys, DropKind::ConnectionLost)).collect();
+    let out = simulate(&simulation(params(10, 9, 6, 8, 32), 2, &five)).unwrap();
+    assert!(matches!(out.result, Err(RoundAbort::TooFewClients { remaining: 5, .. })));
+    let four: Vec<_> = (1..=4).map(|c| (c, DropPoint::BeforeShareKeys, DropKind::ConnectionLost)).collect();
+    assert_eq!(assert_exact(params(10, 9, 6, 8, 32), 2, &four), 6);
+    // Before the nonces are revealed, one client missing is one too many.
+    let one = [(3, DropPoint::BeforeAdvertiseKeys, DropKind::ConnectionLost)];
+    let out = simulate(&simulation(params(10, 9, 6, 8, 32), 2, &one)).unwrap();
+    assert_eq!(out.result, Err(RoundAbort::CohortIncomplete { missing: 1 }));
 }
 
 #[test]

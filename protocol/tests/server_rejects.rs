@@ -7,8 +7,8 @@ mod common;
 
 use common::{Harness, id, params};
 use privagg_protocol::{
-    AbortCode, ClientError, ClientMessage, DropReason, Envelope, PackedVector, Phase, RevealedShare, ServerError,
-    ServerMessage, UnmaskResponse, Violation,
+    AbortCode, Advertisement, ClientError, ClientMessage, DropReason, Envelope, PackedVector, Phase, RevealedShare,
+    RoundAbort, ServerError, ServerMessage, UnmaskResponse, Violation,
 };
 
 fn violation(h: &Harness, from: u32) -> Violation {
@@ -45,17 +45,29 @@ fn unknown_clients_are_refused_and_change_nothing() {
 fn out_of_phase_message_drops_only_the_sender() {
     let mut h = Harness::new(params(5, 4, 3, 16, 32), 2);
     h.run(|_, from, msg| {
-        if from == id(2) && matches!(msg, ClientMessage::AdvertiseKeys(_)) {
+        if from == id(2) && matches!(msg, ClientMessage::ShareKeys(_)) {
             return Some(ClientMessage::MaskedInput(PackedVector::pack(&[0; 16], 32)));
         }
         Some(msg)
     });
     assert!(matches!(
         violation(&h, 2),
-        Violation::UnexpectedMessage { phase: Phase::AdvertiseKeys, message: "MaskedInput" }
+        Violation::UnexpectedMessage { phase: Phase::ShareKeys, message: "MaskedInput" }
     ));
     assert!(matches!(dropped_reason(&h, 2), DropReason::Violation(_)));
     assert_eq!(h.assert_exact().len(), 4);
+
+    // Before it revealed its nonce, the graph cannot be labelled without it: the attempt
+    // aborts (the next starts without it).
+    let mut h = Harness::new(params(5, 4, 3, 16, 32), 2);
+    h.run(|_, from, msg| {
+        if from == id(2) && matches!(msg, ClientMessage::AdvertiseKeys(_)) {
+            return Some(ClientMessage::MaskedInput(PackedVector::pack(&[0; 16], 32)));
+        }
+        Some(msg)
+    });
+    assert!(matches!(violation(&h, 2), Violation::UnexpectedMessage { phase: Phase::AdvertiseKeys, .. }));
+    assert_eq!(h.server.abort_reason(), Some(&RoundAbort::CohortIncomplete { missing: 1 }));
 }
 
 #[test]
@@ -81,21 +93,41 @@ fn duplicate_message_drops_the_sender_but_keeps_its_input_in_the_sum() {
 }
 
 #[test]
-fn reused_public_keys_are_refused() {
+fn reused_public_keys_and_foreign_nonces_are_refused() {
+    // Client 3 advertises client 1's keys under its own nonce: refused, but its nonce is
+    // in, so the round goes on without it.
     let mut h = Harness::new(params(5, 4, 3, 16, 32), 4);
     let mut first = None;
     h.run(|_, from, msg| {
-        if let ClientMessage::AdvertiseKeys(k) = &msg {
+        if let ClientMessage::AdvertiseKeys(a) = &msg {
             if from == id(1) {
-                first = Some(k.clone());
+                first = Some(a.keys);
             } else if from == id(3) {
-                return Some(ClientMessage::AdvertiseKeys(first.clone().unwrap()));
+                let copied = Advertisement { keys: first.unwrap(), ..**a };
+                return Some(ClientMessage::AdvertiseKeys(Box::new(copied)));
             }
         }
         Some(msg)
     });
     assert_eq!(violation(&h, 3), Violation::ReusedKey);
     assert_eq!(h.assert_exact().len(), 4);
+
+    // Client 3 replays client 1's whole advertisement: the nonce does not open client 3's
+    // commitment, so its seat stays unrevealed and the attempt aborts.
+    let mut h = Harness::new(params(5, 4, 3, 16, 32), 4);
+    let mut first = None;
+    h.run(|_, from, msg| {
+        if let ClientMessage::AdvertiseKeys(a) = &msg {
+            if from == id(1) {
+                first = Some(a.clone());
+            } else if from == id(3) {
+                return Some(ClientMessage::AdvertiseKeys(first.clone().unwrap()));
+            }
+        }
+        Some(msg)
+    });
+    assert_eq!(violation(&h, 3), Violation::WrongNonce);
+    assert_eq!(h.server.abort_reason(), Some(&RoundAbort::CohortIncomplete { missing: 1 }));
 }
 
 #[test]
@@ -180,15 +212,29 @@ fn unmask_responses_must_answer_exactly_the_request() {
 #[test]
 fn a_leaving_client_is_dropped_at_once() {
     let mut h = Harness::new(params(5, 4, 3, 16, 32), 8);
+    for (from, msg) in h.deliver() {
+        h.send(from.get(), msg).unwrap();
+    }
     let replies = h.deliver();
-    let (round, _) = &mut h.clients[2];
-    let bye = round.leave("wrong dimension");
+    let bye = h.clients[2].0.leave("wrong dimension");
     h.send(3, bye).unwrap();
     assert_eq!(dropped_reason(&h, 3), DropReason::Left("wrong dimension".into()));
     for (from, msg) in replies.into_iter().filter(|(c, _)| *c != id(3)) {
         h.send(from.get(), msg).unwrap();
     }
     // Nobody waited for a deadline: the phase moved on with the four that answered.
+    assert_eq!(h.server.phase(), Phase::MaskedInput);
+    h.run(|_, _, m| Some(m));
+    assert_eq!(h.assert_exact().len(), 4);
+
+    // Leaving before advertising reveals the nonce too: the round goes on without it.
+    let mut h = Harness::new(params(5, 4, 3, 16, 32), 8);
+    let replies = h.deliver();
+    let bye = h.clients[2].0.leave("policy");
+    h.send(3, bye).unwrap();
+    for (from, msg) in replies.into_iter().filter(|(c, _)| *c != id(3)) {
+        h.send(from.get(), msg).unwrap();
+    }
     assert_eq!(h.server.phase(), Phase::ShareKeys);
     h.run(|_, _, m| Some(m));
     assert_eq!(h.assert_exact().len(), 4);
@@ -238,6 +284,9 @@ fn too_many_violations_abort_the_round_with_a_reason() {
 #[test]
 fn a_dropped_client_is_told_unless_its_connection_is_gone() {
     let mut h = Harness::new(params(6, 5, 4, 16, 32), 1);
+    for (from, msg) in h.deliver() {
+        h.send(from.get(), msg).unwrap();
+    }
     let replies = h.deliver();
     for (from, msg) in &replies {
         if from.get() <= 3 {

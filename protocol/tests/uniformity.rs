@@ -27,10 +27,9 @@ const CRITICAL: f64 = 347.7;
 /// The masked vector client 1 sends, for a chosen input.
 fn masked_vector_of(input: Vec<u64>, seed: u64) -> Vec<u64> {
     let bits = 16;
-    let mut h = Harness::new(params(5, 4, 3, input.len() as u32, bits), seed);
-    let mut round = privagg_protocol::ClientRound::new(Default::default());
-    round.set_input(input.clone()).unwrap();
-    h.clients[0].0 = round;
+    let p = params(5, 4, 3, input.len() as u32, bits);
+    let mut h = Harness::with_clients(p, seed, |_| (common::any_threshold(), None), &[id(1)]);
+    h.clients[0].0.set_input(input.clone()).unwrap();
     h.inputs[0] = input;
     let mut seen = None;
     h.run(|_, from, msg| {

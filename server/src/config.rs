@@ -240,6 +240,9 @@ impl ServeConfig {
         if self.tokens.is_some() && self.client_ca.is_some() {
             return bad("--tokens and --client-ca are two ways to admit clients: choose one".into());
         }
+        if self.threat == Threat::Malicious && self.client_ca.is_none() {
+            return bad("against a malicious server clients must authenticate each other: give --client-ca (the enrollment authority's root), or run with --threat curious, which trusts the server".into());
+        }
         if !self.dp.enabled {
             let w = &self.weighting;
             if !(w.value_range.is_finite() && w.value_range > 0.0 && w.max_weight.is_finite() && w.max_weight > 0.0) {
@@ -257,7 +260,7 @@ mod tests {
     #[test]
     fn toml_sets_fields_and_rejects_unknown_keys() {
         let c = ServeConfig::from_toml(
-            "dim = 100\nclients = 20\nmin_clients = 15\nrounds = 3\n[dp]\nnoise_multiplier = 1.5\nclip = 0.5\n",
+            "dim = 100\nclients = 20\nmin_clients = 15\nrounds = 3\nclient_ca = \"ca.der\"\n[dp]\nnoise_multiplier = 1.5\nclip = 0.5\n",
         )
         .unwrap();
         assert_eq!((c.dim, c.clients, c.min_clients, c.rounds), (100, 20, 15, 3));
@@ -280,8 +283,11 @@ mod tests {
 
     #[test]
     fn inconsistent_settings_are_refused() {
-        let ok = ServeConfig { dim: 10, ..ServeConfig::default() };
+        let ok = ServeConfig { dim: 10, client_ca: Some("ca.der".into()), ..ServeConfig::default() };
         ok.validate().unwrap();
+        let curious_with_tokens =
+            ServeConfig { client_ca: None, tokens: Some("t".into()), threat: Threat::Curious, ..ok.clone() };
+        curious_with_tokens.validate().unwrap();
         for broken in [
             ServeConfig { dim: 0, ..ok.clone() },
             ServeConfig { min_clients: 11, ..ok.clone() },
@@ -290,6 +296,10 @@ mod tests {
             ServeConfig { server_momentum: 1.0, ..ok.clone() },
             ServeConfig { phase_timeout: 0.0, ..ok.clone() },
             ServeConfig { cert: Some("c".into()), ..ok.clone() },
+            // Against a malicious server, tokens or open admission authenticate no one.
+            ServeConfig { client_ca: None, ..ok.clone() },
+            ServeConfig { client_ca: None, tokens: Some("t".into()), ..ok.clone() },
+            ServeConfig { tokens: Some("t".into()), threat: Threat::Curious, ..ok.clone() },
         ] {
             assert!(broken.validate().is_err(), "{broken:?}");
         }

@@ -52,7 +52,7 @@ use privagg_service::frame::upload_frame_limit;
 use privagg_service::{Admission, ConnId, ServerSession, SessionConfig};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-pub use config::ServeConfig;
+pub use config::{ServeConfig, Threat};
 pub use driver::ServerEvent;
 pub use error::ServeError;
 pub use privagg_service::SessionEvent;

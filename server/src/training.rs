@@ -9,7 +9,6 @@ use std::sync::Arc;
 use privagg_dp::ledger::{PrivacyLedger, RoundRecord as LedgerEntry};
 use privagg_protocol::{DropReason, DroppedClient, PrgKind, RoundParams};
 use privagg_service::{RoundCommit, RoundSettings};
-use rand::RngExt;
 
 use crate::aggregation::{Aggregation, graph_for};
 use crate::config::ServeConfig;
@@ -99,7 +98,6 @@ impl Training {
             dim: settings.encoding.padded_dim as u32,
             bits: self.aggregation.bits(),
             prg: PrgKind::default(),
-            graph_seed: rand::rng().random(),
         };
         let app_data = settings.encode().map_err(|e| ServeError::Model(e.to_string()))?;
         self.settings = Some(settings);

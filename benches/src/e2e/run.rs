@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
-use privagg_client::{AdversaryClass, Client, ClientOptions, DropPoint, SdkError};
+use privagg_client::{AdversaryClass, Client, ClientOptions, DropPoint, PrivateKey, SdkError};
 use tokio::task::JoinSet;
 
 use super::server::{RoundJson, ServerProcess, free_udp_addr};
@@ -49,10 +49,20 @@ pub async fn run_point(point: Point, settings: &RunSettings, progress: &Progress
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
     let addr = free_udp_addr()?;
-    let mut server = ServerProcess::spawn(server_command(point, settings, &state, addr)?, &state, addr)?;
+    // Against a malicious server, clients hold certificates from an authority of the run's.
+    let authority = (point.mode == Mode::Masked && !settings.curious)
+        .then(|| privagg_ca::Authority::create("privagg e2e benchmark authority", 1))
+        .transpose()?;
+    let mut command = server_command(point, settings, &state, addr)?;
+    if let Some(authority) = &authority {
+        let root = state.join("client-ca.der");
+        std::fs::write(&root, authority.root_der()).with_context(|| format!("cannot write {}", root.display()))?;
+        command.arg("--client-ca").arg(root);
+    }
+    let mut server = ServerProcess::spawn(command, &state, addr)?;
     let cert = server.certificate(Duration::from_secs(60)).await?;
     let rows = match point.mode {
-        Mode::Masked => masked_rounds(point, settings, &mut server, cert, progress).await,
+        Mode::Masked => masked_rounds(point, settings, &mut server, cert, authority.as_ref(), progress).await,
         Mode::Plain => plain_rounds(point, settings, &mut server, cert, progress).await,
     };
     let peak = server.peak_rss();
@@ -175,6 +185,7 @@ async fn masked_rounds(
     settings: &RunSettings,
     server: &mut ServerProcess,
     cert: Vec<u8>,
+    authority: Option<&privagg_ca::Authority>,
     progress: &ProgressBar,
 ) -> Result<Vec<RoundRow>> {
     let addr = server.addr();
@@ -186,7 +197,16 @@ async fn masked_rounds(
         if settings.curious {
             options.policy.server = AdversaryClass::CuriousServer;
         }
-        async move { Ok(Participant(Box::new(Client::connect(options).await?))) }
+        let credential = authority.map(|a| (a.issue(&format!("client-{i}"), 1), a.root_der().to_vec()));
+        async move {
+            if let Some((credential, root)) = credential {
+                let credential = credential?;
+                options.cert = Some(credential.cert);
+                options.key = Some(PrivateKey::from_pkcs8_der(credential.key.to_vec()));
+                options.client_ca = Some(root);
+            }
+            Ok(Participant(Box::new(Client::connect(options).await?)))
+        }
     };
     let play = |mut client: Participant, _: u32, update: Arc<Vec<f32>>, last: bool| async move {
         let outcome = client.round(&update, last).await?;

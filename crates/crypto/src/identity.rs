@@ -111,6 +111,13 @@ impl TrustRoot {
     }
 }
 
+/// Checks `signature` over `message` under the key of `cert` (DER) without checking who
+/// issued it: for a certificate already verified, as the server's TLS handshake verifies
+/// its clients'.
+pub fn verify_signed_by(cert: &[u8], message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), IdentityError> {
+    CertifiedKey { der: CertificateDer::from(cert) }.verify_signature(message, signature)
+}
+
 fn parse<'a>(der: &'a CertificateDer<'a>) -> Result<EndEntityCert<'a>, IdentityError> {
     EndEntityCert::try_from(der).map_err(|e| IdentityError::Certificate(e.to_string()))
 }

@@ -33,8 +33,8 @@ use privagg_dp::NoiseRng;
 #[cfg(feature = "testing")]
 use privagg_protocol::DropPoint;
 use privagg_protocol::{
-    AbortCode, ClientError, ClientMessage, ClientPolicy, ClientRound, ClientState, Config, DecodeError, Limits,
-    ServerMessage,
+    AbortCode, ClientError, ClientMessage, ClientPolicy, ClientRound, ClientState, Config, DecodeError, Identity,
+    Limits, ServerMessage,
 };
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,8 @@ pub struct SessionMemory {
     /// The highest round in which it revealed its unmasking shares (0: none): it takes
     /// part in no round at or below it.
     pub finished: u64,
-    /// Masked inputs it sent, per round above `finished`.
+    /// Attempts it took part in (revealed its nonce and keys, perhaps sent a masked
+    /// input), per round above `finished`.
     pub attempts: BTreeMap<u64, u32>,
 }
 
@@ -95,9 +96,13 @@ pub struct ClientConfig {
     pub limits: Limits,
     /// What the client did in earlier rounds of this server's sessions.
     pub memory: RoundMemory,
-    /// Most masked inputs the client sends for one round, over the server's attempts at
-    /// it (at least 1).
+    /// Most attempts of one round the client takes part in (at least 1). Each could
+    /// release a freshly noised copy of its update, and each draws a fresh labelling of
+    /// the neighbour graph for a server that aborts until one suits it.
     pub max_attempts: u32,
+    /// The client's certificate, key and the root that certifies its peers; required
+    /// when `policy` assumes a malicious server.
+    pub credentials: Option<Identity>,
 }
 
 /// Why a round ended for this client without its input in a released sum, or why the
@@ -301,7 +306,7 @@ impl MaskJob {
 /// Where the update of the round stands.
 enum Input {
     /// Waiting for the shell's training step.
-    AwaitingUpdate(Config),
+    AwaitingUpdate,
     /// Being encoded.
     Encoding,
     /// Encoded and handed to the protocol.
@@ -340,8 +345,8 @@ pub struct ClientSession {
     awaiting_welcome: bool,
     /// Admitted on the current connection: round frames may go out.
     link_up: bool,
-    /// The client asked for a round that has not started yet.
-    requested: bool,
+    /// The round the client asked for, not started yet: its nonce is committed to.
+    next: Option<ClientRound>,
     round: Option<Round>,
     /// Rounds seen, so that results of jobs of an earlier round are told apart.
     serial: u64,
@@ -362,7 +367,7 @@ impl ClientSession {
             rng,
             awaiting_welcome: false,
             link_up: false,
-            requested: false,
+            next: None,
             round: None,
             serial: 0,
             deferred: VecDeque::new(),
@@ -371,6 +376,11 @@ impl ClientSession {
             #[cfg(feature = "testing")]
             drop_point: None,
         }
+    }
+
+    /// The configuration the session was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// Testing only: vanish at `point` in later rounds (`None`: stay).
@@ -396,15 +406,24 @@ impl ClientSession {
 
     /// The client wants to take part in the next round: tells the server, unless it is
     /// in a round or has asked already. Asking again after each round is what keeps a
-    /// client in the session; one that stops asking is not seated again.
-    pub fn request_round(&mut self) {
-        if self.round.is_some() || self.requested || self.ended {
+    /// client in the session; one that stops asking is not seated again. `unix_now`
+    /// (seconds since the Unix epoch) is when peers' certificates must be valid.
+    pub fn request_round(&mut self, unix_now: u64) {
+        if self.round.is_some() || self.next.is_some() || self.ended {
             return;
         }
-        self.requested = true;
+        let credentials = self.config.credentials.clone().map(|c| Identity { now: unix_now, ..c });
+        self.next = Some(ClientRound::new(self.config.policy.clone(), credentials, &mut self.rng));
         if self.link_up {
-            self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::Ready.encode())));
+            self.send_ready();
         }
+    }
+
+    /// Tells the server this client waits for a seat, committed to its next nonce.
+    fn send_ready(&mut self) {
+        let Some(next) = &self.next else { return };
+        let ready = ClientServiceMessage::Ready { commitment: next.commitment() };
+        self.actions.push_back(ClientAction::Send(Frame::new(ready.encode())));
     }
 
     /// A connection is up: queues the `Hello`, which says where this client stands in a
@@ -456,8 +475,8 @@ impl ClientSession {
     /// weight (used without DP).
     pub fn provide_update(&mut self, update: Vec<f32>, weight: f32) {
         let Some(round) = &mut self.round else { return };
-        let Input::AwaitingUpdate(_) = round.input else { return };
-        let Input::AwaitingUpdate(config) = std::mem::replace(&mut round.input, Input::Encoding) else { return };
+        let Input::AwaitingUpdate = round.input else { return };
+        round.input = Input::Encoding;
         let expected = round.settings.model_dim();
         if update.len() != expected {
             self.leave(RoundError::DimensionMismatch { expected, got: update.len() });
@@ -466,7 +485,6 @@ impl ClientSession {
         let job =
             EncodeJob { serial: round.serial, settings: round.settings.clone(), update, weight, rng: self.rng.fork() };
         self.actions.push_back(ClientAction::Encode(Box::new(job)));
-        self.receive(ServerMessage::Config(config));
     }
 
     /// The answer to [`ClientAction::Train`] when no update can be given.
@@ -519,10 +537,7 @@ impl ClientSession {
             }
             // The masked input goes out once; the resend rule covers a lost upload.
             ServerServiceMessage::UploadGrant => match self.round.as_mut().and_then(|r| r.upload.take()) {
-                Some(upload) => {
-                    self.remember(|m, round| *m.attempts.entry(round).or_default() += 1);
-                    self.send(upload);
-                }
+                Some(upload) => self.send(upload),
                 None => self.leave(RoundError::UnexpectedMessage("UploadGrant")),
             },
             other => self.leave(RoundError::UnexpectedMessage(other.name())),
@@ -536,9 +551,9 @@ impl ClientSession {
         self.awaiting_welcome = false;
         self.link_up = true;
         self.event(ClientEvent::Admitted);
-        if self.requested && resumed.is_none() {
+        if resumed.is_none() {
             // A new connection: the server does not know this client waits.
-            self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::Ready.encode())));
+            self.send_ready();
         }
         let Some(round) = &self.round else { return };
         let behind = resumed.filter(|r| r.round == round.number).and_then(|r| round.sent.checked_sub(r.received));
@@ -577,36 +592,39 @@ impl ClientSession {
     /// update; the `Config` goes to the protocol once the update is there.
     fn start_round(&mut self, config: Config) {
         self.serial += 1;
-        self.requested = false;
+        let Some(mut protocol) = self.next.take() else {
+            let error = RoundError::UnexpectedMessage("Config before this client asked for a round");
+            return self.event(ClientEvent::RoundFailed(error));
+        };
         let settings = match RoundSettings::decode(&config.app_data) {
             Ok(settings) => Arc::new(settings),
-            Err(e) => return self.refuse_round(RoundError::InvalidConfig(e.to_string())),
+            Err(e) => return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e.to_string())),
         };
         if settings.encoding.padded_dim != config.params.dim as usize {
             let e = format!(
                 "the protocol carries {} words but the encoding makes {}",
                 config.params.dim, settings.encoding.padded_dim
             );
-            return self.refuse_round(RoundError::InvalidConfig(e));
+            return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e));
         }
         if let Err(e) = self.check_policy(&settings) {
-            return self.refuse_round(e);
+            return self.refuse_round(&mut protocol, e);
         }
         let (round, memory) = (config.params.round, self.config.memory.session(&settings.session));
         let attempts = memory.attempts.get(&round).copied().unwrap_or(0);
         if round <= memory.finished {
-            return self.refuse_round(RoundError::ReplayedRound { round, finished: memory.finished });
+            return self.refuse_round(&mut protocol, RoundError::ReplayedRound { round, finished: memory.finished });
         }
         if attempts >= self.config.max_attempts {
-            return self.refuse_round(RoundError::TooManyAttempts { round, attempts });
+            return self.refuse_round(&mut protocol, RoundError::TooManyAttempts { round, attempts });
         }
         self.round = Some(Round {
             serial: self.serial,
             number: config.params.round,
             session: settings.session,
-            protocol: Some(ClientRound::new(self.config.policy.clone())),
+            protocol: Some(protocol),
             settings: settings.clone(),
-            input: Input::AwaitingUpdate(config),
+            input: Input::AwaitingUpdate,
             pending_shares: None,
             upload: None,
             sent: 0,
@@ -617,13 +635,18 @@ impl ClientSession {
             bytes_sent: 0,
             bytes_received: 0,
         });
-        self.actions.push_back(ClientAction::Train(settings));
+        // The attempt counts from the moment the nonce is revealed, before anything goes out.
+        self.remember(|m, round| *m.attempts.entry(round).or_default() += 1);
+        self.receive(ServerMessage::Config(config));
+        if self.round.is_some() {
+            self.actions.push_back(ClientAction::Train(settings));
+        }
     }
 
-    /// Refuses a round before taking part in it: tells the server why, and reports
-    /// `error`.
-    fn refuse_round(&mut self, error: RoundError) {
-        let bye = ClientRound::new(self.config.policy.clone()).leave(&error.to_string());
+    /// Refuses a round before taking part in it: tells the server why (revealing the
+    /// nonce, so that the others' round goes on), and reports `error`.
+    fn refuse_round(&mut self, protocol: &mut ClientRound, error: RoundError) {
+        let bye = protocol.leave(&error.to_string());
         self.actions.push_back(ClientAction::Send(Frame::new(bye.encode())));
         self.event(ClientEvent::RoundFailed(error));
     }
@@ -652,11 +675,9 @@ impl ClientSession {
     fn receive(&mut self, msg: ServerMessage) {
         if self.round.as_ref().is_none_or(|r| r.protocol.is_none()) {
             // Outside a round, only a Config is expected.
-            let mut stray = ClientRound::new(self.config.policy.clone());
-            let error = match stray.receive(msg, &mut self.rng) {
-                Err(ClientError::Aborted { code, detail }) => RoundError::Aborted { code, detail },
-                Err(e) => RoundError::Protocol(e),
-                Ok(_) => RoundError::UnexpectedMessage("message outside a round"),
+            let error = match msg {
+                ServerMessage::Abort(a) => RoundError::Aborted { code: a.code, detail: a.detail },
+                _ => RoundError::UnexpectedMessage("message outside a round"),
             };
             return self.event(ClientEvent::RoundFailed(error));
         }

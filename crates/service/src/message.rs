@@ -67,8 +67,13 @@ pub enum ClientServiceMessage {
     /// The masked input is computed and waits for an upload slot.
     UploadReady,
     /// The client wants to take part in the next round. Only clients that said so are
-    /// seated; a client says it again after each round it took part in.
-    Ready,
+    /// seated; a client says it again after each round it took part in. It carries the
+    /// commitment to the nonce the client reveals once seated, from which the round's
+    /// graph is labelled (`privagg_protocol::cohort`).
+    Ready {
+        /// SHA-256("privagg/v1 nonce" ‖ nonce).
+        commitment: [u8; 32],
+    },
 }
 
 /// Service messages the server sends.
@@ -102,7 +107,7 @@ impl ClientServiceMessage {
         match self {
             Self::Hello { .. } => "Hello",
             Self::UploadReady => "UploadReady",
-            Self::Ready => "Ready",
+            Self::Ready { .. } => "Ready",
         }
     }
 
@@ -117,7 +122,11 @@ impl ClientServiceMessage {
                 w.into_bytes()
             }
             Self::UploadReady => Writer::message(tag::UPLOAD_READY, 0).into_bytes(),
-            Self::Ready => Writer::message(tag::READY, 0).into_bytes(),
+            Self::Ready { commitment } => {
+                let mut w = Writer::message(tag::READY, 32);
+                w.bytes(commitment);
+                w.into_bytes()
+            }
         }
     }
 
@@ -131,7 +140,7 @@ impl ClientServiceMessage {
                 resume: decode_resume(&mut r)?,
             },
             tag::UPLOAD_READY => Self::UploadReady,
-            tag::READY => Self::Ready,
+            tag::READY => Self::Ready { commitment: r.array()? },
             other => return Err(DecodeError::UnknownMessageType(other)),
         };
         r.finish()?;
@@ -275,7 +284,7 @@ mod tests {
                 resume: Some(Resume { round: 7, received: 3 }),
             },
             ClientServiceMessage::UploadReady,
-            ClientServiceMessage::Ready,
+            ClientServiceMessage::Ready { commitment: [0x5c; 32] },
         ]
     }
 

@@ -1,6 +1,7 @@
 //! Golden wire vectors, in the manner of openmls's `test_vectors/`: the hex encoding of
 //! every protocol and service message, of the round settings, of a frame header and of
-//! a session id, pinned in `test_vectors/wire.json`. Each vector is checked both ways:
+//! the cohort's hashes (cohort hash, labelling seed, session id, signed advertisement),
+//! pinned in `test_vectors/wire.json`. Each vector is checked both ways:
 //! the value encodes to exactly these bytes, and these bytes decode to exactly the
 //! value. A change to the wire format therefore shows up in review as a change to that
 //! file. After a deliberate change, regenerate it with
@@ -14,9 +15,11 @@ use privagg_crypto::{PrgKind, SecretKey};
 use privagg_dp::encoding::{Clipping, EncodingParams, Rounding};
 use privagg_dp::noise::{NoiseSpec, Ratio};
 use privagg_dp::planner::Mechanism;
+use privagg_protocol::cohort::{self, RevealedSeat};
 use privagg_protocol::{
-    Abort, AbortCode, AdvertisedKeys, ClientId, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Limits,
-    PackedVector, RevealedShare, RoundParams, ServerMessage, UnmaskRequest, UnmaskResponse, session_id,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, ENVELOPE_LEN,
+    Envelope, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare, RoundParams, ServerMessage,
+    UnmaskRequest, UnmaskResponse,
 };
 use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
 use privagg_service::{AggregationMode, RoundSettings};
@@ -56,7 +59,6 @@ fn params() -> RoundParams {
         dim: 4,
         bits: 20,
         prg: PrgKind::Aes128Ctr,
-        graph_seed: [0x5a; 32],
     }
 }
 
@@ -157,13 +159,30 @@ fn settings(name: &'static str, s: RoundSettings) -> Vector {
 }
 
 fn vectors() -> Vec<Vector> {
-    let config = Config { params: params(), client_id: id(2), app_data: Arc::from(&b"settings and model"[..]) };
-    let entries = vec![(id(1), keys(1)), (id(2), keys(2)), (id(4), keys(4))];
-    let sid = session_id(&params(), entries.iter().map(|(c, k)| (*c, k)));
+    // Five seats: seats 1 and 2 certified (a placeholder certificate: the wire does not
+    // parse it), the rest anonymous.
+    let certificate: Arc<[u8]> = Arc::from(&b"0\x82 certificate DER"[..]);
+    let seats: Vec<RevealedSeat> = (1..=5u8)
+        .map(|i| RevealedSeat {
+            fingerprint: cohort::fingerprint((i <= 2).then_some(&[&certificate[..], &[i]].concat()[..])),
+            nonce: [i; 32],
+        })
+        .collect();
+    let hash = cohort::cohort_hash(&params(), seats.iter().map(|s| (s.fingerprint, cohort::commitment(&s.nonce))));
+    let labelling = cohort::labelling(&hash, seats.iter().map(|s| &s.nonce));
+    let signed = Certified { certificate: certificate.clone(), signature: [0x51; 64] };
+    let entries = vec![
+        PeerEntry { id: id(1), keys: keys(1), certified: Some(signed.clone()) },
+        PeerEntry { id: id(2), keys: keys(2), certified: Some(signed) },
+        PeerEntry { id: id(4), keys: keys(4), certified: None },
+    ];
+    let advertisement = cohort::advertisement_message(&hash, id(2), &keys(2), &[2; 32]);
+    let config =
+        Config { params: params(), client_id: id(2), cohort: hash, app_data: Arc::from(&b"settings and model"[..]) };
     let header = privagg_service::frame::header(300).unwrap().to_vec();
     vec![
         server_message("Config", ServerMessage::Config(config)),
-        server_message("KeyList", ServerMessage::KeyList(KeyList { session_id: sid, entries })),
+        server_message("KeyList", ServerMessage::KeyList(KeyList { cohort: seats.clone().into(), entries })),
         server_message("ForwardedShares", ServerMessage::ForwardedShares(vec![envelope(1), envelope(4)])),
         server_message(
             "UnmaskRequest",
@@ -172,7 +191,18 @@ fn vectors() -> Vec<Vector> {
         server_message("RoundComplete", ServerMessage::RoundComplete { inputs: 4 }),
         server_message("Abort (server)", ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "too few"))),
         server_message("Abort (dropped)", ServerMessage::Abort(Abort::new(AbortCode::Dropped, "missed the deadline"))),
-        client_message("AdvertiseKeys", ClientMessage::AdvertiseKeys(Box::new(keys(2)))),
+        client_message(
+            "AdvertiseKeys (signed)",
+            ClientMessage::AdvertiseKeys(Box::new(Advertisement {
+                keys: keys(2),
+                nonce: [2; 32],
+                signature: Some([0x51; 64]),
+            })),
+        ),
+        client_message(
+            "AdvertiseKeys (anonymous)",
+            ClientMessage::AdvertiseKeys(Box::new(Advertisement { keys: keys(4), nonce: [4; 32], signature: None })),
+        ),
         client_message("ShareKeys", ClientMessage::ShareKeys(vec![envelope(1), envelope(4)])),
         client_message("MaskedInput", ClientMessage::MaskedInput(PackedVector::pack(&[1, 0xfffff, 0, 77], 20))),
         client_message(
@@ -182,7 +212,7 @@ fn vectors() -> Vec<Vector> {
                 mask_key_shares: vec![RevealedShare { owner: id(4), value: -Scalar::ONE }],
             }),
         ),
-        client_message("Abort (client)", ClientMessage::Abort(Abort::new(AbortCode::Leaving, "dimension 7 ≠ 8"))),
+        client_message("Leave", ClientMessage::Leave(Leave::new([2; 32], "dimension 7 ≠ 8"))),
         to_server("Hello", ClientServiceMessage::Hello { token: "tok-1".into(), identity: [3; 16], resume: None }),
         to_server(
             "Hello (resuming)",
@@ -193,7 +223,7 @@ fn vectors() -> Vec<Vector> {
             },
         ),
         to_server("UploadReady", ClientServiceMessage::UploadReady),
-        to_server("Ready", ClientServiceMessage::Ready),
+        to_server("Ready", ClientServiceMessage::Ready { commitment: cohort::commitment(&[2; 32]) }),
         to_client("Welcome", ServerServiceMessage::Welcome { resumed: None }),
         to_client(
             "Welcome (resumed)",
@@ -205,7 +235,22 @@ fn vectors() -> Vec<Vector> {
         settings("RoundSettings (weighted)", weighted_settings()),
         settings("RoundSettings (DP)", dp_settings()),
         Vector { name: "frame header (300 bytes)", bytes: header, decodes_back: Box::new(|b| b == [44, 1, 0, 0]) },
-        Vector { name: "session id", bytes: sid.to_vec(), decodes_back: Box::new(move |b| b == sid) },
+        Vector { name: "cohort hash", bytes: hash.to_vec(), decodes_back: Box::new(move |b| b == hash) },
+        Vector {
+            name: "labelling seed",
+            bytes: labelling.graph_seed.to_vec(),
+            decodes_back: Box::new(move |b| b == labelling.graph_seed),
+        },
+        Vector {
+            name: "session id",
+            bytes: labelling.session_id.to_vec(),
+            decodes_back: Box::new(move |b| b == labelling.session_id),
+        },
+        Vector {
+            name: "signed advertisement",
+            bytes: advertisement.clone(),
+            decodes_back: Box::new(move |b| b == advertisement),
+        },
     ]
 }
 

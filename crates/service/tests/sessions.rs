@@ -81,6 +81,21 @@ fn a_client_vanishing_at_any_point_leaves_the_exact_sum_of_the_others() {
                     let expected_reason = if silent { "MissedDeadline" } else { "ConnectionLost" };
                     assert_eq!(reason, expected_reason, "{case}");
                 }
+                // Vanishing before revealing its nonce, it left the first attempt
+                // unlabelled: that attempt aborted and the second ran without it.
+                [] if point == DropPoint::BeforeAdvertiseKeys => {
+                    let aborted = |e: &SessionEvent| {
+                        matches!(
+                            e,
+                            SessionEvent::RoundAborted {
+                                attempt: 1,
+                                reason: RoundAbort::CohortIncomplete { missing: 1 },
+                                ..
+                            }
+                        )
+                    };
+                    assert!(h.events.iter().any(aborted), "{case}: {:?}", h.events);
+                }
                 // Having sent everything, a client may be gone only after the round
                 // completed; a silent one is never dropped.
                 [] => assert_eq!(point, DropPoint::AfterUnmaskResponse, "{case}"),
@@ -163,7 +178,7 @@ fn a_client_that_stays_away_past_the_deadline_is_dropped_and_the_others_finish()
 fn a_reconnect_claiming_frames_that_were_never_sent_loses_the_seat() {
     let mut h = Setup::new(5, 5, 4, 8).start();
     h.run_until(|h| h.in_flight_to(0).contains(&ty::KEY_LIST));
-    let impostor = h.connect_raw();
+    let impostor = h.connect_raw_as(h.peers[0].certificate.clone());
     let hello = ClientServiceMessage::Hello {
         token: String::new(),
         identity: [1; 16], // peer 0's
@@ -406,7 +421,13 @@ fn only_listed_tokens_are_admitted() {
     let mut h = setup.build();
     let tokens = [Some("alpha"), Some("beta"), Some("gamma"), None];
     for (i, token) in tokens.iter().enumerate() {
-        h.configure(i, |c| c.token = token.map(str::to_owned));
+        // A token authenticates no one to the other clients: only clients that trust the
+        // server take part this way.
+        h.configure(i, |c| {
+            c.token = token.map(str::to_owned);
+            c.policy = ClientPolicy { server: AdversaryClass::CuriousServer, ..ClientPolicy::default() };
+            c.credentials = None;
+        });
     }
     h.join_all();
     h.run();
@@ -448,7 +469,7 @@ fn a_first_frame_that_is_not_a_hello_is_refused() {
 #[test]
 fn a_newer_connection_with_the_same_identity_replaces_the_older_in_the_lobby() {
     let mut h = Setup::new(2, 3, 3, 8).start();
-    let twin = h.connect_raw();
+    let twin = h.connect_raw_as(h.peers[0].certificate.clone());
     h.send_raw(twin, ClientServiceMessage::Hello { token: String::new(), identity: [1; 16], resume: None }.encode());
     h.run();
     let first = 1; // peer 0's connection

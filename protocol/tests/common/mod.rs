@@ -22,7 +22,6 @@ pub fn params(n: u32, k: u32, t: u32, dim: u32, bits: u8) -> RoundParams {
         dim,
         bits,
         prg: PrgKind::default(),
-        graph_seed: [5; 32],
     }
 }
 
@@ -36,7 +35,12 @@ pub fn random_inputs(p: &RoundParams, seed: u64) -> Vec<Vec<u64>> {
 /// A policy that takes part at any valid (k, t): for tests of the protocol's mechanics.
 /// Which thresholds are safe is tested as attacks (`attacks.rs`).
 pub fn any_threshold() -> ClientPolicy {
-    ClientPolicy { server: AdversaryClass::CuriousServer, corrupt_fraction: 0.0, ..ClientPolicy::default() }
+    ClientPolicy {
+        server: AdversaryClass::CuriousServer,
+        corrupt_fraction: 0.0,
+        min_neighbour_fraction: 0.0,
+        ..ClientPolicy::default()
+    }
 }
 
 pub fn simulation(p: RoundParams, seed: u64, dropouts: &[(u32, DropPoint, DropKind)]) -> Simulation {
@@ -49,10 +53,39 @@ pub fn simulation(p: RoundParams, seed: u64, dropouts: &[(u32, DropPoint, DropKi
     }
 }
 
+use privagg_protocol::cohort::Member;
 use privagg_protocol::{
-    ClientError, ClientMessage, ClientPolicy, ClientRound, Limits, Phase, ServerError, ServerMessage, ServerRound,
+    ClientError, ClientMessage, ClientPolicy, ClientRound, Identity, Limits, Phase, ServerError, ServerMessage,
+    ServerRound,
 };
 use std::sync::Arc;
+
+/// The current time, in seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// An enrollment authority for tests, and the identities it issues.
+pub struct Enrollment {
+    pub authority: privagg_ca::Authority,
+}
+
+impl Enrollment {
+    pub fn new() -> Self {
+        Self { authority: privagg_ca::Authority::create("test authority", 30).unwrap() }
+    }
+
+    /// An identity valid for 30 days, checking peers now.
+    pub fn identity(&self, name: &str) -> Identity {
+        self.identity_for(name, 30, now())
+    }
+
+    /// An identity valid for `days` days, checking peers at `now`.
+    pub fn identity_for(&self, name: &str, days: u32, now: u64) -> Identity {
+        let credential = self.authority.issue(name, days).unwrap();
+        Identity::from_der(&credential.cert, &credential.key, self.authority.root_der(), now).unwrap()
+    }
+}
 
 /// A server and honest clients exchanging encoded messages, with hooks to tamper with
 /// what clients send.
@@ -66,18 +99,43 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Anonymous clients that accept any valid (k, t): the protocol's mechanics.
     pub fn new(p: RoundParams, seed: u64) -> Self {
+        Self::with_clients(p, seed, |_| (any_threshold(), None), &[])
+    }
+
+    /// Clients certified by `enrollment`, with `policy`.
+    pub fn certified(p: RoundParams, seed: u64, policy: ClientPolicy, enrollment: &Enrollment) -> Self {
+        let identity = |c: ClientId| Some(enrollment.identity(&format!("client-{}", c.get())));
+        Self::with_clients(p, seed, |c| (policy.clone(), identity(c)), &[])
+    }
+
+    /// Clients with the policy and identity `client` gives each; those in `parked` get
+    /// no input yet.
+    pub fn with_clients(
+        p: RoundParams,
+        seed: u64,
+        mut client: impl FnMut(ClientId) -> (ClientPolicy, Option<Identity>),
+        parked: &[ClientId],
+    ) -> Self {
         let inputs = random_inputs(&p, seed);
+        let mut members = Vec::new();
         let clients = p
             .client_ids()
             .map(|c| {
-                let mut round = ClientRound::new(any_threshold());
-                round.set_input(inputs[(c.get() - 1) as usize].clone()).unwrap();
-                (round, ChaCha20Rng::seed_from_u64(seed * 1000 + u64::from(c.get())))
+                let (policy, identity) = client(c);
+                let mut rng = ChaCha20Rng::seed_from_u64(seed * 1000 + u64::from(c.get()));
+                let certificate = identity.as_ref().map(|i| i.certificate.clone());
+                let mut round = ClientRound::new(policy, identity, &mut rng);
+                members.push(Member { commitment: round.commitment(), certificate });
+                if !parked.contains(&c) {
+                    round.set_input(inputs[(c.get() - 1) as usize].clone()).unwrap();
+                }
+                (round, rng)
             })
             .collect();
         Self {
-            server: ServerRound::new(p, Arc::from(&b"model"[..])).unwrap(),
+            server: ServerRound::new(p, members, Arc::from(&b"model"[..])).unwrap(),
             clients,
             inputs,
             server_errors: Vec::new(),
@@ -152,4 +210,24 @@ impl Harness {
         assert_eq!(first_difference, None, "the sum differs from the inputs' sum");
         out.included.clone()
     }
+}
+
+/// Runs `h` honestly until client 1 is about to receive a message matching `stop`;
+/// returns the harness and that message (not yet delivered).
+pub fn until(mut h: Harness, mut stop: impl FnMut(&ServerMessage) -> bool) -> (Harness, ServerMessage) {
+    for _ in 0..16 {
+        let mut queued = h.server.drain_outgoing();
+        let stopped = queued.iter().position(|o| o.to == id(1) && stop(&o.message)).map(|pos| queued.remove(pos));
+        // Deliver the rest so that the round state stays consistent.
+        for out in queued {
+            let (client, rng) = &mut h.clients[(out.to.get() - 1) as usize];
+            if let Ok(Some(reply)) = client.receive(out.message, rng) {
+                let _ = h.server.receive(out.to, reply);
+            }
+        }
+        if let Some(out) = stopped {
+            return (h, out.message);
+        }
+    }
+    panic!("message never came");
 }

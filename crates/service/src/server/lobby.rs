@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use privagg_protocol::ClientId;
+use privagg_protocol::cohort::Member;
 
 use super::ConnId;
 use crate::admission::ClientIdentity;
@@ -32,6 +33,8 @@ pub(super) enum ConnState {
 pub(super) struct Seated {
     pub conn: ConnId,
     pub identity: ClientIdentity,
+    /// Its commitment and certificate, as the round's protocol needs them.
+    pub member: Member,
 }
 
 /// Every connection the session knows, the identity each admitted one holds, and the
@@ -42,6 +45,8 @@ pub(super) struct Lobby {
     by_identity: HashMap<ClientIdentity, ConnId>,
     /// The certificate each connection presented in the TLS handshake, if it did.
     certificates: HashMap<ConnId, Arc<[u8]>>,
+    /// The commitment of each waiting client's latest `Ready`.
+    commitments: HashMap<ConnId, [u8; 32]>,
     /// Connections awaiting their `Hello`, with their deadline, in arrival order (so in
     /// deadline order).
     hellos_due: VecDeque<(Instant, ConnId)>,
@@ -88,6 +93,7 @@ impl Lobby {
         self.forget_identity(conn);
         self.dequeue(conn);
         self.certificates.remove(&conn);
+        self.commitments.remove(&conn);
         self.conns.remove(&conn)
     }
 
@@ -118,11 +124,12 @@ impl Lobby {
         self.by_identity.insert(identity, conn);
     }
 
-    /// A client in the lobby asked for a seat: it joins the queue (once). Returns whether
-    /// it was in the lobby.
-    pub(super) fn ready(&mut self, now: Instant, conn: ConnId) -> bool {
+    /// A client in the lobby asked for a seat with `commitment`: it joins the queue (once;
+    /// a later `Ready` only replaces the commitment). Returns whether it was in the lobby.
+    pub(super) fn ready(&mut self, now: Instant, conn: ConnId, commitment: [u8; 32]) -> bool {
         let Some(ConnState::Admitted { seat: None, returning, .. }) = self.conns.get_mut(&conn) else { return false };
         *returning = false;
+        self.commitments.insert(conn, commitment);
         if !self.queue.contains(&conn) {
             self.queue.push_back(conn);
             self.waiting_since.get_or_insert(now);
@@ -178,7 +185,11 @@ impl Lobby {
             if let Some(ConnState::Admitted { identity, seat, returning }) = self.conns.get_mut(&conn) {
                 *seat = ClientId::new(seated.len() as u32 + 1);
                 *returning = false;
-                seated.push(Seated { conn, identity: *identity });
+                let member = Member {
+                    commitment: self.commitments.remove(&conn).unwrap_or_default(),
+                    certificate: self.certificates.get(&conn).cloned(),
+                };
+                seated.push(Seated { conn, identity: *identity, member });
             }
         }
         self.waiting_since = (!self.queue.is_empty()).then_some(now);

@@ -440,7 +440,8 @@ impl ServerSession {
             return Err(StartError::NotSeated { round: round.number, seated: round.seats.len() });
         }
         let upload_limit = upload_frame_limit(params.dim, params.bits);
-        let protocol = ServerRound::new(params.clone(), app_data)?;
+        let members = round.members().unwrap_or_default();
+        let protocol = ServerRound::new(params.clone(), members, app_data)?;
         round.start(protocol, upload_limit, now, self.config.phase_timeout);
         tracing::info!(
             round = round.number,
@@ -534,8 +535,8 @@ impl ServerSession {
     /// except those of the round it just left, sent before it heard that the round ended.
     fn on_lobby_frame(&mut self, now: Instant, conn: ConnId, returning: bool, frame: &[u8]) {
         match FromClient::decode(frame, &self.config.limits) {
-            Ok(FromClient::Service(ClientServiceMessage::Ready)) => {
-                self.lobby.ready(now, conn);
+            Ok(FromClient::Service(ClientServiceMessage::Ready { commitment })) => {
+                self.lobby.ready(now, conn, commitment);
             }
             _ if returning => tracing::debug!(conn, "ignoring a late message of the last round"),
             _ => {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use privagg_protocol::cohort::Member;
 use privagg_protocol::{ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, Violation};
 
 use super::lobby::Seated;
@@ -34,6 +35,8 @@ pub(super) struct Seat {
 pub(super) enum Stage {
     /// The cohort is seated; the shell prepares the parameters (`Action::StartRound`).
     Preparing {
+        /// The seated clients' commitments and certificates, seat 1 first.
+        members: Vec<Member>,
         /// Seats whose clients left before the round started: dropped once it starts.
         early_drops: Vec<(ClientId, DropReason)>,
     },
@@ -71,22 +74,16 @@ pub(super) struct ActiveRound {
 impl ActiveRound {
     /// A round whose cohort is `seated` (seat 1 first), waiting for its parameters.
     pub fn preparing(number: u64, attempt: u32, seated: Vec<Seated>, now: Instant) -> Self {
-        let seats = seated
+        let (seats, members) = seated
             .into_iter()
-            .map(|Seated { conn, identity }| Seat {
-                conn,
-                identity,
-                sent: 0,
-                received: 0,
-                last_sent: None,
-                bytes_in: 0,
-                bytes_out: 0,
+            .map(|Seated { conn, identity, member }| {
+                (Seat { conn, identity, sent: 0, received: 0, last_sent: None, bytes_in: 0, bytes_out: 0 }, member)
             })
-            .collect();
+            .unzip();
         Self {
             number,
             attempt,
-            stage: Stage::Preparing { early_drops: Vec::new() },
+            stage: Stage::Preparing { members, early_drops: Vec::new() },
             seats,
             phase: Phase::AdvertiseKeys,
             started: now,
@@ -100,9 +97,18 @@ impl ActiveRound {
         }
     }
 
+    /// The seated clients' commitments and certificates, seat 1 first, while the round is
+    /// being prepared.
+    pub fn members(&self) -> Option<Vec<Member>> {
+        match &self.stage {
+            Stage::Preparing { members, .. } => Some(members.clone()),
+            _ => None,
+        }
+    }
+
     /// Starts the protocol at `now`.
     pub fn start(&mut self, mut protocol: ServerRound, upload_limit: usize, now: Instant, phase_timeout: Duration) {
-        if let Stage::Preparing { early_drops } = &mut self.stage {
+        if let Stage::Preparing { early_drops, .. } = &mut self.stage {
             for (seat, reason) in early_drops.drain(..) {
                 protocol.drop_client(seat, reason);
             }
@@ -148,7 +154,7 @@ impl ActiveRound {
     pub fn drop_seat(&mut self, seat: ClientId, reason: DropReason, slots: usize, out: &mut Outbox) {
         match &mut self.stage {
             Stage::Running(p) => p.drop_client(seat, reason),
-            Stage::Preparing { early_drops } => early_drops.push((seat, reason)),
+            Stage::Preparing { early_drops, .. } => early_drops.push((seat, reason)),
             Stage::Finalizing | Stage::Committing(_) => return,
         }
         self.release_slot(seat, slots, out);

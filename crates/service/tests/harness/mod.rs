@@ -4,6 +4,10 @@
 //! both shells: it carries out every action (training, encoding, masking, finalizing
 //! and committing inline) and delivers frames in simulated time. No sockets, no threads:
 //! a whole session runs in milliseconds, and the same seed gives the same run.
+//!
+//! As in a deployment that assumes a malicious server, every client holds a certificate
+//! from the harness's enrollment authority and the server admits by certificate; a test
+//! of token or open admission sets the admission and the clients' policy itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test support
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 use privagg_dp::NoiseRng;
 use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
-use privagg_protocol::{ClientPolicy, DropPoint, Limits, PrgKind, RoundParams, ServerMessage};
+use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
@@ -68,7 +72,7 @@ impl Setup {
                 hello_timeout: Duration::from_secs(5),
                 upload_slots: 2,
                 max_round_attempts: 3,
-                admission: Admission::open(),
+                admission: Admission::certificates(),
                 limits: Limits { max_app_data: 0, ..Limits::default() },
             },
             dim,
@@ -115,6 +119,9 @@ pub struct Peer {
     /// Ask for a round after being admitted and after each round, as the SDK's `run`
     /// does; a one-shot client stops asking after its first round.
     pub asks_for_rounds: bool,
+    /// Its certificate (DER), presented when it connects to a server that admits by
+    /// certificate.
+    pub certificate: Arc<[u8]>,
     /// What its session last asked to be stored (its memory of rounds).
     pub remembered: Option<RoundMemory>,
     /// Masked inputs it sent.
@@ -216,13 +223,16 @@ pub struct Harness {
     /// Peers whose encode jobs wait for [`Harness::release_encode`].
     pub hold_encode: Vec<usize>,
     held_encodes: Vec<(usize, Box<EncodeJob>)>,
+    /// The enrollment authority that certified the peers.
+    pub authority: privagg_ca::Authority,
     setup: Setup,
     rng: ChaCha8Rng,
 }
 
 impl Harness {
     fn new(setup: Setup) -> Self {
-        let peers = (0..setup.peers).map(|i| new_peer(i, setup.dim)).collect();
+        let authority = privagg_ca::Authority::create("harness authority", 30).unwrap();
+        let peers = (0..setup.peers).map(|i| new_peer(i, setup.dim, &authority)).collect();
         let planner = planner_for(&setup);
         Self {
             now: Instant::now(),
@@ -244,6 +254,7 @@ impl Harness {
             raw_received: HashMap::new(),
             hold_encode: Vec::new(),
             held_encodes: Vec::new(),
+            authority,
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
         }
@@ -259,7 +270,7 @@ impl Harness {
     /// Replaces peer `i`'s session with one whose configuration `change` adjusted
     /// (before it connects).
     pub fn configure(&mut self, i: usize, change: impl FnOnce(&mut ClientConfig)) {
-        let mut config = client_config(i);
+        let mut config = self.peers[i].session.config().clone();
         change(&mut config);
         self.peers[i].session = ClientSession::new(config, NoiseRng::insecure_from_seed([i as u8 + 1; 32]));
     }
@@ -273,18 +284,25 @@ impl Harness {
 
     /// Peer `i` opens a new connection and says hello.
     pub fn join(&mut self, i: usize) -> ConnId {
-        let conn = self.connect(Some(i));
+        let conn = self.connect(Some(i), Some(self.peers[i].certificate.clone()));
         self.peers[i].conn = Some(conn);
         self.peers[i].session.handle_connected();
         conn
     }
 
-    /// A connection the test drives by hand with [`Harness::send_raw`].
+    /// A connection the test drives by hand with [`Harness::send_raw`], with a
+    /// certificate of its own from the harness's authority.
     pub fn connect_raw(&mut self) -> ConnId {
-        self.connect(None)
+        let (certificate, _) = certify(&self.authority, usize::MAX);
+        self.connect_raw_as(certificate)
     }
 
-    fn connect(&mut self, peer: Option<usize>) -> ConnId {
+    /// A raw connection presenting `certificate`: an impostor holding a peer's key.
+    pub fn connect_raw_as(&mut self, certificate: Arc<[u8]>) -> ConnId {
+        self.connect(None, Some(certificate))
+    }
+
+    fn connect(&mut self, peer: Option<usize>, certificate: Option<Arc<[u8]>>) -> ConnId {
         self.next_conn += 1;
         let conn = self.next_conn;
         let limit = privagg_service::frame::MAX_HELLO_FRAME;
@@ -300,7 +318,8 @@ impl Harness {
                 dead: false,
             },
         );
-        self.server.handle_connected(self.now, conn, None);
+        let certificate = certificate.filter(|_| self.setup.session.admission.by_certificate());
+        self.server.handle_connected(self.now, conn, certificate);
         self.drain_server();
         conn
     }
@@ -524,7 +543,7 @@ impl Harness {
                 if over {
                     self.client_closes(i);
                 } else if may_ask && !peer.vanished && (peer.asks_for_rounds || !completed_one) {
-                    peer.session.request_round();
+                    peer.session.request_round(unix_now());
                 }
             }
         }
@@ -696,9 +715,25 @@ impl Harness {
     }
 }
 
-/// Peer `i`'s default configuration: its own identity, no token, default policy.
-pub fn client_config(i: usize) -> ClientConfig {
-    ClientConfig {
+/// The current time in seconds since the Unix epoch: when peers' certificates must be
+/// valid (the harness's clock is simulated; certificates are real).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A certificate for peer `i` from `authority`, and the identity it gives the peer.
+pub fn certify(authority: &privagg_ca::Authority, i: usize) -> (Arc<[u8]>, Identity) {
+    let credential = authority.issue(&format!("peer-{i}"), 1).unwrap();
+    let identity = Identity::from_der(&credential.cert, &credential.key, authority.root_der(), unix_now()).unwrap();
+    (identity.certificate.clone(), identity)
+}
+
+fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
+    let mut rng = ChaCha8Rng::seed_from_u64(1000 + i as u64);
+    let update = (0..dim).map(|_| rng.random_range(-1.0f32..=1.0)).collect();
+    let rng = NoiseRng::insecure_from_seed([i as u8 + 1; 32]);
+    let (certificate, identity) = certify(authority, i);
+    let config = ClientConfig {
         token: None,
         identity: [i as u8 + 1; 16],
         policy: ClientPolicy::default(),
@@ -706,15 +741,11 @@ pub fn client_config(i: usize) -> ClientConfig {
         limits: Limits::default(),
         memory: RoundMemory::default(),
         max_attempts: 3,
-    }
-}
-
-fn new_peer(i: usize, dim: usize) -> Peer {
-    let mut rng = ChaCha8Rng::seed_from_u64(1000 + i as u64);
-    let update = (0..dim).map(|_| rng.random_range(-1.0f32..=1.0)).collect();
-    let rng = NoiseRng::insecure_from_seed([i as u8 + 1; 32]);
+        credentials: Some(identity),
+    };
     Peer {
-        session: ClientSession::new(client_config(i), rng),
+        certificate,
+        session: ClientSession::new(config, rng),
         update,
         weight: 1.0 + i as f32,
         conn: None,
@@ -791,7 +822,6 @@ fn params_for(settings: &RoundSettings, round: u64, n: u32, min_clients: u32) ->
         dim: settings.encoding.padded_dim as u32,
         bits: settings.encoding.bits as u8,
         prg: PrgKind::default(),
-        graph_seed: [round as u8; 32],
     }
 }
 

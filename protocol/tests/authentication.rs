@@ -1,0 +1,269 @@
+//! A server that substitutes, invents or re-seats a target's neighbours, played against
+//! real honest clients with certificates from the enrollment authority. Each attack ends
+//! in a typed refusal before the target shares its secrets (or, for withheld envelopes,
+//! before it sends its masked input): nothing secret leaves it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod common;
+
+use common::{Enrollment, Harness, id, now, params, until};
+use privagg_crypto::SecretKey;
+use privagg_protocol::graph_params::{AdversaryClass, ThreatModel, find_graph_parameters};
+use privagg_protocol::{
+    AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, KeyList, NeighbourGraph,
+    RoundParams, ServerMessage, Violation, cohort,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn is_key_list(m: &ServerMessage) -> bool {
+    matches!(m, ServerMessage::KeyList(_))
+}
+
+fn key_list(msg: ServerMessage) -> KeyList {
+    match msg {
+        ServerMessage::KeyList(k) => k,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A certified round of 10 (complete graph, t = 6, what the default policy accepts), run
+/// until client 1 is about to receive its key list.
+fn certified_round(enrollment: &Enrollment) -> (Harness, KeyList) {
+    let h = Harness::certified(params(10, 9, 6, 8, 32), 21, ClientPolicy::default(), enrollment);
+    let (h, msg) = until(h, is_key_list);
+    (h, key_list(msg))
+}
+
+/// Delivers `list` to client 1: the error it answers with, after checking that it
+/// shared nothing.
+fn refusal(h: &mut Harness, list: KeyList) -> ClientError {
+    let (client, rng) = &mut h.clients[0];
+    let err = client.receive(ServerMessage::KeyList(list), rng).expect_err("the client should refuse");
+    assert_eq!(client.state(), ClientState::Failed);
+    err
+}
+
+/// A sparse round of 40 sized for a lying server (what the default policy accepts).
+fn sparse_params() -> RoundParams {
+    let threat =
+        ThreatModel { corrupt_fraction: 0.05, dropout_fraction: 0.1, adversary: AdversaryClass::SemiMaliciousServer };
+    let sized = find_graph_parameters(40, &threat).unwrap();
+    assert!(!sized.is_complete());
+    params(40, sized.neighbours, sized.threshold, 8, 32)
+}
+
+fn server_keys(seed: u64) -> AdvertisedKeys {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    AdvertisedKeys {
+        channel: SecretKey::generate(&mut rng).public_key(),
+        mask: SecretKey::generate(&mut rng).public_key(),
+    }
+}
+
+#[test]
+fn a_neighbours_keys_substituted_by_the_server_are_refused() {
+    // The server swaps in keys it holds for neighbour 4, keeping 4's certificate and
+    // signature: the signature no longer covers the keys.
+    let enrollment = Enrollment::new();
+    let (mut h, honest) = certified_round(&enrollment);
+    let mut list = honest;
+    let entry = list.entries.iter_mut().find(|e| e.id == id(4)).unwrap();
+    entry.keys = server_keys(1);
+    assert_eq!(refusal(&mut h, list), ClientError::BadPeerSignature(id(4)));
+}
+
+#[test]
+fn unsigned_or_wrongly_signed_neighbours_are_refused() {
+    let enrollment = Enrollment::new();
+
+    // Unsigned: the server strips the certificate and signature.
+    let (mut h, mut list) = certified_round(&enrollment);
+    list.entries.iter_mut().find(|e| e.id == id(3)).unwrap().certified = None;
+    assert_eq!(refusal(&mut h, list), ClientError::UnsignedPeer(id(3)));
+
+    // A signature that does not verify.
+    let (mut h, mut list) = certified_round(&enrollment);
+    list.entries.iter_mut().find(|e| e.id == id(5)).unwrap().certified.as_mut().unwrap().signature[7] ^= 1;
+    assert_eq!(refusal(&mut h, list), ClientError::BadPeerSignature(id(5)));
+
+    // Another client's genuine certificate and signature moved to seat 6: the certificate
+    // is not the one seat 6 was taken with.
+    let (mut h, mut list) = certified_round(&enrollment);
+    let seven = list.entries.iter().find(|e| e.id == id(7)).unwrap().certified.clone();
+    list.entries.iter_mut().find(|e| e.id == id(6)).unwrap().certified = seven;
+    assert!(matches!(refusal(&mut h, list), ClientError::PeerCertificate { peer, .. } if peer == id(6)));
+}
+
+#[test]
+fn neighbours_certified_by_another_authority_are_refused() {
+    // The server seats the target among clients it certified itself (its own "authority"):
+    // the certificates do not chain to the enrollment authority's root.
+    let (real, sybils) = (Enrollment::new(), Enrollment::new());
+    let h = Harness::with_clients(
+        params(10, 9, 6, 8, 32),
+        22,
+        |c| {
+            let authority = if c == id(1) { &real } else { &sybils };
+            (ClientPolicy::default(), Some(authority.identity(&format!("client-{}", c.get()))))
+        },
+        &[],
+    );
+    let (mut h, msg) = until(h, is_key_list);
+    let err = refusal(&mut h, key_list(msg));
+    assert!(
+        matches!(&err, ClientError::PeerCertificate { peer, reason } if *peer == id(2) && reason.contains("certificate")),
+        "{err}"
+    );
+}
+
+#[test]
+fn invented_neighbours_without_certificates_are_refused() {
+    // The audit's attack: one real client among peers the server invented. Without
+    // certificates the invented seats are anonymous, which a certified client refuses
+    // before it shares anything.
+    let enrollment = Enrollment::new();
+    let h = Harness::with_clients(
+        params(5, 4, 3, 8, 32),
+        23,
+        |c| {
+            // The invented peers are the server's; what they accept does not matter.
+            match c == id(1) {
+                true => (ClientPolicy::default(), Some(enrollment.identity("target"))),
+                false => (common::any_threshold(), None),
+            }
+        },
+        &[],
+    );
+    let (mut h, msg) = until(h, is_key_list);
+    let err = refusal(&mut h, key_list(msg));
+    assert!(matches!(&err, ClientError::CohortMismatch(why) if why.contains("without a certificate")), "{err}");
+}
+
+#[test]
+fn an_expired_neighbour_certificate_is_refused() {
+    // The peers' certificates are valid for a day; the target checks them two days later.
+    let enrollment = Enrollment::new();
+    let later = now() + 2 * 86_400;
+    let h = Harness::with_clients(
+        params(10, 9, 6, 8, 32),
+        24,
+        |c| {
+            let identity = if c == id(1) {
+                enrollment.identity_for("target", 30, later)
+            } else {
+                enrollment.identity_for(&format!("client-{}", c.get()), 1, now())
+            };
+            (ClientPolicy::default(), Some(identity))
+        },
+        &[],
+    );
+    let (mut h, msg) = until(h, is_key_list);
+    let err = refusal(&mut h, key_list(msg));
+    assert!(
+        matches!(&err, ClientError::PeerCertificate { reason, .. } if reason.to_lowercase().contains("expired")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_neighbourhood_the_server_chose_after_the_reveal_is_refused() {
+    // A sparse certified round; the server would like the target's neighbours to be
+    // clients of its choosing. The labelling follows from the nonces, so it can only
+    // (a) list other clients as neighbours, or (b) change the revealed nonces so that the
+    // labelling suits it. Both are caught.
+    let enrollment = Enrollment::new();
+    let p = sparse_params();
+    let fresh = || {
+        let (h, msg) = until(Harness::certified(p.clone(), 25, ClientPolicy::default(), &enrollment), is_key_list);
+        (h, key_list(msg))
+    };
+
+    // (a) An outsider listed in place of a neighbour.
+    let (mut h, mut list) = fresh();
+    let neighbours: Vec<ClientId> = list.entries.iter().map(|e| e.id).filter(|&c| c != id(1)).collect();
+    let outsider = p.client_ids().find(|c| *c != id(1) && !neighbours.contains(c)).unwrap();
+    let swapped = list.entries.iter().position(|e| e.id == neighbours[0]).unwrap();
+    list.entries[swapped].id = outsider;
+    list.entries.sort_by_key(|e| e.id);
+    assert!(matches!(refusal(&mut h, list), ClientError::UnexpectedPeer(c) if c == outsider));
+
+    // (b) Ground nonces: any change to a revealed nonce breaks the cohort hash.
+    let (mut h, mut list) = fresh();
+    let mut cohort = list.cohort.to_vec();
+    cohort[9].nonce = [0x42; 32];
+    list.cohort = cohort.into();
+    assert!(matches!(refusal(&mut h, list), ClientError::CohortMismatch(_)));
+}
+
+#[test]
+fn the_labelling_is_the_nonces_and_not_the_seat_order() {
+    // Two runs with the same seats, parameters and server choices, but fresh nonces:
+    // the target's neighbourhood is what the revealed nonces label, computed by anyone
+    // from the key list, and it changes with them.
+    let enrollment = Enrollment::new();
+    let p = sparse_params();
+    let mut seen = Vec::new();
+    for seed in [26, 27] {
+        let h = Harness::certified(p.clone(), seed, ClientPolicy::default(), &enrollment);
+        let mut cohort_hash = None;
+        let (h, msg) = until(h, |m| {
+            if let ServerMessage::Config(c) = m {
+                cohort_hash.get_or_insert(c.cohort);
+            }
+            is_key_list(m)
+        });
+        drop(h);
+        let list = key_list(msg);
+        let labelling = cohort::labelling(&cohort_hash.unwrap(), list.cohort.iter().map(|s| &s.nonce));
+        let graph = NeighbourGraph::new(p.num_clients, p.neighbours, &labelling.graph_seed);
+        let listed: Vec<ClientId> = list.entries.iter().map(|e| e.id).filter(|&c| c != id(1)).collect();
+        assert_eq!(listed, graph.neighbours(id(1)));
+        seen.push(listed);
+    }
+    assert_ne!(seen[0], seen[1], "the same server choices gave the same neighbourhood under fresh nonces");
+}
+
+#[test]
+fn a_server_withholding_honest_neighbours_cannot_isolate_the_client() {
+    // A curious-server policy (t = c + 1 is then acceptable) on a sparse graph: the server
+    // withholds most neighbours' entries, or their envelopes, leaving the client at the
+    // threshold but below half of its neighbours. It refuses to mask.
+    let policy = ClientPolicy { server: AdversaryClass::CuriousServer, ..ClientPolicy::default() };
+    let p = params(30, 12, 3, 8, 32);
+    let fresh = || Harness::with_clients(p.clone(), 28, |_| (policy.clone(), None), &[]);
+
+    let (mut h, msg) = until(fresh(), is_key_list);
+    let mut list = key_list(msg);
+    let kept: Vec<ClientId> = list.entries.iter().map(|e| e.id).filter(|&c| c != id(1)).take(3).collect();
+    list.entries.retain(|e| e.id == id(1) || kept.contains(&e.id));
+    assert_eq!(refusal(&mut h, list), ClientError::NeighbourhoodShrunk { present: 3, degree: 12, required: 6 });
+
+    let (mut h, msg) = until(fresh(), |m| matches!(m, ServerMessage::ForwardedShares(_)));
+    let ServerMessage::ForwardedShares(mut envelopes) = msg else { unreachable!() };
+    envelopes.truncate(4);
+    let (client, rng) = &mut h.clients[0];
+    let refused = client.receive(ServerMessage::ForwardedShares(envelopes), rng);
+    assert_eq!(refused, Err(ClientError::NeighbourhoodShrunk { present: 4, degree: 12, required: 6 }));
+    // No masked input went out.
+    assert_eq!(client.state(), ClientState::Failed);
+}
+
+#[test]
+fn the_server_refuses_an_advertisement_not_signed_by_the_senders_certificate() {
+    // A client whose signature does not verify under the certificate of its connection
+    // (one passing off keys as another's) is dropped; its nonce is in, so the round goes
+    // on without it.
+    let enrollment = Enrollment::new();
+    let mut h = Harness::certified(params(10, 9, 6, 8, 32), 29, ClientPolicy::default(), &enrollment);
+    h.run(|_, from, msg| match msg {
+        ClientMessage::AdvertiseKeys(mut a) if from == id(4) => {
+            a.signature.as_mut().unwrap()[0] ^= 1;
+            Some(ClientMessage::AdvertiseKeys(a))
+        }
+        other => Some(other),
+    });
+    assert!(h.server_errors.iter().any(|(c, e)| *c == 4
+        && matches!(e, privagg_protocol::ServerError::Violation { violation: Violation::BadSignature, .. })));
+    assert_eq!(h.assert_exact().len(), 9);
+}
