@@ -246,6 +246,7 @@ enum DropPointArg {
     BeforeAdvertiseKeys,
     BeforeShareKeys,
     BeforeMaskedInput,
+    BeforeSignature,
     BeforeUnmaskResponse,
     AfterUnmaskResponse,
 }
@@ -497,6 +498,7 @@ fn client(args: ClientArgs) -> Result<()> {
         DropPointArg::BeforeAdvertiseKeys => DropPoint::BeforeAdvertiseKeys,
         DropPointArg::BeforeShareKeys => DropPoint::BeforeShareKeys,
         DropPointArg::BeforeMaskedInput => DropPoint::BeforeMaskedInput,
+        DropPointArg::BeforeSignature => DropPoint::BeforeSignature,
         DropPointArg::BeforeUnmaskResponse => DropPoint::BeforeUnmaskResponse,
         DropPointArg::AfterUnmaskResponse => DropPoint::AfterUnmaskResponse,
     });

@@ -43,7 +43,7 @@ fn main() {
         .filter_map(|i| ClientId::new(1 + i * n / dropped.max(1)))
         .map(|c| (c, Dropout { point: DropPoint::BeforeMaskedInput, kind: DropKind::ConnectionLost }))
         .collect::<BTreeMap<_, _>>();
-    let sim = Simulation { params, inputs, dropouts, seed: 1, policy };
+    let sim = Simulation { params, inputs, dropouts, seed: 1, policy, identities: Vec::new() };
     let start = Instant::now();
     let outcome = match simulate(&sim) {
         Ok(outcome) => outcome,

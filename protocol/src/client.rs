@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! AwaitingConfig ──Config──▶ AwaitingKeyList ──KeyList──▶ AwaitingShares
-//!   ──ForwardedShares──▶ (AwaitingInput ──set_input──▶) AwaitingUnmask
-//!   ──UnmaskRequest──▶ AwaitingResult ──RoundComplete──▶ Completed
+//!   ──ForwardedShares──▶ (AwaitingInput ──set_input──▶) AwaitingConsistency
+//!   ──ConsistencyCheck──▶ AwaitingUnmask ──UnmaskRequest──▶ AwaitingResult
+//!   ──RoundComplete──▶ Completed
 //! any state ──Abort or a refused message──▶ Failed
 //! ```
 //!
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
-use privagg_crypto::identity::{IdentityError, IdentityKey, TrustRoot};
+use privagg_crypto::identity::{IdentityError, IdentityKey, TrustRoot, verify_signed_by};
 use privagg_crypto::{
     ChannelKey, EnvelopeContext, KeyContext, MaskSeed, MaskSign, SecretKey, derive_channel_key,
     derive_pairwise_mask_seed, derive_self_mask_seed, open, seal, shamir,
@@ -32,7 +33,7 @@ use crate::graph_params::{AdversaryClass, lowest_safe_threshold};
 use crate::masking;
 use crate::message::{
     AdvertisedKeys, Advertisement, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Leave, PeerEntry,
-    RevealedShare, SHARE_PAIR_LEN, ServerMessage, UnmaskRequest, UnmaskResponse,
+    RevealedShare, SHARE_PAIR_LEN, ServerMessage, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -146,7 +147,9 @@ pub enum ClientState {
     AwaitingShares,
     /// Envelopes received; waiting for [`ClientRound::set_input`].
     AwaitingInput,
-    /// Masked input sent; waiting for the unmask request.
+    /// Masked input sent; waiting for the survivor set to sign.
+    AwaitingConsistency,
+    /// Survivor set signed; waiting for the unmask request.
     AwaitingUnmask,
     /// Shares revealed; waiting for the server to report the result.
     AwaitingResult,
@@ -163,6 +166,7 @@ impl ClientState {
             Self::AwaitingKeyList => "awaiting the key list",
             Self::AwaitingShares => "awaiting forwarded shares",
             Self::AwaitingInput => "awaiting the input",
+            Self::AwaitingConsistency => "awaiting the survivor set",
             Self::AwaitingUnmask => "awaiting the unmask request",
             Self::AwaitingResult => "awaiting the result",
             Self::Completed => "completed",
@@ -201,6 +205,11 @@ struct Session {
     /// Shares held, by owner: this client's own, then those of neighbours whose envelopes
     /// arrived (the client's view of who shared keys).
     held: BTreeMap<ClientId, HeldShares>,
+    /// Neighbours' certificates (verified against the root), for their survivor-set
+    /// signatures.
+    certificates: BTreeMap<ClientId, Arc<[u8]>>,
+    /// The survivor set this client signed, once it has.
+    survivors: Option<Vec<ClientId>>,
 }
 
 /// One client's part in one round.
@@ -324,8 +333,18 @@ impl ClientRound {
             (ClientState::AwaitingConfig, ServerMessage::Config(c)) => self.on_config(c, rng).map(Some),
             (ClientState::AwaitingKeyList, ServerMessage::KeyList(k)) => self.on_key_list(k, rng).map(Some),
             (ClientState::AwaitingShares, ServerMessage::ForwardedShares(e)) => self.on_forwarded_shares(e),
+            (ClientState::AwaitingConsistency, ServerMessage::ConsistencyCheck(u3)) => {
+                self.on_consistency_check(u3).map(Some)
+            }
             (ClientState::AwaitingUnmask, ServerMessage::UnmaskRequest(r)) => self.on_unmask_request(r).map(Some),
-            (ClientState::AwaitingUnmask | ClientState::AwaitingResult, ServerMessage::RoundComplete { .. }) => {
+            // An anonymous cohort has no consistency round: nobody's signature would count.
+            (ClientState::AwaitingConsistency, ServerMessage::UnmaskRequest(r)) if self.identity.is_none() => {
+                self.on_unmask_request(r).map(Some)
+            }
+            (
+                ClientState::AwaitingConsistency | ClientState::AwaitingUnmask | ClientState::AwaitingResult,
+                ServerMessage::RoundComplete { .. },
+            ) => {
                 // Early success: the server may finish without this client's shares.
                 self.state = ClientState::Completed;
                 self.session = None;
@@ -380,6 +399,7 @@ impl ClientRound {
         let graph = NeighbourGraph::new(seat.params.num_clients, seat.params.neighbours, &labelling.graph_seed);
         let own = AdvertisedKeys { channel: seat.channel_key.public_key(), mask: seat.mask_key.public_key() };
         let neighbours = graph.neighbours(seat.id);
+        let mut certificates = BTreeMap::new();
         let mut saw_own = false;
         let mut peers = BTreeMap::new();
         let mut seen_keys = HashSet::new();
@@ -408,6 +428,9 @@ impl ClientRound {
             } else {
                 if let Some(identity) = &self.identity {
                     authenticate(identity, &seat.cohort, &entry, &list.cohort[id.index()])?;
+                }
+                if let Some(certified) = entry.certified {
+                    certificates.insert(id, certified.certificate);
                 }
                 peers.insert(id, entry.keys);
             }
@@ -447,7 +470,16 @@ impl ClientRound {
             envelopes.push(Envelope { peer: holder, sealed });
             channel_keys.insert(holder, key);
         }
-        self.session = Some(Session { ctx, degree: graph.degree(), peers, channel_keys, self_mask_secret, held });
+        self.session = Some(Session {
+            ctx,
+            degree: graph.degree(),
+            peers,
+            channel_keys,
+            self_mask_secret,
+            held,
+            certificates,
+            survivors: None,
+        });
         self.state = ClientState::AwaitingShares;
         Ok(ClientMessage::ShareKeys(envelopes))
     }
@@ -509,8 +541,33 @@ impl ClientRound {
         }
         masking::apply_all(seat.params.prg, &mut words, seat.params.bits, &masks)?;
         let packed = PackedVector::pack(&words, seat.params.bits);
-        self.state = ClientState::AwaitingUnmask;
+        self.state = ClientState::AwaitingConsistency;
         Ok(ClientMessage::MaskedInput(packed))
+    }
+
+    /// Signs the survivor set U3 it is shown, after checking it: well formed, with this
+    /// client in it and at least the round's minimum of inputs.
+    fn on_consistency_check(&mut self, survivors: Vec<ClientId>) -> Result<ClientMessage, ClientError> {
+        let (Some(seat), Some(session)) = (self.seat.as_ref(), self.session.as_mut()) else {
+            return Err(ClientError::OwnKeysMissing);
+        };
+        let refused = |why: String| Err(ClientError::SurvivorSetRefused(why));
+        if survivors.windows(2).any(|w| w[0] >= w[1]) || survivors.iter().any(|c| seat.params.client(c.get()).is_none())
+        {
+            return refused("ids out of order, repeated or outside the round".into());
+        }
+        if survivors.binary_search(&seat.id).is_err() {
+            return refused("this client, whose masked input was sent, is not in it".into());
+        }
+        if survivors.len() < seat.params.min_clients as usize {
+            let min = seat.params.min_clients;
+            return refused(format!("{} inputs, below the round's minimum of {min}", survivors.len()));
+        }
+        let message = cohort::survivors_message(&session.ctx.session_id, seat.params.round, &survivors);
+        let signature = self.identity.as_ref().map(|identity| identity.key.sign(&message));
+        session.survivors = Some(survivors);
+        self.state = ClientState::AwaitingUnmask;
+        Ok(ClientMessage::SurvivorsSigned(signature))
     }
 
     fn on_unmask_request(&mut self, request: UnmaskRequest) -> Result<ClientMessage, ClientError> {
@@ -549,6 +606,23 @@ impl ClientRound {
                 request.survivors.len(),
                 seat.params.threshold
             )));
+        }
+        // A certified client reached this state only by signing a survivor set; an
+        // anonymous one may have skipped the check, which would have proven nothing.
+        if let Some(signed) = session.survivors.as_deref() {
+            let contradicted = requested.iter().find(|&(id, &survivor)| survivor != signed.binary_search(id).is_ok());
+            if let Some((&id, _)) = contradicted {
+                return Err(ClientError::InconsistentUnmaskRequest(format!(
+                    "{id}'s status contradicts the survivor set this client signed"
+                )));
+            }
+        }
+        if let Some(identity) = &self.identity {
+            let signed = session.survivors.as_deref().ok_or(ClientError::UnexpectedMessage {
+                state: ClientState::AwaitingConsistency.describe(),
+                message: "UnmaskRequest",
+            })?;
+            check_survivor_signatures(identity, seat, session, signed, &request.signatures)?;
         }
         let mut response = UnmaskResponse { self_mask_shares: Vec::new(), mask_key_shares: Vec::new() };
         for (&owner, &survivor) in &requested {
@@ -609,6 +683,40 @@ fn check_cohort(
                 return mismatch("two seats are held under one certificate");
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks the survivor-set signatures forwarded with an unmask request: each from a
+/// distinct holder of this client's shares (itself included), valid under the certificate
+/// the key list showed; and at least t of them.
+fn check_survivor_signatures(
+    identity: &Identity,
+    seat: &Seat,
+    session: &Session,
+    survivors: &[ClientId],
+    signatures: &[SurvivorSignature],
+) -> Result<(), ClientError> {
+    let message = cohort::survivors_message(&session.ctx.session_id, seat.params.round, survivors);
+    let mut previous: Option<ClientId> = None;
+    for s in signatures {
+        if previous.is_some_and(|p| p >= s.signer) {
+            return Err(ClientError::DuplicatePeer(s.signer));
+        }
+        previous = Some(s.signer);
+        let certificate = match s.signer == seat.id {
+            true => Some(&identity.certificate),
+            false => session.certificates.get(&s.signer).filter(|_| session.held.contains_key(&s.signer)),
+        };
+        let certificate = certificate.ok_or(ClientError::UnexpectedPeer(s.signer))?;
+        verify_signed_by(certificate, &message, &s.signature)
+            .map_err(|_| ClientError::BadSurvivorSignature(s.signer))?;
+    }
+    if signatures.len() < seat.params.threshold as usize {
+        return Err(ClientError::TooFewSurvivorSignatures {
+            signed: signatures.len(),
+            threshold: seat.params.threshold,
+        });
     }
     Ok(())
 }

@@ -19,6 +19,11 @@
 //!    `SHA-256("privagg/v1 session" ‖ D)`. `KeyList` carries every seat's fingerprint and
 //!    nonce, so each client recomputes `C`, the seed and the session id itself.
 //!
+//! Before revealing any share, each client signs the survivor set (U3) it is shown
+//! ([`survivors_message`]); it answers the unmask request only if it agrees with that set
+//! and at least t of its holders (itself included) signed the same set — the consistency
+//! check of Bonawitz et al. (CCS 2017, §6).
+//!
 //! The server fixes `C` before any honest nonce is known, and cannot leave out a nonce it
 //! has seen: a seat that does not reveal aborts the attempt (the next attempt starts
 //! from fresh commitments). Given everything the server chose, the labelling is thus
@@ -121,5 +126,20 @@ pub fn advertisement_message(cohort: &[u8; 32], id: ClientId, keys: &AdvertisedK
     m.extend_from_slice(&keys.channel.to_bytes());
     m.extend_from_slice(&keys.mask.to_bytes());
     m.extend_from_slice(nonce);
+    m
+}
+
+/// What a client signs in the consistency check: `"privagg/v1 survivors" ‖ session id ‖
+/// u64 round ‖ u32 count ‖ ids ascending`. The session id binds the cohort and the
+/// nonces, so the signature holds for this attempt of this round only.
+pub fn survivors_message(session_id: &[u8; 32], round: u64, survivors: &[ClientId]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(20 + 32 + 8 + 4 + 4 * survivors.len());
+    m.extend_from_slice(b"privagg/v1 survivors");
+    m.extend_from_slice(session_id);
+    m.extend_from_slice(&round.to_le_bytes());
+    m.extend_from_slice(&(survivors.len() as u32).to_le_bytes());
+    for id in survivors {
+        m.extend_from_slice(&id.get().to_le_bytes());
+    }
     m
 }

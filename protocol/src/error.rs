@@ -269,6 +269,22 @@ pub enum ClientError {
     /// An envelope did not open or held malformed shares.
     #[error("the envelope from {0} did not open")]
     EnvelopeRejected(ClientId),
+    /// The survivor set to sign is malformed, leaves this client out, or covers fewer
+    /// inputs than the round's minimum.
+    #[error("survivor set refused: {0}")]
+    SurvivorSetRefused(String),
+    /// A survivor-set signature forwarded with the unmask request does not verify.
+    #[error("the survivor-set signature of {0} does not verify")]
+    BadSurvivorSignature(ClientId),
+    /// Fewer than t of the client's holders signed the survivor set it signed: the server
+    /// may be showing different holders different sets.
+    #[error("only {signed} holders signed the survivor set, below the threshold {threshold}")]
+    TooFewSurvivorSignatures {
+        /// Valid signatures, this client's included.
+        signed: usize,
+        /// t.
+        threshold: u32,
+    },
     /// An unmask request asked for both shares of one client.
     #[error("the server asked for both shares of {0}")]
     BothSharesRequested(ClientId),

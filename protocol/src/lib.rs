@@ -77,7 +77,7 @@ pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph
 pub use message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList,
     Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare, SERVICE_TYPES, ServerMessage,
-    UnmaskRequest, UnmaskResponse,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;

@@ -175,17 +175,37 @@ impl std::fmt::Debug for RevealedShare {
     }
 }
 
-/// Phase 4, server → client: which of the recipient's neighbours (itself included)
-/// survived to the sum, and which dropped after sharing their keys.
+/// Phase 5, server → client: which of the recipient's neighbours (itself included)
+/// survived to the sum, and which dropped after sharing their keys, with the survivor-set
+/// signatures of its neighbours.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnmaskRequest {
     /// Owners whose self-mask share is requested (their input is in the sum).
     pub survivors: Vec<ClientId>,
     /// Owners whose mask-key share is requested (they dropped after ShareKeys).
     pub dropped: Vec<ClientId>,
+    /// Signatures of the recipient's neighbours over the survivor set of the consistency
+    /// check, ascending by signer (empty without certificates).
+    pub signatures: Vec<SurvivorSignature>,
 }
 
-/// Phase 4, client → server: the requested shares.
+/// A client's signature over the survivor set it was shown
+/// ([`crate::cohort::survivors_message`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SurvivorSignature {
+    /// Who signed.
+    pub signer: ClientId,
+    /// Ed25519 signature under the signer's certificate.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl std::fmt::Debug for SurvivorSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SurvivorSignature({:?})", self.signer)
+    }
+}
+
+/// Phase 5, client → server: the requested shares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnmaskResponse {
     /// Shares of the self-mask secrets b_v of the survivors.
@@ -265,7 +285,10 @@ pub enum ServerMessage {
     KeyList(KeyList),
     /// Phase 2→3: envelopes addressed to the recipient, from neighbours that shared keys.
     ForwardedShares(Vec<Envelope>),
-    /// Phase 4: the unmasking request.
+    /// Phase 4: the clients whose masked input is in the sum (U3), for every client of
+    /// it to sign (the consistency check of Bonawitz et al., §6).
+    ConsistencyCheck(Vec<ClientId>),
+    /// Phase 5: the unmasking request.
     UnmaskRequest(UnmaskRequest),
     /// The sum is recovered; `inputs` clients' inputs are in it.
     RoundComplete {
@@ -286,7 +309,10 @@ pub enum ClientMessage {
     ShareKeys(Vec<Envelope>),
     /// Phase 3: the masked input.
     MaskedInput(PackedVector),
-    /// Phase 4: the requested shares.
+    /// Phase 4: the client's signature over the survivor set (`None` without a
+    /// certificate).
+    SurvivorsSigned(Option<[u8; SIGNATURE_LEN]>),
+    /// Phase 5: the requested shares.
     UnmaskResponse(UnmaskResponse),
     /// The client leaves the round.
     Leave(Leave),
@@ -317,14 +343,18 @@ mod tag {
     pub const UNMASK_REQUEST: u8 = 0x04;
     pub const ROUND_COMPLETE: u8 = 0x05;
     pub const SERVER_ABORT: u8 = 0x06;
+    pub const CONSISTENCY_CHECK: u8 = 0x07;
     pub const ADVERTISE_KEYS: u8 = 0x11;
     pub const SHARE_KEYS: u8 = 0x12;
     pub const MASKED_INPUT: u8 = 0x13;
     pub const UNMASK_RESPONSE: u8 = 0x14;
     pub const LEAVE: u8 = 0x15;
+    pub const SURVIVORS_SIGNED: u8 = 0x16;
 }
 
 const KEYS_LEN: usize = 2 * PublicKey::LEN;
+/// A signer's id and its signature.
+const SIGNED_LEN: usize = ID_LEN + SIGNATURE_LEN;
 const ID_LEN: usize = 4;
 const SEAT_LEN: usize = 64;
 /// Shortest key-list entry: id, keys and the flag of an unsigned entry.
@@ -352,6 +382,7 @@ impl ServerMessage {
             Self::Config(_) => "Config",
             Self::KeyList(_) => "KeyList",
             Self::ForwardedShares(_) => "ForwardedShares",
+            Self::ConsistencyCheck(_) => "ConsistencyCheck",
             Self::UnmaskRequest(_) => "UnmaskRequest",
             Self::RoundComplete { .. } => "RoundComplete",
             Self::Abort(_) => "Abort",
@@ -392,10 +423,21 @@ impl ServerMessage {
                 w.into_bytes()
             }
             Self::ForwardedShares(envelopes) => encode_envelopes(tag::FORWARDED_SHARES, envelopes),
+            Self::ConsistencyCheck(survivors) => {
+                let mut w = Writer::message(tag::CONSISTENCY_CHECK, 4 + 4 * survivors.len());
+                encode_ids(&mut w, survivors);
+                w.into_bytes()
+            }
             Self::UnmaskRequest(r) => {
-                let mut w = Writer::message(tag::UNMASK_REQUEST, 8 + 4 * (r.survivors.len() + r.dropped.len()));
+                let len = 12 + 4 * (r.survivors.len() + r.dropped.len()) + SIGNED_LEN * r.signatures.len();
+                let mut w = Writer::message(tag::UNMASK_REQUEST, len);
                 encode_ids(&mut w, &r.survivors);
                 encode_ids(&mut w, &r.dropped);
+                w.u32(r.signatures.len() as u32);
+                for s in &r.signatures {
+                    w.u32(s.signer.get());
+                    w.bytes(&s.signature);
+                }
                 w.into_bytes()
             }
             Self::RoundComplete { inputs } => {
@@ -441,10 +483,16 @@ impl ServerMessage {
                 Self::KeyList(KeyList { cohort: cohort.into(), entries })
             }
             tag::FORWARDED_SHARES => Self::ForwardedShares(decode_envelopes(&mut r, limits)?),
-            tag::UNMASK_REQUEST => Self::UnmaskRequest(UnmaskRequest {
-                survivors: decode_ids(&mut r, limits)?,
-                dropped: decode_ids(&mut r, limits)?,
-            }),
+            tag::CONSISTENCY_CHECK => Self::ConsistencyCheck(decode_ids(&mut r, limits)?),
+            tag::UNMASK_REQUEST => {
+                let (survivors, dropped) = (decode_ids(&mut r, limits)?, decode_ids(&mut r, limits)?);
+                let count = r.count("survivor signatures", limits.max_clients.into(), SIGNED_LEN)?;
+                let mut signatures = Vec::with_capacity(count);
+                for _ in 0..count {
+                    signatures.push(SurvivorSignature { signer: decode_id(&mut r)?, signature: r.array()? });
+                }
+                Self::UnmaskRequest(UnmaskRequest { survivors, dropped, signatures })
+            }
             tag::ROUND_COMPLETE => Self::RoundComplete { inputs: r.u32()? },
             tag::SERVER_ABORT => Self::Abort(decode_abort(&mut r, limits)?),
             other => return Err(unknown_type(other)),
@@ -461,6 +509,7 @@ impl ClientMessage {
             Self::AdvertiseKeys(_) => "AdvertiseKeys",
             Self::ShareKeys(_) => "ShareKeys",
             Self::MaskedInput(_) => "MaskedInput",
+            Self::SurvivorsSigned(_) => "SurvivorsSigned",
             Self::UnmaskResponse(_) => "UnmaskResponse",
             Self::Leave(_) => "Leave",
         }
@@ -473,6 +522,7 @@ impl ClientMessage {
             Self::AdvertiseKeys(_) => Some(Phase::AdvertiseKeys),
             Self::ShareKeys(_) => Some(Phase::ShareKeys),
             Self::MaskedInput(_) => Some(Phase::MaskedInput),
+            Self::SurvivorsSigned(_) => Some(Phase::Consistency),
             Self::UnmaskResponse(_) => Some(Phase::Unmask),
             Self::Leave(_) => None,
         }
@@ -485,13 +535,7 @@ impl ClientMessage {
                 let mut w = Writer::message(tag::ADVERTISE_KEYS, KEYS_LEN + 33 + SIGNATURE_LEN);
                 encode_keys(&mut w, &a.keys);
                 w.bytes(&a.nonce);
-                match &a.signature {
-                    None => w.u8(0),
-                    Some(signature) => {
-                        w.u8(1);
-                        w.bytes(signature);
-                    }
-                }
+                encode_signature(&mut w, a.signature.as_ref());
                 w.into_bytes()
             }
             Self::ShareKeys(envelopes) => encode_envelopes(tag::SHARE_KEYS, envelopes),
@@ -500,6 +544,11 @@ impl ClientMessage {
                 w.u32(v.dim());
                 w.u8(v.bits());
                 w.bytes(v.as_bytes());
+                w.into_bytes()
+            }
+            Self::SurvivorsSigned(signature) => {
+                let mut w = Writer::message(tag::SURVIVORS_SIGNED, 1 + SIGNATURE_LEN);
+                encode_signature(&mut w, signature.as_ref());
                 w.into_bytes()
             }
             Self::UnmaskResponse(r) => {
@@ -524,11 +573,7 @@ impl ClientMessage {
         let msg = match ty {
             tag::ADVERTISE_KEYS => {
                 let (keys, nonce) = (decode_keys(&mut r)?, r.array()?);
-                let signature = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.array()?),
-                    _ => return Err(DecodeError::InvalidField("signature flag")),
-                };
+                let signature = decode_signature(&mut r)?;
                 Self::AdvertiseKeys(Box::new(Advertisement { keys, nonce, signature }))
             }
             tag::SHARE_KEYS => Self::ShareKeys(decode_envelopes(&mut r, limits)?),
@@ -545,6 +590,7 @@ impl ClientMessage {
                 let rest = r.take(r.remaining())?;
                 Self::MaskedInput(PackedVector::from_bytes(dim, bits, rest.to_vec())?)
             }
+            tag::SURVIVORS_SIGNED => Self::SurvivorsSigned(decode_signature(&mut r)?),
             tag::UNMASK_RESPONSE => Self::UnmaskResponse(UnmaskResponse {
                 self_mask_shares: decode_shares(&mut r, limits)?,
                 mask_key_shares: decode_shares(&mut r, limits)?,
@@ -622,6 +668,25 @@ fn decode_keys(r: &mut Reader<'_>) -> Result<AdvertisedKeys, DecodeError> {
     let channel = PublicKey::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidPublicKey)?;
     let mask = PublicKey::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidPublicKey)?;
     Ok(AdvertisedKeys { channel, mask })
+}
+
+/// A u8 flag (0 none, 1 present) and, if present, the signature.
+fn encode_signature(w: &mut Writer, signature: Option<&[u8; SIGNATURE_LEN]>) {
+    match signature {
+        None => w.u8(0),
+        Some(signature) => {
+            w.u8(1);
+            w.bytes(signature);
+        }
+    }
+}
+
+fn decode_signature(r: &mut Reader<'_>) -> Result<Option<[u8; SIGNATURE_LEN]>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.array()?)),
+        _ => Err(DecodeError::InvalidField("signature flag")),
+    }
 }
 
 fn encode_envelopes(ty: u8, envelopes: &[Envelope]) -> Vec<u8> {

@@ -3,8 +3,10 @@
 //! returns messages to send; it reads no clock and opens no socket.
 //!
 //! ```text
-//! AdvertiseKeys ─▶ ShareKeys ─▶ MaskedInput ─▶ Unmask ─▶ Reconstruct ─finalize()─▶ Completed
-//!        └──────────────┴────────────┴────────────┴──▶ Aborted (fewer than min_clients / t)
+//! AdvertiseKeys ─▶ ShareKeys ─▶ MaskedInput ─▶ Consistency ─▶ Unmask ─▶ Reconstruct
+//!        │              │            │              │            │   ─finalize()─▶ Completed
+//!        └──────────────┴────────────┴──────────────┴────────────┴──▶ Aborted
+//!   (a seat that never revealed its nonce, fewer than min_clients, a secret without t shares)
 //! ```
 //!
 //! A phase ends when every client still in the round has answered, or when the driver
@@ -21,6 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
+use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
 use privagg_crypto::{KeyContext, MaskSeed, MaskSign, SecretKey, derive_self_mask_seed, shamir};
 use rayon::prelude::*;
 
@@ -31,7 +34,7 @@ use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, KeyList, PeerEntry,
-    RevealedShare, ServerMessage, UnmaskRequest, UnmaskResponse,
+    RevealedShare, ServerMessage, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -45,6 +48,8 @@ pub enum Phase {
     ShareKeys,
     /// Collecting masked inputs into the running sum (U3).
     MaskedInput,
+    /// Collecting the survivors' signatures over U3 (U4).
+    Consistency,
     /// Collecting shares for unmasking.
     Unmask,
     /// Enough shares are in; [`ServerRound::finalize`] removes the masks.
@@ -62,6 +67,7 @@ impl Phase {
             Self::AdvertiseKeys => "advertise_keys",
             Self::ShareKeys => "share_keys",
             Self::MaskedInput => "masked_input",
+            Self::Consistency => "consistency",
             Self::Unmask => "unmask",
             Self::Reconstruct => "reconstruct",
             Self::Completed => "completed",
@@ -135,6 +141,8 @@ struct Slot {
     shared: bool,
     /// Its masked input is in the sum (U3).
     in_sum: bool,
+    /// Its signature over the survivor set (U4), if it has a certificate and signed.
+    survivor_signature: Option<[u8; SIGNATURE_LEN]>,
     /// Owners whose shares this client was asked for: owner → is survivor.
     requested: BTreeMap<ClientId, bool>,
 }
@@ -146,6 +154,8 @@ pub struct ServerRound {
     cohort: [u8; 32],
     /// Known once every seat revealed its nonce.
     graph: Option<NeighbourGraph>,
+    /// What the survivors sign in the consistency check (empty before it).
+    survivors_message: Vec<u8>,
     phase: Phase,
     slots: Vec<Slot>,
     outgoing: Vec<Outgoing>,
@@ -190,6 +200,7 @@ impl ServerRound {
             params,
             cohort,
             graph: None,
+            survivors_message: Vec::new(),
             phase: Phase::AdvertiseKeys,
             slots,
             outgoing,
@@ -258,7 +269,10 @@ impl ServerRound {
         if self.slots[client.index()].dropped.is_some() {
             return Err(ServerError::AlreadyDropped(client));
         }
-        if !matches!(self.phase, Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Unmask) {
+        if !matches!(
+            self.phase,
+            Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Consistency | Phase::Unmask
+        ) {
             return Err(ServerError::RoundOver);
         }
         if let ClientMessage::Leave(leave) = msg {
@@ -312,7 +326,10 @@ impl ServerRound {
     /// The current phase's deadline passed: drops every client still in the round that
     /// has not answered, then moves on (or aborts).
     pub fn close_phase(&mut self) {
-        if !matches!(self.phase, Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Unmask) {
+        if !matches!(
+            self.phase,
+            Phase::AdvertiseKeys | Phase::ShareKeys | Phase::MaskedInput | Phase::Consistency | Phase::Unmask
+        ) {
             return;
         }
         let phase = self.phase;
@@ -392,6 +409,7 @@ impl ServerRound {
             ClientMessage::AdvertiseKeys(advertisement) => self.accept_keys(client, *advertisement),
             ClientMessage::ShareKeys(envelopes) => self.accept_envelopes(client, envelopes),
             ClientMessage::MaskedInput(vector) => self.accept_masked_input(client, &vector),
+            ClientMessage::SurvivorsSigned(signature) => self.accept_survivor_signature(client, signature),
             ClientMessage::UnmaskResponse(response) => self.accept_shares(client, response),
             ClientMessage::Leave(_) => Ok(()),
         }
@@ -414,8 +432,7 @@ impl ServerRound {
             (Some(_), None) => return Err(Violation::BadSignature),
             (Some(certificate), Some(signature)) => {
                 let message = cohort::advertisement_message(&self.cohort, client, &keys, &nonce);
-                privagg_crypto::identity::verify_signed_by(certificate, &message, &signature)
-                    .map_err(|_| Violation::BadSignature)?;
+                verify_signed_by(certificate, &message, &signature).map_err(|_| Violation::BadSignature)?;
                 Some(Certified { certificate: certificate.clone(), signature })
             }
         };
@@ -461,6 +478,22 @@ impl ServerRound {
         }
         vector.add_into(&mut self.sum);
         self.slots[client.index()].in_sum = true;
+        Ok(())
+    }
+
+    /// Takes a survivor's signature over U3: a certified client's must verify under its
+    /// certificate, so that its neighbours can count it.
+    fn accept_survivor_signature(
+        &mut self,
+        client: ClientId,
+        signature: Option<[u8; SIGNATURE_LEN]>,
+    ) -> Result<(), Violation> {
+        let slot = &self.slots[client.index()];
+        if let Some(certificate) = &slot.member.certificate {
+            let signature = signature.ok_or(Violation::BadSignature)?;
+            verify_signed_by(certificate, &self.survivors_message, &signature).map_err(|_| Violation::BadSignature)?;
+            self.slots[client.index()].survivor_signature = Some(signature);
+        }
         Ok(())
     }
 
@@ -519,7 +552,8 @@ impl ServerRound {
         match self.phase {
             Phase::AdvertiseKeys => self.start_share_keys(),
             Phase::ShareKeys => self.start_masked_input(),
-            Phase::MaskedInput => self.start_unmask(),
+            Phase::MaskedInput => self.start_consistency(),
+            Phase::Consistency => self.start_unmask(),
             Phase::Unmask => self.finish_unmask_phase(),
             _ => {}
         }
@@ -596,6 +630,25 @@ impl ServerRound {
         self.sum = vec![0; self.params.dim as usize];
     }
 
+    /// U3 is known: asks every survivor still in the round to sign it. An anonymous
+    /// cohort skips the round: unsigned votes prove nothing to anyone.
+    fn start_consistency(&mut self) {
+        if self.slots.iter().all(|s| s.member.certificate.is_none()) {
+            return self.start_unmask();
+        }
+        let u3: Vec<ClientId> = self.members(|s| s.in_sum).collect();
+        if !self.next_phase(Phase::Consistency, u3.len()) {
+            return;
+        }
+        let session_id = self.ctx.map(|c| c.session_id).unwrap_or_default();
+        self.survivors_message = cohort::survivors_message(&session_id, self.params.round, &u3);
+        for to in self.members(|s| s.in_sum && s.dropped.is_none()).collect::<Vec<_>>() {
+            self.outgoing.push(Outgoing { to, message: ServerMessage::ConsistencyCheck(u3.clone()) });
+        }
+        self.advance_if_everyone_answered();
+    }
+
+    /// Asks each survivor for its shares, with its holders' signatures over U3.
     fn start_unmask(&mut self) {
         let u3: Vec<ClientId> = self.members(|s| s.in_sum).collect();
         if !self.next_phase(Phase::Unmask, u3.len()) {
@@ -615,13 +668,20 @@ impl ServerRound {
                 continue;
             }
             let (survivors, dropped) = slot.requested.iter().partition::<Vec<_>, _>(|(_, s)| **s);
-            self.outgoing.push(Outgoing {
-                to,
-                message: ServerMessage::UnmaskRequest(UnmaskRequest {
-                    survivors: survivors.into_iter().map(|(c, _)| *c).collect(),
-                    dropped: dropped.into_iter().map(|(c, _)| *c).collect(),
-                }),
-            });
+            let (survivors, dropped): (Vec<ClientId>, Vec<ClientId>) =
+                (survivors.into_iter().map(|(c, _)| *c).collect(), dropped.into_iter().map(|(c, _)| *c).collect());
+            let mut signers = self.neighbours(to);
+            signers.push(to);
+            signers.sort_unstable();
+            let signatures = signers
+                .into_iter()
+                .filter_map(|signer| {
+                    let signature = self.slots[signer.index()].survivor_signature?;
+                    Some(SurvivorSignature { signer, signature })
+                })
+                .collect();
+            let request = UnmaskRequest { survivors, dropped, signatures };
+            self.outgoing.push(Outgoing { to, message: ServerMessage::UnmaskRequest(request) });
         }
         self.advance_if_everyone_answered();
     }
@@ -714,7 +774,7 @@ fn owes_message(phase: Phase, slot: &Slot) -> bool {
         Phase::AdvertiseKeys => true,
         Phase::ShareKeys => slot.keys.is_some(),
         Phase::MaskedInput => slot.shared,
-        Phase::Unmask => slot.in_sum,
+        Phase::Consistency | Phase::Unmask => slot.in_sum,
         _ => false,
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-use crate::client::{ClientPolicy, ClientRound};
+use crate::client::{ClientPolicy, ClientRound, Identity};
 use crate::cohort::Member;
 use crate::error::{ClientError, DecodeError, ParamsError, RoundAbort};
 use crate::message::{ClientMessage, Limits, ServerMessage};
@@ -32,6 +32,8 @@ pub enum DropPoint {
     BeforeShareKeys,
     /// On receiving the envelopes (never sends its masked input).
     BeforeMaskedInput,
+    /// On receiving the survivor set (its input is in the sum; never signs it).
+    BeforeSignature,
     /// On receiving the unmask request (its input is in the sum; never sends shares).
     BeforeUnmaskResponse,
     /// After sending its shares (never hears the result).
@@ -40,10 +42,11 @@ pub enum DropPoint {
 
 impl DropPoint {
     /// Every drop point, in protocol order.
-    pub const ALL: [DropPoint; 5] = [
+    pub const ALL: [DropPoint; 6] = [
         Self::BeforeAdvertiseKeys,
         Self::BeforeShareKeys,
         Self::BeforeMaskedInput,
+        Self::BeforeSignature,
         Self::BeforeUnmaskResponse,
         Self::AfterUnmaskResponse,
     ];
@@ -81,6 +84,9 @@ pub struct Simulation {
     /// What the clients accept (their threshold rule decides which (k, t) they take part
     /// with).
     pub policy: ClientPolicy,
+    /// Each client's certified identity, in id order, or none for an anonymous cohort
+    /// (which the policy must then accept).
+    pub identities: Vec<Identity>,
 }
 
 /// Bytes carried in each direction.
@@ -122,6 +128,14 @@ pub enum SimulationError {
         /// Inputs given.
         got: usize,
     },
+    /// Some clients have identities and others not.
+    #[error("expected {expected} identities or none, got {got}")]
+    Identities {
+        /// num_clients.
+        expected: u32,
+        /// Identities given.
+        got: usize,
+    },
     /// An encoded message did not decode: a codec bug.
     #[error("codec round trip failed: {0}")]
     Codec(#[from] DecodeError),
@@ -137,18 +151,25 @@ pub fn simulate(sim: &Simulation) -> Result<SimulationOutcome, SimulationError> 
     if sim.inputs.len() != params.num_clients as usize {
         return Err(SimulationError::Inputs { expected: params.num_clients, got: sim.inputs.len() });
     }
+    if !sim.identities.is_empty() && sim.identities.len() != params.num_clients as usize {
+        return Err(SimulationError::Identities { expected: params.num_clients, got: sim.identities.len() });
+    }
     let limits = Limits::default();
     let mut clients: Vec<(ClientRound, ChaCha20Rng, bool)> = params
         .client_ids()
         .map(|id| {
             let mut rng = ChaCha20Rng::seed_from_u64(sim.seed ^ (u64::from(id.get()) << 32));
-            let mut round = ClientRound::new(sim.policy.clone(), None, &mut rng);
+            let identity = sim.identities.get(id.index()).cloned();
+            let mut round = ClientRound::new(sim.policy.clone(), identity, &mut rng);
             // Setting the input before the config is allowed; it is checked on arrival.
             let _ = round.set_input(sim.inputs[id.index()].clone());
             (round, rng, false)
         })
         .collect();
-    let members = clients.iter().map(|(round, _, _)| Member { commitment: round.commitment(), certificate: None });
+    let members = clients.iter().enumerate().map(|(i, (round, _, _))| Member {
+        commitment: round.commitment(),
+        certificate: sim.identities.get(i).map(|identity| identity.certificate.clone()),
+    });
     let mut server = ServerRound::new(params.clone(), members.collect(), Arc::from(&b"app"[..]))?;
     let mut traffic = Traffic::default();
     let mut client_errors = Vec::new();
@@ -215,6 +236,7 @@ fn drop_point_of(message: &ServerMessage) -> Option<DropPoint> {
         ServerMessage::Config(_) => Some(DropPoint::BeforeAdvertiseKeys),
         ServerMessage::KeyList(_) => Some(DropPoint::BeforeShareKeys),
         ServerMessage::ForwardedShares(_) => Some(DropPoint::BeforeMaskedInput),
+        ServerMessage::ConsistencyCheck(_) => Some(DropPoint::BeforeSignature),
         ServerMessage::UnmaskRequest(_) => Some(DropPoint::BeforeUnmaskResponse),
         _ => None,
     }

@@ -21,14 +21,16 @@ use privagg_crypto::{
 };
 use privagg_protocol::graph_params::{AdversaryClass, ThreatModel, find_graph_parameters};
 use privagg_protocol::{
-    AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, NeighbourGraph, Phase, PrgKind, RoundParams,
-    ServerMessage, cohort, masking,
+    AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, NeighbourGraph, Outgoing, Phase, PrgKind,
+    RoundParams, ServerMessage, SurvivorSignature, UnmaskRequest, cohort, masking,
 };
 
 /// What the lying server got.
 struct Outcome {
     /// Why clients refused the round's parameters.
     refused: Vec<ClientError>,
+    /// Why holders refused to reveal anything.
+    refused_unmask: Vec<ClientError>,
     /// Shares of the target's mask key and of its self-mask secret revealed to it.
     mask_key_shares: usize,
     self_mask_shares: usize,
@@ -60,14 +62,28 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
         Some(enrollment) => Harness::certified(params.clone(), 7, policy, enrollment),
         None => Harness::with_clients(params.clone(), 7, |_| (policy.clone(), None), &[]),
     };
-    let mut refused = Vec::new();
+    let (mut refused, mut refused_unmask) = (Vec::new(), Vec::new());
     let (mut cohort_hash, mut session_id, mut masked) = ([0u8; 32], [0u8; 32], None);
-    let (mut keys, mut told_dropped) = (BTreeMap::new(), Vec::new());
+    let (mut keys, mut told_dropped, mut graph) = (BTreeMap::new(), Vec::new(), None);
+    // Survivor-set signatures of the holders told the target dropped: the honest server
+    // would refuse them (they sign another set), so the liar keeps them to itself.
+    let mut dropped_view_signatures = BTreeMap::new();
     // Shares of the target's two secrets, as (holder, value).
     let mut mask_key: Vec<(u32, Scalar)> = Vec::new();
     let mut self_mask: Vec<(u32, Scalar)> = Vec::new();
     for _ in 0..16 {
-        let outgoing = h.server.drain_outgoing();
+        let mut outgoing = h.server.drain_outgoing();
+        if outgoing.iter().any(|o| matches!(o.message, ServerMessage::UnmaskRequest(_))) {
+            // The liar writes the requests of the holders it lies to itself.
+            let graph: &NeighbourGraph = graph.as_ref().unwrap();
+            outgoing.retain(|o| !told_dropped.contains(&o.to));
+            for &v in &told_dropped {
+                outgoing.push(Outgoing {
+                    to: v,
+                    message: dropped_view_request(graph, v, target, &dropped_view_signatures),
+                });
+            }
+        }
         if outgoing.is_empty() {
             if matches!(h.server.phase(), Phase::Reconstruct | Phase::Aborted) {
                 break;
@@ -86,18 +102,22 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
                     // hear that it dropped; the rest that it survived.
                     let labelling = cohort::labelling(&cohort_hash, list.cohort.iter().map(|s| &s.nonce));
                     session_id = labelling.session_id;
-                    let graph = NeighbourGraph::new(params.num_clients, params.neighbours, &labelling.graph_seed);
-                    told_dropped = graph.neighbours(target).into_iter().take(t).collect();
+                    let g = NeighbourGraph::new(params.num_clients, params.neighbours, &labelling.graph_seed);
+                    told_dropped = g.neighbours(target).into_iter().take(t).collect();
+                    graph = Some(g);
                     keys = list.entries.iter().map(|e| (e.id, e.keys)).collect::<BTreeMap<ClientId, AdvertisedKeys>>();
                 }
-                ServerMessage::UnmaskRequest(request) if told_dropped.contains(&out.to) => {
-                    request.survivors.retain(|&c| c != target);
-                    request.dropped.push(target);
-                    request.dropped.sort_unstable();
+                // The honest state machine drops the holders it never heard from; the liar
+                // keeps that to itself.
+                ServerMessage::Abort(_) if told_dropped.contains(&out.to) => continue,
+                // The survivor set to sign is split the same way.
+                ServerMessage::ConsistencyCheck(survivors) if told_dropped.contains(&out.to) => {
+                    survivors.retain(|&c| c != target);
                 }
                 _ => {}
             }
-            let is_config = matches!(message, ServerMessage::Config(_));
+            let (is_config, is_unmask) =
+                (matches!(message, ServerMessage::Config(_)), matches!(message, ServerMessage::UnmaskRequest(_)));
             let (client, rng) = &mut h.clients[out.to.get() as usize - 1];
             let reply = match client.receive(message, rng) {
                 Ok(reply) => reply,
@@ -106,6 +126,8 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
                     // did not ask for; only refusals of the round itself count here.
                     if is_config {
                         refused.push(e);
+                    } else if is_unmask {
+                        refused_unmask.push(e);
                     }
                     continue;
                 }
@@ -120,8 +142,14 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
                 }
                 _ => {}
             }
-            if let Some(reply) = reply {
-                let _ = h.server.receive(out.to, reply);
+            match reply {
+                Some(ClientMessage::SurvivorsSigned(signature)) if told_dropped.contains(&out.to) => {
+                    dropped_view_signatures.insert(out.to, signature);
+                }
+                Some(reply) => {
+                    let _ = h.server.receive(out.to, reply);
+                }
+                None => {}
             }
         }
     }
@@ -132,7 +160,26 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
         let (s, b) = (interpolate(&mask_key[..t]), interpolate(&self_mask[..t]));
         unmask(&params, &ctx, target, &keys, s, b, masked.unwrap())
     });
-    Outcome { refused, mask_key_shares, self_mask_shares, recovered, input }
+    Outcome { refused, refused_unmask, mask_key_shares, self_mask_shares, recovered, input }
+}
+
+/// The unmask request a holder `v` told that `target` dropped gets: every other holder
+/// survived, the target did not, with the signatures over the same (false) survivor set.
+fn dropped_view_request(
+    graph: &NeighbourGraph,
+    v: ClientId,
+    target: ClientId,
+    signatures: &BTreeMap<ClientId, Option<[u8; 64]>>,
+) -> ServerMessage {
+    let mut holders = graph.neighbours(v);
+    holders.push(v);
+    holders.sort_unstable();
+    let signatures = holders
+        .iter()
+        .filter_map(|signer| Some(SurvivorSignature { signer: *signer, signature: (*signatures.get(signer)?)? }))
+        .collect();
+    holders.retain(|&c| c != target);
+    ServerMessage::UnmaskRequest(UnmaskRequest { survivors: holders, dropped: vec![target], signatures })
 }
 
 fn interpolate(shares: &[(u32, Scalar)]) -> Scalar {
@@ -202,24 +249,59 @@ fn clients_refuse_the_thresholds_that_let_a_split_view_through() {
     assert!(matches!(outcome.refused[0], ClientError::UnsafeThreshold { threshold: 5, required: 6, .. }));
 }
 
+/// (k, t) the server picks now: sized for a server that lies about dropouts.
+fn semi_malicious_sizing(n: u32) -> RoundParams {
+    let threat =
+        ThreatModel { corrupt_fraction: 0.05, dropout_fraction: 0.1, adversary: AdversaryClass::SemiMaliciousServer };
+    let p = find_graph_parameters(n, &threat).unwrap();
+    params(n, p.neighbours, p.threshold)
+}
+
 #[test]
 fn at_the_thresholds_clients_accept_no_split_view_gets_both_secrets() {
-    let enrollment = Enrollment::new();
+    // Even with clients that check no survivor-set signatures (anonymous, in the curious
+    // mode), the thresholds alone leave the split one share short: t holders reveal the
+    // mask key, the other k + 1 − t fall short for b_u.
     for n in [20, 100] {
-        let threat = ThreatModel {
-            corrupt_fraction: 0.05,
-            dropout_fraction: 0.1,
-            adversary: AdversaryClass::SemiMaliciousServer,
-        };
-        let sized = find_graph_parameters(n, &threat).unwrap();
-        let p = params(n, sized.neighbours, sized.threshold);
+        let p = semi_malicious_sizing(n);
         let (k, t) = (p.neighbours as usize, p.threshold as usize);
-        let outcome = split_view(p, ClientPolicy::default(), id(5), Some(&enrollment));
+        let outcome = split_view(p, any_threshold(), id(5), None);
         assert!(outcome.refused.is_empty(), "n = {n}: {:?}", outcome.refused.first());
-        // t holders revealed the mask key; the other k + 1 − t fall short for b_u.
         assert_eq!(outcome.mask_key_shares, t, "n = {n}");
         assert_eq!(outcome.self_mask_shares, k + 1 - t, "n = {n}");
         assert!(outcome.self_mask_shares < t, "n = {n}: k = {k}, t = {t}");
         assert_eq!(outcome.recovered, None);
+    }
+}
+
+#[test]
+fn the_consistency_round_stops_a_split_view_before_any_share_of_the_target_leaves() {
+    // Certified clients with the default policy sign the survivor set they are shown and
+    // reveal only when t of their holders signed the same one. Each side of the split
+    // signed a different set, so a holder told the lie has only the signatures of the
+    // other liars' victims among its own holders — fewer than t here, even at the old
+    // thresholds. (The guarantee rests on the thresholds; this is the second lock.)
+    let enrollment = Enrollment::new();
+    for (n, old_thresholds) in [(20, false), (100, false), (100, true)] {
+        let p = if old_thresholds { curious_sizing(n) } else { semi_malicious_sizing(n) };
+        let t = p.threshold as usize;
+        // At the old thresholds, only clients that accept them would take part.
+        let policy = if old_thresholds { any_threshold() } else { ClientPolicy::default() };
+        let outcome = split_view(p, policy, id(5), Some(&enrollment));
+        let case = format!("n = {n}, old thresholds: {old_thresholds}");
+        assert!(outcome.refused.is_empty(), "{case}: {:?}", outcome.refused.first());
+        // A holder told the lie reveals only if all t − 1 other victims of the lie are its
+        // neighbours (a t-clique around the target, which the server cannot arrange: the
+        // graph follows from the cohort's nonces). The others refuse; those told the truth
+        // reveal b_u (harmless without s_u), or refuse too when fewer than t of their
+        // holders signed the truth.
+        assert!(outcome.refused_unmask.len() >= t / 2, "{case}");
+        assert!(
+            outcome.refused_unmask.iter().all(|e| matches!(e, ClientError::TooFewSurvivorSignatures { .. })),
+            "{case}: {:?}",
+            outcome.refused_unmask
+        );
+        assert!(outcome.mask_key_shares < t, "{case}");
+        assert_eq!(outcome.recovered, None, "{case}");
     }
 }

@@ -1,7 +1,9 @@
 //! A server that substitutes, invents or re-seats a target's neighbours, played against
 //! real honest clients with certificates from the enrollment authority. Each attack ends
 //! in a typed refusal before the target shares its secrets (or, for withheld envelopes,
-//! before it sends its masked input): nothing secret leaves it.
+//! before it sends its masked input): nothing secret leaves it. The consistency round:
+//! survivor sets a client will not sign, and unmask requests without t holder signatures
+//! over the set it signed, are refused before any share is revealed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
@@ -11,7 +13,7 @@ use privagg_crypto::SecretKey;
 use privagg_protocol::graph_params::{AdversaryClass, ThreatModel, find_graph_parameters};
 use privagg_protocol::{
     AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, KeyList, NeighbourGraph,
-    RoundParams, ServerMessage, Violation, cohort,
+    RoundParams, ServerMessage, UnmaskRequest, Violation, cohort,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -266,4 +268,115 @@ fn the_server_refuses_an_advertisement_not_signed_by_the_senders_certificate() {
     assert!(h.server_errors.iter().any(|(c, e)| *c == 4
         && matches!(e, privagg_protocol::ServerError::Violation { violation: Violation::BadSignature, .. })));
     assert_eq!(h.assert_exact().len(), 9);
+}
+
+/// Runs a certified round of 10 until client 1 is about to receive a message matching
+/// `stop`.
+fn certified_until(enrollment: &Enrollment, stop: impl FnMut(&ServerMessage) -> bool) -> (Harness, ServerMessage) {
+    let h = Harness::certified(params(10, 9, 6, 8, 32), 31, ClientPolicy::default(), enrollment);
+    until(h, stop)
+}
+
+/// Delivers `msg` to client 1, expecting a refusal that leaves it failed.
+fn refuses(h: &mut Harness, msg: ServerMessage) -> ClientError {
+    let (client, rng) = &mut h.clients[0];
+    let err = client.receive(msg, rng).expect_err("the client should refuse");
+    assert_eq!(client.state(), ClientState::Failed);
+    err
+}
+
+#[test]
+fn survivor_sets_a_client_cannot_vouch_for_are_not_signed() {
+    let enrollment = Enrollment::new();
+    let is_check = |m: &ServerMessage| matches!(m, ServerMessage::ConsistencyCheck(_));
+    type Case = fn(&mut Vec<ClientId>);
+    let cases: [(&str, Case); 4] = [
+        ("without the client", |u| u.retain(|&c| c != id(1))),
+        ("below the round's minimum", |u| u.truncate(5)),
+        ("out of order", |u| u.swap(2, 3)),
+        ("repeated", |u| u[3] = u[2]),
+    ];
+    for (case, tamper) in cases {
+        let (mut h, honest) = certified_until(&enrollment, is_check);
+        let ServerMessage::ConsistencyCheck(mut survivors) = honest else { unreachable!() };
+        assert_eq!(survivors.len(), 10);
+        tamper(&mut survivors);
+        let err = refuses(&mut h, ServerMessage::ConsistencyCheck(survivors));
+        assert!(matches!(err, ClientError::SurvivorSetRefused(_)), "{case}: {err}");
+    }
+}
+
+#[test]
+fn shares_are_revealed_only_with_t_holder_signatures_over_the_set_the_client_signed() {
+    let enrollment = Enrollment::new();
+    let is_request = |m: &ServerMessage| matches!(m, ServerMessage::UnmaskRequest(_));
+    // Each case runs a fresh round (fresh certificates): the tampering applies to the
+    // request the honest server made in it.
+    let honest_request = || {
+        let (h, honest) = certified_until(&enrollment, is_request);
+        let ServerMessage::UnmaskRequest(request) = honest else { unreachable!() };
+        assert_eq!(request.signatures.len(), 10, "every holder signed");
+        (h, request)
+    };
+    type Case = (&'static str, fn(&mut UnmaskRequest), ClientError);
+    let cases: [Case; 5] = [
+        (
+            "t − 1 signatures",
+            |r| r.signatures.truncate(5),
+            ClientError::TooFewSurvivorSignatures { signed: 5, threshold: 6 },
+        ),
+        ("a forged signature", |r| r.signatures[2].signature[0] ^= 1, ClientError::BadSurvivorSignature(id(3))),
+        (
+            "one signer's signature passed off as another's",
+            |r| r.signatures[3].signature = r.signatures[2].signature,
+            ClientError::BadSurvivorSignature(id(4)),
+        ),
+        (
+            "a signature counted twice",
+            |r| {
+                let again = r.signatures[2];
+                r.signatures.insert(2, again);
+            },
+            ClientError::DuplicatePeer(id(3)),
+        ),
+        (
+            "a holder declared dropped after the client signed it survived",
+            |r| {
+                r.survivors.retain(|&c| c != id(4));
+                r.dropped.push(id(4));
+            },
+            ClientError::InconsistentUnmaskRequest(
+                "client 4's status contradicts the survivor set this client signed".into(),
+            ),
+        ),
+    ];
+    for (case, tamper, expected) in cases {
+        let (mut h, mut request) = honest_request();
+        tamper(&mut request);
+        assert_eq!(refuses(&mut h, ServerMessage::UnmaskRequest(request)), expected, "{case}");
+    }
+    // The honest request is answered.
+    let (mut h, honest) = honest_request();
+    let (client, rng) = &mut h.clients[0];
+    assert!(matches!(
+        client.receive(ServerMessage::UnmaskRequest(honest), rng),
+        Ok(Some(ClientMessage::UnmaskResponse(_)))
+    ));
+}
+
+#[test]
+fn the_server_drops_a_client_whose_survivor_signature_does_not_verify() {
+    let enrollment = Enrollment::new();
+    let mut h = Harness::certified(params(10, 9, 6, 8, 32), 33, ClientPolicy::default(), &enrollment);
+    h.run(|_, from, msg| match msg {
+        ClientMessage::SurvivorsSigned(Some(mut signature)) if from == id(4) => {
+            signature[0] ^= 1;
+            Some(ClientMessage::SurvivorsSigned(Some(signature)))
+        }
+        other => Some(other),
+    });
+    assert!(h.server_errors.iter().any(|(c, e)| *c == 4
+        && matches!(e, privagg_protocol::ServerError::Violation { violation: Violation::BadSignature, .. })));
+    // Its masked input is in the sum: its holders reveal b_4 as usual.
+    assert_eq!(h.assert_exact().len(), 10);
 }

@@ -68,6 +68,7 @@ fn never_both_shares_of_one_peer() {
     let second = UnmaskRequest {
         survivors: first.survivors.iter().copied().filter(|&c| c != id(2)).collect(),
         dropped: vec![id(2)],
+        signatures: vec![],
     };
     assert!(matches!(give(&mut h, ServerMessage::UnmaskRequest(second)), Err(ClientError::UnexpectedMessage { .. })));
 }
@@ -274,7 +275,7 @@ fn inputs_are_checked() {
 fn out_of_phase_messages_and_aborts_end_the_clients_round() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let mut c = ClientRound::new(ClientPolicy::default(), None, &mut rng);
-    let msg = ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![], dropped: vec![] });
+    let msg = ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![], dropped: vec![], signatures: vec![] });
     assert_eq!(
         c.receive(msg, &mut rng),
         Err(ClientError::UnexpectedMessage { state: "awaiting the config", message: "UnmaskRequest" })

@@ -11,7 +11,7 @@ use privagg_protocol::cohort::RevealedSeat;
 use privagg_protocol::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, DecodeError,
     ENVELOPE_LEN, Envelope, KeyList, Leave, Limits, PackedVector, PeerEntry, PrgKind, RevealedShare, RoundParams,
-    ServerMessage, UnmaskRequest, UnmaskResponse,
+    ServerMessage, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -60,7 +60,14 @@ fn server_messages() -> Vec<ServerMessage> {
         }),
         ServerMessage::ForwardedShares(vec![envelope(2), envelope(3)]),
         ServerMessage::ForwardedShares(vec![]),
-        ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![id(1), id(2)], dropped: vec![id(9)] }),
+        ServerMessage::UnmaskRequest(UnmaskRequest {
+            survivors: vec![id(1), id(2)],
+            dropped: vec![id(9)],
+            signatures: vec![
+                SurvivorSignature { signer: id(1), signature: [1; 64] },
+                SurvivorSignature { signer: id(2), signature: [2; 64] },
+            ],
+        }),
         ServerMessage::RoundComplete { inputs: 99 },
         ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "only 3 clients remain — abandon")),
         ServerMessage::KeyList(KeyList {
@@ -71,6 +78,8 @@ fn server_messages() -> Vec<ServerMessage> {
                 certified: Some(Certified { certificate: Arc::from(&b"a certificate"[..]), signature: [9; 64] }),
             }],
         }),
+        ServerMessage::ConsistencyCheck(vec![id(1), id(2), id(300)]),
+        ServerMessage::ConsistencyCheck(vec![]),
     ]
 }
 
@@ -94,6 +103,8 @@ fn client_messages() -> Vec<ClientMessage> {
         }),
         ClientMessage::Leave(Leave::new([0x1e; 32], "dimension 7 ≠ 8")),
         ClientMessage::AdvertiseKeys(advertisement(4, Some([0xab; 64]))),
+        ClientMessage::SurvivorsSigned(Some([0x5e; 64])),
+        ClientMessage::SurvivorsSigned(None),
     ]
 }
 

@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::{id, params, simulation};
-use privagg_protocol::simulator::{DropKind, DropPoint, simulate};
-use privagg_protocol::{DropReason, Phase, PrgKind, RoundAbort};
+use common::{Enrollment, id, params, simulation};
+use privagg_protocol::graph_params::{AdversaryClass, ThreatModel, find_graph_parameters};
+use privagg_protocol::simulator::{DropKind, DropPoint, Simulation, simulate};
+use privagg_protocol::{ClientPolicy, DropReason, Phase, PrgKind, RoundAbort};
 
 /// Runs a round and checks the sum; returns the number of inputs in it (0 when a
 /// client vanished before revealing its nonce, which aborts the attempt).
@@ -28,7 +29,10 @@ fn assert_exact(p: privagg_protocol::RoundParams, seed: u64, dropouts: &[(u32, D
     // Exactly the clients that sent their masked input are in the sum.
     for c in sim.params.client_ids() {
         let in_sum = match sim.dropouts.get(&c).map(|d| d.point) {
-            None | Some(DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse) => true,
+            None
+            | Some(DropPoint::BeforeSignature | DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse) => {
+                true
+            }
             Some(_) => false,
         };
         assert_eq!(output.included.contains(&c), in_sum, "{c}");
@@ -79,7 +83,7 @@ fn exact_sum_with_many_dropouts_spread_over_phases_and_seeds() {
     for seed in 0..6u64 {
         let dropouts: Vec<_> = (0..10u32)
             .map(|i| {
-                let point = DropPoint::ALL[1 + ((i as u64 + seed) % 4) as usize];
+                let point = DropPoint::ALL[1 + ((i as u64 + seed) % 5) as usize];
                 let kind = if i % 2 == 0 { DropKind::Silent } else { DropKind::ConnectionLost };
                 (1 + i * 10 + (seed as u32 % 10), point, kind)
             })
@@ -172,4 +176,50 @@ fn traffic_is_bit_packed() {
     let per_client = out.traffic.to_server / 4;
     assert!(per_client < 2500 + 1000, "{per_client} bytes per client");
     assert!(per_client >= 2500);
+}
+
+#[test]
+fn certified_rounds_with_ten_percent_dropping_at_each_phase_are_exact() {
+    // The default mode: certified clients with the default policy, sized for a server
+    // that lies about dropouts, so the consistency round runs too.
+    let enrollment = Enrollment::new();
+    let n = 40;
+    let threat =
+        ThreatModel { corrupt_fraction: 0.05, dropout_fraction: 0.1, adversary: AdversaryClass::SemiMaliciousServer };
+    let sized = find_graph_parameters(n, &threat).unwrap();
+    let mut p = params(n, sized.neighbours, sized.threshold, 16, 32);
+    p.min_clients = sized.threshold.max(n * 9 / 10);
+    let identities: Vec<_> = p.client_ids().map(|c| enrollment.identity(&format!("client-{}", c.get()))).collect();
+    let certified = |seed: u64, dropouts: &[(u32, DropPoint, DropKind)]| {
+        let sim = Simulation {
+            policy: ClientPolicy::default(),
+            identities: identities.clone(),
+            ..simulation(p.clone(), seed, dropouts)
+        };
+        simulate(&sim).unwrap()
+    };
+    let mut mixed = Vec::new();
+    for (i, point) in DropPoint::ALL[1..].iter().copied().enumerate() {
+        let kind = if i % 2 == 0 { DropKind::Silent } else { DropKind::ConnectionLost };
+        let dropouts: Vec<_> = (0..4).map(|j| (3 + 10 * j + i as u32, point, kind)).collect();
+        mixed.push(dropouts[i % 4]);
+        let out = certified(i as u64, &dropouts);
+        let output = out.result.unwrap_or_else(|e| panic!("{point:?}: {e}"));
+        assert_eq!(output.sum, out.expected_sum, "{point:?}");
+        assert!(out.client_errors.is_empty(), "{point:?}: {:?}", out.client_errors);
+        let in_sum = !matches!(point, DropPoint::BeforeShareKeys | DropPoint::BeforeMaskedInput);
+        assert_eq!(output.included.len(), if in_sum { 40 } else { 36 }, "{point:?}");
+        let phases: Vec<Phase> = out.dropped.iter().map(|d| d.phase).collect();
+        let expected = match point {
+            DropPoint::BeforeShareKeys => vec![Phase::ShareKeys; 4],
+            DropPoint::BeforeMaskedInput => vec![Phase::MaskedInput; 4],
+            DropPoint::BeforeSignature => vec![Phase::Consistency; 4],
+            DropPoint::BeforeUnmaskResponse => vec![Phase::Unmask; 4],
+            _ => vec![],
+        };
+        assert_eq!(phases, expected, "{point:?}");
+    }
+    // One client dropping at each phase, in the same round.
+    let out = certified(9, &mixed);
+    assert_eq!(out.result.unwrap().sum, out.expected_sum);
 }

@@ -799,6 +799,7 @@ fn drop_point_of(msg: &ServerMessage) -> Option<DropPoint> {
         ServerMessage::Config(_) => Some(DropPoint::BeforeAdvertiseKeys),
         ServerMessage::KeyList(_) => Some(DropPoint::BeforeShareKeys),
         ServerMessage::ForwardedShares(_) => Some(DropPoint::BeforeMaskedInput),
+        ServerMessage::ConsistencyCheck(_) => Some(DropPoint::BeforeSignature),
         ServerMessage::UnmaskRequest(_) => Some(DropPoint::BeforeUnmaskResponse),
         _ => None,
     }

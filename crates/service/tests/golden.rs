@@ -19,7 +19,7 @@ use privagg_protocol::cohort::{self, RevealedSeat};
 use privagg_protocol::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, ENVELOPE_LEN,
     Envelope, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare, RoundParams, ServerMessage,
-    UnmaskRequest, UnmaskResponse,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
 use privagg_service::{AggregationMode, RoundSettings};
@@ -177,6 +177,7 @@ fn vectors() -> Vec<Vector> {
         PeerEntry { id: id(4), keys: keys(4), certified: None },
     ];
     let advertisement = cohort::advertisement_message(&hash, id(2), &keys(2), &[2; 32]);
+    let survivors = cohort::survivors_message(&labelling.session_id, 3, &[id(1), id(2), id(4)]);
     let config =
         Config { params: params(), client_id: id(2), cohort: hash, app_data: Arc::from(&b"settings and model"[..]) };
     let header = privagg_service::frame::header(300).unwrap().to_vec();
@@ -186,8 +187,13 @@ fn vectors() -> Vec<Vector> {
         server_message("ForwardedShares", ServerMessage::ForwardedShares(vec![envelope(1), envelope(4)])),
         server_message(
             "UnmaskRequest",
-            ServerMessage::UnmaskRequest(UnmaskRequest { survivors: vec![id(1), id(2)], dropped: vec![id(4)] }),
+            ServerMessage::UnmaskRequest(UnmaskRequest {
+                survivors: vec![id(1), id(2)],
+                dropped: vec![id(4)],
+                signatures: vec![SurvivorSignature { signer: id(1), signature: [0x52; 64] }],
+            }),
         ),
+        server_message("ConsistencyCheck", ServerMessage::ConsistencyCheck(vec![id(1), id(2)])),
         server_message("RoundComplete", ServerMessage::RoundComplete { inputs: 4 }),
         server_message("Abort (server)", ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "too few"))),
         server_message("Abort (dropped)", ServerMessage::Abort(Abort::new(AbortCode::Dropped, "missed the deadline"))),
@@ -212,6 +218,8 @@ fn vectors() -> Vec<Vector> {
                 mask_key_shares: vec![RevealedShare { owner: id(4), value: -Scalar::ONE }],
             }),
         ),
+        client_message("SurvivorsSigned", ClientMessage::SurvivorsSigned(Some([0x53; 64]))),
+        client_message("SurvivorsSigned (anonymous)", ClientMessage::SurvivorsSigned(None)),
         client_message("Leave", ClientMessage::Leave(Leave::new([2; 32], "dimension 7 ≠ 8"))),
         to_server("Hello", ClientServiceMessage::Hello { token: "tok-1".into(), identity: [3; 16], resume: None }),
         to_server(
@@ -250,6 +258,11 @@ fn vectors() -> Vec<Vector> {
             name: "signed advertisement",
             bytes: advertisement.clone(),
             decodes_back: Box::new(move |b| b == advertisement),
+        },
+        Vector {
+            name: "signed survivor set",
+            bytes: survivors.clone(),
+            decodes_back: Box::new(move |b| b == survivors),
         },
     ]
 }

@@ -45,7 +45,7 @@ fn ten_clients_give_the_exact_weighted_sum() {
     assert!(commit.dropped.is_empty() && commit.reconnected.is_empty());
     assert!(commit.bytes_in > 0 && commit.bytes_out > 0);
     let phases: Vec<&str> = commit.timings.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(phases, ["advertise_keys", "share_keys", "masked_input", "unmask", "reconstruct"]);
+    assert_eq!(phases, ["advertise_keys", "share_keys", "masked_input", "consistency", "unmask", "reconstruct"]);
     assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 1 }));
     assert!(
         h.peers.iter().all(|p| matches!(p.events.last(), Some(ClientEvent::SessionEnded { completed_rounds: 1, .. })))
@@ -72,6 +72,7 @@ fn a_client_vanishing_at_any_point_leaves_the_exact_sum_of_the_others() {
                 DropPoint::BeforeAdvertiseKeys => "advertise_keys",
                 DropPoint::BeforeShareKeys => "share_keys",
                 DropPoint::BeforeMaskedInput => "masked_input",
+                DropPoint::BeforeSignature => "consistency",
                 DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse => "unmask",
             };
             match dropped.as_slice() {

@@ -50,6 +50,7 @@ pub fn simulation(p: RoundParams, seed: u64, dropouts: &[(u32, DropPoint, DropKi
         dropouts: dropouts.iter().map(|&(c, point, kind)| (id(c), Dropout { point, kind })).collect::<BTreeMap<_, _>>(),
         seed,
         policy: any_threshold(),
+        identities: Vec::new(),
     }
 }
 

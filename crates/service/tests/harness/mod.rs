@@ -853,5 +853,5 @@ pub mod ty {
 
 /// Whether `point` is one at which a client's input is already in the sum.
 pub fn in_sum_at(point: DropPoint) -> bool {
-    matches!(point, DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse)
+    matches!(point, DropPoint::BeforeSignature | DropPoint::BeforeUnmaskResponse | DropPoint::AfterUnmaskResponse)
 }
