@@ -13,7 +13,7 @@ use std::time::Duration;
 use privagg_ca::Authority;
 use privagg_client::{Client, ClientOptions, PrivateKey};
 use privagg_protocol::AdversaryClass;
-use privagg_server::{ServeConfig, ServeError, Server, ServerEvent, SessionSummary, Threat};
+use privagg_server::{Deviation, ServeConfig, ServeError, Server, ServerEvent, SessionSummary, Threat};
 use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -105,7 +105,12 @@ impl Running {
 
 /// Binds and starts a server; one that assumes a malicious server and has no client
 /// root yet gets the test's own enrollment authority.
-pub async fn start(mut config: ServeConfig) -> Running {
+pub async fn start(config: ServeConfig) -> Running {
+    start_deviating(config, None).await
+}
+
+/// [`start`], with a server that deviates from the protocol as `deviation` says.
+pub async fn start_deviating(mut config: ServeConfig, deviation: Option<Deviation>) -> Running {
     let authority = (config.threat == Threat::Malicious && config.client_ca.is_none()).then(|| {
         let authority = Authority::create("privagg e2e authority", 1).unwrap();
         let root = config.state.with_extension("client-ca.der");
@@ -115,6 +120,9 @@ pub async fn start(mut config: ServeConfig) -> Running {
     });
     let threat = config.threat;
     let mut server = Server::bind(config).await.unwrap();
+    if let Some(deviation) = deviation {
+        server.deviate(deviation);
+    }
     let events = server.subscribe();
     Running {
         addr: server.local_addr().unwrap(),

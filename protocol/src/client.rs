@@ -689,7 +689,8 @@ fn check_cohort(
 
 /// Checks the survivor-set signatures forwarded with an unmask request: each from a
 /// distinct holder of this client's shares (itself included), valid under the certificate
-/// the key list showed; and at least t of them.
+/// the key list showed; and at least t of them. Only the first t are verified: more
+/// prove nothing more.
 fn check_survivor_signatures(
     identity: &Identity,
     seat: &Seat,
@@ -699,11 +700,15 @@ fn check_survivor_signatures(
 ) -> Result<(), ClientError> {
     let message = cohort::survivors_message(&session.ctx.session_id, seat.params.round, survivors);
     let mut previous: Option<ClientId> = None;
-    for s in signatures {
+    let threshold = seat.params.threshold as usize;
+    for (i, s) in signatures.iter().enumerate() {
         if previous.is_some_and(|p| p >= s.signer) {
             return Err(ClientError::DuplicatePeer(s.signer));
         }
         previous = Some(s.signer);
+        if i >= threshold {
+            continue;
+        }
         let certificate = match s.signer == seat.id {
             true => Some(&identity.certificate),
             false => session.certificates.get(&s.signer).filter(|_| session.held.contains_key(&s.signer)),
@@ -712,7 +717,7 @@ fn check_survivor_signatures(
         verify_signed_by(certificate, &message, &s.signature)
             .map_err(|_| ClientError::BadSurvivorSignature(s.signer))?;
     }
-    if signatures.len() < seat.params.threshold as usize {
+    if signatures.len() < threshold {
         return Err(ClientError::TooFewSurvivorSignatures {
             signed: signatures.len(),
             threshold: seat.params.threshold,

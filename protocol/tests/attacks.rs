@@ -7,7 +7,11 @@
 //! At the thresholds privagg's server used to pick (sized for a curious server) the
 //! attack recovered an honest client's exact input with every client honest; clients now
 //! refuse such rounds. At the thresholds they accept (2t ≥ k + 2 + c) no split gathers t
-//! shares of both secrets, and the masked input stays masked.
+//! shares of both secrets, and the masked input stays masked. The lying server also
+//! splits the survivor set each side signs in the consistency round, and forwards to
+//! each holder only the signatures over the set it signed: at the accepted thresholds
+//! that stops the truth side too; at the old ones it does not, which is why clients rely
+//! on the thresholds.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
@@ -103,7 +107,7 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
                     let labelling = cohort::labelling(&cohort_hash, list.cohort.iter().map(|s| &s.nonce));
                     session_id = labelling.session_id;
                     let g = NeighbourGraph::new(params.num_clients, params.neighbours, &labelling.graph_seed);
-                    told_dropped = g.neighbours(target).into_iter().take(t).collect();
+                    told_dropped = lie_targets(&g, target, t);
                     graph = Some(g);
                     keys = list.entries.iter().map(|e| (e.id, e.keys)).collect::<BTreeMap<ClientId, AdvertisedKeys>>();
                 }
@@ -161,6 +165,23 @@ fn split_view(params: RoundParams, policy: ClientPolicy, target: ClientId, enrol
         unmask(&params, &ctx, target, &keys, s, b, masked.unwrap())
     });
     Outcome { refused, refused_unmask, mask_key_shares, self_mask_shares, recovered, input }
+}
+
+/// The t holders of `target` to lie to: if it can, the server picks t that all neighbour
+/// each other, so that each of them sees t signatures over the false survivor set (in a
+/// ring lattice, holders close together on the ring); otherwise the first t.
+fn lie_targets(graph: &NeighbourGraph, target: ClientId, t: usize) -> Vec<ClientId> {
+    let holders = graph.neighbours(target);
+    let clique = holders.iter().find_map(|&seed| {
+        let mut chosen = vec![seed];
+        for &v in &holders {
+            if chosen.len() < t && !chosen.contains(&v) && chosen.iter().all(|&c| graph.are_neighbours(c, v)) {
+                chosen.push(v);
+            }
+        }
+        (chosen.len() == t).then_some(chosen)
+    });
+    clique.unwrap_or_else(|| holders.into_iter().take(t).collect())
 }
 
 /// The unmask request a holder `v` told that `target` dropped gets: every other holder
@@ -277,31 +298,37 @@ fn at_the_thresholds_clients_accept_no_split_view_gets_both_secrets() {
 #[test]
 fn the_consistency_round_stops_a_split_view_before_any_share_of_the_target_leaves() {
     // Certified clients with the default policy sign the survivor set they are shown and
-    // reveal only when t of their holders signed the same one. Each side of the split
-    // signed a different set, so a holder told the lie has only the signatures of the
-    // other liars' victims among its own holders — fewer than t here, even at the old
-    // thresholds. (The guarantee rests on the thresholds; this is the second lock.)
+    // reveal only when t of their holders signed the same one. The server lies to t of
+    // the target's holders that neighbour each other, so they do see t signatures over
+    // the false set; but the target's own holders left to sign the true set are
+    // k + 1 − t < t: the target itself refuses, and b_u stays out of reach.
     let enrollment = Enrollment::new();
-    for (n, old_thresholds) in [(20, false), (100, false), (100, true)] {
-        let p = if old_thresholds { curious_sizing(n) } else { semi_malicious_sizing(n) };
-        let t = p.threshold as usize;
-        // At the old thresholds, only clients that accept them would take part.
-        let policy = if old_thresholds { any_threshold() } else { ClientPolicy::default() };
-        let outcome = split_view(p, policy, id(5), Some(&enrollment));
-        let case = format!("n = {n}, old thresholds: {old_thresholds}");
+    for n in [20, 100] {
+        let p = semi_malicious_sizing(n);
+        let (k, t) = (p.neighbours as usize, p.threshold as usize);
+        let outcome = split_view(p, ClientPolicy::default(), id(5), Some(&enrollment));
+        let case = format!("n = {n}");
         assert!(outcome.refused.is_empty(), "{case}: {:?}", outcome.refused.first());
-        // A holder told the lie reveals only if all t − 1 other victims of the lie are its
-        // neighbours (a t-clique around the target, which the server cannot arrange: the
-        // graph follows from the cohort's nonces). The others refuse; those told the truth
-        // reveal b_u (harmless without s_u), or refuse too when fewer than t of their
-        // holders signed the truth.
-        assert!(outcome.refused_unmask.len() >= t / 2, "{case}");
+        assert!(k + 1 - t < t, "{case}");
+        assert!(!outcome.refused_unmask.is_empty(), "{case}");
         assert!(
             outcome.refused_unmask.iter().all(|e| matches!(e, ClientError::TooFewSurvivorSignatures { .. })),
             "{case}: {:?}",
             outcome.refused_unmask
         );
-        assert!(outcome.mask_key_shares < t, "{case}");
+        assert!(outcome.self_mask_shares < t, "{case}");
         assert_eq!(outcome.recovered, None, "{case}");
     }
+}
+
+#[test]
+fn the_consistency_round_alone_does_not_stop_a_split_view_at_the_old_thresholds() {
+    // Why clients enforce the thresholds and do not rely on the signatures: on a sparse
+    // graph at k = 16, t = 6 the server lies to t holders that neighbour each other. Each
+    // of them sees t signatures over the false set, the other k + 1 − t ≥ t holders see
+    // t over the true one, and the input falls out — with every signature valid.
+    let p = curious_sizing(100);
+    let outcome = split_view(p, any_threshold(), id(37), Some(&Enrollment::new()));
+    assert!(outcome.refused.is_empty() && outcome.refused_unmask.is_empty());
+    assert_eq!(outcome.recovered, Some(outcome.input));
 }

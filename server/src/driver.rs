@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use privagg_protocol::{Limits, ServerMessage};
+use privagg_service::frame::Frame;
+use privagg_service::message::FromServer;
 use privagg_service::{Action, ConnId, ServerSession, SessionEnd, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -31,7 +34,13 @@ pub(crate) struct Driver {
     pub events: mpsc::Receiver<ConnEvent>,
     pub observer: Option<mpsc::UnboundedSender<ServerEvent>>,
     pub shutdown: watch::Receiver<bool>,
+    pub deviation: Option<Deviation>,
 }
+
+/// Rewrites each protocol message on its way to a connection: a server that deviates
+/// from the protocol, for tests that play one against real clients. Clients assume any
+/// server may do this; it gives the server no power it does not have anyway.
+pub type Deviation = Box<dyn FnMut(ConnId, &mut ServerMessage) + Send>;
 
 impl Driver {
     /// Runs the session to its end; on an error of its own, tells every client why.
@@ -91,7 +100,10 @@ impl Driver {
     async fn perform_actions(&mut self) -> Result<Option<SessionEnd>, ServeError> {
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Send { conn, frame } => self.to_conn(conn, Outbound::Frame(frame)),
+                Action::Send { conn, frame } => {
+                    let frame = self.deviate(conn, frame);
+                    self.to_conn(conn, Outbound::Frame(frame));
+                }
                 Action::Close { conn, reason } => self.to_conn(conn, Outbound::Close(reason)),
                 Action::SetFrameLimit { conn, limit } => {
                     if let Some(handle) = self.conns.get(&conn) {
@@ -122,6 +134,19 @@ impl Driver {
             }
         }
         Ok(None)
+    }
+
+    /// The frame as the deviation rewrites it, if there is one and the frame is a
+    /// protocol message.
+    fn deviate(&mut self, conn: ConnId, frame: Frame) -> Frame {
+        let Some(deviation) = &mut self.deviation else { return frame };
+        match FromServer::decode(&frame.to_vec(), &Limits { max_app_data: u64::MAX, ..Limits::default() }) {
+            Ok(FromServer::Protocol(mut message)) => {
+                deviation(conn, &mut message);
+                Frame::new(message.encode())
+            }
+            _ => frame,
+        }
     }
 
     fn to_conn(&self, conn: ConnId, out: Outbound) {

@@ -53,7 +53,7 @@ use privagg_service::{Admission, ConnId, ServerSession, SessionConfig};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 pub use config::{ServeConfig, Threat};
-pub use driver::ServerEvent;
+pub use driver::{Deviation, ServerEvent};
 pub use error::ServeError;
 pub use privagg_service::SessionEvent;
 pub use record::RoundRecord;
@@ -80,6 +80,7 @@ pub struct Server {
     resume: Resume,
     observer: Option<mpsc::UnboundedSender<ServerEvent>>,
     shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
+    deviation: Option<Deviation>,
 }
 
 /// Stops a running server: the current round aborts and clients are told.
@@ -160,6 +161,7 @@ impl Server {
             resume,
             observer: None,
             shutdown: watch::channel(false),
+            deviation: None,
         })
     }
 
@@ -183,6 +185,12 @@ impl Server {
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.0.clone())
+    }
+
+    /// Makes this server deviate from the protocol as `deviation` says (see
+    /// [`Deviation`]): for tests that play a malicious server against real clients.
+    pub fn deviate(&mut self, deviation: Deviation) {
+        self.deviation = Some(deviation);
     }
 
     /// Runs the session to its end: every configured round completed (or the budget,
@@ -214,6 +222,7 @@ impl Server {
             events,
             observer: self.observer,
             shutdown: self.shutdown.1,
+            deviation: self.deviation,
         };
         let result = driver.run().await;
         accept.abort();

@@ -67,6 +67,10 @@ struct Cli {
     /// about dropouts (privagg serve --threat curious, and clients that accept it).
     #[arg(long)]
     curious: bool,
+    /// Neighbours per client (privagg serve --neighbors): with --curious, the k of the
+    /// default sizing isolates what authentication costs from what a larger graph costs.
+    #[arg(long)]
+    neighbors: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +138,7 @@ async fn run(cli: Cli) -> Result<()> {
         runs: std::env::temp_dir().join(format!("privagg-e2e-runs-{}", std::process::id())),
         phase_timeout: cli.phase_timeout,
         curious: cli.curious,
+        neighbors: cli.neighbors,
     };
     // Masked next to plain for each configuration, so that each ratio is measured close in time.
     let mut points = Vec::new();

@@ -34,6 +34,8 @@ pub struct RunSettings {
     /// Size rounds for a server that only watches (`privagg serve --threat curious`, and
     /// clients that accept it) instead of one that may lie about dropouts.
     pub curious: bool,
+    /// `privagg serve --neighbors` (default: the parameter finder's k for the threat).
+    pub neighbors: Option<u32>,
 }
 
 /// What a client's round ended with.
@@ -89,6 +91,9 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
             }
             if settings.curious {
                 command.args(["--threat", "curious"]);
+            }
+            if let Some(k) = settings.neighbors {
+                command.args(["--neighbors", &k.to_string()]);
             }
             command.env("RUST_LOG", "warn");
         }

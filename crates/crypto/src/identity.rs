@@ -9,7 +9,11 @@
 //! itself uses for TLS — so the certificates are the ones mutual TLS checks too; nothing
 //! here invents a format.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, KeyUsage};
 use zeroize::Zeroizing;
 
@@ -75,9 +79,30 @@ impl IdentityKey {
 
 /// The enrollment authority's root certificate, which every client certificate must
 /// chain to.
+///
+/// It remembers, per certificate it accepted, a span of time over which the certificate
+/// is valid, so that a client meeting the same peers round after round verifies each
+/// chain once rather than every round. A validity period is an interval: a certificate
+/// valid at `now` and at `now + CHAIN_CACHE_HORIZON` is valid at every time between.
 #[derive(Clone, Debug)]
 pub struct TrustRoot {
     anchor: TrustAnchor<'static>,
+    accepted: Arc<Mutex<HashMap<[u8; 32], Span>>>,
+}
+
+/// How far ahead of its first check a certificate's chain is trusted without checking
+/// again, in seconds (if it is still valid then).
+pub const CHAIN_CACHE_HORIZON: u64 = 3600;
+
+/// Most certificates a root remembers; beyond it, it forgets them all and starts over.
+const CHAIN_CACHE_SIZE: usize = 1 << 16;
+
+/// Seconds since the Unix epoch over which a certificate was found valid, both ends
+/// included.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    from: u64,
+    until: u64,
 }
 
 /// The signature algorithms client certificates and their signatures may use.
@@ -88,13 +113,40 @@ impl TrustRoot {
     pub fn from_der(ca: &[u8]) -> Result<Self, IdentityError> {
         let der = CertificateDer::from(ca);
         let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| IdentityError::Certificate(e.to_string()))?;
-        Ok(Self { anchor: anchor.to_owned() })
+        Ok(Self { anchor: anchor.to_owned(), accepted: Arc::default() })
     }
 
     /// Checks that `cert` (DER) is issued by this root, is valid at `now` (seconds since
     /// the Unix epoch) and is for client authentication; returns it, ready to verify
     /// signatures.
     pub fn verify<'a>(&self, cert: &'a [u8], now: u64) -> Result<CertifiedKey<'a>, IdentityError> {
+        let fingerprint: [u8; 32] = Sha256::digest(cert).into();
+        let remembered = self.remembered(&fingerprint);
+        if remembered.is_none_or(|span| now < span.from || now > span.until) {
+            self.verify_chain(cert, now)?;
+            let later = now.saturating_add(CHAIN_CACHE_HORIZON);
+            let until = if self.verify_chain(cert, later).is_ok() { later } else { now };
+            self.remember(fingerprint, Span { from: now, until });
+        }
+        Ok(CertifiedKey { der: CertificateDer::from(cert) })
+    }
+
+    fn remembered(&self, fingerprint: &[u8; 32]) -> Option<Span> {
+        self.accepted.lock().ok()?.get(fingerprint).copied()
+    }
+
+    fn remember(&self, fingerprint: [u8; 32], span: Span) {
+        // A poisoned lock only costs the cache.
+        if let Ok(mut accepted) = self.accepted.lock() {
+            if accepted.len() >= CHAIN_CACHE_SIZE {
+                accepted.clear();
+            }
+            accepted.insert(fingerprint, span);
+        }
+    }
+
+    /// The chain, validity at `now` and usage checks of webpki.
+    fn verify_chain(&self, cert: &[u8], now: u64) -> Result<(), IdentityError> {
         let der = CertificateDer::from(cert);
         parse(&der)?
             .verify_for_usage(
@@ -107,7 +159,7 @@ impl TrustRoot {
                 None,
             )
             .map_err(|e| IdentityError::Certificate(e.to_string()))?;
-        Ok(CertifiedKey { der })
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! root the way peers check each other (issued with rcgen, as `privagg ca` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use privagg_crypto::identity::{IdentityError, IdentityKey, TrustRoot};
+use privagg_crypto::identity::{CHAIN_CACHE_HORIZON, IdentityError, IdentityKey, TrustRoot};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ED25519,
@@ -104,4 +104,27 @@ fn certificates_of_another_root_out_of_date_or_for_servers_are_refused() {
     assert!(refused(b"not a certificate"));
     assert!(TrustRoot::from_der(b"not a certificate").is_err());
     assert_eq!(IdentityKey::from_pkcs8(b"not a key").unwrap_err(), IdentityError::Key);
+}
+
+#[test]
+fn a_remembered_certificate_is_still_refused_outside_the_time_it_was_checked_for() {
+    // A root remembers a certificate it accepted only for a span it checked both ends of.
+    let ca = authority("privagg enrollment");
+    let root = TrustRoot::from_der(&ca.cert).unwrap();
+    let now = NOW as u64;
+    let (cert, _) = client(&ca, NOW - DAY, NOW + DAY, false);
+    assert!(root.verify(&cert, now).is_ok());
+    assert!(root.verify(&cert, now + CHAIN_CACHE_HORIZON).is_ok(), "within the span");
+    assert!(root.verify(&cert, now + 2 * DAY as u64).is_err(), "expired since");
+    assert!(root.verify(&cert, now - 2 * DAY as u64).is_err(), "not yet valid then");
+    assert!(root.verify(&cert, now).is_ok(), "a refusal forgets nothing true");
+    // One expiring within the horizon is remembered for the instant it was checked only.
+    let (short, _) = client(&ca, NOW - DAY, NOW + 60, false);
+    assert!(root.verify(&short, now).is_ok());
+    assert!(root.verify(&short, now + 61).is_err());
+    // Clones share what they remember, and a different certificate is checked anew.
+    let clone = root.clone();
+    let (other_ca_cert, _) = client(&authority("privagg enrollment"), NOW - DAY, NOW + DAY, false);
+    assert!(clone.verify(&cert, now + 10).is_ok());
+    assert!(clone.verify(&other_ca_cert, now + 10).is_err());
 }

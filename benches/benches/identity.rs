@@ -1,0 +1,38 @@
+//! What authenticating peers costs a client, per operation: signing its advertisement,
+//! verifying a neighbour's certificate against the enrollment authority's root (the
+//! chain, validity and usage: one Ed25519 verification inside webpki), and verifying a
+//! signature under an already verified certificate. A client in a round of k neighbours
+//! signs twice (advertisement, survivor set), verifies k certificates, k advertisements
+//! and t survivor-set signatures.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use privagg_ca::Authority;
+use privagg_crypto::identity::{IdentityKey, TrustRoot, verify_signed_by};
+
+fn identity(c: &mut Criterion) {
+    let mut group = c.benchmark_group("identity");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2)).sample_size(30);
+    let authority = Authority::create("bench authority", 1).expect("authority");
+    let issued = authority.issue("client", 1).expect("certificate");
+    let key = IdentityKey::from_pkcs8(&issued.key).expect("key");
+    let root = TrustRoot::from_der(authority.root_der()).expect("root");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // An advertisement is 4 + 32 + 32 + 32 bytes after a 52-byte prefix and the cohort hash.
+    let message = [7u8; 180];
+    let signature = key.sign(&message);
+    group.bench_function("sign", |b| b.iter(|| key.sign(black_box(&message))));
+    group.bench_function("verify_certificate", |b| {
+        b.iter(|| root.verify(black_box(&issued.cert), now).expect("valid").verify_signature(&message, &signature))
+    });
+    group.bench_function("verify_chain_only", |b| b.iter(|| root.verify(black_box(&issued.cert), now).is_ok()));
+    group.bench_function("verify_signature", |b| {
+        b.iter(|| verify_signed_by(black_box(&issued.cert), &message, &signature).expect("valid"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, identity);
+criterion_main!(benches);
