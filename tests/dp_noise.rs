@@ -68,8 +68,11 @@ async fn with_only_n_min_survivors_the_noise_is_still_the_configured_sigma() {
     assert_eq!(inputs, 8);
     let var = check(&plan, &model, inputs);
     // The sum's noise std, in model units, is at least z·C (here 1 · 1): the shares of
-    // n_min = 8 clients alone give the configured σ, inflated for the rounding.
+    // the n_min − colluders = 7 honest clients alone give the configured σ, inflated for
+    // the rounding; the 8 in the sum give √(8/7) of it.
+    assert_eq!(plan.honest_shares, 7, "one colluder assumed among 8 (5 %, rounded up)");
     let sum_std = var.sqrt() * 10.0;
-    assert!((sum_std / plan.central_std - 1.0).abs() < 0.06, "{sum_std} vs {}", plan.central_std);
+    let expected = plan.central_std * (8.0f64 / 7.0).sqrt();
+    assert!((sum_std / expected - 1.0).abs() < 0.06, "{sum_std} vs {expected}");
     assert!(plan.central_std >= 1.0 && plan.effective_noise_multiplier >= 1.0);
 }

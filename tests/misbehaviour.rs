@@ -155,8 +155,8 @@ async fn a_client_demanding_more_noise_than_offered_stays_out() {
     cfg.phase_timeout = 300.0;
     let running = start(cfg).await;
     let ups = updates(2, dim, 8);
-    let picky = submit(&running, vec![0.0; dim], 1.0, |o| o.min_noise_multiplier = Some(5.0));
-    let a = submit(&running, ups[0].clone(), 1.0, |o| o.min_noise_multiplier = Some(0.5));
+    let picky = submit(&running, vec![0.0; dim], 1.0, |o| o.privacy.min_noise_multiplier = 5.0);
+    let a = submit(&running, ups[0].clone(), 1.0, |o| o.privacy.min_noise_multiplier = 0.5);
     let b = submit(&running, ups[1].clone(), 1.0, |_| {});
     assert!(matches!(picky.await.unwrap(), Err(SdkError::Round(RoundError::PolicyRefused(_)))));
     a.await.unwrap().unwrap();

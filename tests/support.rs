@@ -61,6 +61,8 @@ pub struct Running {
     pub threat: Threat,
     /// The authority that certifies the clients, unless the test brought its own.
     pub authority: Option<Arc<Authority>>,
+    /// Whether the server runs with DP; without, its clients opt out of requiring it.
+    pub dp: bool,
 }
 
 impl Running {
@@ -76,6 +78,7 @@ impl Running {
         if self.threat == Threat::Curious {
             o.policy.server = AdversaryClass::CuriousServer;
         }
+        o.privacy.allow_no_dp = !self.dp;
         if let Some(authority) = &self.authority {
             let name = format!("client-{}", ISSUED.fetch_add(1, Ordering::Relaxed));
             let issued = authority.issue(&name, 1).unwrap();
@@ -118,7 +121,7 @@ pub async fn start_deviating(mut config: ServeConfig, deviation: Option<Deviatio
         config.client_ca = Some(root);
         Arc::new(authority)
     });
-    let threat = config.threat;
+    let (threat, dp) = (config.threat, config.dp.enabled);
     let mut server = Server::bind(config).await.unwrap();
     if let Some(deviation) = deviation {
         server.deviate(deviation);
@@ -132,6 +135,7 @@ pub async fn start_deviating(mut config: ServeConfig, deviation: Option<Deviatio
         task: tokio::spawn(server.run()),
         threat,
         authority,
+        dp,
     }
 }
 

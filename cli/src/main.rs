@@ -9,7 +9,7 @@ mod demo;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use privagg_client::{Client, ClientOptions, DropPoint, PrivateKey};
+use privagg_client::{Client, ClientOptions, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey};
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
@@ -122,7 +122,8 @@ struct ServeArgs {
     /// δ of the privacy accounting [default: 1e-5].
     #[arg(long)]
     delta: Option<f64>,
-    /// Client sampling rate, for accounting [default: 1].
+    /// Client sampling rate, for accounting [default: 1]. Only 1 is accepted: the server
+    /// seats whoever waits and sees who took part, so no amplification holds against it.
     #[arg(long)]
     sampling_rate: Option<f64>,
     /// Stop before a round that would spend more than this ε.
@@ -215,9 +216,15 @@ struct ClientArgs {
     /// Weight of the update (used when the server runs without DP).
     #[arg(long, default_value_t = 1.0)]
     weight: f32,
-    /// Refuse rounds whose noise multiplier is below this.
+    /// Refuse rounds less private than a Gaussian mechanism with this noise multiplier,
+    /// as the client accounts them itself (τ included, no amplification, colluders as
+    /// its corrupt fraction assumes).
+    #[arg(long, default_value_t = DEFAULT_MIN_NOISE_MULTIPLIER)]
+    min_noise_multiplier: f64,
+    /// Take part in rounds without differential privacy (a server run with --no-dp):
+    /// then only secure aggregation hides the update.
     #[arg(long)]
-    min_noise_multiplier: Option<f64>,
+    allow_no_dp: bool,
     /// Accept only thresholds safe with this fraction of clients corrupt [default: 0.05].
     #[arg(long)]
     corrupt_fraction: Option<f64>,
@@ -486,7 +493,7 @@ fn client(args: ClientArgs) -> Result<()> {
     if args.state.is_some() {
         options.state_dir = args.state;
     }
-    options.min_noise_multiplier = args.min_noise_multiplier;
+    options.privacy = PrivacyPolicy { allow_no_dp: args.allow_no_dp, min_noise_multiplier: args.min_noise_multiplier };
     if let Some(fraction) = args.corrupt_fraction {
         options.policy.corrupt_fraction = fraction;
     }
@@ -561,6 +568,9 @@ fn privacy(args: PrivacyArgs) -> Result<()> {
         if let Some(a) = analytic {
             println!("ε = {a:.4} by the exact analytic Gaussian (full participation, tighter)");
         }
+        println!(
+            "(a calculator of the continuous Gaussian mechanism, like dp_accounting; `privagg serve` accounts the discrete noise it runs, without amplification: it accepts only q = 1)"
+        );
     }
     Ok(())
 }

@@ -195,7 +195,7 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
         client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--update").arg(file);
         client.arg("--cert").arg(credentials.join(format!("{name}.der")));
         client.arg("--key").arg(credentials.join(format!("{name}.key")));
-        client.arg("--client-ca").arg(&root);
+        client.arg("--client-ca").arg(&root).arg("--allow-no-dp");
         spawn(client, dir.path(), name)
     };
     let clients: Vec<_> = updates

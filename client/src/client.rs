@@ -14,7 +14,7 @@ use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy, Identity, Limits
 use privagg_service::client::{ClientEvent, Encoded, RoundSummary};
 use privagg_service::message::IDENTITY_LEN;
 use privagg_service::quic::{self, WireError};
-use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, RoundError, RoundSettings};
+use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, PrivacyPolicy, RoundError, RoundSettings};
 use rand::RngExt;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -44,9 +44,11 @@ pub struct ClientOptions {
     /// The enrollment authority's root certificate (DER), which certifies the peers this
     /// client masks with and shares its secrets to.
     pub client_ca: Option<Vec<u8>>,
-    /// Refuse rounds whose effective noise multiplier is below this (and rounds without
-    /// DP). A client may demand more privacy than the server offers, never less.
-    pub min_noise_multiplier: Option<f64>,
+    /// What the client requires of each round's differential privacy: by default DP on,
+    /// with noise at least that of a Gaussian with multiplier 0.5, accounted by the client
+    /// itself from what it received. A client may demand more privacy than the server
+    /// offers, never accept less than its policy.
+    pub privacy: PrivacyPolicy,
     /// Which rounds' thresholds this client accepts: by default only those that keep its
     /// secrets from a server that lies about dropouts, with 5 % of clients corrupt.
     pub policy: ClientPolicy,
@@ -67,8 +69,8 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// Options with defaults: server name `localhost`, no token, no local noise floor, the
-    /// default [`ClientPolicy`], the default state directory, 3 attempts per round, 10 s
+    /// Options with defaults: server name `localhost`, no token, the default
+    /// [`PrivacyPolicy`] and [`ClientPolicy`], the default state directory, 3 attempts per round, 10 s
     /// to connect, 60 s idle timeout.
     pub fn new(server: SocketAddr, server_cert: Vec<u8>) -> Self {
         Self {
@@ -79,7 +81,7 @@ impl ClientOptions {
             cert: None,
             key: None,
             client_ca: None,
-            min_noise_multiplier: None,
+            privacy: PrivacyPolicy::default(),
             policy: ClientPolicy::default(),
             state_dir: crate::memory::default_state_dir(),
             max_attempts_per_round: 3,
@@ -177,7 +179,7 @@ impl Client {
             token: options.token.clone(),
             identity,
             policy: options.policy.clone(),
-            min_noise_multiplier: options.min_noise_multiplier,
+            privacy: options.privacy.clone(),
             limits: Limits::default(),
             memory: memory.load()?,
             max_attempts: options.max_attempts_per_round.max(1),

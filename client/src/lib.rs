@@ -21,9 +21,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The DP parameters come from the server; [`ClientOptions::min_noise_multiplier`] lets
-//! a client refuse rounds with less noise than it wants, never accept less than the
-//! server's. With DP off, [`Client::submit`]'s weight travels masked inside the vector,
+//! The DP parameters come from the server; the client checks them against its own
+//! [`PrivacyPolicy`] ([`ClientOptions::privacy`]) before it encodes anything: DP on
+//! unless it opted out, noise at least its floor, counted its own way. With DP off, [`Client::submit`]'s weight travels masked inside the vector,
 //! so the server learns only the total weight and the weighted mean.
 //!
 //! If the connection drops in the middle of a round, the client reconnects with the
@@ -44,4 +44,5 @@ pub use memory::default_state_dir;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
 pub use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy};
-pub use privagg_service::RoundError;
+pub use privagg_service::privacy::DEFAULT_MIN_NOISE_MULTIPLIER;
+pub use privagg_service::{PrivacyPolicy, RoundError};

@@ -9,6 +9,7 @@ use privagg_dp::planner::{NoiseTarget, Plan, PlanInput, plan};
 use privagg_dp::{EncodingParams, ensure_enough_survivors, plan_without_dp};
 use privagg_protocol::graph_params::lowest_safe_threshold;
 use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_parameters};
+use privagg_service::privacy::assumed_colluders;
 use privagg_service::{AggregationMode, RoundSettings};
 use rand::RngExt;
 
@@ -44,6 +45,7 @@ impl Aggregation {
     /// `min_clients`, C, z, b; without, γ so that `clients` weighted updates cannot wrap.
     pub fn new(config: &ServeConfig) -> Result<Self, ServeError> {
         let dp = &config.dp;
+        let colluders = dp.colluders.unwrap_or_else(|| assumed_colluders(config.corrupt_fraction, config.min_clients));
         let mode = if dp.enabled {
             let mut input = PlanInput::new(
                 dp.mechanism,
@@ -57,7 +59,7 @@ impl Aggregation {
                 dp.clip,
                 dp.bits,
             );
-            input.colluders = dp.colluders as usize;
+            input.colluders = colluders as usize;
             let plan = plan(&input).map_err(|e| ServeError::Config(format!("DP plan: {e}")))?;
             Mode::Dp { plan: Box::new(plan) }
         } else {
@@ -72,7 +74,7 @@ impl Aggregation {
             dim: config.dim,
             clients: config.clients,
             min_clients: config.min_clients,
-            colluders: dp.colluders,
+            colluders,
             delta: dp.delta,
         })
     }

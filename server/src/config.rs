@@ -25,13 +25,14 @@ pub struct DpConfig {
     pub mechanism: Mechanism,
     /// δ of the reported ε.
     pub delta: f64,
-    /// The rate at which the deployment samples clients into rounds, for accounting
-    /// (1 = every round sees the whole population; the server itself does not sample).
+    /// The rate at which clients are sampled into rounds. Only 1 is accepted: the server
+    /// seats whoever is waiting, so no amplification by sampling holds against it.
     pub sampling_rate: f64,
     /// Refuse to start a round that would take ε (at δ) beyond this.
     pub max_epsilon: Option<f64>,
-    /// Colluding clients whose noise the accounting does not count.
-    pub colluders: u32,
+    /// Colluding clients whose noise the accounting does not count; unset:
+    /// ⌈corrupt_fraction · min_clients⌉, what clients assume by default.
+    pub colluders: Option<u32>,
     /// Bits per word of the modular sum.
     pub bits: u32,
 }
@@ -46,7 +47,7 @@ impl Default for DpConfig {
             delta: 1e-5,
             sampling_rate: 1.0,
             max_epsilon: None,
-            colluders: 0,
+            colluders: None,
             bits: 20,
         }
     }
@@ -243,6 +244,12 @@ impl ServeConfig {
         if self.threat == Threat::Malicious && self.client_ca.is_none() {
             return bad("against a malicious server clients must authenticate each other: give --client-ca (the enrollment authority's root), or run with --threat curious, which trusts the server".into());
         }
+        if self.dp.enabled && self.dp.sampling_rate != 1.0 {
+            return bad(format!(
+                "--sampling-rate {} claims amplification by sampling, but the server seats whoever is waiting and sees who took part: against it no sampling happens, so only 1 is accepted",
+                self.dp.sampling_rate
+            ));
+        }
         if !self.dp.enabled {
             let w = &self.weighting;
             if !(w.value_range.is_finite() && w.value_range > 0.0 && w.max_weight.is_finite() && w.max_weight > 0.0) {
@@ -303,5 +310,27 @@ mod tests {
         ] {
             assert!(broken.validate().is_err(), "{broken:?}");
         }
+    }
+
+    #[test]
+    fn a_sampling_rate_the_server_does_not_implement_is_refused() {
+        // The server seats whoever waits: an ε amplified by sampling would not hold
+        // against it (the DP audit's C1).
+        let mut c = ServeConfig { dim: 10, client_ca: Some("ca.der".into()), ..ServeConfig::default() };
+        c.dp.sampling_rate = 0.01;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--sampling-rate 0.01"), "{err}");
+        c.dp.enabled = false;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn colluders_default_to_the_corrupt_fraction_clients_assume() {
+        let c = ServeConfig { dim: 10, min_clients: 8, client_ca: Some("ca.der".into()), ..ServeConfig::default() };
+        let plan = crate::aggregation::Aggregation::new(&c).unwrap().plan().unwrap().clone();
+        assert_eq!(plan.honest_shares, 7, "⌈5 % of 8⌉ = 1 colluder");
+        let mut zero = c.clone();
+        zero.dp.colluders = Some(0);
+        assert_eq!(crate::aggregation::Aggregation::new(&zero).unwrap().plan().unwrap().honest_shares, 8);
     }
 }

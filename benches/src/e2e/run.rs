@@ -202,6 +202,7 @@ async fn masked_rounds(
         if settings.curious {
             options.policy.server = AdversaryClass::CuriousServer;
         }
+        options.privacy.allow_no_dp = settings.no_dp;
         let credential = authority.map(|a| (a.issue(&format!("client-{i}"), 1), a.root_der().to_vec()));
         async move {
             if let Some((credential, root)) = credential {

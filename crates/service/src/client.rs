@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{FRAME_HEADER_LEN, Frame};
 use crate::message::{ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage};
+use crate::privacy::PrivacyPolicy;
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 
 /// What a client remembers of a server's training sessions, so that the server cannot
@@ -80,6 +81,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a client tells the server when it leaves a round, whatever the reason: why it
+/// could not encode its update may depend on the update (a bit the accounting does not
+/// cover), so the reason stays with the client.
+pub const LEAVE_REASON: &str = "the client left the round";
+
 /// What a client presents and what it accepts.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -89,9 +95,8 @@ pub struct ClientConfig {
     pub identity: [u8; IDENTITY_LEN],
     /// What the protocol state machine accepts (thresholds, dimensions).
     pub policy: ClientPolicy,
-    /// Refuse rounds whose effective noise multiplier is below this (and rounds without
-    /// DP).
-    pub min_noise_multiplier: Option<f64>,
+    /// What the client requires of a round's differential privacy.
+    pub privacy: PrivacyPolicy,
     /// Decoder limits for server frames.
     pub limits: Limits,
     /// What the client did in earlier rounds of this server's sessions.
@@ -607,8 +612,8 @@ impl ClientSession {
             );
             return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e));
         }
-        if let Err(e) = self.check_policy(&settings) {
-            return self.refuse_round(&mut protocol, e);
+        if let Err(e) = self.config.privacy.check(&settings, &config.params, self.config.policy.corrupt_fraction) {
+            return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
         }
         let (round, memory) = (config.params.round, self.config.memory.session(&settings.session));
         let attempts = memory.attempts.get(&round).copied().unwrap_or(0);
@@ -643,25 +648,12 @@ impl ClientSession {
         }
     }
 
-    /// Refuses a round before taking part in it: tells the server why (revealing the
-    /// nonce, so that the others' round goes on), and reports `error`.
+    /// Refuses a round before taking part in it: tells the server it leaves (revealing
+    /// the nonce, so that the others' round goes on), and reports `error`.
     fn refuse_round(&mut self, protocol: &mut ClientRound, error: RoundError) {
-        let bye = protocol.leave(&error.to_string());
+        let bye = protocol.leave(LEAVE_REASON);
         self.actions.push_back(ClientAction::Send(Frame::new(bye.encode())));
         self.event(ClientEvent::RoundFailed(error));
-    }
-
-    fn check_policy(&self, settings: &RoundSettings) -> Result<(), RoundError> {
-        let Some(floor) = self.config.min_noise_multiplier else { return Ok(()) };
-        match settings.effective_noise_multiplier() {
-            Some(z) if z >= floor => Ok(()),
-            Some(z) => Err(RoundError::PolicyRefused(format!(
-                "the server's noise multiplier {z:.3} is below this client's minimum {floor}"
-            ))),
-            None => Err(RoundError::PolicyRefused(format!(
-                "the server runs without DP; this client requires a noise multiplier of at least {floor}"
-            ))),
-        }
     }
 
     fn start_masking(&mut self, shares: ServerMessage) {
@@ -770,10 +762,11 @@ impl ClientSession {
         self.actions.push_back(ClientAction::Send(last));
     }
 
-    /// Leaves the current round, if any (telling the server why), and reports `error`.
+    /// Leaves the current round, if any (telling the server it leaves), and reports
+    /// `error`.
     fn leave(&mut self, error: RoundError) {
         if let Some(protocol) = self.round.as_mut().and_then(|r| r.protocol.as_mut()) {
-            let bye = protocol.leave(&error.to_string());
+            let bye = protocol.leave(LEAVE_REASON);
             self.send(Frame::new(bye.encode()));
         }
         self.round = None;

@@ -36,6 +36,7 @@ pub mod client;
 pub mod durable;
 pub mod frame;
 pub mod message;
+pub mod privacy;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod server;
@@ -45,5 +46,6 @@ pub use admission::{Admission, ClientIdentity, Refusal};
 pub use client::{ClientAction, ClientConfig, ClientEvent, ClientSession, RoundError, RoundMemory, RoundSummary};
 pub use frame::{Frame, FrameError};
 pub use message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
+pub use privacy::PrivacyPolicy;
 pub use server::{Action, ConnId, RoundCommit, ServerSession, SessionConfig, SessionEnd, SessionEvent};
 pub use settings::{AggregationMode, RoundSettings};

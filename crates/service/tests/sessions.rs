@@ -515,16 +515,16 @@ fn a_client_refuses_rounds_with_less_noise_than_it_demands() {
     let mut setup = Setup::new(3, 3, 2, 16);
     setup.noise_multiplier = Some(0.5);
     let mut h = setup.build();
-    h.configure(0, |c| c.min_noise_multiplier = Some(5.0));
-    h.configure(1, |c| c.min_noise_multiplier = Some(0.5));
+    h.configure(0, |c| c.privacy.min_noise_multiplier = 5.0);
+    h.configure(1, |c| c.privacy.min_noise_multiplier = 0.5);
     h.join_all();
     h.run();
     assert_eq!(h.commits.len(), 1);
     assert!(matches!(h.peers[0].failures()[0], RoundError::PolicyRefused(_)));
     assert!(h.peers[1].completed(1) && h.peers[2].completed(1));
-    // Without DP, a client that demands noise stays out too.
+    // Without DP, a client that has not opted out of it stays out.
     let mut h = Setup::new(3, 3, 2, 16).build();
-    h.configure(0, |c| c.min_noise_multiplier = Some(0.1));
+    h.configure(0, |c| c.privacy.allow_no_dp = false);
     h.join_all();
     h.run();
     assert!(matches!(&h.peers[0].failures()[0], RoundError::PolicyRefused(e) if e.contains("without DP")));

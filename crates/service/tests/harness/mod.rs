@@ -19,11 +19,12 @@ use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
+use privagg_service::privacy::assumed_colluders;
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
 use privagg_service::{
     Action, Admission, AggregationMode, ClientAction, ClientConfig, ClientEvent, ClientSession, ConnId, FromServer,
-    RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
+    PrivacyPolicy, RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -737,7 +738,8 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         token: None,
         identity: [i as u8 + 1; 16],
         policy: ClientPolicy::default(),
-        min_noise_multiplier: None,
+        // Most sessions here run without DP: a client must opt in to those.
+        privacy: PrivacyPolicy { allow_no_dp: true, ..PrivacyPolicy::default() },
         limits: Limits::default(),
         memory: RoundMemory::default(),
         max_attempts: 3,
@@ -780,7 +782,9 @@ fn planner_for(setup: &Setup) -> Planner {
             })
         }),
         Some(z) => Box::new(move |round, _| {
-            let input = PlanInput::new(
+            // As many colluders as the clients' default policy assumes.
+            let colluders = assumed_colluders(ClientPolicy::default().corrupt_fraction, min_clients);
+            let mut input = PlanInput::new(
                 Mechanism::DiscreteGaussian,
                 NoiseTarget::Multiplier(z),
                 1e-5,
@@ -792,6 +796,7 @@ fn planner_for(setup: &Setup) -> Planner {
                 1.0,
                 20,
             );
+            input.colluders = colluders as usize;
             let p = plan(&input).map_err(|e| e.to_string())?;
             Ok(RoundSettings {
                 session: SESSION,
@@ -800,7 +805,7 @@ fn planner_for(setup: &Setup) -> Planner {
                 mode: AggregationMode::Dp {
                     mechanism: Mechanism::DiscreteGaussian,
                     n_min: min_clients,
-                    colluders: 0,
+                    colluders,
                     delta: 1e-5,
                     epsilon_spent: 0.0,
                 },

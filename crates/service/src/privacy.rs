@@ -1,0 +1,178 @@
+//! The client's own differential-privacy policy: what it requires of a round before it
+//! encodes anything. Every figure is recomputed from what the client received and from
+//! the protocol's parameters, never taken from the server's header alone:
+//!
+//! * DP must be on, unless the client opted out ([`PrivacyPolicy::allow_no_dp`]);
+//! * noise must be on in a DP round, with the conditional norm check at the bound
+//!   Kairouz–Liu–Steinke give for the round's clip, scale and dimension, and enough
+//!   rounding attempts that failing to round (which the server would see) has
+//!   negligible probability;
+//! * the honest noise shares are counted from n_min := min(the header's n_min, the
+//!   protocol's `min_clients`) less colluders := max(the header's, ⌈c · n_min⌉) for the
+//!   client's corrupt fraction c;
+//! * the round, accounted with the full RDP accountant (the discrete Gaussian's τ term
+//!   included) and with no amplification, must be at least as private at every Rényi
+//!   order as a Gaussian mechanism with the client's minimum noise multiplier.
+//!
+//! The accounting is against the server: zero-out adjacency (one client's update
+//! replaced by zeros, its noise share kept), no sampling.
+
+use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent};
+use privagg_dp::encoding::{Clipping, Rounding};
+use privagg_dp::noise::NoiseSpec;
+use privagg_dp::planner::Mechanism;
+use privagg_dp::quantize::{MAX_SCALED, inflated_l2_bound, l1_bound_from_l2, norm_bound_sq};
+use privagg_protocol::RoundParams;
+
+use crate::settings::{AggregationMode, RoundSettings};
+
+/// The noise multiplier a client requires unless told otherwise.
+pub const DEFAULT_MIN_NOISE_MULTIPLIER: f64 = 0.5;
+
+/// Fewest conditional-rounding attempts a client accepts: with fewer, whether its update
+/// could be rounded at all (which the server sees) would depend on the update.
+pub const MIN_ROUNDING_ATTEMPTS: u32 = 1000;
+
+/// The colluding clients a round of at least `n_min` inputs is assumed to hold, for a
+/// corrupt fraction in [0, 1): ⌈fraction · n_min⌉ (their noise shares do not count).
+pub fn assumed_colluders(corrupt_fraction: f64, n_min: u32) -> u32 {
+    (corrupt_fraction.clamp(0.0, 1.0) * f64::from(n_min)).ceil() as u32
+}
+
+/// What a client requires of a round's differential privacy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrivacyPolicy {
+    /// Take part in rounds without DP (weighted FedAvg: only secure aggregation hides
+    /// the update). Off by default.
+    pub allow_no_dp: bool,
+    /// Smallest noise multiplier z (≥ 0): each round must be at least as private as a
+    /// Gaussian mechanism with noise z times its sensitivity.
+    pub min_noise_multiplier: f64,
+}
+
+impl Default for PrivacyPolicy {
+    fn default() -> Self {
+        Self { allow_no_dp: false, min_noise_multiplier: DEFAULT_MIN_NOISE_MULTIPLIER }
+    }
+}
+
+/// Why a round's privacy was refused (kept by the client; the server hears only that it
+/// left).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrivacyRefusal {
+    /// The round runs without DP and the client did not opt out of it.
+    #[error("the round runs without DP, which this client does not allow")]
+    NoDp,
+    /// DP is on but the encoding adds no noise, or lacks the norm check.
+    #[error("a DP round without noise or without the conditional norm check")]
+    NoNoise,
+    /// The norm check is looser than the bound for the round's clip and scale, or leaves
+    /// too few attempts, or the clip does not fit the integer range.
+    #[error("the encoding's norm check is unsafe: {0}")]
+    UnsafeEncoding(String),
+    /// Fewer honest noise shares than one, counted the client's way.
+    #[error("no honest noise share: n_min {n_min}, colluders {colluders}")]
+    NoHonestShares {
+        /// min(header, protocol).
+        n_min: u32,
+        /// max(header, policy).
+        colluders: u32,
+    },
+    /// The round is less private than the client's floor.
+    #[error("the round is less private than a Gaussian with noise multiplier {floor} (at Rényi order {order})")]
+    BelowFloor {
+        /// The client's minimum noise multiplier.
+        floor: f64,
+        /// An order at which the round's RDP exceeds the floor's.
+        order: f64,
+    },
+    /// The parameters cannot be accounted.
+    #[error("cannot account the round: {0}")]
+    Unaccountable(String),
+}
+
+impl PrivacyPolicy {
+    /// Checks one round; returns the DP event the client accounts for it (`None` for a
+    /// round without DP that the policy allows).
+    pub fn check(
+        &self,
+        settings: &RoundSettings,
+        params: &RoundParams,
+        corrupt_fraction: f64,
+    ) -> Result<Option<DpEvent>, PrivacyRefusal> {
+        let (mechanism, header_n_min, header_colluders) = match settings.mode {
+            AggregationMode::Weighted { .. } if self.allow_no_dp => return Ok(None),
+            AggregationMode::Weighted { .. } => return Err(PrivacyRefusal::NoDp),
+            AggregationMode::Dp { mechanism, n_min, colluders, .. } => (mechanism, n_min, colluders),
+        };
+        let encoding = &settings.encoding;
+        let (variance, noise_mechanism) = match encoding.noise {
+            NoiseSpec::DiscreteGaussian { variance } => (variance.to_f64(), Mechanism::DiscreteGaussian),
+            NoiseSpec::Skellam { variance } => (variance.to_f64(), Mechanism::Skellam),
+            NoiseSpec::None => return Err(PrivacyRefusal::NoNoise),
+        };
+        let (Clipping::L2(clip), Rounding::Conditional { beta, max_attempts, norm_bound_sq: enforced }) =
+            (encoding.clipping, encoding.rounding)
+        else {
+            return Err(PrivacyRefusal::NoNoise);
+        };
+        if noise_mechanism != mechanism {
+            return Err(PrivacyRefusal::UnsafeEncoding("the noise is not the announced mechanism".into()));
+        }
+        let unsafe_encoding = |why: String| Err(PrivacyRefusal::UnsafeEncoding(why));
+        let scaled_clip = clip / encoding.gamma;
+        if !(scaled_clip.is_finite() && scaled_clip < MAX_SCALED / 2.0) {
+            return unsafe_encoding(format!("clip {clip} over γ {} leaves the integer range", encoding.gamma));
+        }
+        let dim = encoding.padded_dim;
+        let bound =
+            inflated_l2_bound(scaled_clip, dim, beta).map_err(|e| PrivacyRefusal::Unaccountable(e.to_string()))?;
+        let required = norm_bound_sq(bound).map_err(|e| PrivacyRefusal::Unaccountable(e.to_string()))?;
+        if enforced < required {
+            return unsafe_encoding(format!("norm bound {enforced} below ⌊Δ₂²⌋ = {required}"));
+        }
+        if max_attempts < MIN_ROUNDING_ATTEMPTS {
+            return unsafe_encoding(format!("{max_attempts} rounding attempts, below {MIN_ROUNDING_ATTEMPTS}"));
+        }
+        let n_min = header_n_min.min(params.min_clients);
+        let colluders = header_colluders.max(assumed_colluders(corrupt_fraction, n_min));
+        let honest = n_min.saturating_sub(colluders);
+        if honest == 0 {
+            return Err(PrivacyRefusal::NoHonestShares { n_min, colluders });
+        }
+        // The sensitivity is what the norm check lets through, however loose.
+        let l2 = bound.max((enforced as f64).sqrt());
+        let l1 = l1_bound_from_l2(l2, dim);
+        let event = match mechanism {
+            Mechanism::DiscreteGaussian => DpEvent::DistributedDiscreteGaussian {
+                sampling_rate: 1.0,
+                l2_sensitivity: l2,
+                l1_sensitivity: l1,
+                local_variance: variance,
+                shares: u64::from(honest),
+                dim: dim as u64,
+            },
+            Mechanism::Skellam => DpEvent::DistributedSkellam {
+                sampling_rate: 1.0,
+                l2_sensitivity: l2,
+                l1_sensitivity: l1,
+                total_variance: variance * f64::from(honest),
+            },
+        };
+        event.validate().map_err(|e| PrivacyRefusal::Unaccountable(e.to_string()))?;
+        let floor = self.min_noise_multiplier;
+        if floor > 0.0 {
+            // A Gaussian with multiplier z has RDP α / (2z²) at order α.
+            // A NaN counts as above.
+            let above = DEFAULT_RDP_ORDERS.iter().find(|&&alpha| {
+                let (rdp, allowed) = (event.rdp(alpha), alpha / (2.0 * floor * floor));
+                rdp.is_nan() || rdp > allowed
+            });
+            if let Some(&order) = above {
+                return Err(PrivacyRefusal::BelowFloor { floor, order });
+            }
+        }
+        Ok(Some(event))
+    }
+}
