@@ -9,7 +9,9 @@ mod demo;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use privagg_client::{Client, ClientOptions, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey};
+use privagg_client::{
+    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey,
+};
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
@@ -30,7 +32,7 @@ enum Command {
     /// Run the aggregation server for a session of FedAvg rounds.
     Serve(Box<ServeArgs>),
     /// Take part in one round with an update from a .npy file.
-    Client(ClientArgs),
+    Client(Box<ClientArgs>),
     /// Run a server and simulated clients on loopback: DP training with a dropout.
     Demo(DemoArgs),
     /// Print ε of the Poisson-subsampled Gaussian mechanism over R rounds.
@@ -225,6 +227,13 @@ struct ClientArgs {
     /// then only secure aggregation hides the update.
     #[arg(long)]
     allow_no_dp: bool,
+    /// Take part in a training session only while it costs this client at most this ε
+    /// (at δ = 1e-5), every masked input it sent counted ("inf": no budget).
+    #[arg(long, default_value_t = DEFAULT_MAX_EPSILON)]
+    max_epsilon: f64,
+    /// Send at most this many masked inputs in one training session.
+    #[arg(long)]
+    max_participations: Option<u64>,
     /// Accept only thresholds safe with this fraction of clients corrupt [default: 0.05].
     #[arg(long)]
     corrupt_fraction: Option<f64>,
@@ -353,7 +362,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => runtime()?.block_on(serve(*args)),
-        Command::Client(args) => client(args),
+        Command::Client(args) => client(*args),
         Command::Demo(args) => {
             let options = DemoOptions {
                 clients: args.clients,
@@ -493,7 +502,13 @@ fn client(args: ClientArgs) -> Result<()> {
     if args.state.is_some() {
         options.state_dir = args.state;
     }
-    options.privacy = PrivacyPolicy { allow_no_dp: args.allow_no_dp, min_noise_multiplier: args.min_noise_multiplier };
+    options.privacy = PrivacyPolicy {
+        allow_no_dp: args.allow_no_dp,
+        min_noise_multiplier: args.min_noise_multiplier,
+        max_epsilon: args.max_epsilon.is_finite().then_some(args.max_epsilon),
+        max_participations: args.max_participations,
+        ..PrivacyPolicy::default()
+    };
     if let Some(fraction) = args.corrupt_fraction {
         options.policy.corrupt_fraction = fraction;
     }

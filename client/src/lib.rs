@@ -44,5 +44,5 @@ pub use memory::default_state_dir;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
 pub use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy};
-pub use privagg_service::privacy::DEFAULT_MIN_NOISE_MULTIPLIER;
+pub use privagg_service::privacy::{DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER};
 pub use privagg_service::{PrivacyPolicy, RoundError};

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use privagg_dp::NoiseRng;
+use privagg_dp::accountant::DpEvent;
 #[cfg(feature = "testing")]
 use privagg_protocol::DropPoint;
 use privagg_protocol::{
@@ -41,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{FRAME_HEADER_LEN, Frame};
 use crate::message::{ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage};
-use crate::privacy::PrivacyPolicy;
+use crate::privacy::{PrivacyPolicy, PrivacySpent};
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 
 /// What a client remembers of a server's training sessions, so that the server cannot
@@ -49,14 +50,14 @@ use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 /// releases a freshly noised copy of the same update, and enough of them average the
 /// noise away. The shell stores it durably (per server and client identity) and hands it
 /// back when the client starts again.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundMemory {
     /// Per training session (its id in hexadecimal).
     sessions: BTreeMap<String, SessionMemory>,
 }
 
 /// What a client did in one training session.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionMemory {
     /// The highest round in which it revealed its unmasking shares (0: none): it takes
     /// part in no round at or below it.
@@ -64,6 +65,10 @@ pub struct SessionMemory {
     /// Attempts it took part in (revealed its nonce and keys, perhaps sent a masked
     /// input), per round above `finished`.
     pub attempts: BTreeMap<u64, u32>,
+    /// The privacy this session has cost the client: every masked input it sent, each
+    /// attempt of a round included, whether or not a sum was released.
+    #[serde(default)]
+    pub spent: PrivacySpent,
 }
 
 impl RoundMemory {
@@ -341,6 +346,8 @@ struct Round {
     inputs: u32,
     bytes_sent: u64,
     bytes_received: u64,
+    /// What this round costs the client if its masked input goes out (`None`: DP off).
+    accounted: Option<DpEvent>,
 }
 
 /// The client's side of a session.
@@ -612,10 +619,15 @@ impl ClientSession {
             );
             return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e));
         }
-        if let Err(e) = self.config.privacy.check(&settings, &config.params, self.config.policy.corrupt_fraction) {
+        let (round, memory) = (config.params.round, self.config.memory.session(&settings.session));
+        let accounted = match self.config.privacy.check(&settings, &config.params, self.config.policy.corrupt_fraction)
+        {
+            Ok(event) => event,
+            Err(e) => return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string())),
+        };
+        if let Err(e) = self.config.privacy.check_budget(&memory.spent, accounted.as_ref()) {
             return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
         }
-        let (round, memory) = (config.params.round, self.config.memory.session(&settings.session));
         let attempts = memory.attempts.get(&round).copied().unwrap_or(0);
         if round <= memory.finished {
             return self.refuse_round(&mut protocol, RoundError::ReplayedRound { round, finished: memory.finished });
@@ -639,6 +651,7 @@ impl ClientSession {
             inputs: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            accounted,
         });
         // The attempt counts from the moment the nonce is revealed, before anything goes out.
         self.remember(|m, round| *m.attempts.entry(round).or_default() += 1);
@@ -692,6 +705,9 @@ impl ClientSession {
         };
         match reply {
             Some(ClientMessage::MaskedInput(vector)) => {
+                // Charged, durably, before the server can know the input is ready.
+                let accounted = self.round.as_ref().and_then(|r| r.accounted);
+                self.remember(|m, _| m.spent.charge(accounted.as_ref()));
                 if let Some(round) = &mut self.round {
                     round.upload = Some(Frame::new(ClientMessage::MaskedInput(vector).encode()));
                 }

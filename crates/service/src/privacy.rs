@@ -17,12 +17,13 @@
 //! The accounting is against the server: zero-out adjacency (one client's update
 //! replaced by zeros, its noise share kept), no sampling.
 
-use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent};
+use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent, rdp_to_epsilon};
 use privagg_dp::encoding::{Clipping, Rounding};
 use privagg_dp::noise::NoiseSpec;
 use privagg_dp::planner::Mechanism;
 use privagg_dp::quantize::{MAX_SCALED, inflated_l2_bound, l1_bound_from_l2, norm_bound_sq};
 use privagg_protocol::RoundParams;
+use serde::{Deserialize, Serialize};
 
 use crate::settings::{AggregationMode, RoundSettings};
 
@@ -39,6 +40,14 @@ pub fn assumed_colluders(corrupt_fraction: f64, n_min: u32) -> u32 {
     (corrupt_fraction.clamp(0.0, 1.0) * f64::from(n_min)).ceil() as u32
 }
 
+/// The privacy budget a client keeps per server and training session unless told
+/// otherwise: ε = 16 at δ = 10⁻⁵. Far from strong privacy, it still stops the absurd
+/// configurations (ε in the hundreds or more); set your own.
+pub const DEFAULT_MAX_EPSILON: f64 = 16.0;
+
+/// The δ at which a client measures its budget unless told otherwise.
+pub const DEFAULT_BUDGET_DELTA: f64 = 1e-5;
+
 /// What a client requires of a round's differential privacy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrivacyPolicy {
@@ -48,11 +57,60 @@ pub struct PrivacyPolicy {
     /// Smallest noise multiplier z (≥ 0): each round must be at least as private as a
     /// Gaussian mechanism with noise z times its sensitivity.
     pub min_noise_multiplier: f64,
+    /// Most ε (at [`budget_delta`](Self::budget_delta)) one training session of one
+    /// server may cost this client, every masked input it sent counted; `None`: no
+    /// budget.
+    pub max_epsilon: Option<f64>,
+    /// The δ of the budget, in (0, 1).
+    pub budget_delta: f64,
+    /// Most masked inputs the client sends in one training session, DP or not; `None`:
+    /// no cap.
+    pub max_participations: Option<u64>,
 }
 
 impl Default for PrivacyPolicy {
     fn default() -> Self {
-        Self { allow_no_dp: false, min_noise_multiplier: DEFAULT_MIN_NOISE_MULTIPLIER }
+        Self {
+            allow_no_dp: false,
+            min_noise_multiplier: DEFAULT_MIN_NOISE_MULTIPLIER,
+            max_epsilon: Some(DEFAULT_MAX_EPSILON),
+            budget_delta: DEFAULT_BUDGET_DELTA,
+            max_participations: None,
+        }
+    }
+}
+
+/// What a session has cost a client: the Rényi DP of everything it sent, composed, at
+/// each of [`DEFAULT_RDP_ORDERS`], and how many masked inputs it sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySpent {
+    /// Composed RDP per order (empty: nothing spent).
+    rdp: Vec<f64>,
+    /// Masked inputs sent.
+    pub participations: u64,
+}
+
+impl PrivacySpent {
+    /// Adds one masked input sent with `event`'s privacy (`None`: a round without DP).
+    pub fn charge(&mut self, event: Option<&DpEvent>) {
+        self.participations += 1;
+        if let Some(event) = event {
+            self.rdp = self.composed_with(Some(event));
+        }
+    }
+
+    fn composed_with(&self, event: Option<&DpEvent>) -> Vec<f64> {
+        DEFAULT_RDP_ORDERS
+            .iter()
+            .enumerate()
+            .map(|(i, &alpha)| self.rdp.get(i).copied().unwrap_or(0.0) + event.map_or(0.0, |e| e.rdp(alpha)))
+            .collect()
+    }
+
+    /// ε at `delta` of what was spent, with `next` added.
+    pub fn epsilon_with(&self, next: Option<&DpEvent>, delta: f64) -> Result<f64, String> {
+        let rdp = self.composed_with(next);
+        rdp_to_epsilon(&DEFAULT_RDP_ORDERS, &rdp, delta).map(|(epsilon, _)| epsilon).map_err(|e| e.to_string())
     }
 }
 
@@ -90,9 +148,40 @@ pub enum PrivacyRefusal {
     /// The parameters cannot be accounted.
     #[error("cannot account the round: {0}")]
     Unaccountable(String),
+    /// Taking part would spend more than the client's budget for the session.
+    #[error("the session's privacy budget: ε would reach {would_reach:.3} at δ = {delta}, above {max_epsilon}")]
+    BudgetExhausted {
+        /// ε after this round.
+        would_reach: f64,
+        /// The budget.
+        max_epsilon: f64,
+        /// Its δ.
+        delta: f64,
+    },
+    /// The client already sent as many masked inputs in this session as it allows.
+    #[error("{0} participations in this session, the most this client allows")]
+    ParticipationCap(u64),
 }
 
 impl PrivacyPolicy {
+    /// Checks that one more masked input, costing `next` (`None`: without DP), keeps the
+    /// session within the budget and the participation cap.
+    pub fn check_budget(&self, spent: &PrivacySpent, next: Option<&DpEvent>) -> Result<(), PrivacyRefusal> {
+        if let Some(cap) = self.max_participations
+            && spent.participations >= cap
+        {
+            return Err(PrivacyRefusal::ParticipationCap(spent.participations));
+        }
+        if let (Some(max_epsilon), Some(_)) = (self.max_epsilon, next) {
+            let delta = self.budget_delta;
+            let would_reach = spent.epsilon_with(next, delta).map_err(PrivacyRefusal::Unaccountable)?;
+            if would_reach.is_nan() || would_reach > max_epsilon {
+                return Err(PrivacyRefusal::BudgetExhausted { would_reach, max_epsilon, delta });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks one round; returns the DP event the client accounts for it (`None` for a
     /// round without DP that the policy allows).
     pub fn check(

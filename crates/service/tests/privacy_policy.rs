@@ -8,7 +8,7 @@ use privagg_dp::encoding::Rounding;
 use privagg_dp::noise::{NoiseSpec, Ratio};
 use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
 use privagg_protocol::{PrgKind, RoundParams};
-use privagg_service::privacy::{PrivacyRefusal, assumed_colluders};
+use privagg_service::privacy::{PrivacyRefusal, PrivacySpent, assumed_colluders};
 use privagg_service::{AggregationMode, PrivacyPolicy, RoundSettings};
 
 const CORRUPT: f64 = 0.05;
@@ -192,4 +192,33 @@ fn a_floor_above_the_servers_noise_refuses_and_zero_accepts_any_noise() {
     assert!(matches!(picky.check(&settings, &params, CORRUPT), Err(PrivacyRefusal::BelowFloor { floor: 2.0, .. })));
     let lax = PrivacyPolicy { min_noise_multiplier: 0.0, ..PrivacyPolicy::default() };
     assert!(lax.check(&settings, &params, CORRUPT).is_ok());
+}
+
+#[test]
+fn a_spent_budget_keeps_the_client_out_and_every_input_sent_is_charged() {
+    let (settings, params, _) = honest();
+    let policy = PrivacyPolicy { max_epsilon: Some(10.0), ..PrivacyPolicy::default() };
+    let event = policy.check(&settings, &params, CORRUPT).unwrap().unwrap();
+    let mut spent = PrivacySpent::default();
+    let mut sent = 0u64;
+    while policy.check_budget(&spent, Some(&event)).is_ok() {
+        spent.charge(Some(&event));
+        sent += 1;
+    }
+    // What was charged is what the accountant says `sent` such rounds cost.
+    let charged = spent.epsilon_with(None, 1e-5).unwrap();
+    let expected = privagg_dp::accountant::epsilon(&event, sent, 1e-5).unwrap();
+    assert!((charged - expected).abs() < 1e-9 * expected, "{charged} vs {expected}");
+    assert!(charged <= 10.0 && sent >= 2, "{sent} inputs, ε {charged}");
+    assert!(matches!(
+        policy.check_budget(&spent, Some(&event)),
+        Err(PrivacyRefusal::BudgetExhausted { max_epsilon: 10.0, .. })
+    ));
+    // A round without DP costs no ε, but counts against the participation cap.
+    let capped = PrivacyPolicy { max_participations: Some(sent), ..policy.clone() };
+    assert_eq!(capped.check_budget(&spent, None), Err(PrivacyRefusal::ParticipationCap(sent)));
+    assert!(policy.check_budget(&spent, None).is_ok());
+    // The memory survives a round trip through its JSON.
+    let stored: PrivacySpent = serde_json::from_str(&serde_json::to_string(&spent).unwrap()).unwrap();
+    assert_eq!(stored, spent);
 }

@@ -243,7 +243,7 @@ fn every_upload_grant_is_revoked_when_the_phase_ends() {
     assert_eq!(limits[limits.len() - 2..], [upload, MAX_CONTROL_FRAME], "the grant outlived the phase");
     // The retry, without the silent client, completes.
     h.run();
-    assert_eq!(h.commits.len(), 1);
+    assert_eq!(h.commits.len(), 1, "{:?} {:?}", h.events, h.finished);
     assert_eq!(h.commits[0].commit.attempt, 2);
     assert_all_exact(&h);
     assert_eq!(h.commits[0].peers, vec![1, 2, 3, 4]);
@@ -812,4 +812,58 @@ fn a_client_sends_no_more_masked_inputs_for_a_round_than_it_allows() {
         assert_eq!(p.uploads, 3, "one masked input per allowed attempt");
         assert!(p.failures().contains(&&RoundError::TooManyAttempts { round: 1, attempts: 3 }), "{:?}", p.failures());
     }
+}
+
+#[test]
+fn a_client_takes_part_only_while_its_privacy_budget_for_the_session_lasts() {
+    // Rounds of 3 from 4 clients, DP on; client 0 allows a little more than one round's ε.
+    let mut setup = Setup::new(4, 3, 2, 16);
+    setup.noise_multiplier = Some(1.0);
+    setup.session.rounds = 3;
+    let mut h = setup.build();
+    h.configure(0, |c| c.privacy.max_epsilon = Some(6.0));
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits.len(), 3);
+    let spent = h.peers[0].session.config().memory.session(&harness::SESSION).spent;
+    assert_eq!(spent.participations, 1, "one masked input sent");
+    let epsilon = spent.epsilon_with(None, 1e-5).unwrap();
+    assert!(epsilon > 3.0 && epsilon <= 6.0, "ε {epsilon}");
+    assert!(h.peers[0].completed(1) && !h.peers[0].completed(2) && !h.peers[0].completed(3));
+    let refused = h.peers[0].failures();
+    assert!(
+        refused.iter().all(|e| matches!(e, RoundError::PolicyRefused(why) if why.contains("privacy budget"))),
+        "{refused:?}"
+    );
+    assert!(!refused.is_empty());
+    // The others were charged for each of their inputs too.
+    for p in &h.peers[1..] {
+        let spent = p.session.config().memory.session(&harness::SESSION).spent;
+        assert_eq!(spent.participations as usize, (1..=3).filter(|&r| p.completed(r)).count());
+    }
+}
+
+#[test]
+fn an_attempt_that_aborts_after_the_inputs_went_out_is_charged() {
+    // Rounds of 3, all needed (t = 3). Client 0 vanishes before revealing its shares (and
+    // comes back, silent, to every later attempt): the first attempt cannot unmask and
+    // aborts after clients 1 and 2 sent their noised inputs; the later ones abort before
+    // any input. The server could have learnt something from the first, so clients 1 and
+    // 2 are charged for it — once — although no round completed.
+    let mut setup = Setup::new(4, 3, 3, 16);
+    setup.noise_multiplier = Some(1.0);
+    let mut h = setup.build();
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeUnmaskResponse));
+    h.join_all();
+    h.run();
+    assert!(h.commits.is_empty());
+    assert!(
+        h.events.iter().any(|e| matches!(
+            e,
+            SessionEvent::RoundAborted { attempt: 1, reason: RoundAbort::TooFewShares { .. }, .. }
+        ))
+    );
+    let participations = |i: usize| h.peers[i].session.config().memory.session(&harness::SESSION).spent.participations;
+    assert_eq!([participations(1), participations(2)], [1, 1]);
+    assert!(h.peers[1..].iter().all(|p| !p.completed(1)));
 }
