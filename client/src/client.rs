@@ -217,7 +217,10 @@ impl Client {
                 }
             }
             match self.link.frames.recv().await {
-                Some(Ok(frame)) => self.session.handle_frame(frame),
+                Some(Ok(frame)) => {
+                    self.session.set_clock(unix_now());
+                    self.session.handle_frame(frame)
+                }
                 Some(Err(e)) => return Err(Link::failure(&e)),
                 None => return Err(SdkError::Refused("the server closed the connection".into())),
             }
@@ -373,7 +376,10 @@ impl Client {
         };
         tokio::select! {
             frame = self.link.frames.recv() => match frame {
-                Some(Ok(frame)) => self.session.handle_frame(frame),
+                Some(Ok(frame)) => {
+                    self.session.set_clock(unix_now());
+                    self.session.handle_frame(frame)
+                }
                 Some(Err(WireError::Frame(e))) => return Err(SdkError::Frame(e)),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "connection lost; reconnecting");

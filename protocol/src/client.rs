@@ -245,6 +245,16 @@ impl ClientRound {
         }
     }
 
+    /// Moves the clock at which peers' certificates must be valid to `unix_now` (seconds
+    /// since the Unix epoch): the shell calls it as messages arrive, so that a server
+    /// that keeps the client waiting cannot have it accept certificates that expired
+    /// meanwhile.
+    pub fn set_clock(&mut self, unix_now: u64) {
+        if let Some(identity) = &mut self.identity {
+            identity.now = unix_now;
+        }
+    }
+
     /// The commitment to this round's nonce, sent before the cohort is fixed.
     pub fn commitment(&self) -> [u8; 32] {
         cohort::commitment(&self.nonce)

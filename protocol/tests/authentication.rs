@@ -169,6 +169,26 @@ fn an_expired_neighbour_certificate_is_refused() {
 }
 
 #[test]
+fn certificates_that_expire_while_the_server_keeps_the_client_waiting_are_refused() {
+    // All certificates are valid for a day when the client commits; the server holds the
+    // key list back for two days. The shell's clock, not the one at the start, decides.
+    let enrollment = Enrollment::new();
+    let h = Harness::with_clients(
+        params(10, 9, 6, 8, 32),
+        25,
+        |c| {
+            let days = if c == id(1) { 30 } else { 1 };
+            (ClientPolicy::default(), Some(enrollment.identity_for(&format!("client-{}", c.get()), days, now())))
+        },
+        &[],
+    );
+    let (mut h, msg) = until(h, is_key_list);
+    h.clients[0].0.set_clock(now() + 2 * 86_400);
+    let err = refusal(&mut h, key_list(msg));
+    assert!(matches!(&err, ClientError::PeerCertificate { reason, .. } if reason.to_lowercase().contains("expired")));
+}
+
+#[test]
 fn a_neighbourhood_the_server_chose_after_the_reveal_is_refused() {
     // A sparse certified round; the server would like the target's neighbours to be
     // clients of its choosing. The labelling follows from the nonces, so it can only

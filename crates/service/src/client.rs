@@ -77,6 +77,11 @@ impl RoundMemory {
         self.sessions.get(&hex(session)).cloned().unwrap_or_default()
     }
 
+    /// What all of this server's sessions have cost the client together.
+    pub fn spent(&self) -> PrivacySpent {
+        self.sessions.values().fold(PrivacySpent::default(), |total, s| total.and(&s.spent))
+    }
+
     fn session_mut(&mut self, session: &[u8; 16]) -> &mut SessionMemory {
         self.sessions.entry(hex(session)).or_default()
     }
@@ -431,6 +436,15 @@ impl ClientSession {
         }
     }
 
+    /// The shell's clock, in seconds since the Unix epoch: peers' certificates are checked
+    /// against it. Call it before feeding each frame.
+    pub fn set_clock(&mut self, unix_now: u64) {
+        let current = self.round.as_mut().and_then(|r| r.protocol.as_mut());
+        for protocol in self.next.iter_mut().chain(current) {
+            protocol.set_clock(unix_now);
+        }
+    }
+
     /// Tells the server this client waits for a seat, committed to its next nonce.
     fn send_ready(&mut self) {
         let Some(next) = &self.next else { return };
@@ -625,7 +639,7 @@ impl ClientSession {
             Ok(event) => event,
             Err(e) => return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string())),
         };
-        if let Err(e) = self.config.privacy.check_budget(&memory.spent, accounted.as_ref()) {
+        if let Err(e) = self.config.privacy.check_budget(&self.config.memory.spent(), accounted.as_ref()) {
             return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
         }
         let attempts = memory.attempts.get(&round).copied().unwrap_or(0);

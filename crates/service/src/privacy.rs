@@ -57,14 +57,14 @@ pub struct PrivacyPolicy {
     /// Smallest noise multiplier z (≥ 0): each round must be at least as private as a
     /// Gaussian mechanism with noise z times its sensitivity.
     pub min_noise_multiplier: f64,
-    /// Most ε (at [`budget_delta`](Self::budget_delta)) one training session of one
-    /// server may cost this client, every masked input it sent counted; `None`: no
-    /// budget.
+    /// Most ε (at [`budget_delta`](Self::budget_delta)) one server may cost this client,
+    /// over all its training sessions (a server can open a new session at will), every
+    /// masked input sent counted; `None`: no budget.
     pub max_epsilon: Option<f64>,
     /// The δ of the budget, in (0, 1).
     pub budget_delta: f64,
-    /// Most masked inputs the client sends in one training session, DP or not; `None`:
-    /// no cap.
+    /// Most masked inputs the client sends to one server over all its training sessions,
+    /// DP or not; `None`: no cap.
     pub max_participations: Option<u64>,
 }
 
@@ -97,6 +97,18 @@ impl PrivacySpent {
         if let Some(event) = event {
             self.rdp = self.composed_with(Some(event));
         }
+    }
+
+    /// What `self` and `other` cost together (RDP composes by addition).
+    pub fn and(&self, other: &PrivacySpent) -> PrivacySpent {
+        let orders = DEFAULT_RDP_ORDERS.len();
+        let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+        let rdp = if self.rdp.is_empty() && other.rdp.is_empty() {
+            Vec::new()
+        } else {
+            (0..orders).map(|i| at(&self.rdp, i) + at(&other.rdp, i)).collect()
+        };
+        PrivacySpent { rdp, participations: self.participations + other.participations }
     }
 
     fn composed_with(&self, event: Option<&DpEvent>) -> Vec<f64> {
@@ -148,8 +160,8 @@ pub enum PrivacyRefusal {
     /// The parameters cannot be accounted.
     #[error("cannot account the round: {0}")]
     Unaccountable(String),
-    /// Taking part would spend more than the client's budget for the session.
-    #[error("the session's privacy budget: ε would reach {would_reach:.3} at δ = {delta}, above {max_epsilon}")]
+    /// Taking part would spend more than the client's budget for this server.
+    #[error("the privacy budget for this server: ε would reach {would_reach:.3} at δ = {delta}, above {max_epsilon}")]
     BudgetExhausted {
         /// ε after this round.
         would_reach: f64,
@@ -158,8 +170,8 @@ pub enum PrivacyRefusal {
         /// Its δ.
         delta: f64,
     },
-    /// The client already sent as many masked inputs in this session as it allows.
-    #[error("{0} participations in this session, the most this client allows")]
+    /// The client already sent this server as many masked inputs as it allows.
+    #[error("{0} participations with this server, the most this client allows")]
     ParticipationCap(u64),
 }
 

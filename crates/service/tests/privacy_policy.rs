@@ -9,7 +9,7 @@ use privagg_dp::noise::{NoiseSpec, Ratio};
 use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
 use privagg_protocol::{PrgKind, RoundParams};
 use privagg_service::privacy::{PrivacyRefusal, PrivacySpent, assumed_colluders};
-use privagg_service::{AggregationMode, PrivacyPolicy, RoundSettings};
+use privagg_service::{AggregationMode, PrivacyPolicy, RoundMemory, RoundSettings};
 
 const CORRUPT: f64 = 0.05;
 
@@ -221,4 +221,28 @@ fn a_spent_budget_keeps_the_client_out_and_every_input_sent_is_charged() {
     // The memory survives a round trip through its JSON.
     let stored: PrivacySpent = serde_json::from_str(&serde_json::to_string(&spent).unwrap()).unwrap();
     assert_eq!(stored, spent);
+}
+
+#[test]
+fn a_new_session_of_the_same_server_does_not_reset_the_budget() {
+    // The server picks the session id: a fresh one must not buy a fresh budget.
+    let (settings, params, _) = honest();
+    let policy = PrivacyPolicy { max_epsilon: Some(10.0), ..PrivacyPolicy::default() };
+    let event = policy.check(&settings, &params, CORRUPT).unwrap().unwrap();
+    let mut one_session = PrivacySpent::default();
+    while policy.check_budget(&one_session.and(&one_session), Some(&event)).is_ok() {
+        one_session.charge(Some(&event));
+    }
+    // Within budget alone, over it together with an identical second session.
+    assert!(policy.check_budget(&one_session, Some(&event)).is_ok());
+    let spent = serde_json::to_value(&one_session).unwrap();
+    let memory: RoundMemory = serde_json::from_value(serde_json::json!({
+        "sessions": {
+            "aa": { "finished": 3, "attempts": {}, "spent": spent },
+            "bb": { "finished": 0, "attempts": {}, "spent": spent },
+        }
+    }))
+    .unwrap();
+    assert_eq!(memory.spent(), one_session.and(&one_session));
+    assert!(matches!(policy.check_budget(&memory.spent(), Some(&event)), Err(PrivacyRefusal::BudgetExhausted { .. })));
 }
