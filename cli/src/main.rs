@@ -128,9 +128,14 @@ struct ServeArgs {
     /// seats whoever waits and sees who took part, so no amplification holds against it.
     #[arg(long)]
     sampling_rate: Option<f64>,
-    /// Stop before a round that would spend more than this ε.
+    /// Stop before a round that would spend more than this ε [default: 16; "inf": no
+    /// budget].
     #[arg(long)]
     max_epsilon: Option<f64>,
+    /// Run a DP plan whose accounting is loose (τ·m above 1e-3 or sensitivity inflated
+    /// by more than 10 %) instead of refusing it.
+    #[arg(long)]
+    force_plan: bool,
     /// Bits per word of the modular sum [default: 20 with DP, 48 without].
     #[arg(long)]
     bits: Option<u32>,
@@ -421,9 +426,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     if args.neighbors.is_some() {
         c.neighbors = args.neighbors;
     }
-    if args.max_epsilon.is_some() {
-        c.dp.max_epsilon = args.max_epsilon;
+    if let Some(budget) = args.max_epsilon {
+        c.dp.max_epsilon = budget.is_finite().then_some(budget);
     }
+    c.dp.force_plan |= args.force_plan;
     if let Some(threat) = args.threat {
         c.threat = threat.into();
     }

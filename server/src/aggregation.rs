@@ -3,9 +3,10 @@
 //! the FedAvg step that turns the decoded sum into a new global model.
 
 use privagg_dp::accountant::DpEvent;
+use privagg_dp::accountant::discrete::ddg_tau;
 use privagg_dp::encoding::Clipping;
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
-use privagg_dp::planner::{NoiseTarget, Plan, PlanInput, plan};
+use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
 use privagg_dp::{EncodingParams, ensure_enough_survivors, plan_without_dp};
 use privagg_protocol::graph_params::lowest_safe_threshold;
 use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_parameters};
@@ -61,6 +62,9 @@ impl Aggregation {
             );
             input.colluders = colluders as usize;
             let plan = plan(&input).map_err(|e| ServeError::Config(format!("DP plan: {e}")))?;
+            if !dp.force_plan {
+                check_tight(&plan)?;
+            }
             Mode::Dp { plan: Box::new(plan) }
         } else {
             let w = &config.weighting;
@@ -175,6 +179,35 @@ impl Aggregation {
         .map_err(|e| ServeError::Model(e.to_string()))?;
         Ok(Applied { denominator, update_norm })
     }
+}
+
+/// Largest τ·m of the discrete Gaussian a plan may have: above it the τ term of the
+/// accounting grows fast (the noise shares are too small to be nearly Gaussian).
+pub const MAX_TAU_DIM: f64 = 1e-3;
+
+/// Largest sensitivity inflation from rounding a plan may have.
+pub const MAX_INFLATION: f64 = 1.1;
+
+/// Refuses a plan whose accounting is loose (see [`MAX_TAU_DIM`], [`MAX_INFLATION`]).
+fn check_tight(plan: &Plan) -> Result<(), ServeError> {
+    let tau_dim = match plan.input.mechanism {
+        Mechanism::DiscreteGaussian => {
+            ddg_tau(plan.local_variance.to_f64(), plan.honest_shares as u64) * plan.padded_dim as f64
+        }
+        Mechanism::Skellam => 0.0,
+    };
+    if tau_dim > MAX_TAU_DIM {
+        return Err(ServeError::Config(format!(
+            "DP plan: τ·m = {tau_dim:.3e} above {MAX_TAU_DIM}: the noise shares are too small to account tightly (use more --bits or a larger --clip, or --force-plan)"
+        )));
+    }
+    if plan.sensitivity_inflation > MAX_INFLATION {
+        return Err(ServeError::Config(format!(
+            "DP plan: rounding inflates the sensitivity {:.3}×, above {MAX_INFLATION} (use more --bits, or --force-plan)",
+            plan.sensitivity_inflation
+        )));
+    }
+    Ok(())
 }
 
 /// Neighbours k and Shamir threshold t for a cohort of `n`: the user's k (made valid)

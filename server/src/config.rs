@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::AdversaryClass;
+use privagg_service::privacy::DEFAULT_MAX_EPSILON;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
@@ -28,13 +29,18 @@ pub struct DpConfig {
     /// The rate at which clients are sampled into rounds. Only 1 is accepted: the server
     /// seats whoever is waiting, so no amplification by sampling holds against it.
     pub sampling_rate: f64,
-    /// Refuse to start a round that would take ε (at δ) beyond this.
+    /// Refuse to start a round that would take ε (at δ) beyond this; `None` (in TOML,
+    /// `inf`): no budget. Default: 16, which stops only absurd configurations.
     pub max_epsilon: Option<f64>,
     /// Colluding clients whose noise the accounting does not count; unset:
     /// ⌈corrupt_fraction · min_clients⌉, what clients assume by default.
     pub colluders: Option<u32>,
     /// Bits per word of the modular sum.
     pub bits: u32,
+    /// Run a plan whose accounting is loose: the discrete Gaussian's τ·m above 10⁻³, or
+    /// rounding that inflates the sensitivity by more than 10 % (both cost ε for nothing;
+    /// more bits or a larger clip usually fix them).
+    pub force_plan: bool,
 }
 
 impl Default for DpConfig {
@@ -46,9 +52,10 @@ impl Default for DpConfig {
             mechanism: Mechanism::DiscreteGaussian,
             delta: 1e-5,
             sampling_rate: 1.0,
-            max_epsilon: None,
+            max_epsilon: Some(DEFAULT_MAX_EPSILON),
             colluders: None,
             bits: 20,
+            force_plan: false,
         }
     }
 }
@@ -322,6 +329,30 @@ mod tests {
         assert!(err.contains("--sampling-rate 0.01"), "{err}");
         c.dp.enabled = false;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn loose_plans_are_refused_unless_forced_and_a_budget_is_on_by_default() {
+        // The DP audit's configurations G (b = 10: τ·m ≈ 3·10⁴, ε ≈ 339 300) and H (b = 12).
+        let base = ServeConfig {
+            dim: 1024,
+            clients: 1000,
+            min_clients: 1000,
+            rounds: 10,
+            client_ca: Some("ca.der".into()),
+            ..ServeConfig::default()
+        };
+        assert_eq!(base.dp.max_epsilon, Some(16.0));
+        for bits in [10, 12] {
+            let mut c = base.clone();
+            c.dp.bits = bits;
+            c.dp.colluders = Some(0);
+            let err = crate::aggregation::Aggregation::new(&c).err().expect("refused").to_string();
+            assert!(err.contains("τ·m") || err.contains("inflates"), "b = {bits}: {err}");
+            c.dp.force_plan = true;
+            assert!(crate::aggregation::Aggregation::new(&c).is_ok(), "b = {bits}, forced");
+        }
+        assert!(crate::aggregation::Aggregation::new(&base).is_ok());
     }
 
     #[test]
