@@ -15,6 +15,7 @@ use privagg_client::{
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
+use privagg_server::aggregation::{Aggregation, graph_for};
 use privagg_server::config::Threat;
 use privagg_server::{ServeConfig, Server};
 
@@ -39,6 +40,9 @@ enum Command {
     Privacy(PrivacyArgs),
     /// Print the neighbour count k and threshold t the parameter finder picks.
     Params(ParamsArgs),
+    /// Print the DP plan `serve` would run with the same flags: ε against the server
+    /// (the headline), per round, zCDP ρ, γ, s², Δ₂, inflation, τ·m, wrap-arounds.
+    Plan(Box<PlanArgs>),
     /// The enrollment authority: make a root, issue client certificates. Keep its
     /// directory off the aggregation server.
     #[command(subcommand)]
@@ -308,6 +312,16 @@ struct PrivacyArgs {
 }
 
 #[derive(Args)]
+struct PlanArgs {
+    /// The same flags as `serve` (and `--config`).
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Machine-readable output (the headline ε under `epsilon`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct ParamsArgs {
     /// Clients per round.
     #[arg(long)]
@@ -381,6 +395,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Privacy(args) => privacy(args),
         Command::Params(args) => params(args),
+        Command::Plan(args) => plan(*args),
         Command::Ca(command) => ca(command),
     }
 }
@@ -460,12 +475,12 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
         c.cert = args.cert;
         c.key = args.key;
     }
-    c.validate()?;
     Ok(c)
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let config = serve_config(args)?;
+    config.validate()?;
     let server = Server::bind(config.clone()).await?;
     tracing::info!(
         addr = %server.local_addr()?,
@@ -560,6 +575,54 @@ fn ca(command: CaCommand) -> Result<()> {
             println!("client {name:?}: {} and {}, valid {days} days", cert.display(), key.display());
         }
     }
+    Ok(())
+}
+
+fn plan(args: PlanArgs) -> Result<()> {
+    let config = serve_config(args.serve)?;
+    config.validate_plan()?;
+    let (k, t) = graph_for(
+        config.clients,
+        config.min_clients,
+        config.neighbors,
+        config.corrupt_fraction,
+        config.threat.adversary(),
+    )?;
+    let summary = Aggregation::new(&config)?.summary().transpose()?;
+    if args.json {
+        let mut out = serde_json::json!({ "dp": summary.is_some(), "k": k, "t": t });
+        if let Some(s) = &summary {
+            out = serde_json::json!({ "dp": true, "k": k, "t": t, "plan": s, "epsilon": s.epsilon });
+        }
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{} clients per round, at least {} in each sum: k = {k} neighbours, t = {t}",
+        config.clients, config.min_clients
+    );
+    let Some(s) = summary else {
+        println!("DP off: weighted FedAvg, only secure aggregation hides each update");
+        return Ok(());
+    };
+    println!(
+        "ε = {:.4} at δ = {} over {} rounds, against the server (no amplification); {:.4} per round; zCDP ρ = {:.4}",
+        s.epsilon, s.delta, s.rounds, s.epsilon_per_round, s.zcdp_rho
+    );
+    println!(
+        "{:?} noise: z = {} (effective {:.4}) over h = {} honest shares ({} colluders assumed), s² = {:.4e} per client",
+        s.mechanism, s.noise_multiplier, s.effective_noise_multiplier, s.honest_shares, s.colluders, s.local_variance
+    );
+    println!(
+        "γ = {:.4e}, {} bits, m = {}, Δ₂ = {:.4} (inflation {:.4}), τ·m = {:.3e}, ≈ {:.3} coordinates wrap per round",
+        s.gamma,
+        s.bits,
+        s.padded_dim,
+        s.l2_sensitivity,
+        s.sensitivity_inflation,
+        s.tau_dim,
+        s.expected_wrapped_per_round
+    );
     Ok(())
 }
 

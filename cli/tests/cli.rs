@@ -247,3 +247,53 @@ fn ca_init_and_issue_write_a_root_and_client_credentials() {
         privagg().args(["ca", "issue", "--name", "../x", "--dir"]).arg(&ca).arg("--out").arg(&out).output().unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn plan_prints_the_epsilon_serve_logs_and_both_refuse_sampling_they_do_not_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--dim",
+        "4000",
+        "--clients",
+        "50",
+        "--min-clients",
+        "40",
+        "--rounds",
+        "30",
+        "--noise-multiplier",
+        "1.2",
+        "--threat",
+        "curious",
+        "--max-epsilon",
+        "inf",
+    ];
+    let plan = privagg().arg("plan").args(flags).arg("--json").output().unwrap();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let planned = plan["epsilon"].as_f64().unwrap();
+    assert_eq!(plan["plan"]["epsilon"].as_f64(), Some(planned));
+    assert!(planned > 0.0 && plan["plan"]["zcdp_rho"].as_f64().unwrap() > 0.0);
+
+    let mut serve = privagg();
+    serve.args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())]).args(flags);
+    serve.arg("--state").arg(dir.path().join("state")).env("NO_COLOR", "1");
+    let server = spawn(serve, dir.path(), "server");
+    let start = Instant::now();
+    let logged = loop {
+        let log = std::fs::read_to_string(&server.err).unwrap();
+        if let Some(line) = log.lines().find(|l| l.contains("DP plan for the session")) {
+            let value = line.split("epsilon=").nth(1).unwrap().split_whitespace().next().unwrap();
+            break value.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<f64>().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no plan logged: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(server);
+    assert_eq!(logged, planned);
+
+    for command in ["plan", "serve"] {
+        let refused = privagg().arg(command).args(flags).args(["--sampling-rate", "0.01"]).output().unwrap();
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("--sampling-rate 0.01"), "{command}");
+    }
+}

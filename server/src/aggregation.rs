@@ -2,8 +2,8 @@
 //! FedAvg), each round's settings for the clients, the neighbour graph of a cohort, and
 //! the FedAvg step that turns the decoded sum into a new global model.
 
-use privagg_dp::accountant::DpEvent;
 use privagg_dp::accountant::discrete::ddg_tau;
+use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent, epsilon};
 use privagg_dp::encoding::Clipping;
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
 use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
@@ -13,6 +13,7 @@ use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_para
 use privagg_service::privacy::assumed_colluders;
 use privagg_service::{AggregationMode, RoundSettings};
 use rand::RngExt;
+use serde::Serialize;
 
 use crate::config::ServeConfig;
 use crate::error::ServeError;
@@ -114,6 +115,13 @@ impl Aggregation {
         self.plan().map(Plan::dp_event)
     }
 
+    /// What the session's DP plan amounts to (DP on): what `privagg plan` prints and
+    /// `serve` logs.
+    pub fn summary(&self) -> Option<Result<PlanSummary, ServeError>> {
+        let plan = self.plan()?;
+        Some(PlanSummary::of(plan, self.colluders))
+    }
+
     /// The settings clients get for `round` of `session`, with a fresh rotation seed.
     pub fn round_settings(
         &self,
@@ -181,6 +189,88 @@ impl Aggregation {
     }
 }
 
+/// The figures of a session's DP plan, against the server (no amplification: the server
+/// does not sample). Sensitivities and variances are in integer units.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanSummary {
+    /// ε over the whole session at `delta`: the headline.
+    pub epsilon: f64,
+    /// ε of one round at `delta`.
+    pub epsilon_per_round: f64,
+    /// δ.
+    pub delta: f64,
+    /// Rounds in the session.
+    pub rounds: u64,
+    /// ρ of zero-concentrated DP for the session: the smallest ρ with RDP(α) ≤ ρ·α at
+    /// every order of the accountant.
+    pub zcdp_rho: f64,
+    /// The noise mechanism.
+    pub mechanism: Mechanism,
+    /// Requested noise multiplier z.
+    pub noise_multiplier: f64,
+    /// √(h s²)/Δ₂: what the honest shares give.
+    pub effective_noise_multiplier: f64,
+    /// Honest noise shares h = n_min − colluders.
+    pub honest_shares: usize,
+    /// Colluders assumed.
+    pub colluders: u32,
+    /// Lattice step γ (model units per integer unit).
+    pub gamma: f64,
+    /// Bits per word of the modular sum.
+    pub bits: u32,
+    /// Padded dimension m.
+    pub padded_dim: usize,
+    /// Each client's noise parameter s².
+    pub local_variance: f64,
+    /// Inflated L2 sensitivity Δ₂.
+    pub l2_sensitivity: f64,
+    /// Δ₂γ/C.
+    pub sensitivity_inflation: f64,
+    /// τ·m of the discrete Gaussian (0 for Skellam).
+    pub tau_dim: f64,
+    /// Expected coordinates of the aggregate that wrap around modulo 2^b per round (a
+    /// Gaussian estimate; utility only, privacy is unaffected).
+    pub expected_wrapped_per_round: f64,
+}
+
+impl PlanSummary {
+    fn of(plan: &Plan, colluders: u32) -> Result<Self, ServeError> {
+        let event = plan.dp_event_with_rate(1.0);
+        let (delta, rounds) = (plan.input.delta, plan.input.rounds);
+        let bad = |e: privagg_dp::DpError| ServeError::Config(format!("DP plan: {e}"));
+        let rho = DEFAULT_RDP_ORDERS.iter().map(|&alpha| event.rdp(alpha) / alpha).fold(0.0, f64::max);
+        Ok(Self {
+            epsilon: epsilon(&event, rounds, delta).map_err(bad)?,
+            epsilon_per_round: epsilon(&event, 1, delta).map_err(bad)?,
+            delta,
+            rounds,
+            zcdp_rho: rho * rounds as f64,
+            mechanism: plan.input.mechanism,
+            noise_multiplier: plan.noise_multiplier,
+            effective_noise_multiplier: plan.effective_noise_multiplier,
+            honest_shares: plan.honest_shares,
+            colluders,
+            gamma: plan.gamma,
+            bits: plan.input.bits,
+            padded_dim: plan.padded_dim,
+            local_variance: plan.local_variance.to_f64(),
+            l2_sensitivity: plan.l2_sensitivity,
+            sensitivity_inflation: plan.sensitivity_inflation,
+            tau_dim: tau_dim(plan),
+            expected_wrapped_per_round: plan.wrap.per_coordinate_gaussian * plan.padded_dim as f64,
+        })
+    }
+}
+
+fn tau_dim(plan: &Plan) -> f64 {
+    match plan.input.mechanism {
+        Mechanism::DiscreteGaussian => {
+            ddg_tau(plan.local_variance.to_f64(), plan.honest_shares as u64) * plan.padded_dim as f64
+        }
+        Mechanism::Skellam => 0.0,
+    }
+}
+
 /// Largest τ·m of the discrete Gaussian a plan may have: above it the τ term of the
 /// accounting grows fast (the noise shares are too small to be nearly Gaussian).
 pub const MAX_TAU_DIM: f64 = 1e-3;
@@ -190,12 +280,7 @@ pub const MAX_INFLATION: f64 = 1.1;
 
 /// Refuses a plan whose accounting is loose (see [`MAX_TAU_DIM`], [`MAX_INFLATION`]).
 fn check_tight(plan: &Plan) -> Result<(), ServeError> {
-    let tau_dim = match plan.input.mechanism {
-        Mechanism::DiscreteGaussian => {
-            ddg_tau(plan.local_variance.to_f64(), plan.honest_shares as u64) * plan.padded_dim as f64
-        }
-        Mechanism::Skellam => 0.0,
-    };
+    let tau_dim = tau_dim(plan);
     if tau_dim > MAX_TAU_DIM {
         return Err(ServeError::Config(format!(
             "DP plan: τ·m = {tau_dim:.3e} above {MAX_TAU_DIM}: the noise shares are too small to account tightly (use more --bits or a larger --clip, or --force-plan)"

@@ -206,8 +206,9 @@ impl ServeConfig {
         Duration::from_secs_f64(self.lobby_timeout)
     }
 
-    /// Checks ranges and consistency.
-    pub fn validate(&self) -> Result<(), ServeError> {
+    /// Checks the ranges and consistency of what the session's plan depends on (cohort,
+    /// timing, DP), without admission: what `privagg plan` needs.
+    pub fn validate_plan(&self) -> Result<(), ServeError> {
         let bad = |m: String| Err(ServeError::Config(m));
         if self.dim == 0 {
             return bad("--dim must be at least 1".into());
@@ -242,15 +243,6 @@ impl ServeConfig {
         if !(0.0..1.0).contains(&self.corrupt_fraction) {
             return bad("--corrupt-fraction must be in [0, 1)".into());
         }
-        if self.cert.is_some() != self.key.is_some() {
-            return bad("--cert and --key go together".into());
-        }
-        if self.tokens.is_some() && self.client_ca.is_some() {
-            return bad("--tokens and --client-ca are two ways to admit clients: choose one".into());
-        }
-        if self.threat == Threat::Malicious && self.client_ca.is_none() {
-            return bad("against a malicious server clients must authenticate each other: give --client-ca (the enrollment authority's root), or run with --threat curious, which trusts the server".into());
-        }
         if self.dp.enabled && self.dp.sampling_rate != 1.0 {
             return bad(format!(
                 "--sampling-rate {} claims amplification by sampling, but the server seats whoever is waiting and sees who took part: against it no sampling happens, so only 1 is accepted",
@@ -262,6 +254,26 @@ impl ServeConfig {
             if !(w.value_range.is_finite() && w.value_range > 0.0 && w.max_weight.is_finite() && w.max_weight > 0.0) {
                 return bad("value range and max weight must be positive".into());
             }
+        }
+        Ok(())
+    }
+
+    /// Checks everything [`validate_plan`](Self::validate_plan) does, and admission:
+    /// certificate and key together, one way to admit clients, and certified clients
+    /// against a malicious server.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        self.validate_plan()?;
+        let bad = |m: &str| Err(ServeError::Config(m.into()));
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("--cert and --key go together");
+        }
+        if self.tokens.is_some() && self.client_ca.is_some() {
+            return bad("--tokens and --client-ca are two ways to admit clients: choose one");
+        }
+        if self.threat == Threat::Malicious && self.client_ca.is_none() {
+            return bad(
+                "against a malicious server clients must authenticate each other: give --client-ca (the enrollment authority's root), or run with --threat curious, which trusts the server",
+            );
         }
         Ok(())
     }

@@ -134,16 +134,21 @@ impl Server {
             config.corrupt_fraction,
             config.threat.adversary(),
         )?;
-        if let Some(plan) = aggregation.plan() {
+        if let Some(summary) = aggregation.summary() {
+            let s = summary?;
             tracing::info!(
-                gamma = plan.gamma,
-                bits = plan.input.bits,
-                noise_multiplier = plan.noise_multiplier,
-                effective_noise_multiplier = plan.effective_noise_multiplier,
-                sensitivity_inflation = plan.sensitivity_inflation,
-                epsilon = plan.epsilon,
-                delta = plan.input.delta,
-                "DP plan for the session"
+                epsilon = s.epsilon,
+                delta = s.delta,
+                rounds = s.rounds,
+                zcdp_rho = s.zcdp_rho,
+                gamma = s.gamma,
+                bits = s.bits,
+                noise_multiplier = s.noise_multiplier,
+                effective_noise_multiplier = s.effective_noise_multiplier,
+                colluders = s.colluders,
+                sensitivity_inflation = s.sensitivity_inflation,
+                tau_dim = s.tau_dim,
+                "DP plan for the session (ε against the server; `privagg plan` prints it all)"
             );
         }
         let resume = resume(&config, &storage)?;
