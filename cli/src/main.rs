@@ -15,7 +15,7 @@ use privagg_client::{
 use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
-use privagg_server::aggregation::{Aggregation, graph_for};
+use privagg_server::aggregation::{Aggregation, session_graph};
 use privagg_server::config::Threat;
 use privagg_server::{ServeConfig, Server};
 
@@ -581,13 +581,7 @@ fn ca(command: CaCommand) -> Result<()> {
 fn plan(args: PlanArgs) -> Result<()> {
     let config = serve_config(args.serve)?;
     config.validate_plan()?;
-    let (k, t) = graph_for(
-        config.clients,
-        config.min_clients,
-        config.neighbors,
-        config.corrupt_fraction,
-        config.threat.adversary(),
-    )?;
+    let (k, t) = session_graph(&config)?;
     let summary = Aggregation::new(&config)?.summary().transpose()?;
     if args.json {
         let mut out = serde_json::json!({ "dp": summary.is_some(), "k": k, "t": t });

@@ -295,6 +295,11 @@ fn check_tight(plan: &Plan) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Neighbours k and Shamir threshold t for a full cohort of `config`'s session.
+pub fn session_graph(config: &ServeConfig) -> Result<(u32, u32), ServeError> {
+    graph_for(config.clients, config.min_clients, config.neighbors, config.corrupt_fraction, config.threat.adversary())
+}
+
 /// Neighbours k and Shamir threshold t for a cohort of `n`: the user's k (made valid)
 /// or the parameter finder's, for a server of class `adversary` and a threat model where
 /// `corrupt_fraction` of clients collude and up to n − `min_clients` drop out. The

@@ -59,7 +59,7 @@ pub use privagg_service::SessionEvent;
 pub use record::RoundRecord;
 pub use training::{Resume, SessionSummary};
 
-use crate::aggregation::{Aggregation, graph_for};
+use crate::aggregation::{Aggregation, session_graph};
 use crate::connection::{ConnEvent, serve_connection};
 use crate::driver::Driver;
 use crate::storage::{StateDir, read_vector};
@@ -127,13 +127,7 @@ impl Server {
         };
         let aggregation = Aggregation::new(&config)?;
         // Refuse now a cohort whose neighbour graph cannot be made safe.
-        graph_for(
-            config.clients,
-            config.min_clients,
-            config.neighbors,
-            config.corrupt_fraction,
-            config.threat.adversary(),
-        )?;
+        session_graph(&config)?;
         if let Some(summary) = aggregation.summary() {
             let s = summary?;
             tracing::info!(

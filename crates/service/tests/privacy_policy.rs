@@ -16,19 +16,7 @@ const CORRUPT: f64 = 0.05;
 /// An honest server's round: 100 clients, at least 80 in the sum, z = 1.
 fn honest() -> (RoundSettings, RoundParams, Plan) {
     let (n, n_min, dim) = (100, 80, 1000);
-    let mut input = PlanInput::new(
-        Mechanism::DiscreteGaussian,
-        NoiseTarget::Multiplier(1.0),
-        1e-5,
-        10,
-        1.0,
-        n,
-        n_min,
-        dim,
-        1.0,
-        20,
-    );
-    input.colluders = assumed_colluders(CORRUPT, n_min as u32) as usize;
+    let input = plan_input(1.0, assumed_colluders(CORRUPT, n_min as u32) as usize);
     let p = plan(&input).unwrap();
     let settings = RoundSettings {
         session: [1; 16],
@@ -55,6 +43,14 @@ fn honest() -> (RoundSettings, RoundParams, Plan) {
         prg: PrgKind::default(),
     };
     (settings, params, p)
+}
+
+/// The plan of a round of 100 clients, at least 80 in the sum, m = 1000, C = 1, 20 bits.
+fn plan_input(z: f64, colluders: usize) -> PlanInput {
+    let mut input =
+        PlanInput::new(Mechanism::DiscreteGaussian, NoiseTarget::Multiplier(z), 1e-5, 10, 1.0, 100, 80, 1000, 1.0, 20);
+    input.colluders = colluders;
+    input
 }
 
 fn check(settings: &RoundSettings, params: &RoundParams) -> Result<Option<DpEvent>, PrivacyRefusal> {
@@ -109,19 +105,7 @@ fn claiming_no_colluders_does_not_count_the_corrupt_clients_noise() {
     // at a noise multiplier right at the client's floor, the 4 missing shares put the
     // round below it.
     let (mut settings, params, _) = honest();
-    let mut input = PlanInput::new(
-        Mechanism::DiscreteGaussian,
-        NoiseTarget::Multiplier(0.5),
-        1e-5,
-        10,
-        1.0,
-        100,
-        80,
-        1000,
-        1.0,
-        20,
-    );
-    input.colluders = 0;
+    let mut input = plan_input(0.5, 0);
     let p = plan(&input).unwrap();
     settings.encoding = p.encoding_params([3; 32]);
     if let AggregationMode::Dp { colluders, .. } = &mut settings.mode {
