@@ -236,11 +236,12 @@ struct ClientArgs {
     /// then only secure aggregation hides the update.
     #[arg(long)]
     allow_no_dp: bool,
-    /// Take part in a training session only while it costs this client at most this ε
-    /// (at δ = 1e-5), every masked input it sent counted ("inf": no budget).
+    /// Take part only while this server, over all its training sessions, has cost this
+    /// client at most this ε (at δ = 1e-5), every masked input sent counted ("inf": no
+    /// budget).
     #[arg(long, default_value_t = DEFAULT_MAX_EPSILON)]
     max_epsilon: f64,
-    /// Send at most this many masked inputs in one training session.
+    /// Send this server at most this many masked inputs, over all its training sessions.
     #[arg(long)]
     max_participations: Option<u64>,
     /// Accept only thresholds safe with this fraction of clients corrupt [default: 0.05].

@@ -12,7 +12,9 @@
 //!   client's corrupt fraction c;
 //! * the round, accounted with the full RDP accountant (the discrete Gaussian's τ term
 //!   included) and with no amplification, must be at least as private at every Rényi
-//!   order as a Gaussian mechanism with the client's minimum noise multiplier.
+//!   order as a Gaussian mechanism with the client's minimum noise multiplier;
+//! * everything the client sent a server, over all its sessions, stays within the
+//!   client's budget ([`PrivacySpent`], kept in the client's memory).
 //!
 //! The accounting is against the server: zero-out adjacency (one client's update
 //! replaced by zeros, its noise share kept), no sampling.
@@ -40,8 +42,8 @@ pub fn assumed_colluders(corrupt_fraction: f64, n_min: u32) -> u32 {
     (corrupt_fraction.clamp(0.0, 1.0) * f64::from(n_min)).ceil() as u32
 }
 
-/// The privacy budget a client keeps per server and training session unless told
-/// otherwise: ε = 16 at δ = 10⁻⁵. Far from strong privacy, it still stops the absurd
+/// The privacy budget a client keeps per server, over all its training sessions, unless
+/// told otherwise: ε = 16 at δ = 10⁻⁵. Far from strong privacy, it still stops the absurd
 /// configurations (ε in the hundreds or more); set your own.
 pub const DEFAULT_MAX_EPSILON: f64 = 16.0;
 
