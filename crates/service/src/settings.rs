@@ -189,9 +189,10 @@ impl RoundSettings {
         Ok(settings)
     }
 
-    /// The noise multiplier these settings actually give, as a client can check it:
-    /// √(h·s²)/Δ₂ with h = n_min − colluders honest noise shares of variance s² and Δ₂
-    /// the norm bound clients enforce. `None` when DP is off.
+    /// The noise multiplier the header's own figures claim: √(h·s²)/Δ₂ with
+    /// h = n_min − colluders as the server states them and Δ₂ the norm bound clients
+    /// enforce — a Gaussian reading that ignores τ. Clients do not rely on it: see
+    /// [`PrivacyPolicy`](crate::PrivacyPolicy). `None` when DP is off.
     pub fn effective_noise_multiplier(&self) -> Option<f64> {
         let AggregationMode::Dp { n_min, colluders, .. } = self.mode else {
             return None;

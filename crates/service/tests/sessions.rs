@@ -867,3 +867,20 @@ fn an_attempt_that_aborts_after_the_inputs_went_out_is_charged() {
     assert_eq!([participations(1), participations(2)], [1, 1]);
     assert!(h.peers[1..].iter().all(|p| !p.completed(1)));
 }
+
+#[test]
+fn why_a_client_leaves_stays_with_the_client() {
+    // Whether an update can be encoded may depend on the update: the server hears only
+    // that the client left, the same words whatever the cause.
+    let mut h = Setup::new(7, 7, 4, 8).build();
+    h.peers[0].update.push(0.5); // wrong dimension
+    h.peers[1].fail_training = true;
+    h.peers[2].update[3] = f32::NAN;
+    h.join_all();
+    h.run();
+    let reasons: Vec<String> = h.dropped(0).into_iter().map(|(_, _, reason, _)| reason).collect();
+    assert_eq!(reasons.len(), 3);
+    for reason in reasons {
+        assert_eq!(reason, format!("Left({:?})", privagg_service::client::LEAVE_REASON));
+    }
+}
