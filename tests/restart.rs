@@ -156,3 +156,42 @@ async fn a_client_refuses_a_round_the_server_rolled_back_to_run_again() {
     let _ = b.await.unwrap();
     let _ = tokio::time::timeout(PATIENCE, running.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no_orphan() {
+    use privagg_dp::ledger::PrivacyLedger;
+    use privagg_server::storage::LEDGER_FILE;
+    let mut cfg = config("crash-dp", 4, 3, 3);
+    cfg.dp.enabled = true;
+    cfg.rounds = 2;
+    let state = cfg.state.clone();
+    let ledger =
+        || -> PrivacyLedger { serde_json::from_slice(&std::fs::read(state.join(LEDGER_FILE)).unwrap()).unwrap() };
+    let running = start(cfg.clone()).await;
+    let clients = spawn_clients(&running, 3, Arc::default());
+    running.finish().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(ledger().releases.iter().map(|r| r.round).collect::<Vec<_>>(), [1, 2]);
+    // The server crashed after round 2 was unmasked and its model written, before its
+    // record: on restart the orphaned model goes, the release stays charged, and the
+    // round that runs again is charged once more.
+    std::fs::remove_file(state.join("round-2.json")).unwrap();
+    let mut running = start(cfg).await;
+    assert!(!state.join("model-2.npy").exists());
+    assert_eq!(ledger().releases.len(), 2);
+    let clients = spawn_clients(&running, 3, Arc::default());
+    let record = running.next_record().await;
+    running.finish().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    let ledger = ledger();
+    assert_eq!(ledger.releases.iter().map(|r| r.round).collect::<Vec<_>>(), [1, 2, 2]);
+    let privacy = record.privacy.unwrap();
+    assert_eq!(privacy.releases, 3);
+    assert_eq!(privacy.epsilon, ledger.epsilon(privacy.delta).unwrap());
+    let two_releases = PrivacyLedger { releases: ledger.releases[..2].to_vec() };
+    assert!(privacy.epsilon > two_releases.epsilon(privacy.delta).unwrap());
+}

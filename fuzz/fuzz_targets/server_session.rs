@@ -52,6 +52,7 @@ fn drain(session: &mut ServerSession, now: Instant) {
                 job.run();
                 session.handle_finalized(now, job);
             }
+            Action::ChargeRelease { .. } => session.handle_release_charged(now),
             Action::Commit(_) => session.handle_committed(now),
             _ => {}
         }

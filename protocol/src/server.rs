@@ -244,6 +244,12 @@ impl ServerRound {
         self.output.as_ref()
     }
 
+    /// How many masked inputs are in the running sum (U3 once the masked-input phase
+    /// closed): the clients a release of the sum would include.
+    pub fn inputs(&self) -> usize {
+        self.members(|s| s.in_sum).count()
+    }
+
     /// Takes the recovered sum out of a completed round.
     pub fn take_output(&mut self) -> Option<RoundOutput> {
         self.output.take()
@@ -707,6 +713,9 @@ impl ServerRound {
         if matches!(self.phase, Phase::Completed | Phase::Aborted) {
             return;
         }
+        // An abort supersedes every queued request to go on (an unmask request the shell
+        // held back must not go out with it); notices to dropped clients stay.
+        self.outgoing.retain(|o| matches!(o.message, ServerMessage::Abort(_)));
         let message = ServerMessage::Abort(Abort::new(abort.code(), &abort.to_string()));
         for to in self.members(|s| s.dropped.is_none()).collect::<Vec<_>>() {
             self.outgoing.push(Outgoing { to, message: message.clone() });

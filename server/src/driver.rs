@@ -114,6 +114,10 @@ impl Driver {
                     let (params, app_data) = self.training.plan(round, clients)?;
                     self.session.start_round(Instant::now(), params, app_data)?;
                 }
+                Action::ChargeRelease { round, attempt, inputs } => {
+                    self.training.charge_release(round, attempt, inputs)?;
+                    self.session.handle_release_charged(Instant::now());
+                }
                 Action::Finalize(mut job) => {
                     // Expanding the masks of dropped clients is CPU-heavy: off the runtime.
                     let job = tokio::task::spawn_blocking(move || {

@@ -235,17 +235,31 @@ impl Server {
 /// Where the state directory says the session stands.
 fn resume(config: &ServeConfig, storage: &StateDir) -> Result<Resume, ServeError> {
     let momentum_on = config.server_momentum > 0.0;
+    let uncommitted = storage.remove_uncommitted()?;
+    if !uncommitted.is_empty() {
+        tracing::warn!(
+            ?uncommitted,
+            "removed the model files of rounds that never committed (their releases stay charged)"
+        );
+    }
+    let ledger = storage.load_ledger()?;
     let mut resume = match storage.load_latest(config.dim, momentum_on)? {
         Some(checkpoint) => {
-            tracing::info!(round = checkpoint.round, "resuming after the last committed round");
-            Resume {
-                completed: checkpoint.round,
-                model: checkpoint.model,
-                momentum: checkpoint.momentum,
-                ledger: checkpoint.record.and_then(|r| r.privacy).map(|p| p.ledger).unwrap_or_default(),
+            tracing::info!(
+                round = checkpoint.round,
+                releases = ledger.releases.len(),
+                "resuming after the last committed round"
+            );
+            if checkpoint.record.as_ref().is_some_and(|r| r.privacy.is_some()) && ledger.releases.is_empty() {
+                return Err(ServeError::Model(format!(
+                    "{} holds DP rounds but no {}: what they spent is unknown",
+                    storage.path().display(),
+                    storage::LEDGER_FILE
+                )));
             }
+            Resume { completed: checkpoint.round, model: checkpoint.model, momentum: checkpoint.momentum, ledger }
         }
-        None => Resume { model: initial_model(config)?, ..Resume::default() },
+        None => Resume { model: initial_model(config)?, ledger, ..Resume::default() },
     };
     if momentum_on && resume.momentum.is_none() {
         resume.momentum = Some(vec![0.0; config.dim]);

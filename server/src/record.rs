@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use privagg_dp::ledger::PrivacyLedger;
 use serde::{Deserialize, Serialize};
 
 /// A client that left a round.
@@ -18,17 +17,20 @@ pub struct DroppedRecord {
     pub in_sum: bool,
 }
 
-/// Privacy accounting after a round.
+/// Privacy accounting after a round, against the server (no amplification).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyRecord {
-    /// ε spent so far, at `delta`, with the configured sampling rate.
+    /// ε spent so far at `delta`: every release in the privacy ledger
+    /// (`privacy-ledger.json`), aborted attempts and releases before a restart included.
     pub epsilon: f64,
     /// δ.
     pub delta: f64,
     /// The noise multiplier clients' noise actually gives (≥ the configured one).
     pub effective_noise_multiplier: f64,
-    /// Every round's DP event so far.
-    pub ledger: PrivacyLedger,
+    /// Releases charged so far (rounds completed, plus attempts released but not
+    /// committed).
+    #[serde(default)]
+    pub releases: usize,
 }
 
 /// One completed round.

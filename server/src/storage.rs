@@ -1,13 +1,17 @@
-//! The state directory: certificate, global model, and one record per completed round,
-//! written so that a crash never leaves a half-applied round.
+//! The state directory: certificate, global model, privacy ledger and one record per
+//! completed round, written so that a crash never leaves a half-applied round nor an
+//! uncharged release.
 //!
-//! After round r the server writes `model-<r>.npy` (float32, 1-D, NumPy format), the
-//! momentum buffer if server momentum is on (`momentum-<r>.npy`), and then
-//! `round-<r>.json`. Every file is written to a temporary name, flushed, and renamed
-//! into place, and the directory is synced. `round-<r>.json` is the commit mark: on
-//! restart the server resumes after the highest r whose record and model both exist,
-//! so a round interrupted by a crash (model written, record not) is redone from the
-//! previous model, never applied twice.
+//! Before the survivors of an attempt are asked for their unmasking shares, the server
+//! rewrites `privacy-ledger.json` with that release appended (DP on): from then on it is
+//! charged, whatever happens to the round. After round r the server writes
+//! `model-<r>.npy` (float32, 1-D, NumPy format), the momentum buffer if server momentum
+//! is on (`momentum-<r>.npy`), and then `round-<r>.json`. Every file is written to a
+//! temporary name, flushed, and renamed into place, and the directory is synced.
+//! `round-<r>.json` is the commit mark: on restart the server removes model and
+//! momentum files without a record (a crash between finalize and commit), and resumes
+//! after the highest r whose record and model both exist, so an interrupted round is
+//! redone from the previous model — never applied twice, and charged for every release.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +19,13 @@ use ndarray::Array1;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use privagg_service::durable::{self, Access};
 
+use privagg_dp::ledger::PrivacyLedger;
+
 use crate::error::ServeError;
 use crate::record::RoundRecord;
+
+/// The privacy ledger's file in the state directory.
+pub const LEDGER_FILE: &str = "privacy-ledger.json";
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
@@ -100,6 +109,51 @@ impl StateDir {
 
     fn record_path(&self, round: u64) -> PathBuf {
         self.dir.join(format!("round-{round}.json"))
+    }
+
+    fn ledger_path(&self) -> PathBuf {
+        self.dir.join(LEDGER_FILE)
+    }
+
+    /// The privacy ledger: every release charged so far (empty if none was).
+    pub fn load_ledger(&self) -> Result<PrivacyLedger, ServeError> {
+        let path = self.ledger_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| ServeError::Model(format!("{}: {e}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PrivacyLedger::new()),
+            Err(e) => Err(ServeError::io(&path, e)),
+        }
+    }
+
+    /// Replaces the privacy ledger atomically.
+    pub fn save_ledger(&self, ledger: &PrivacyLedger) -> Result<(), ServeError> {
+        let json = serde_json::to_vec_pretty(ledger).map_err(|e| ServeError::Model(e.to_string()))?;
+        write_atomically(&self.ledger_path(), &json)
+    }
+
+    /// Removes model and momentum files of rounds without a record: what a crash
+    /// between finalize and commit leaves. Returns the rounds cleaned up.
+    pub fn remove_uncommitted(&self) -> Result<Vec<u64>, ServeError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| ServeError::io(&self.dir, e))?;
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(round) = name.to_str().and_then(|n| {
+                let stem = n.strip_suffix(".npy")?;
+                stem.strip_prefix("model-").or_else(|| stem.strip_prefix("momentum-"))?.parse::<u64>().ok()
+            }) else {
+                continue;
+            };
+            if !self.record_path(round).exists() {
+                std::fs::remove_file(entry.path()).map_err(|e| ServeError::io(&entry.path(), e))?;
+                removed.push(round);
+            }
+        }
+        removed.sort_unstable();
+        removed.dedup();
+        Ok(removed)
     }
 
     /// The training session this state belongs to: 16 random bytes made the first time

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use privagg_dp::ledger::{PrivacyLedger, RoundRecord as LedgerEntry};
+use privagg_dp::ledger::{PrivacyLedger, Release};
 use privagg_protocol::{DropReason, DroppedClient, PrgKind, RoundParams};
 use privagg_service::{RoundCommit, RoundSettings};
 
@@ -25,7 +25,7 @@ pub struct Resume {
     pub model: Vec<f32>,
     /// The server-momentum buffer, if momentum is on.
     pub momentum: Option<Vec<f32>>,
-    /// The privacy ledger so far.
+    /// The privacy ledger: every release charged so far.
     pub ledger: PrivacyLedger,
 }
 
@@ -104,8 +104,27 @@ impl Training {
         Ok((params, Arc::from(app_data.into_boxed_slice())))
     }
 
-    /// Applies a completed round to the model, charges it to the privacy ledger and
-    /// commits model, ledger and record to the state directory.
+    /// Charges the release of `round` (attempt `attempt`, `inputs` masked inputs in the
+    /// sum) to the privacy ledger and writes the ledger, before any survivor is asked
+    /// for its unmasking shares (DP on; nothing to charge otherwise).
+    pub fn charge_release(&mut self, round: u64, attempt: u32, inputs: usize) -> Result<(), ServeError> {
+        let (Some(event), Some(plan)) = (self.aggregation.dp_event(), self.aggregation.plan()) else { return Ok(()) };
+        let release = Release {
+            round,
+            attempt,
+            event,
+            n_min: self.config.min_clients as usize,
+            survivors: inputs,
+            effective_noise_multiplier: plan.effective_noise_multiplier,
+        };
+        self.ledger.record(release).map_err(|e| ServeError::Model(format!("privacy ledger: {e}")))?;
+        self.storage.save_ledger(&self.ledger)?;
+        tracing::info!(round, attempt, inputs, epsilon = self.epsilon(), "release charged");
+        Ok(())
+    }
+
+    /// Applies a completed round to the model and commits model and record to the
+    /// state directory (its release was charged before it was unmasked).
     pub fn commit(&mut self, commit: &RoundCommit) -> Result<RoundRecord, ServeError> {
         let settings = self.settings.take().ok_or_else(|| ServeError::Model("a round without settings".into()))?;
         let applied = self.aggregation.apply(
@@ -115,24 +134,14 @@ impl Training {
             self.momentum.as_mut(),
             (self.config.server_lr, self.config.server_momentum),
         )?;
-        let privacy = match (self.aggregation.dp_event(), self.aggregation.plan()) {
-            (Some(event), Some(plan)) => {
-                let entry = LedgerEntry {
-                    round: commit.round,
-                    event,
-                    n_min: self.config.min_clients as usize,
-                    survivors: commit.output.included.len(),
-                    effective_noise_multiplier: plan.effective_noise_multiplier,
-                };
-                self.ledger.record(entry).map_err(|e| ServeError::Model(format!("privacy ledger: {e}")))?;
-                Some(PrivacyRecord {
-                    epsilon: self.ledger.epsilon(plan.input.delta).map_err(|e| ServeError::Model(e.to_string()))?,
-                    delta: plan.input.delta,
-                    effective_noise_multiplier: plan.effective_noise_multiplier,
-                    ledger: self.ledger.clone(),
-                })
-            }
-            _ => None,
+        let privacy = match self.aggregation.plan() {
+            Some(plan) => Some(PrivacyRecord {
+                epsilon: self.ledger.epsilon(plan.input.delta).map_err(|e| ServeError::Model(e.to_string()))?,
+                delta: plan.input.delta,
+                effective_noise_multiplier: plan.effective_noise_multiplier,
+                releases: self.ledger.releases.len(),
+            }),
+            None => None,
         };
         let record = record(commit, applied.denominator, applied.update_norm, privacy);
         self.storage.commit(&record, &self.model, self.momentum.as_deref())?;

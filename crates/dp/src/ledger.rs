@@ -1,26 +1,36 @@
-//! The privacy ledger: one DP event per released round, persisted by the server.
+//! The privacy ledger: one DP event per release, persisted by the server.
+//!
+//! A release is an attempt of a round whose survivors were asked for their unmasking
+//! shares: from then on the server can compute the sum, so the attempt is charged
+//! whether or not the round commits. The server writes the ledger (JSON via serde)
+//! atomically *before* the first unmask request, so that a crash, an abort or a retry
+//! after it is still charged; a round retried after such an attempt appears once per
+//! release. Attempts that never reached the unmask phase released nothing and are not
+//! recorded.
 //!
 //! ε is never stored, only recomputed from the recorded events at whatever δ is asked
 //! for, so a changed δ or an improved accountant re-reads the same history. The server
-//! writes the ledger (JSON via serde) atomically together with the model after every
-//! round, and calls [`PrivacyLedger::check_budget`] before starting the next one. Rounds
-//! that released nothing (fewer than `n_min` survivors) are not recorded.
+//! calls [`PrivacyLedger::check_budget`] before starting each attempt.
 
 use serde::{Deserialize, Serialize};
 
 use crate::accountant::{DpEvent, RdpAccountant};
 use crate::error::{DpError, invalid};
 
-/// What one released round cost.
+/// What one release cost.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RoundRecord {
-    /// Round number; strictly increasing along the ledger.
+pub struct Release {
+    /// Round number; never decreasing along the ledger (a round released more than
+    /// once — a retry, or a restart after a crash — appears once per release).
     pub round: u64,
+    /// Which attempt of the round, as the server numbered it (1 for the first; the
+    /// numbering starts again after a restart).
+    pub attempt: u32,
     /// The release, as the accountant sees it.
     pub event: DpEvent,
     /// Smallest survivor count the round accepted.
     pub n_min: usize,
-    /// Clients whose updates were summed (≥ `n_min`).
+    /// Clients whose masked inputs were in the sum when it was released (≥ `n_min`).
     pub survivors: usize,
     /// Effective noise multiplier (noise std of the honest shares / inflated sensitivity).
     pub effective_noise_multiplier: f64,
@@ -29,8 +39,8 @@ pub struct RoundRecord {
 /// The persisted history of DP events.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyLedger {
-    /// Released rounds, in order.
-    pub rounds: Vec<RoundRecord>,
+    /// Releases, in order.
+    pub releases: Vec<Release>,
 }
 
 impl PrivacyLedger {
@@ -39,9 +49,9 @@ impl PrivacyLedger {
         Self::default()
     }
 
-    /// Appends a released round. Rejects an invalid event, `survivors < n_min`, and a
-    /// round number not above the last one (a round is never applied twice).
-    pub fn record(&mut self, record: RoundRecord) -> Result<(), DpError> {
+    /// Appends a release. Rejects an invalid event, `survivors < n_min`, and a round
+    /// number below the last one.
+    pub fn record(&mut self, record: Release) -> Result<(), DpError> {
         record.event.validate()?;
         if record.survivors < record.n_min {
             return Err(invalid(
@@ -49,19 +59,19 @@ impl PrivacyLedger {
                 format!("{} < n_min {}: such a round releases nothing", record.survivors, record.n_min),
             ));
         }
-        if let Some(last) = self.rounds.last()
-            && record.round <= last.round
+        if let Some(last) = self.releases.last()
+            && record.round < last.round
         {
-            return Err(invalid("round", format!("{} does not follow {}", record.round, last.round)));
+            return Err(invalid("round", format!("{} comes before {}", record.round, last.round)));
         }
-        self.rounds.push(record);
+        self.releases.push(record);
         Ok(())
     }
 
     fn accountant_with(&self, next: Option<&DpEvent>) -> Result<RdpAccountant, DpError> {
         let mut acc = RdpAccountant::new();
         // Consecutive rounds usually repeat the same event: compute its curve once.
-        let events = self.rounds.iter().map(|r| &r.event).chain(next);
+        let events = self.releases.iter().map(|r| &r.event).chain(next);
         let mut run: Option<(&DpEvent, u64)> = None;
         for e in events {
             run = match run {

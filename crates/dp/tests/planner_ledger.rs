@@ -6,7 +6,7 @@
 use privagg_dp::DpError;
 use privagg_dp::accountant::{DpEvent, RdpAccountant, epsilon_gaussian};
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step, average_with_public_denominator};
-use privagg_dp::ledger::{PrivacyLedger, RoundRecord};
+use privagg_dp::ledger::{PrivacyLedger, Release};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 
 fn input(mechanism: Mechanism, noise: NoiseTarget, bits: u32) -> PlanInput {
@@ -106,8 +106,8 @@ fn infeasible_settings_name_the_failed_condition() {
     }
 }
 
-fn record(round: u64, event: DpEvent) -> RoundRecord {
-    RoundRecord { round, event, n_min: 80, survivors: 90, effective_noise_multiplier: 1.0 }
+fn record(round: u64, event: DpEvent) -> Release {
+    Release { round, attempt: 1, event, n_min: 80, survivors: 90, effective_noise_multiplier: 1.0 }
 }
 
 #[test]
@@ -144,16 +144,19 @@ fn ledger_recomputes_epsilon_and_enforces_the_budget() {
 }
 
 #[test]
-fn ledger_rejects_replays_partial_rounds_and_bad_events() {
-    let e = DpEvent::Gaussian { noise_multiplier: 1.0, sampling_rate: 0.1 };
+fn ledger_charges_every_release_and_rejects_going_back_partial_rounds_and_bad_events() {
+    let e = DpEvent::Gaussian { noise_multiplier: 1.0, sampling_rate: 1.0 };
     let mut ledger = PrivacyLedger::new();
     ledger.record(record(3, e)).unwrap();
-    assert!(ledger.record(record(3, e)).is_err());
+    // A retried round is charged again: two releases cost more than one.
+    let once = ledger.epsilon(1e-5).unwrap();
+    ledger.record(Release { attempt: 2, ..record(3, e) }).unwrap();
+    assert!(ledger.epsilon(1e-5).unwrap() > once);
     assert!(ledger.record(record(2, e)).is_err());
-    assert!(ledger.record(RoundRecord { survivors: 10, ..record(4, e) }).is_err());
+    assert!(ledger.record(Release { survivors: 10, ..record(4, e) }).is_err());
     let bad = DpEvent::Gaussian { noise_multiplier: 1.0, sampling_rate: 2.0 };
     assert!(ledger.record(record(5, bad)).is_err());
-    assert_eq!(ledger.rounds.len(), 1);
+    assert_eq!(ledger.releases.len(), 2);
 }
 
 #[test]

@@ -866,6 +866,34 @@ fn an_attempt_that_aborts_after_the_inputs_went_out_is_charged() {
     let participations = |i: usize| h.peers[i].session.config().memory.session(&harness::SESSION).spent.participations;
     assert_eq!([participations(1), participations(2)], [1, 1]);
     assert!(h.peers[1..].iter().all(|p| !p.completed(1)));
+    // The server charged the same release on its side, before anyone revealed a share;
+    // the attempts that ended before the inputs were in cost nothing.
+    assert_eq!(h.charges, vec![(1, 1, 3, 0)]);
+}
+
+#[test]
+fn no_share_is_revealed_before_the_release_is_charged_nor_at_all_if_charging_fails() {
+    for fail in [false, true] {
+        let mut setup = Setup::new(5, 5, 3, 8);
+        setup.noise_multiplier = Some(1.0);
+        let mut h = setup.build();
+        h.peers[4].session.set_drop_point(Some(DropPoint::BeforeMaskedInput));
+        h.fail_charge = fail;
+        h.join_all();
+        h.run();
+        // One charge per release, for the four inputs in the sum, with no share out yet.
+        assert_eq!(h.charges, vec![(1, 1, 4, 0)], "fail: {fail}");
+        let revealed: u32 = h.peers.iter().map(|p| p.unmask_responses).sum();
+        if fail {
+            assert_eq!(revealed, 0);
+            assert!(h.commits.is_empty());
+            let ended = |p: &harness::Peer| matches!(p.events.last(), Some(ClientEvent::SessionEnded { .. }));
+            assert!(h.peers[..4].iter().all(ended));
+        } else {
+            assert_eq!(revealed, 4);
+            assert_eq!(h.commits.len(), 1);
+        }
+    }
 }
 
 #[test]

@@ -13,10 +13,13 @@
 //!    [`ServerSession::handle_closed`], and [`ServerSession::handle_timeout`] once the
 //!    instant of [`ServerSession::poll_timeout`] has passed.
 //! 2. After each input, drain [`ServerSession::poll_action`] until it returns `None`, and
-//!    carry out each action in order. Three actions expect an answer before any other
+//!    carry out each action in order. Four actions expect an answer before any other
 //!    input is fed:
 //!    * [`Action::StartRound`]: plan the round, then [`ServerSession::start_round`]
 //!      (or [`ServerSession::close`] if it cannot start);
+//!    * [`Action::ChargeRelease`]: charge the release durably (the privacy ledger), then
+//!      [`ServerSession::handle_release_charged`] (or [`ServerSession::close`] if that
+//!      failed: the unmask requests are held back until the answer);
 //!    * [`Action::Finalize`]: run the job (CPU-heavy), then
 //!      [`ServerSession::handle_finalized`];
 //!    * [`Action::Commit`]: apply and store the round's sum, then
@@ -41,7 +44,7 @@ use privagg_protocol::{
 };
 
 use self::lobby::{ConnState, Lobby};
-use self::round::{ActiveRound, Stage, upload_without_grant};
+use self::round::{ActiveRound, ReleaseCharge, Stage, upload_without_grant};
 use crate::admission::{Admission, ClientIdentity, Refusal};
 use crate::frame::{Frame, MAX_CONTROL_FRAME, upload_frame_limit};
 use crate::message::{ClientServiceMessage, FromClient, Resume, ServerServiceMessage};
@@ -133,6 +136,19 @@ pub enum Action {
         attempt: u32,
         /// Clients seated.
         clients: u32,
+    },
+    /// The survivors are about to be asked for their unmasking shares, after which the
+    /// server can compute the sum of `inputs` masked inputs: charge this release of
+    /// round `round` (attempt `attempt`) durably — it counts whether or not the round
+    /// commits — then [`ServerSession::handle_release_charged`]. Nothing is sent to the
+    /// round's clients until then.
+    ChargeRelease {
+        /// The round number.
+        round: u64,
+        /// The attempt (1 for the first).
+        attempt: u32,
+        /// Masked inputs in the sum.
+        inputs: usize,
     },
     /// Remove the masks (CPU-heavy: off the async runtime), then hand the job back with
     /// [`ServerSession::handle_finalized`].
@@ -469,6 +485,15 @@ impl ServerSession {
         self.after_input(now);
     }
 
+    /// The answer to [`Action::ChargeRelease`]: the release is charged; the unmask
+    /// requests go out.
+    pub fn handle_release_charged(&mut self, now: Instant) {
+        if let Some(round) = self.round.as_mut().filter(|r| r.release == ReleaseCharge::Charging) {
+            round.release = ReleaseCharge::Charged;
+        }
+        self.after_input(now);
+    }
+
     /// The answer to [`Action::Commit`]: the round is applied and stored. Its clients
     /// hear `RoundComplete`, return to the lobby, and the next round may start.
     pub fn handle_committed(&mut self, now: Instant) {
@@ -659,9 +684,17 @@ impl ServerSession {
                 tracing::debug!(%phase, "phase changed");
                 self.out.push(Action::Event(SessionEvent::PhaseChanged { round: round.number, phase }));
             }
-            // A completed round's messages wait for its commit; any other's go out now.
+            // A completed round's messages wait for its commit, and unmask requests for
+            // the release to be charged; any other's go out now.
             match round.protocol_phase() {
                 Some(Phase::Completed) => self.hand_over_commit(now),
+                Some(Phase::Unmask) if round.release != ReleaseCharge::Charged => {
+                    if round.release == ReleaseCharge::NotYet {
+                        round.release = ReleaseCharge::Charging;
+                        let inputs = round.protocol().map_or(0, |p| p.inputs());
+                        self.out.push(Action::ChargeRelease { round: round.number, attempt: round.attempt, inputs });
+                    }
+                }
                 phase => {
                     round.flush(&mut self.out);
                     match phase {

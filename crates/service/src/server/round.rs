@@ -49,6 +49,18 @@ pub(super) enum Stage {
     Committing(ServerRound),
 }
 
+/// Whether the shell has charged the round's release: the survivors may be asked for
+/// their unmasking shares (after which the server can compute the sum) only once it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReleaseCharge {
+    /// The round has not reached the unmask phase.
+    NotYet,
+    /// The shell is charging it (`Action::ChargeRelease`); the unmask requests wait.
+    Charging,
+    /// Charged: the unmask requests may go out.
+    Charged,
+}
+
 /// The round in progress.
 pub(super) struct ActiveRound {
     pub number: u64,
@@ -69,6 +81,8 @@ pub(super) struct ActiveRound {
     upload_limit: usize,
     /// Seats whose client reconnected during the round.
     pub reconnected: BTreeSet<ClientId>,
+    /// Where the charge for releasing the sum stands.
+    pub release: ReleaseCharge,
 }
 
 impl ActiveRound {
@@ -94,6 +108,7 @@ impl ActiveRound {
             granted: HashSet::new(),
             upload_limit: MAX_CONTROL_FRAME,
             reconnected: BTreeSet::new(),
+            release: ReleaseCharge::NotYet,
         }
     }
 

@@ -127,6 +127,8 @@ pub struct Peer {
     pub remembered: Option<RoundMemory>,
     /// Masked inputs it sent.
     pub uploads: u32,
+    /// Unmask responses it sent (shares revealed).
+    pub unmask_responses: u32,
 }
 
 impl Peer {
@@ -224,6 +226,11 @@ pub struct Harness {
     /// Peers whose encode jobs wait for [`Harness::release_encode`].
     pub hold_encode: Vec<usize>,
     held_encodes: Vec<(usize, Box<EncodeJob>)>,
+    /// Releases charged: (round, attempt, masked inputs in the sum, unmask responses
+    /// clients had sent by then).
+    pub charges: Vec<(u64, u32, usize, u32)>,
+    /// Fail the next charge (the shell could not write its ledger): close the session.
+    pub fail_charge: bool,
     /// The enrollment authority that certified the peers.
     pub authority: privagg_ca::Authority,
     setup: Setup,
@@ -255,6 +262,8 @@ impl Harness {
             raw_received: HashMap::new(),
             hold_encode: Vec::new(),
             held_encodes: Vec::new(),
+            charges: Vec::new(),
+            fail_charge: false,
             authority,
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
@@ -469,6 +478,15 @@ impl Harness {
                     self.server.close(&e);
                 }
             },
+            Action::ChargeRelease { round, attempt, inputs } => {
+                let revealed = self.peers.iter().map(|p| p.unmask_responses).sum();
+                self.charges.push((round, attempt, inputs, revealed));
+                if std::mem::take(&mut self.fail_charge) {
+                    self.server.close("the privacy ledger could not be written");
+                } else {
+                    self.server.handle_release_charged(now);
+                }
+            }
             Action::Finalize(mut job) => {
                 job.run();
                 self.server.handle_finalized(now, job);
@@ -509,8 +527,10 @@ impl Harness {
             ClientAction::Send(frame) => {
                 let at = self.now + self.setup.latency;
                 let mut bytes = frame.to_vec();
-                if bytes.get(1) == Some(&ty::MASKED_INPUT) {
-                    peer.uploads += 1;
+                match bytes.get(1) {
+                    Some(&ty::MASKED_INPUT) => peer.uploads += 1,
+                    Some(&ty::UNMASK_RESPONSE) => peer.unmask_responses += 1,
+                    _ => {}
                 }
                 if let Some(tamper) = &mut self.tamper
                     && !tamper(i, &mut bytes)
@@ -759,6 +779,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         asks_for_rounds: true,
         remembered: None,
         uploads: 0,
+        unmask_responses: 0,
     }
 }
 
