@@ -128,10 +128,15 @@ struct ServeArgs {
     /// δ of the privacy accounting [default: 1e-5].
     #[arg(long)]
     delta: Option<f64>,
-    /// Client sampling rate, for accounting [default: 1]. Only 1 is accepted: the server
-    /// seats whoever waits and sees who took part, so no amplification holds against it.
+    /// Rate q at which clients take part [default: 1]. Below 1 only with --check-ins.
     #[arg(long)]
     sampling_rate: Option<f64>,
+    /// Random check-ins: before each round, each of the --clients waiting clients flips
+    /// its own coin and takes part with probability --sampling-rate. ε against the
+    /// server stays at q = 1 (it sees who took part); a second ε, against those who see
+    /// only the released models, is reported.
+    #[arg(long)]
+    check_ins: bool,
     /// Stop before a round that would spend more than this ε [default: 16; "inf": no
     /// budget].
     #[arg(long)]
@@ -446,6 +451,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
         c.dp.max_epsilon = budget.is_finite().then_some(budget);
     }
     c.dp.force_plan |= args.force_plan;
+    c.dp.check_ins |= args.check_ins;
     if let Some(threat) = args.threat {
         c.threat = threat.into();
     }
@@ -592,10 +598,19 @@ fn plan(args: PlanArgs) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    println!(
-        "{} clients per round, at least {} in each sum: k = {k} neighbours, t = {t}",
-        config.clients, config.min_clients
-    );
+    match config.check_in_rate_ppb() {
+        Some(_) => println!(
+            "{} clients each check in with probability {}, at least {} in each sum: k = {k} neighbours, t = {t} for up to {} clients",
+            config.clients,
+            config.dp.sampling_rate,
+            config.min_clients,
+            config.largest_cohort()
+        ),
+        None => println!(
+            "{} clients per round, at least {} in each sum: k = {k} neighbours, t = {t}",
+            config.clients, config.min_clients
+        ),
+    }
     let Some(s) = summary else {
         println!("DP off: weighted FedAvg, only secure aggregation hides each update");
         return Ok(());
@@ -604,6 +619,12 @@ fn plan(args: PlanArgs) -> Result<()> {
         "ε = {:.4} at δ = {} over {} rounds, against the server (no amplification); {:.4} per round; zCDP ρ = {:.4}",
         s.epsilon, s.delta, s.rounds, s.epsilon_per_round, s.zcdp_rho
     );
+    if let Some(c) = &s.check_ins {
+        println!(
+            "random check-ins at q = {}: ε = {:.4} at δ = {:.3e} against those who see only the released models",
+            c.rate, c.epsilon, c.delta
+        );
+    }
     println!(
         "{:?} noise: z = {} (effective {:.4}) over h = {} honest shares ({} colluders assumed), s² = {:.4e} per client",
         s.mechanism, s.noise_multiplier, s.effective_noise_multiplier, s.honest_shares, s.colluders, s.local_variance

@@ -296,4 +296,21 @@ fn plan_prints_the_epsilon_serve_logs_and_both_refuse_sampling_they_do_not_do() 
         assert!(!refused.status.success());
         assert!(String::from_utf8_lossy(&refused.stderr).contains("--sampling-rate 0.01"), "{command}");
     }
+
+    // With random check-ins the headline stays the same (against the server) and a
+    // second, amplified figure is given; a population too small to fill rounds is refused.
+    let checked = |clients: &str, min_clients: &str| {
+        let mut flags = flags.to_vec();
+        (flags[3], flags[5]) = (clients, min_clients);
+        privagg().arg("plan").args(flags).args(["--check-ins", "--sampling-rate", "0.02", "--json"]).output().unwrap()
+    };
+    let small = checked("100000", "1800");
+    assert!(!small.status.success());
+    assert!(String::from_utf8_lossy(&small.stderr).contains("check-ins"), "{small:?}");
+    let out = checked("100000", "1700");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (headline, sampled) = (v["epsilon"].as_f64().unwrap(), v["plan"]["check_ins"]["epsilon"].as_f64().unwrap());
+    assert!(sampled < headline / 10.0, "{sampled} vs {headline}");
+    assert!(v["plan"]["check_ins"]["delta"].as_f64().unwrap() >= 1e-5);
 }

@@ -73,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
         max_round_attempts: 2,
         admission: Admission::open(),
         limits: Limits { max_app_data: 0, ..Limits::default() },
+        check_in_rate_ppb: None,
     });
     for conn in 1..=2u64 {
         session.handle_connected(now, conn, None);

@@ -7,6 +7,7 @@ use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent, epsilon};
 use privagg_dp::encoding::Clipping;
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
 use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
+use privagg_dp::sampling::CheckIns;
 use privagg_dp::{EncodingParams, ensure_enough_survivors, plan_without_dp};
 use privagg_protocol::graph_params::lowest_safe_threshold;
 use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_parameters};
@@ -31,6 +32,8 @@ pub struct Aggregation {
     min_clients: u32,
     colluders: u32,
     delta: f64,
+    /// Random check-ins, if the session runs them.
+    check_ins: Option<CheckIns>,
 }
 
 /// What one round's sum did to the model.
@@ -81,6 +84,7 @@ impl Aggregation {
             min_clients: config.min_clients,
             colluders,
             delta: dp.delta,
+            check_ins: config.check_in_plan()?,
         })
     }
 
@@ -110,16 +114,28 @@ impl Aggregation {
         }
     }
 
-    /// The DP event of one round, if DP is on.
+    /// The DP event of one round against the server (no amplification: it sees who
+    /// takes part), if DP is on. The ledger and the budget charge this.
     pub fn dp_event(&self) -> Option<DpEvent> {
-        self.plan().map(Plan::dp_event)
+        self.plan().map(|p| p.dp_event_with_rate(1.0))
+    }
+
+    /// The random check-ins of the session, if it runs them.
+    pub fn check_ins(&self) -> Option<&CheckIns> {
+        self.check_ins.as_ref()
     }
 
     /// What the session's DP plan amounts to (DP on): what `privagg plan` prints and
     /// `serve` logs.
     pub fn summary(&self) -> Option<Result<PlanSummary, ServeError>> {
         let plan = self.plan()?;
-        Some(PlanSummary::of(plan, self.colluders))
+        Some(PlanSummary::of(plan, self.colluders, self.check_ins.as_ref()))
+    }
+
+    /// The FedAvg denominator with DP: the expected cohort, a public constant — the
+    /// cohort with check-ins is q·N on average, otherwise N.
+    fn expected_cohort(&self) -> f64 {
+        f64::from(self.clients) * self.check_ins.map_or(1.0, |c| c.rate())
     }
 
     /// The settings clients get for `round` of `session`, with a fresh rotation seed.
@@ -170,7 +186,7 @@ impl Aggregation {
             (Mode::Dp { .. }, _) => {
                 ensure_enough_survivors(output.included.len(), self.min_clients as usize)
                     .map_err(|e| ServeError::Model(e.to_string()))?;
-                f64::from(self.clients)
+                self.expected_cohort()
             }
             (Mode::Weighted { .. }, Some(weight)) => weight,
             (Mode::Weighted { .. }, None) => return Err(ServeError::Model("a weighted sum without its weight".into())),
@@ -231,10 +247,27 @@ pub struct PlanSummary {
     /// Expected coordinates of the aggregate that wrap around modulo 2^b per round (a
     /// Gaussian estimate; utility only, privacy is unaffected).
     pub expected_wrapped_per_round: f64,
+    /// With random check-ins: the second figure, against those who see only the released
+    /// models.
+    pub check_ins: Option<CheckInSummary>,
+}
+
+/// The ε of a session with random check-ins against those who see only the released
+/// models (see `privagg_dp::sampling`): each round's participation is a hidden coin.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckInSummary {
+    /// The check-in rate q.
+    pub rate: f64,
+    /// ε over the session at `delta`.
+    pub epsilon: f64,
+    /// δ of that ε: the configured δ plus rounds·β.
+    pub delta: f64,
+    /// β: the chance, per round, that too few of the other clients check in.
+    pub shortfall_per_round: f64,
 }
 
 impl PlanSummary {
-    fn of(plan: &Plan, colluders: u32) -> Result<Self, ServeError> {
+    fn of(plan: &Plan, colluders: u32, check_ins: Option<&CheckIns>) -> Result<Self, ServeError> {
         let event = plan.dp_event_with_rate(1.0);
         let (delta, rounds) = (plan.input.delta, plan.input.rounds);
         let bad = |e: privagg_dp::DpError| ServeError::Config(format!("DP plan: {e}"));
@@ -258,6 +291,17 @@ impl PlanSummary {
             sensitivity_inflation: plan.sensitivity_inflation,
             tau_dim: tau_dim(plan),
             expected_wrapped_per_round: plan.wrap.per_coordinate_gaussian * plan.padded_dim as f64,
+            check_ins: check_ins
+                .map(|c| {
+                    let (epsilon, delta) = c.epsilon(&event, rounds, plan.input.delta).map_err(bad)?;
+                    Ok::<_, ServeError>(CheckInSummary {
+                        rate: c.rate(),
+                        epsilon,
+                        delta,
+                        shortfall_per_round: c.shortfall(),
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -295,9 +339,11 @@ fn check_tight(plan: &Plan) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Neighbours k and Shamir threshold t for a full cohort of `config`'s session.
+/// Neighbours k and Shamir threshold t for the largest cohort of `config`'s session
+/// ([`ServeConfig::largest_cohort`]).
 pub fn session_graph(config: &ServeConfig) -> Result<(u32, u32), ServeError> {
-    graph_for(config.clients, config.min_clients, config.neighbors, config.corrupt_fraction, config.threat.adversary())
+    let n = config.largest_cohort();
+    graph_for(n, config.min_clients, config.neighbors, config.corrupt_fraction, config.threat.adversary())
 }
 
 /// Neighbours k and Shamir threshold t for a cohort of `n`: the user's k (made valid)

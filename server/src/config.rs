@@ -26,9 +26,13 @@ pub struct DpConfig {
     pub mechanism: Mechanism,
     /// δ of the reported ε.
     pub delta: f64,
-    /// The rate at which clients are sampled into rounds. Only 1 is accepted: the server
-    /// seats whoever is waiting, so no amplification by sampling holds against it.
+    /// The rate at which clients take part in rounds. Below 1 only with `check_ins`.
     pub sampling_rate: f64,
+    /// Random check-ins: before each round, each of the `clients` waiting clients decides
+    /// with its own CSPRNG whether to take part, with probability `sampling_rate`. Only
+    /// then is a second ε reported, against those who see only the released models; the
+    /// headline stays at `q = 1` (the server sees who took part).
+    pub check_ins: bool,
     /// Refuse to start a round that would take ε (at δ) beyond this; `None` (in TOML,
     /// `inf`): no budget. Default: 16, which stops only absurd configurations.
     pub max_epsilon: Option<f64>,
@@ -52,6 +56,7 @@ impl Default for DpConfig {
             mechanism: Mechanism::DiscreteGaussian,
             delta: 1e-5,
             sampling_rate: 1.0,
+            check_ins: false,
             max_epsilon: Some(DEFAULT_MAX_EPSILON),
             colluders: None,
             bits: 20,
@@ -243,11 +248,14 @@ impl ServeConfig {
         if !(0.0..1.0).contains(&self.corrupt_fraction) {
             return bad("--corrupt-fraction must be in [0, 1)".into());
         }
-        if self.dp.enabled && self.dp.sampling_rate != 1.0 {
+        if self.dp.enabled && self.dp.sampling_rate != 1.0 && !self.dp.check_ins {
             return bad(format!(
-                "--sampling-rate {} claims amplification by sampling, but the server seats whoever is waiting and sees who took part: against it no sampling happens, so only 1 is accepted",
+                "--sampling-rate {} claims amplification by sampling, but without --check-ins the server seats whoever is waiting: no sampling happens, so only 1 is accepted",
                 self.dp.sampling_rate
             ));
+        }
+        if self.dp.check_ins {
+            self.check_in_plan()?;
         }
         if !self.dp.enabled {
             let w = &self.weighting;
@@ -256,6 +264,55 @@ impl ServeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The check-in regime (with `check_ins`; DP on or off): refuses a rate outside
+    /// (0, 1] or below 10⁻⁹, and a population too small for rounds of `min_clients` —
+    /// where the chance `β` that too few of the others check in, over every round, would
+    /// exceed δ (the second ε figure adds `rounds·β` to δ).
+    pub fn check_in_plan(&self) -> Result<Option<privagg_dp::sampling::CheckIns>, ServeError> {
+        if !self.dp.check_ins {
+            return Ok(None);
+        }
+        let q = self.dp.sampling_rate;
+        if !(q * f64::from(privagg_service::message::CHECK_IN_RATE_UNIT) >= 1.0 && q <= 1.0) {
+            return Err(ServeError::Config(format!("--sampling-rate {q} must be in [1e-9, 1] with --check-ins")));
+        }
+        // What clients receive, and so what is accounted: the rate in parts per billion.
+        let wire =
+            f64::from(self.check_in_rate_ppb().unwrap_or(0)) / f64::from(privagg_service::message::CHECK_IN_RATE_UNIT);
+        let regime = privagg_dp::sampling::CheckIns::new(wire, u64::from(self.clients), u64::from(self.min_clients))
+            .map_err(|e| ServeError::Config(format!("check-ins: {e}")))?;
+        let shortfall = self.rounds as f64 * regime.shortfall();
+        if self.dp.enabled && shortfall > self.dp.delta {
+            return Err(ServeError::Config(format!(
+                "check-ins: with {} clients checking in at rate {q}, fewer than --min-clients {} join a round with probability {:.2e}; over {} rounds that exceeds δ = {} (more --clients, a higher rate or a lower --min-clients)",
+                self.clients,
+                self.min_clients,
+                regime.shortfall(),
+                self.rounds,
+                self.dp.delta
+            )));
+        }
+        Ok(Some(regime))
+    }
+
+    /// The largest cohort the session plans for: `clients`, or with check-ins the
+    /// binomial cohort's mean plus six standard deviations (at most `clients`). The
+    /// neighbour graph is checked at this size at start; each round's is made for its
+    /// actual cohort.
+    pub fn largest_cohort(&self) -> u32 {
+        let Some(ppb) = self.check_in_rate_ppb() else { return self.clients };
+        let q = f64::from(ppb) / f64::from(privagg_service::message::CHECK_IN_RATE_UNIT);
+        let n = f64::from(self.clients);
+        let high = (q * n + 6.0 * (q * (1.0 - q) * n).sqrt()).ceil();
+        (high as u32).clamp(self.min_clients, self.clients)
+    }
+
+    /// The check-in rate on the wire (parts per billion), with `check_ins`.
+    pub fn check_in_rate_ppb(&self) -> Option<u32> {
+        let unit = f64::from(privagg_service::message::CHECK_IN_RATE_UNIT);
+        self.dp.check_ins.then(|| (self.dp.sampling_rate * unit).round() as u32)
     }
 
     /// Checks everything [`validate_plan`](Self::validate_plan) does, and admission:
@@ -339,7 +396,19 @@ mod tests {
         c.dp.sampling_rate = 0.01;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("--sampling-rate 0.01"), "{err}");
-        c.dp.enabled = false;
+        // With check-ins it is a real sampling, if the population can fill the rounds.
+        c.dp.check_ins = true;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("check-ins: with 10 clients checking in at rate 0.01"), "{err}");
+        (c.clients, c.min_clients) = (100_000, 500);
+        c.validate().unwrap();
+        assert_eq!(c.check_in_rate_ppb(), Some(10_000_000));
+        for bad in [0.0, 1e-10, 1.5, f64::NAN] {
+            c.dp.sampling_rate = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        c.dp.sampling_rate = 0.01;
+        (c.dp.enabled, c.dp.check_ins, c.clients, c.min_clients) = (false, false, 10, 8);
         c.validate().unwrap();
     }
 

@@ -144,6 +144,14 @@ impl Server {
                 tau_dim = s.tau_dim,
                 "DP plan for the session (ε against the server; `privagg plan` prints it all)"
             );
+            if let Some(c) = &s.check_ins {
+                tracing::info!(
+                    rate = c.rate,
+                    epsilon = c.epsilon,
+                    delta = c.delta,
+                    "random check-ins: ε against those who see only the released models"
+                );
+            }
         }
         let resume = resume(&config, &storage)?;
         let upload = upload_frame_limit(aggregation.protocol_dim() as u32, aggregation.bits());
@@ -209,6 +217,7 @@ impl Server {
             admission: self.admission,
             // Clients never send a Config, so they may send no application payload.
             limits: Limits { max_app_data: 0, ..Limits::default() },
+            check_in_rate_ppb: c.check_in_rate_ppb(),
         });
         let (events_tx, events) = mpsc::channel(256);
         let download_slots = Arc::new(Semaphore::new(c.upload_slots));

@@ -31,6 +31,13 @@ pub struct PrivacyRecord {
     /// committed).
     #[serde(default)]
     pub releases: usize,
+    /// With random check-ins: ε so far against those who see only the released models,
+    /// at `check_in_delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in_epsilon: Option<f64>,
+    /// δ of `check_in_epsilon`: `delta` plus releases·β.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in_delta: Option<f64>,
 }
 
 /// One completed round.

@@ -135,12 +135,20 @@ impl Training {
             (self.config.server_lr, self.config.server_momentum),
         )?;
         let privacy = match self.aggregation.plan() {
-            Some(plan) => Some(PrivacyRecord {
-                epsilon: self.ledger.epsilon(plan.input.delta).map_err(|e| ServeError::Model(e.to_string()))?,
-                delta: plan.input.delta,
-                effective_noise_multiplier: plan.effective_noise_multiplier,
-                releases: self.ledger.releases.len(),
-            }),
+            Some(plan) => {
+                let delta = plan.input.delta;
+                let bad = |e: privagg_dp::DpError| ServeError::Model(e.to_string());
+                let check_in = self.aggregation.check_ins().map(|c| c.ledger_epsilon(&self.ledger, delta)).transpose();
+                let check_in = check_in.map_err(bad)?;
+                Some(PrivacyRecord {
+                    epsilon: self.ledger.epsilon(delta).map_err(bad)?,
+                    delta,
+                    effective_noise_multiplier: plan.effective_noise_multiplier,
+                    releases: self.ledger.releases.len(),
+                    check_in_epsilon: check_in.map(|(epsilon, _)| epsilon),
+                    check_in_delta: check_in.map(|(_, delta)| delta),
+                })
+            }
             None => None,
         };
         let record = record(commit, applied.denominator, applied.update_norm, privacy);

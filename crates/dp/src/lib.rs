@@ -20,6 +20,7 @@
 //! | choose `γ`, the noise share and check wrap-around | [`planner`] |
 //! | RDP accountant (dp_accounting-compatible), analytic Gaussian | [`accountant`] |
 //! | per-round DP events and the budget check | [`ledger`] |
+//! | amplification by random check-ins, against model consumers | [`sampling`] |
 //! | the public FedAvg denominator | [`fedavg`] |
 //!
 //! Everything on the privacy path after clipping is integer arithmetic: exact samplers
@@ -37,6 +38,7 @@ pub mod planner;
 pub mod quantize;
 pub mod rng;
 pub mod rotation;
+pub mod sampling;
 
 pub use encoding::{
     ClientEncoder, EncodedUpdate, EncodingParams, decode_sum, ensure_enough_survivors, plan_without_dp,

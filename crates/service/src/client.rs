@@ -37,11 +37,14 @@ use privagg_protocol::{
     AbortCode, ClientError, ClientMessage, ClientPolicy, ClientRound, ClientState, Config, DecodeError, Identity,
     Limits, ServerMessage,
 };
+use rand::RngExt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{FRAME_HEADER_LEN, Frame};
-use crate::message::{ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage};
+use crate::message::{
+    CHECK_IN_RATE_UNIT, ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage,
+};
 use crate::privacy::{PrivacyPolicy, PrivacySpent};
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 
@@ -185,6 +188,14 @@ pub enum RoundError {
         /// The round.
         round: u64,
     },
+    /// In a session with random check-ins, the server seated this client in a round its
+    /// own coin did not choose it for: refused, since the sampling the second ε figure
+    /// relies on would not hold.
+    #[error("seated in round {round}, for which this client did not check in")]
+    NotCheckedIn {
+        /// The round.
+        round: u64,
+    },
 }
 
 impl RoundError {
@@ -192,7 +203,11 @@ impl RoundError {
     pub fn is_round_local(&self) -> bool {
         matches!(
             self,
-            Self::Aborted { .. } | Self::SeatLost { .. } | Self::ReplayedRound { .. } | Self::TooManyAttempts { .. }
+            Self::Aborted { .. }
+                | Self::SeatLost { .. }
+                | Self::ReplayedRound { .. }
+                | Self::TooManyAttempts { .. }
+                | Self::NotCheckedIn { .. }
         )
     }
 }
@@ -369,6 +384,10 @@ pub struct ClientSession {
     serial: u64,
     /// Frames that arrived while a mask job was out.
     deferred: VecDeque<Vec<u8>>,
+    /// The server runs random check-ins: a seat is taken only in the round whose coin
+    /// said yes (`checked_in`).
+    check_ins: bool,
+    checked_in: Option<u64>,
     ended: bool,
     actions: VecDeque<ClientAction>,
     #[cfg(feature = "testing")]
@@ -388,6 +407,8 @@ impl ClientSession {
             round: None,
             serial: 0,
             deferred: VecDeque::new(),
+            check_ins: false,
+            checked_in: None,
             ended: false,
             actions: VecDeque::new(),
             #[cfg(feature = "testing")]
@@ -561,6 +582,9 @@ impl ClientSession {
                 self.round = None;
                 self.event(ClientEvent::SessionEnded { completed_rounds, reason });
             }
+            ServerServiceMessage::CheckIn { round, rate_ppb } if self.round.is_none() => {
+                self.check_in(round, rate_ppb);
+            }
             // The masked input goes out once; the resend rule covers a lost upload.
             ServerServiceMessage::UploadGrant => match self.round.as_mut().and_then(|r| r.upload.take()) {
                 Some(upload) => self.send(upload),
@@ -568,6 +592,15 @@ impl ClientSession {
             },
             other => self.leave(RoundError::UnexpectedMessage(other.name())),
         }
+    }
+
+    /// Random check-in: a client that wants a round flips its own coin (from its CSPRNG,
+    /// never the server's) with probability `rate_ppb` / 10⁹, and says what it came up.
+    fn check_in(&mut self, round: u64, rate_ppb: u32) {
+        let join = self.next.is_some() && self.rng.random_range(0..CHECK_IN_RATE_UNIT) < rate_ppb;
+        self.check_ins = true;
+        self.checked_in = join.then_some(round);
+        self.send(Frame::new(ClientServiceMessage::CheckInReply { round, join }.encode()));
     }
 
     /// Admitted. If this client was in a round, the server says whether it kept the
@@ -634,6 +667,9 @@ impl ClientSession {
             return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e));
         }
         let (round, memory) = (config.params.round, self.config.memory.session(&settings.session));
+        if self.check_ins && self.checked_in.take() != Some(round) {
+            return self.refuse_round(&mut protocol, RoundError::NotCheckedIn { round });
+        }
         let accounted = match self.config.privacy.check(&settings, &config.params, self.config.policy.corrupt_fraction)
         {
             Ok(event) => event,

@@ -15,6 +15,8 @@
 //! | `0x35` | server → client | [`ServerServiceMessage::UploadGrant`] |
 //! | `0x36` | server → client | [`ServerServiceMessage::SessionEnd`] |
 //! | `0x37` | client → server | [`ClientServiceMessage::Ready`] |
+//! | `0x38` | server → client | [`ServerServiceMessage::CheckIn`] |
+//! | `0x39` | client → server | [`ClientServiceMessage::CheckInReply`] |
 //!
 //! Bodies are encoded with the protocol's bounded codec; `protocol/PROTOCOL.md` gives
 //! the byte layout.
@@ -36,7 +38,12 @@ mod tag {
     pub const UPLOAD_GRANT: u8 = 0x35;
     pub const SESSION_END: u8 = 0x36;
     pub const READY: u8 = 0x37;
+    pub const CHECK_IN: u8 = 0x38;
+    pub const CHECK_IN_REPLY: u8 = 0x39;
 }
+
+/// The unit of check-in rates on the wire: parts per billion.
+pub const CHECK_IN_RATE_UNIT: u32 = 1_000_000_000;
 
 /// Where one side stands in a round when a connection is re-established: the round,
 /// and how many of the other side's frames it has handled in that round. The resend
@@ -74,6 +81,14 @@ pub enum ClientServiceMessage {
         /// SHA-256("privagg/v1 nonce" ‖ nonce).
         commitment: [u8; 32],
     },
+    /// The answer to [`ServerServiceMessage::CheckIn`]: whether the client's own coin
+    /// says it takes part in `round`.
+    CheckInReply {
+        /// The round checked in for.
+        round: u64,
+        /// Takes part.
+        join: bool,
+    },
 }
 
 /// Service messages the server sends.
@@ -92,6 +107,15 @@ pub enum ServerServiceMessage {
     },
     /// Send the masked input now.
     UploadGrant,
+    /// Random check-ins: every waiting client decides with its own CSPRNG whether it
+    /// takes part in `round`, with probability `rate_ppb` / [`CHECK_IN_RATE_UNIT`], and
+    /// answers with [`ClientServiceMessage::CheckInReply`].
+    CheckIn {
+        /// The round.
+        round: u64,
+        /// The probability of taking part, in parts per billion (1 ..= 10⁹).
+        rate_ppb: u32,
+    },
     /// No more rounds; the connection closes.
     SessionEnd {
         /// Rounds the session completed.
@@ -108,6 +132,7 @@ impl ClientServiceMessage {
             Self::Hello { .. } => "Hello",
             Self::UploadReady => "UploadReady",
             Self::Ready { .. } => "Ready",
+            Self::CheckInReply { .. } => "CheckInReply",
         }
     }
 
@@ -127,6 +152,12 @@ impl ClientServiceMessage {
                 w.bytes(commitment);
                 w.into_bytes()
             }
+            Self::CheckInReply { round, join } => {
+                let mut w = Writer::message(tag::CHECK_IN_REPLY, 9);
+                w.u64(*round);
+                w.u8(u8::from(*join));
+                w.into_bytes()
+            }
         }
     }
 
@@ -141,6 +172,14 @@ impl ClientServiceMessage {
             },
             tag::UPLOAD_READY => Self::UploadReady,
             tag::READY => Self::Ready { commitment: r.array()? },
+            tag::CHECK_IN_REPLY => Self::CheckInReply {
+                round: r.u64()?,
+                join: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::InvalidField("join flag")),
+                },
+            },
             other => return Err(DecodeError::UnknownMessageType(other)),
         };
         r.finish()?;
@@ -155,6 +194,7 @@ impl ServerServiceMessage {
             Self::Welcome { .. } => "Welcome",
             Self::Refused { .. } => "Refused",
             Self::UploadGrant => "UploadGrant",
+            Self::CheckIn { .. } => "CheckIn",
             Self::SessionEnd { .. } => "SessionEnd",
         }
     }
@@ -173,6 +213,12 @@ impl ServerServiceMessage {
                 w.into_bytes()
             }
             Self::UploadGrant => Writer::message(tag::UPLOAD_GRANT, 0).into_bytes(),
+            Self::CheckIn { round, rate_ppb } => {
+                let mut w = Writer::message(tag::CHECK_IN, 12);
+                w.u64(*round);
+                w.u32(*rate_ppb);
+                w.into_bytes()
+            }
             Self::SessionEnd { completed_rounds, reason } => {
                 let mut w = Writer::message(tag::SESSION_END, 12 + reason.len());
                 w.u64(*completed_rounds);
@@ -189,6 +235,14 @@ impl ServerServiceMessage {
             tag::WELCOME => Self::Welcome { resumed: decode_resume(&mut r)? },
             tag::REFUSED => Self::Refused { reason: r.text("reason", MAX_TEXT as u64)? },
             tag::UPLOAD_GRANT => Self::UploadGrant,
+            tag::CHECK_IN => {
+                let round = r.u64()?;
+                let rate_ppb = r.u32()?;
+                if rate_ppb == 0 || rate_ppb > CHECK_IN_RATE_UNIT {
+                    return Err(DecodeError::InvalidField("check-in rate"));
+                }
+                Self::CheckIn { round, rate_ppb }
+            }
             tag::SESSION_END => {
                 Self::SessionEnd { completed_rounds: r.u64()?, reason: r.text("reason", MAX_TEXT as u64)? }
             }
@@ -285,6 +339,8 @@ mod tests {
             },
             ClientServiceMessage::UploadReady,
             ClientServiceMessage::Ready { commitment: [0x5c; 32] },
+            ClientServiceMessage::CheckInReply { round: 4, join: true },
+            ClientServiceMessage::CheckInReply { round: 5, join: false },
         ]
     }
 
@@ -294,6 +350,7 @@ mod tests {
             ServerServiceMessage::Welcome { resumed: Some(Resume { round: 2, received: 1 }) },
             ServerServiceMessage::Refused { reason: "unknown token".into() },
             ServerServiceMessage::UploadGrant,
+            ServerServiceMessage::CheckIn { round: 4, rate_ppb: 10_000_000 },
             ServerServiceMessage::SessionEnd { completed_rounds: 5, reason: "done".into() },
         ]
     }
@@ -353,6 +410,16 @@ mod tests {
         let mut w = Writer::message(tag::WELCOME, 0);
         w.u8(2);
         assert_eq!(ServerServiceMessage::decode(&w.into_bytes()), Err(DecodeError::InvalidField("resume flag")));
+        for rate in [0, CHECK_IN_RATE_UNIT + 1] {
+            let mut w = Writer::message(tag::CHECK_IN, 0);
+            w.u64(1);
+            w.u32(rate);
+            assert_eq!(ServerServiceMessage::decode(&w.into_bytes()), Err(DecodeError::InvalidField("check-in rate")));
+        }
+        let mut w = Writer::message(tag::CHECK_IN_REPLY, 0);
+        w.u64(1);
+        w.u8(2);
+        assert_eq!(ClientServiceMessage::decode(&w.into_bytes()), Err(DecodeError::InvalidField("join flag")));
         assert!(matches!(FromClient::decode(&[], &Limits::default()), Err(DecodeError::Truncated { .. })));
         assert_eq!(FromClient::decode(&[9, 0x31], &Limits::default()), Err(DecodeError::UnsupportedVersion(9)));
         // Long texts are cut on encoding, at a character boundary, so they always decode.

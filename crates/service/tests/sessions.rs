@@ -912,3 +912,74 @@ fn why_a_client_leaves_stays_with_the_client() {
         assert_eq!(reason, format!("Left({:?})", privagg_service::client::LEAVE_REASON));
     }
 }
+
+#[test]
+fn with_check_ins_only_clients_whose_own_coin_came_up_are_seated() {
+    // A population of 12 asked before each of 3 rounds, each client taking part with
+    // probability 3/4 by its own coin: the seated cohort is exactly who joined.
+    let mut setup = Setup::new(12, 12, 7, 8);
+    setup.session.rounds = 3;
+    setup.session.check_in_rate_ppb = Some(750_000_000);
+    let mut h = setup.start();
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 3 }));
+    assert_all_exact(&h);
+    for c in &h.commits {
+        let round = c.commit.round;
+        let joined: Vec<usize> = (0..12)
+            .filter(|&i| h.peers[i].check_ins.iter().rev().find(|a| a.0 == round) == Some(&(round, true)))
+            .collect();
+        assert_eq!(c.peers, joined, "round {round}");
+        assert!((7..12).contains(&joined.len()), "round {round}: {joined:?}");
+    }
+    // Every client answered every round, and the coins differ between rounds.
+    assert!(h.peers.iter().all(|p| p.check_ins.len() >= 3));
+    assert!(h.commits.windows(2).any(|w| w[0].peers != w[1].peers));
+}
+
+#[test]
+fn a_server_that_seats_clients_their_coins_left_out_is_refused_by_them() {
+    // The server (here: acting on tampered answers) seats every client, although some
+    // coins said no; those clients leave, revealing nothing, and the others' round goes
+    // on with exactly the clients that checked in.
+    let mut setup = Setup::new(12, 12, 7, 8);
+    setup.session.check_in_rate_ppb = Some(750_000_000);
+    let mut h = setup.build();
+    h.tamper = Some(Box::new(|_, frame| {
+        if let Ok(ClientServiceMessage::CheckInReply { round, .. }) = ClientServiceMessage::decode(frame) {
+            *frame = ClientServiceMessage::CheckInReply { round, join: true }.encode();
+        }
+        true
+    }));
+    h.join_all();
+    h.run();
+    let (joined, left_out): (Vec<usize>, Vec<usize>) = (0..12).partition(|&i| h.peers[i].check_ins == [(1, true)]);
+    assert!(!left_out.is_empty() && joined.len() >= 7, "{joined:?}");
+    for &i in &left_out {
+        assert_eq!(h.peers[i].check_ins, [(1, false)]);
+        assert!(
+            matches!(h.peers[i].failures()[..], [RoundError::NotCheckedIn { round: 1 }]),
+            "{:?}",
+            h.peers[i].events
+        );
+        assert_eq!(h.peers[i].uploads, 0);
+    }
+    assert_eq!(h.commits.len(), 1);
+    assert_eq!(h.commits[0].peers, joined);
+    assert_all_exact(&h);
+}
+
+#[test]
+fn when_too_few_check_in_nothing_starts_and_the_session_fails_after_the_last_attempt() {
+    let mut setup = Setup::new(6, 6, 3, 8);
+    setup.session.check_in_rate_ppb = Some(1); // 1e-9: nobody joins
+    let mut h = setup.start();
+    h.run();
+    assert!(h.commits.is_empty());
+    let Some(SessionEnd::RoundFailed { round: 1, attempts: 3, reason }) = &h.finished else {
+        panic!("{:?}", h.finished)
+    };
+    assert!(matches!(reason, RoundAbort::TooFewClients { remaining: 0, required: 3, .. }));
+    // Each attempt asked everyone again; nobody was ever configured for a round.
+    assert!(h.peers.iter().all(|p| p.check_ins == vec![(1, false); 3] && p.seats.is_empty()));
+}

@@ -1,7 +1,7 @@
 //! Connections and identities: who is connected, who is admitted as whom, and who waits
 //! for a seat.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -177,11 +177,20 @@ impl Lobby {
         self.waiting_since.map(|since| since + timeout)
     }
 
-    /// Seats the first `size` waiting clients: returns their connections and identities,
-    /// seat 1 first.
-    pub(super) fn seat(&mut self, now: Instant, size: usize) -> Vec<Seated> {
-        let mut seated = Vec::with_capacity(size);
-        for conn in self.queue.drain(..size.min(self.queue.len())) {
+    /// The waiting clients, in queue order.
+    pub(super) fn queued(&self) -> Vec<ConnId> {
+        self.queue.iter().copied().collect()
+    }
+
+    /// Seats the waiting clients among `conns`, in that order: returns their connections
+    /// and identities, seat 1 first.
+    pub(super) fn seat_these(&mut self, now: Instant, conns: &[ConnId]) -> Vec<Seated> {
+        let mut seated = Vec::with_capacity(conns.len());
+        let waiting: HashSet<ConnId> = self.queue.iter().copied().collect();
+        let chosen: Vec<ConnId> = conns.iter().copied().filter(|c| waiting.contains(c)).collect();
+        let taken: HashSet<ConnId> = chosen.iter().copied().collect();
+        self.queue.retain(|c| !taken.contains(c));
+        for conn in chosen {
             if let Some(ConnState::Admitted { identity, seat, returning }) = self.conns.get_mut(&conn) {
                 *seat = ClientId::new(seated.len() as u32 + 1);
                 *returning = false;

@@ -31,10 +31,11 @@
 //! error of the shell's). Either way the session queues a `SessionEnd` and a close for
 //! every connection, and ignores later inputs.
 
+mod check_in;
 mod lobby;
 mod round;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,7 @@ use privagg_protocol::{
     RoundParams, ServerRound, Violation,
 };
 
+use self::check_in::CheckInWindow;
 use self::lobby::{ConnState, Lobby};
 use self::round::{ActiveRound, ReleaseCharge, Stage, upload_without_grant};
 use crate::admission::{Admission, ClientIdentity, Refusal};
@@ -55,9 +57,11 @@ pub type ConnId = u64;
 /// What the session needs to know from the server's configuration.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// Clients seated per round (the full cohort).
+    /// Clients seated per round (the full cohort). With check-ins: the population — the
+    /// waiting clients the server asks before each round.
     pub clients: u32,
-    /// Fewest clients a round may start with after the lobby timeout.
+    /// Fewest clients a round may start with after the lobby timeout (with check-ins:
+    /// fewest that must join; fewer and the check-in is tried again, as an attempt).
     pub min_clients: u32,
     /// Rounds in the session.
     pub rounds: u64,
@@ -77,6 +81,11 @@ pub struct SessionConfig {
     pub admission: Admission,
     /// Decoder limits for client frames.
     pub limits: Limits,
+    /// Random check-ins: once `clients` wait, each is asked to take part with this
+    /// probability (parts per billion, 1 ..= 10⁹) and only those whose coin says yes are
+    /// seated; the lobby timeout bounds the wait for answers. `None`: the first
+    /// `clients` waiting are seated.
+    pub check_in_rate_ppb: Option<u32>,
 }
 
 /// Why the session closes a connection.
@@ -301,6 +310,8 @@ pub struct ServerSession {
     config: SessionConfig,
     lobby: Lobby,
     round: Option<ActiveRound>,
+    /// The check-in for the next round, while clients answer.
+    check_in: Option<CheckInWindow>,
     next_round: u64,
     attempt: u32,
     out: Outbox,
@@ -316,6 +327,7 @@ impl ServerSession {
             config,
             lobby: Lobby::default(),
             round: None,
+            check_in: None,
             next_round,
             attempt: 0,
             out: Outbox::default(),
@@ -352,7 +364,11 @@ impl ServerSession {
         let round = match &self.round {
             Some(r) if matches!(r.stage, Stage::Running(_)) => Some(r.deadline),
             Some(_) => None,
-            None => self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout),
+            None => match &self.check_in {
+                Some(window) => Some(window.deadline),
+                None if self.config.check_in_rate_ppb.is_some() => None,
+                None => self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout),
+            },
         };
         [self.lobby.next_hello_deadline(), round].into_iter().flatten().min()
     }
@@ -402,7 +418,12 @@ impl ServerSession {
     /// or reset, not closed by the client) keeps its seat until the phase deadline, in
     /// case it reconnects; one that closed its connection leaves the round at once.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId, transient: bool) {
-        let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.remove(conn) else { return };
+        if let Some(window) = &mut self.check_in {
+            window.forget(conn);
+        }
+        let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.remove(conn) else {
+            return self.after_input(now);
+        };
         let holds_seat = self.round.as_ref().and_then(|r| r.seat(seat)).is_some_and(|s| s.conn == conn);
         if !holds_seat || self.closed {
             return;
@@ -436,6 +457,7 @@ impl ServerSession {
             protocol.close_phase();
         }
         if self.round.is_none()
+            && self.config.check_in_rate_ppb.is_none()
             && let Some(deadline) =
                 self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout)
             && deadline <= now
@@ -524,6 +546,7 @@ impl ServerSession {
             self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         }
         self.closed = true;
+        self.check_in = None;
         let end = ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), reason: reason.into() };
         let end = Frame::new(end.encode());
         let conns: Vec<(ConnId, ConnState)> = self.lobby.conns().collect();
@@ -562,6 +585,12 @@ impl ServerSession {
         match FromClient::decode(frame, &self.config.limits) {
             Ok(FromClient::Service(ClientServiceMessage::Ready { commitment })) => {
                 self.lobby.ready(now, conn, commitment);
+            }
+            Ok(FromClient::Service(ClientServiceMessage::CheckInReply { round, join })) => {
+                // A late answer (after the window closed) is harmless: ignored.
+                if !self.check_in.as_mut().is_some_and(|w| w.reply(conn, round, join)) {
+                    tracing::debug!(conn, round, "ignoring a check-in answer nobody waits for");
+                }
             }
             _ if returning => tracing::debug!(conn, "ignoring a late message of the last round"),
             _ => {
@@ -705,8 +734,59 @@ impl ServerSession {
                 }
             }
         }
-        if self.round.is_none() && self.lobby.waiting() >= self.config.clients as usize {
-            self.seat_cohort(now, self.config.clients as usize);
+        if self.round.is_some() {
+            return;
+        }
+        match self.config.check_in_rate_ppb {
+            Some(rate_ppb) => self.check_ins(now, rate_ppb),
+            None if self.lobby.waiting() >= self.config.clients as usize => {
+                self.seat_cohort(now, self.config.clients as usize);
+            }
+            None => {}
+        }
+    }
+
+    /// Opens a check-in once the population waits; when every client answered (or the
+    /// lobby timeout passed), seats those that joined, or tries again if too few did.
+    fn check_ins(&mut self, now: Instant, rate_ppb: u32) {
+        match &self.check_in {
+            None if self.lobby.waiting() >= self.config.clients as usize => {
+                let asked = self.lobby.queued();
+                let ask = Frame::new(ServerServiceMessage::CheckIn { round: self.next_round, rate_ppb }.encode());
+                for &conn in &asked {
+                    self.out.send(conn, ask.clone());
+                }
+                self.check_in = Some(CheckInWindow::open(self.next_round, asked, now + self.config.lobby_timeout));
+            }
+            Some(window) if window.is_over(now) => {
+                let waiting: HashSet<ConnId> = self.lobby.queued().into_iter().collect();
+                let joined: Vec<ConnId> = (self.check_in.take().map(CheckInWindow::into_joined).unwrap_or_default())
+                    .into_iter()
+                    .filter(|c| waiting.contains(c))
+                    .collect();
+                if joined.len() >= self.config.min_clients as usize {
+                    return self.seat_clients(now, &joined);
+                }
+                // Too few coins came up: nobody is seated, nothing is released.
+                self.attempt += 1;
+                let reason = RoundAbort::TooFewClients {
+                    phase: Phase::AdvertiseKeys,
+                    remaining: joined.len(),
+                    required: self.config.min_clients,
+                };
+                tracing::info!(round = self.next_round, joined = joined.len(), "too few clients checked in");
+                self.out.push(Action::Event(SessionEvent::RoundAborted {
+                    round: self.next_round,
+                    attempt: self.attempt,
+                    reason: reason.clone(),
+                }));
+                if self.attempt >= self.config.max_round_attempts {
+                    self.fail_round(self.next_round, self.attempt, reason);
+                } else {
+                    self.check_ins(now, rate_ppb);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -757,14 +837,15 @@ impl ServerSession {
         }));
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         if round.attempt >= self.config.max_round_attempts {
-            let text = format!("round {} aborted {} times; last reason: {reason}", round.number, round.attempt);
-            self.close(&text);
-            self.out.push(Action::Finished(SessionEnd::RoundFailed {
-                round: round.number,
-                attempts: round.attempt,
-                reason,
-            }));
+            self.fail_round(round.number, round.attempt, reason);
         }
+    }
+
+    /// Ends the session after the last allowed attempt at `round` failed.
+    fn fail_round(&mut self, round: u64, attempts: u32, reason: RoundAbort) {
+        let text = format!("round {round} aborted {attempts} times; last reason: {reason}");
+        self.close(&text);
+        self.out.push(Action::Finished(SessionEnd::RoundFailed { round, attempts, reason }));
     }
 
     fn seat_cohort(&mut self, now: Instant, size: usize) {
@@ -772,7 +853,14 @@ impl ServerSession {
         if self.closed || self.round.is_some() || !enough {
             return;
         }
-        let seated = self.lobby.seat(now, size);
+        let first: Vec<ConnId> = self.lobby.queued().into_iter().take(size).collect();
+        self.seat_clients(now, &first);
+    }
+
+    /// Seats the waiting clients among `conns` (in that order) for the next attempt at
+    /// the next round.
+    fn seat_clients(&mut self, now: Instant, conns: &[ConnId]) {
+        let seated = self.lobby.seat_these(now, conns);
         self.attempt += 1;
         let clients = seated.len() as u32;
         self.round = Some(ActiveRound::preparing(self.next_round, self.attempt, seated, now));

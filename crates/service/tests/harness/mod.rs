@@ -19,6 +19,7 @@ use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
+use privagg_service::message::ClientServiceMessage;
 use privagg_service::privacy::assumed_colluders;
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
@@ -75,6 +76,7 @@ impl Setup {
                 max_round_attempts: 3,
                 admission: Admission::certificates(),
                 limits: Limits { max_app_data: 0, ..Limits::default() },
+                check_in_rate_ppb: None,
             },
             dim,
             noise_multiplier: None,
@@ -129,6 +131,8 @@ pub struct Peer {
     pub uploads: u32,
     /// Unmask responses it sent (shares revealed).
     pub unmask_responses: u32,
+    /// Its answers to check-ins: (round, joined), in order.
+    pub check_ins: Vec<(u64, bool)>,
 }
 
 impl Peer {
@@ -530,6 +534,13 @@ impl Harness {
                 match bytes.get(1) {
                     Some(&ty::MASKED_INPUT) => peer.uploads += 1,
                     Some(&ty::UNMASK_RESPONSE) => peer.unmask_responses += 1,
+                    Some(&ty::CHECK_IN_REPLY) => {
+                        if let Ok(ClientServiceMessage::CheckInReply { round, join }) =
+                            ClientServiceMessage::decode(&bytes)
+                        {
+                            peer.check_ins.push((round, join));
+                        }
+                    }
                     _ => {}
                 }
                 if let Some(tamper) = &mut self.tamper
@@ -780,6 +791,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         remembered: None,
         uploads: 0,
         unmask_responses: 0,
+        check_ins: Vec::new(),
     }
 }
 
@@ -869,6 +881,8 @@ pub mod ty {
     pub const SHARE_KEYS: u8 = 0x12;
     /// `MaskedInput`.
     pub const MASKED_INPUT: u8 = 0x13;
+    /// `CheckInReply`.
+    pub const CHECK_IN_REPLY: u8 = 0x39;
     /// `UnmaskResponse`.
     pub const UNMASK_RESPONSE: u8 = 0x14;
     /// `UploadReady`.
