@@ -105,6 +105,21 @@ pub enum DpError {
         /// Configured maximum ε.
         max_epsilon: f64,
     },
+    /// The PLD accountant has no sound analysis of this mechanism (see
+    /// `accountant::pld`); account it with RDP.
+    #[error("the PLD accountant has no sound analysis of the {mechanism} mechanism")]
+    PldUnsupported {
+        /// The mechanism.
+        mechanism: &'static str,
+    },
+    /// The PLD grid would need more points than the accountant allows.
+    #[error("the PLD grid needs {len} points, above the limit of {max}: use a coarser value_discretization_interval")]
+    PldGridTooLarge {
+        /// Points needed (`u64::MAX` when not even representable).
+        len: u64,
+        /// The limit, `accountant::pld::MAX_GRID_LEN`.
+        max: u64,
+    },
 }
 
 /// Shorthand for an [`DpError::InvalidParameter`].

@@ -18,7 +18,7 @@
 //! | exact discrete Gaussian / Skellam noise on a CSPRNG | [`noise`], [`rng`] |
 //! | the whole client encoding and the server decoding | [`encoding`] |
 //! | choose `γ`, the noise share and check wrap-around | [`planner`] |
-//! | RDP accountant (dp_accounting-compatible), analytic Gaussian | [`accountant`] |
+//! | RDP and PLD accountants (dp_accounting-compatible), analytic Gaussian, zCDP ρ | [`accountant`] |
 //! | per-round DP events and the budget check | [`ledger`] |
 //! | amplification by random check-ins, against model consumers | [`sampling`] |
 //! | the public FedAvg denominator | [`fedavg`] |

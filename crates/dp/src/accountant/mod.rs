@@ -15,7 +15,11 @@
 //! `ε = 0` when `δ² + expm1(−ε(α)) > 0` (the KL bound).
 //!
 //! For `q = 1` the analytic Gaussian ([`analytic`], Balle and Wang 2018) is exact and
-//! tighter than any RDP conversion.
+//! tighter than any RDP conversion. For the Gaussian at any `q`, the privacy-loss-
+//! distribution accountant ([`pld`], connect-the-dots as `dp_accounting`'s
+//! `PLDAccountant`) is tighter than RDP. [`epsilon_bounds`] computes every sound bound
+//! for an event and [`tightest_epsilon`] their minimum: the headline figure. ρ of
+//! zero-concentrated DP is [`DpEvent::zcdp_rho`].
 //!
 //! Neighbouring relation: add or remove one client. Subsampling amplification assumes
 //! the cohort is hidden from the adversary; against the server, who sees the cohort,
@@ -23,7 +27,9 @@
 
 pub mod analytic;
 pub mod discrete;
+mod fft;
 pub mod gaussian;
+pub mod pld;
 mod special;
 
 use serde::{Deserialize, Serialize};
@@ -121,6 +127,48 @@ impl DpEvent {
             }
         }
         Ok(())
+    }
+
+    /// ρ of zero-concentrated DP (Bun and Steinke, TCC 2016) of one occurrence: a ρ with
+    /// `D_α ≤ ρ·α` at *every* order `α > 1` (not only the accountant's grid), so `T`
+    /// occurrences are `Tρ`-zCDP and `ε ≤ Tρ + 2√(Tρ ln(1/δ))`. Event assumed valid;
+    /// `q = 0` gives 0.
+    /// * Gaussian: `1/(2z²)` (∞ at `z = 0`) for every `q > 0`: subsampling gives no zCDP
+    ///   amplification, since the subsampled curve's `ε(α)/α` tends to `1/(2z²)` as
+    ///   `α → ∞`.
+    /// * Distributed discrete Gaussian: each of Kairouz et al.'s three RDP bounds
+    ///   ([`discrete`]) is at most linear in `α` once its constant is absorbed
+    ///   (`c ≤ cα` for `α > 1`): `ρ = min{ s₂²/2 + τd, (s₂² + 2s₁τ + τ²d)/2, (s₂ + τ√d)²/2 }`
+    ///   with `s₂ = Δ₂/σ`, `s₁ = Δ₁/σ`, `σ = √n·s`; no amplification for `q < 1`.
+    /// * Skellam: likewise from Agarwal et al.'s bound,
+    ///   `ρ = Δ₂²/(2μ) + min{ Δ₂²/(2μ²) + max(0, (6Δ₁ − Δ₂²)/(4μ²)),  3Δ₁/(2μ) }`.
+    pub fn zcdp_rho(&self) -> f64 {
+        match *self {
+            Self::Gaussian { sampling_rate, .. }
+            | Self::DistributedDiscreteGaussian { sampling_rate, .. }
+            | Self::DistributedSkellam { sampling_rate, .. }
+                if sampling_rate == 0.0 =>
+            {
+                0.0
+            }
+            Self::Gaussian { noise_multiplier, .. } => 0.5 / (noise_multiplier * noise_multiplier),
+            Self::DistributedDiscreteGaussian {
+                l2_sensitivity, l1_sensitivity, local_variance, shares, dim, ..
+            } => {
+                let sigma = (shares as f64 * local_variance).sqrt();
+                let tau = discrete::ddg_tau(local_variance, shares);
+                let (s2, s1, d) = (l2_sensitivity / sigma, l1_sensitivity / sigma, dim as f64);
+                let r1 = s2 * s2 / 2.0 + tau * d;
+                let r2 = (s2 * s2 + 2.0 * s1 * tau + tau * tau * d) / 2.0;
+                let r3 = (s2 + tau * d.sqrt()).powi(2) / 2.0;
+                r1.min(r2).min(r3)
+            }
+            Self::DistributedSkellam { l2_sensitivity: l2, l1_sensitivity: l1, total_variance: mu, .. } => {
+                let a = l2 * l2 / (2.0 * mu * mu) + ((6.0 * l1 - l2 * l2) / (4.0 * mu * mu)).max(0.0);
+                let b = 3.0 * l1 / (2.0 * mu);
+                l2 * l2 / (2.0 * mu) + a.min(b)
+            }
+        }
     }
 
     /// `ε(α)` of one occurrence of the event (event assumed valid).
@@ -275,6 +323,76 @@ pub fn analytic_gaussian_epsilon(z: f64, rounds: u64, delta: f64) -> Result<f64,
         return Err(invalid("delta", format!("must be in (0, 1], got {delta}")));
     }
     Ok(analytic::epsilon_for_sigma(z / (rounds as f64).sqrt(), delta))
+}
+
+/// Every sound ε bound this crate has for `rounds` occurrences of one event at one δ,
+/// and ρ of zCDP. All are valid upper bounds; [`EpsilonBounds::tightest`] is the one to
+/// report.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EpsilonBounds {
+    /// RDP with the improved conversion ([`epsilon`]); always available.
+    pub rdp: f64,
+    /// The exact analytic Gaussian ([`analytic_gaussian_epsilon`]): Gaussian with
+    /// `q = 1` only.
+    pub analytic_gaussian: Option<f64>,
+    /// The connect-the-dots PLD ([`pld::epsilon`]): the Gaussian only (at any `q`); `None`
+    /// for the discrete mechanisms, for which no PLD is known to be a valid bound.
+    pub pld: Option<f64>,
+    /// The PLD's grid step (nats), when `pld` is `Some`.
+    pub pld_discretization: Option<f64>,
+    /// ρ of zCDP of the composition: `rounds ·` [`DpEvent::zcdp_rho`].
+    pub zcdp_rho: f64,
+}
+
+impl EpsilonBounds {
+    /// The smallest of the ε bounds: the headline.
+    pub fn tightest(&self) -> f64 {
+        [self.analytic_gaussian, self.pld].into_iter().flatten().fold(self.rdp, f64::min)
+    }
+}
+
+/// All sound ε bounds for `rounds` occurrences of `event` at `delta` (see
+/// [`EpsilonBounds`]). The PLD uses [`pld::DEFAULT_VALUE_DISCRETIZATION_INTERVAL`],
+/// coarsened tenfold (up to 1e-1) while its grid would exceed [`pld::MAX_GRID_LEN`]
+/// (any step gives a valid bound; a coarser one is only looser). Rejects invalid events,
+/// `rounds = 0` and `delta ∉ (0, 1)`.
+pub fn epsilon_bounds(event: &DpEvent, rounds: u64, delta: f64) -> Result<EpsilonBounds, DpError> {
+    event.validate()?;
+    if rounds == 0 {
+        return Err(invalid("rounds", "must be ≥ 1"));
+    }
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(invalid("delta", format!("must be in (0, 1), got {delta}")));
+    }
+    let rdp = epsilon(event, rounds, delta)?;
+    let analytic_gaussian = match *event {
+        DpEvent::Gaussian { noise_multiplier, sampling_rate: 1.0 } => {
+            Some(analytic_gaussian_epsilon(noise_multiplier, rounds, delta)?)
+        }
+        _ => None,
+    };
+    let (mut pld, mut pld_discretization) = (None, None);
+    let mut h = pld::DEFAULT_VALUE_DISCRETIZATION_INTERVAL;
+    while h <= 0.1 {
+        match pld::epsilon(event, rounds, delta, h) {
+            Ok(e) => {
+                pld_discretization = e.map(|_| h);
+                pld = e;
+                break;
+            }
+            Err(DpError::PldGridTooLarge { .. }) => h *= 10.0,
+            Err(e) => return Err(e),
+        }
+    }
+    let zcdp_rho = rounds as f64 * event.zcdp_rho();
+    Ok(EpsilonBounds { rdp, analytic_gaussian, pld, pld_discretization, zcdp_rho })
+}
+
+/// The tightest sound ε for `rounds` occurrences of `event` at `delta`: the minimum of
+/// RDP, the analytic Gaussian (exact at `q = 1`) and the PLD (Gaussian only). What a
+/// headline ε should use. Rejects what [`epsilon_bounds`] rejects.
+pub fn tightest_epsilon(event: &DpEvent, rounds: u64, delta: f64) -> Result<f64, DpError> {
+    Ok(epsilon_bounds(event, rounds, delta)?.tightest())
 }
 
 /// Largest noise multiplier the searches consider.

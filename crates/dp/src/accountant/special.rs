@@ -30,3 +30,8 @@ pub(crate) fn log_erfc(x: f64) -> f64 {
 pub(crate) fn log_ndtr(x: f64) -> f64 {
     log_erfc(-x / std::f64::consts::SQRT_2) - std::f64::consts::LN_2
 }
+
+/// The standard normal CDF Φ(x) (as scipy's `ndtr`).
+pub(crate) fn ndtr(x: f64) -> f64 {
+    0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
+}
