@@ -647,6 +647,8 @@ fn privacy(args: PrivacyArgs) -> Result<()> {
     let epsilon = epsilon_gaussian(z, args.sampling_rate, args.rounds, args.delta)?;
     let analytic =
         if args.sampling_rate >= 1.0 { Some(analytic_gaussian_epsilon(z, args.rounds, args.delta)?) } else { None };
+    let event = privagg_dp::accountant::DpEvent::Gaussian { noise_multiplier: z, sampling_rate: args.sampling_rate };
+    let bounds = privagg_dp::accountant::epsilon_bounds(&event, args.rounds, args.delta)?;
     if args.json {
         let mut out = serde_json::json!({
             "epsilon": epsilon,
@@ -655,6 +657,8 @@ fn privacy(args: PrivacyArgs) -> Result<()> {
             "sampling_rate": args.sampling_rate,
             "rounds": args.rounds,
             "accountant": "rdp",
+            "pld_epsilon": bounds.pld,
+            "zcdp_rho": bounds.zcdp_rho,
         });
         if let Some(a) = analytic {
             out["analytic_gaussian_epsilon"] = serde_json::json!(a);
@@ -665,11 +669,14 @@ fn privacy(args: PrivacyArgs) -> Result<()> {
             "ε = {epsilon:.4} at δ = {} after {} rounds of the Poisson-subsampled Gaussian (z = {z}, q = {}), RDP accountant",
             args.delta, args.rounds, args.sampling_rate
         );
+        if let Some(pld) = bounds.pld {
+            println!("ε = {pld:.4} by the privacy-loss-distribution accountant (tighter)");
+        }
         if let Some(a) = analytic {
-            println!("ε = {a:.4} by the exact analytic Gaussian (full participation, tighter)");
+            println!("ε = {a:.4} by the exact analytic Gaussian (full participation)");
         }
         println!(
-            "(a calculator of the continuous Gaussian mechanism, like dp_accounting; `privagg serve` accounts the discrete noise it runs, without amplification: it accepts only q = 1)"
+            "(a calculator of the continuous Gaussian mechanism, like dp_accounting; `privagg plan` gives what `privagg serve` runs: the discrete noise, ε against the server at q = 1, and with --check-ins a second figure)"
         );
     }
     Ok(())

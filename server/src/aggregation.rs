@@ -3,7 +3,7 @@
 //! the FedAvg step that turns the decoded sum into a new global model.
 
 use privagg_dp::accountant::discrete::ddg_tau;
-use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent, epsilon};
+use privagg_dp::accountant::{DpEvent, tightest_epsilon};
 use privagg_dp::encoding::Clipping;
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
 use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
@@ -209,7 +209,8 @@ impl Aggregation {
 /// does not sample). Sensitivities and variances are in integer units.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PlanSummary {
-    /// ε over the whole session at `delta`: the headline.
+    /// ε over the whole session at `delta`: the headline, the tightest sound bound
+    /// (`privagg_dp::accountant::tightest_epsilon`).
     pub epsilon: f64,
     /// ε of one round at `delta`.
     pub epsilon_per_round: f64,
@@ -217,8 +218,8 @@ pub struct PlanSummary {
     pub delta: f64,
     /// Rounds in the session.
     pub rounds: u64,
-    /// ρ of zero-concentrated DP for the session: the smallest ρ with RDP(α) ≤ ρ·α at
-    /// every order of the accountant.
+    /// ρ of zero-concentrated DP for the session ([`DpEvent::zcdp_rho`] per round: valid
+    /// at every order α > 1, no amplification).
     pub zcdp_rho: f64,
     /// The noise mechanism.
     pub mechanism: Mechanism,
@@ -271,13 +272,12 @@ impl PlanSummary {
         let event = plan.dp_event_with_rate(1.0);
         let (delta, rounds) = (plan.input.delta, plan.input.rounds);
         let bad = |e: privagg_dp::DpError| ServeError::Config(format!("DP plan: {e}"));
-        let rho = DEFAULT_RDP_ORDERS.iter().map(|&alpha| event.rdp(alpha) / alpha).fold(0.0, f64::max);
         Ok(Self {
-            epsilon: epsilon(&event, rounds, delta).map_err(bad)?,
-            epsilon_per_round: epsilon(&event, 1, delta).map_err(bad)?,
+            epsilon: tightest_epsilon(&event, rounds, delta).map_err(bad)?,
+            epsilon_per_round: tightest_epsilon(&event, 1, delta).map_err(bad)?,
             delta,
             rounds,
-            zcdp_rho: rho * rounds as f64,
+            zcdp_rho: event.zcdp_rho() * rounds as f64,
             mechanism: plan.input.mechanism,
             noise_multiplier: plan.noise_multiplier,
             effective_noise_multiplier: plan.effective_noise_multiplier,

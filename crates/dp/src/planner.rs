@@ -342,8 +342,9 @@ fn plan_for_multiplier(input: &PlanInput, z: f64) -> Result<Plan, DpError> {
         epsilon_without_sampling: 0.0,
     };
     plan.input.noise = NoiseTarget::Multiplier(z);
-    plan.epsilon = accountant::epsilon(&plan.dp_event(), input.rounds, input.delta)?;
-    plan.epsilon_without_sampling = accountant::epsilon(&plan.dp_event_with_rate(1.0), input.rounds, input.delta)?;
+    plan.epsilon = accountant::tightest_epsilon(&plan.dp_event(), input.rounds, input.delta)?;
+    plan.epsilon_without_sampling =
+        accountant::tightest_epsilon(&plan.dp_event_with_rate(1.0), input.rounds, input.delta)?;
     Ok(plan)
 }
 
