@@ -1,10 +1,18 @@
 //! Differential privacy for privagg: distributed noise under secure aggregation.
 //!
-//! The privacy unit is one client; neighbouring datasets add or remove one client
-//! (DP-FedAvg, McMahan, Ramage, Talwar, Zhang, ICLR 2018). Each client bounds its
-//! update's influence, adds a share of integer noise, and the server only ever sees the
-//! sum of at least `n_min` clients, so the sum carries the full noise whoever drops out
-//! and no party holds a noiseless sum.
+//! The privacy unit is one client identity — a device, or a person when each person
+//! holds one certificate or token. Neighbouring datasets differ in one client's update
+//! replaced by zeros (zero-out adjacency; with DP-FedAvg's public denominator this is
+//! what the accounting bounds, McMahan, Ramage, Talwar, Zhang, ICLR 2018). Each client
+//! bounds its update's influence, adds a share of integer noise, and the server only
+//! ever sees the sum of at least `n_min` clients, so the sum carries the full noise
+//! whoever drops out and no party holds a noiseless sum — provided at most the assumed
+//! number of colluders withhold their noise: distributed DP counts honest shares only.
+//!
+//! Two audiences, two figures. Against the server (and whoever sees who took part) a
+//! round is a release at sampling rate 1: this is the headline every command reports and
+//! every budget checks, charged per release ([`ledger`]). Against those who see only the
+//! released models, random check-ins give amplification by sampling ([`sampling`]).
 //!
 //! The pipeline follows the distributed discrete Gaussian of Kairouz, Liu, Steinke
 //! (ICML 2021) and the distributed Skellam mechanism of Agarwal, Kairouz, Liu

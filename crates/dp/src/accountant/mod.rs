@@ -21,9 +21,10 @@
 //! for an event and [`tightest_epsilon`] their minimum: the headline figure. ρ of
 //! zero-concentrated DP is [`DpEvent::zcdp_rho`].
 //!
-//! Neighbouring relation: add or remove one client. Subsampling amplification assumes
-//! the cohort is hidden from the adversary; against the server, who sees the cohort,
-//! account with `q = 1`.
+//! Neighbouring relation: one client's contribution replaced by zero (zero-out; for
+//! Poisson subsampling the bounds are those of add/remove, as in `dp_accounting`).
+//! Subsampling amplification assumes the cohort is hidden from the adversary; against
+//! the server, who sees the cohort, account with `q = 1` (see [`crate::sampling`]).
 
 pub mod analytic;
 pub mod discrete;
