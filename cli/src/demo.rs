@@ -35,11 +35,13 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Show progress bars.
     pub progress: bool,
+    /// Adapt the clip to the median update norm (Andrew et al. 2021), starting from 1.
+    pub adaptive_clip: bool,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { clients: 20, rounds: 5, dim: 10_000, examples: 40, seed: 7, progress: true }
+        Self { clients: 20, rounds: 5, dim: 10_000, examples: 40, seed: 7, progress: true, adaptive_clip: false }
     }
 }
 
@@ -56,6 +58,8 @@ pub struct DemoRound {
     pub participants: u32,
     /// ε spent so far.
     pub epsilon: f64,
+    /// With adaptive clipping: the round's clip and the noisy fraction of updates under it.
+    pub clip: Option<(f64, f64)>,
     /// Wall time of the round.
     pub seconds: f64,
 }
@@ -135,7 +139,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     let authority = privagg_ca::Authority::create("privagg demo authority", 1)?;
     let root = state.with_extension("client-ca.der");
     std::fs::write(&root, authority.root_der()).with_context(|| format!("cannot write {}", root.display()))?;
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         listen: "127.0.0.1:0".parse().context("loopback address")?,
         state: state.clone(),
         dim: options.dim,
@@ -147,6 +151,9 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
         client_ca: Some(root.clone()),
         ..ServeConfig::default()
     };
+    if options.adaptive_clip {
+        config.dp.adaptive_clip = Some(privagg_dp::adaptive_clip::AdaptiveClipping::default());
+    }
     let mut server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     let cert = server.cert_der().to_vec();
@@ -261,10 +268,12 @@ impl<'a> Display<'a> {
             survivors: record.included.len(),
             participants: self.participants,
             epsilon: record.privacy.as_ref().map_or(0.0, |p| p.epsilon),
+            clip: record.clip.map(|c| (c.clip, c.unclipped_fraction)),
             seconds: record.timings.get("total").copied().unwrap_or_default(),
         };
+        let clip = line.clip.map_or(String::new(), |(c, f)| format!(", clip {c:.3} ({:.0} % under it)", 100.0 * f));
         println!(
-            "round {}/{}: test loss {:.4}, {}/{} inputs in the sum, ε = {:.2} (δ = 1e-5), {:.2} s",
+            "round {}/{}: test loss {:.4}, {}/{} inputs in the sum, ε = {:.2} (δ = 1e-5){clip}, {:.2} s",
             line.round, self.options.rounds, line.loss, line.survivors, line.participants, line.epsilon, line.seconds
         );
         line

@@ -137,6 +137,11 @@ struct ServeArgs {
     /// only the released models, is reported.
     #[arg(long)]
     check_ins: bool,
+    /// Adaptive clipping: --clip is where C starts, and each round the clients' noised
+    /// clip indicators move it toward this quantile of update norms (0.5: the median).
+    /// The noise is split so that ε stays what --noise-multiplier gives.
+    #[arg(long, value_name = "QUANTILE")]
+    adaptive_clip: Option<f64>,
     /// Stop before a round that would spend more than this ε [default: 16; "inf": no
     /// budget].
     #[arg(long)]
@@ -296,6 +301,10 @@ struct DemoArgs {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Adapt the clip to the median update norm inside secure aggregation (each client
+    /// adds its noised clip indicator to the sum).
+    #[arg(long)]
+    adaptive_clip: bool,
 }
 
 #[derive(Args)]
@@ -394,6 +403,7 @@ fn run(cli: Cli) -> Result<()> {
                 rounds: args.rounds,
                 dim: args.dim,
                 seed: args.seed,
+                adaptive_clip: args.adaptive_clip,
                 ..DemoOptions::default()
             };
             runtime()?.block_on(run_demo(options))?;
@@ -452,6 +462,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     }
     c.dp.force_plan |= args.force_plan;
     c.dp.check_ins |= args.check_ins;
+    if let Some(target_quantile) = args.adaptive_clip {
+        let rule = c.dp.adaptive_clip.unwrap_or_default();
+        c.dp.adaptive_clip = Some(privagg_dp::adaptive_clip::AdaptiveClipping { target_quantile, ..rule });
+    }
     if let Some(threat) = args.threat {
         c.threat = threat.into();
     }

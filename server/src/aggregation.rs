@@ -4,6 +4,7 @@
 
 use privagg_dp::accountant::discrete::ddg_tau;
 use privagg_dp::accountant::{DpEvent, tightest_epsilon};
+use privagg_dp::adaptive_clip::{AdaptiveClipping, indicator_scale, update_noise_multiplier, with_indicator};
 use privagg_dp::encoding::Clipping;
 use privagg_dp::fedavg::{apply_fedavg_momentum_step, apply_fedavg_step};
 use privagg_dp::planner::{Mechanism, NoiseTarget, Plan, PlanInput, plan};
@@ -20,8 +21,16 @@ use crate::config::ServeConfig;
 use crate::error::ServeError;
 
 enum Mode {
-    Dp { plan: Box<Plan> },
+    Dp { plan: Box<Plan>, adaptive: Option<Adaptive> },
     Weighted { gamma: f64, bits: u32, value_range: f64, max_weight: f64 },
+}
+
+/// Adaptive clipping as planned: the rule, the indicator's scale κ and the count's noise.
+#[derive(Clone, Copy, Debug)]
+struct Adaptive {
+    rule: AdaptiveClipping,
+    scale: u64,
+    count_stddev: f64,
 }
 
 /// The session's aggregation: fixed at start from the configuration.
@@ -43,6 +52,19 @@ pub struct Applied {
     pub denominator: f64,
     /// L2 norm of the averaged update.
     pub update_norm: f64,
+    /// With adaptive clipping: how the clip moved.
+    pub clip: Option<ClipStep>,
+}
+
+/// One step of adaptive clipping.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct ClipStep {
+    /// The round's clip C (model units).
+    pub clip: f64,
+    /// The noisy fraction of clients whose update was under it.
+    pub unclipped_fraction: f64,
+    /// The next round's clip.
+    pub next_clip: f64,
 }
 
 impl Aggregation {
@@ -51,10 +73,20 @@ impl Aggregation {
     pub fn new(config: &ServeConfig) -> Result<Self, ServeError> {
         let dp = &config.dp;
         let colluders = dp.colluders.unwrap_or_else(|| assumed_colluders(config.corrupt_fraction, config.min_clients));
+        let check_ins = config.check_in_plan()?;
+        let expected_cohort = f64::from(config.clients) * check_ins.map_or(1.0, |c| c.rate());
         let mode = if dp.enabled {
+            // With adaptive clipping the update gets the larger share of the noise budget
+            // and the clip indicator the rest (Andrew et al., Theorem 1).
+            let count_stddev = dp.adaptive_clip.map(|rule| rule.count_stddev(expected_cohort));
+            let bad = |e: privagg_dp::DpError| ServeError::Config(format!("adaptive clipping: {e}"));
+            let update_z = match count_stddev {
+                Some(sigma_b) => update_noise_multiplier(dp.noise_multiplier, sigma_b).map_err(bad)?,
+                None => dp.noise_multiplier,
+            };
             let mut input = PlanInput::new(
                 dp.mechanism,
-                NoiseTarget::Multiplier(dp.noise_multiplier),
+                NoiseTarget::Multiplier(update_z),
                 dp.delta,
                 config.rounds,
                 dp.sampling_rate,
@@ -65,11 +97,32 @@ impl Aggregation {
                 dp.bits,
             );
             input.colluders = colluders as usize;
-            let plan = plan(&input).map_err(|e| ServeError::Config(format!("DP plan: {e}")))?;
+            let mut plan = plan(&input).map_err(|e| ServeError::Config(format!("DP plan: {e}")))?;
             if !dp.force_plan {
                 check_tight(&plan)?;
             }
-            Mode::Dp { plan: Box::new(plan) }
+            let adaptive = match (dp.adaptive_clip, count_stddev) {
+                (Some(rule), Some(count_stddev)) => {
+                    rule.validate().map_err(bad)?;
+                    let total_stddev = (plan.local_variance.to_f64() * plan.honest_shares as f64).sqrt();
+                    let scale = indicator_scale(total_stddev, count_stddev);
+                    // γ fills the words' range with the update's k standard deviations; the
+                    // indicator's sum reaches n·κ/2 ≈ σ/(2·fraction) beyond its noise, so
+                    // its words get more room (γ and the accounting stay as planned).
+                    plan.input.bits += ADAPTIVE_CLIP_HEADROOM_BITS;
+                    let reach =
+                        f64::from(config.largest_cohort()) * scale as f64 / 2.0 + plan.input.k_stddevs * total_stddev;
+                    if plan.input.bits > 62 || reach >= 2f64.powi(plan.input.bits as i32 - 1) {
+                        return Err(ServeError::Config(format!(
+                            "adaptive clipping: the clip indicator's sum would wrap around {} bits (use more --bits)",
+                            plan.input.bits
+                        )));
+                    }
+                    Some(Adaptive { rule, scale, count_stddev })
+                }
+                _ => None,
+            };
+            Mode::Dp { plan: Box::new(plan), adaptive }
         } else {
             let w = &config.weighting;
             let max_abs = w.value_range.max(1.0) * w.max_weight;
@@ -84,14 +137,14 @@ impl Aggregation {
             min_clients: config.min_clients,
             colluders,
             delta: dp.delta,
-            check_ins: config.check_in_plan()?,
+            check_ins,
         })
     }
 
     /// The DP plan, if DP is on.
     pub fn plan(&self) -> Option<&Plan> {
         match &self.mode {
-            Mode::Dp { plan } => Some(plan),
+            Mode::Dp { plan, .. } => Some(plan),
             Mode::Weighted { .. } => None,
         }
     }
@@ -99,7 +152,7 @@ impl Aggregation {
     /// Bits per word of the modular sum.
     pub fn bits(&self) -> u8 {
         let bits = match &self.mode {
-            Mode::Dp { plan } => plan.input.bits,
+            Mode::Dp { plan, .. } => plan.input.bits,
             Mode::Weighted { bits, .. } => *bits,
         };
         bits as u8
@@ -109,7 +162,7 @@ impl Aggregation {
     /// weight without.
     pub fn protocol_dim(&self) -> usize {
         match &self.mode {
-            Mode::Dp { plan } => plan.padded_dim,
+            Mode::Dp { plan, adaptive } => plan.padded_dim + usize::from(adaptive.is_some()),
             Mode::Weighted { .. } => self.dim + 1,
         }
     }
@@ -117,7 +170,17 @@ impl Aggregation {
     /// The DP event of one round against the server (no amplification: it sees who
     /// takes part), if DP is on. The ledger and the budget charge this.
     pub fn dp_event(&self) -> Option<DpEvent> {
-        self.plan().map(|p| p.dp_event_with_rate(1.0))
+        let Mode::Dp { plan, adaptive } = &self.mode else { return None };
+        let event = plan.dp_event_with_rate(1.0);
+        Some(match adaptive {
+            Some(a) => with_indicator(&event, a.scale),
+            None => event,
+        })
+    }
+
+    /// The session's starting clip C (model units; DP on).
+    pub fn initial_clip(&self) -> Option<f64> {
+        self.plan().map(|p| p.input.clip)
     }
 
     /// The random check-ins of the session, if it runs them.
@@ -128,8 +191,8 @@ impl Aggregation {
     /// What the session's DP plan amounts to (DP on): what `privagg plan` prints and
     /// `serve` logs.
     pub fn summary(&self) -> Option<Result<PlanSummary, ServeError>> {
-        let plan = self.plan()?;
-        Some(PlanSummary::of(plan, self.colluders, self.check_ins.as_ref()))
+        let (Mode::Dp { plan, adaptive }, Some(event)) = (&self.mode, self.dp_event()) else { return None };
+        Some(PlanSummary::of(plan, &event, *adaptive, self.colluders, self.check_ins.as_ref()))
     }
 
     /// The FedAvg denominator with DP: the expected cohort, a public constant — the
@@ -138,26 +201,35 @@ impl Aggregation {
         f64::from(self.clients) * self.check_ins.map_or(1.0, |c| c.rate())
     }
 
-    /// The settings clients get for `round` of `session`, with a fresh rotation seed.
+    /// The settings clients get for `round` of `session`, with a fresh rotation seed and,
+    /// with DP, the clip `clip` (model units): the plan's γ scales with it, so that
+    /// everything in integer units — noise, sensitivity, the accounting — stays the same.
     pub fn round_settings(
         &self,
         session: [u8; 16],
         round: u64,
         total_rounds: u64,
         model: &[f32],
-        epsilon_spent: f64,
+        (epsilon_spent, clip): (f64, f64),
     ) -> Result<RoundSettings, ServeError> {
         let (mode, encoding) = match &self.mode {
-            Mode::Dp { plan } => (
-                AggregationMode::Dp {
+            Mode::Dp { plan, adaptive } => {
+                let mut encoding = plan.encoding_params(rand::rng().random());
+                if !(clip.is_finite() && clip > 0.0) {
+                    return Err(ServeError::Model(format!("clip {clip} is not positive")));
+                }
+                encoding.clipping = Clipping::L2(clip);
+                encoding.gamma = plan.gamma * clip / plan.input.clip;
+                let mode = AggregationMode::Dp {
                     mechanism: plan.input.mechanism,
                     n_min: self.min_clients,
                     colluders: self.colluders,
                     delta: self.delta,
                     epsilon_spent,
-                },
-                plan.encoding_params(rand::rng().random()),
-            ),
+                    clip_indicator: adaptive.map(|a| a.scale),
+                };
+                (mode, encoding)
+            }
             Mode::Weighted { gamma, bits, value_range, max_weight } => (
                 AggregationMode::Weighted { value_range: *value_range, max_weight: *max_weight },
                 EncodingParams::without_dp(self.dim + 1, *gamma, *bits, Clipping::None, None)
@@ -191,8 +263,15 @@ impl Aggregation {
             (Mode::Weighted { .. }, Some(weight)) => weight,
             (Mode::Weighted { .. }, None) => return Err(ServeError::Model("a weighted sum without its weight".into())),
         };
+        let clip = match (&self.mode, decoded.clip_count, settings.encoding.clipping) {
+            (Mode::Dp { adaptive: Some(a), .. }, Some(count), Clipping::L2(clip)) => {
+                let (next_clip, unclipped_fraction) = a.rule.next_clip(clip, count, output.included.len());
+                Some(ClipStep { clip, unclipped_fraction, next_clip })
+            }
+            _ => None,
+        };
         if denominator <= 0.0 {
-            return Ok(Applied { denominator, update_norm: 0.0 });
+            return Ok(Applied { denominator, update_norm: 0.0, clip });
         }
         let update_norm = match momentum {
             Some(velocity) => {
@@ -201,7 +280,7 @@ impl Aggregation {
             None => apply_fedavg_step(model, &decoded.values, denominator, server_lr),
         }
         .map_err(|e| ServeError::Model(e.to_string()))?;
-        Ok(Applied { denominator, update_norm })
+        Ok(Applied { denominator, update_norm, clip })
     }
 }
 
@@ -251,6 +330,24 @@ pub struct PlanSummary {
     /// With random check-ins: the second figure, against those who see only the released
     /// models.
     pub check_ins: Option<CheckInSummary>,
+    /// With adaptive clipping: how the noise is split between update and clip indicator.
+    pub adaptive_clip: Option<AdaptiveClipSummary>,
+}
+
+/// How adaptive clipping shares the noise (Andrew et al., Theorem 1): the update is
+/// planned at `noise_multiplier` (above the requested z), the clip indicator's count
+/// carries noise of standard deviation `count_stddev`; together they have the requested
+/// multiplier, and ε above accounts both.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AdaptiveClipSummary {
+    /// Target fraction of unclipped updates.
+    pub target_quantile: f64,
+    /// Geometric learning rate of the clip.
+    pub learning_rate: f64,
+    /// The indicator's scale κ (integer units).
+    pub scale: u64,
+    /// Noise standard deviation on the count of unclipped clients (count units).
+    pub count_stddev: f64,
 }
 
 /// The ε of a session with random check-ins against those who see only the released
@@ -268,13 +365,18 @@ pub struct CheckInSummary {
 }
 
 impl PlanSummary {
-    fn of(plan: &Plan, colluders: u32, check_ins: Option<&CheckIns>) -> Result<Self, ServeError> {
-        let event = plan.dp_event_with_rate(1.0);
+    fn of(
+        plan: &Plan,
+        event: &DpEvent,
+        adaptive: Option<Adaptive>,
+        colluders: u32,
+        check_ins: Option<&CheckIns>,
+    ) -> Result<Self, ServeError> {
         let (delta, rounds) = (plan.input.delta, plan.input.rounds);
         let bad = |e: privagg_dp::DpError| ServeError::Config(format!("DP plan: {e}"));
         Ok(Self {
-            epsilon: tightest_epsilon(&event, rounds, delta).map_err(bad)?,
-            epsilon_per_round: tightest_epsilon(&event, 1, delta).map_err(bad)?,
+            epsilon: tightest_epsilon(event, rounds, delta).map_err(bad)?,
+            epsilon_per_round: tightest_epsilon(event, 1, delta).map_err(bad)?,
             delta,
             rounds,
             zcdp_rho: event.zcdp_rho() * rounds as f64,
@@ -293,7 +395,7 @@ impl PlanSummary {
             expected_wrapped_per_round: plan.wrap.per_coordinate_gaussian * plan.padded_dim as f64,
             check_ins: check_ins
                 .map(|c| {
-                    let (epsilon, delta) = c.epsilon(&event, rounds, plan.input.delta).map_err(bad)?;
+                    let (epsilon, delta) = c.epsilon(event, rounds, plan.input.delta).map_err(bad)?;
                     Ok::<_, ServeError>(CheckInSummary {
                         rate: c.rate(),
                         epsilon,
@@ -302,6 +404,12 @@ impl PlanSummary {
                     })
                 })
                 .transpose()?,
+            adaptive_clip: adaptive.map(|a| AdaptiveClipSummary {
+                target_quantile: a.rule.target_quantile,
+                learning_rate: a.rule.learning_rate,
+                scale: a.scale,
+                count_stddev: a.count_stddev,
+            }),
         })
     }
 }
@@ -314,6 +422,9 @@ fn tau_dim(plan: &Plan) -> f64 {
         Mechanism::Skellam => 0.0,
     }
 }
+
+/// Bits added to every word with adaptive clipping: room for the clip indicator's sum.
+pub const ADAPTIVE_CLIP_HEADROOM_BITS: u32 = 2;
 
 /// Largest τ·m of the discrete Gaussian a plan may have: above it the τ term of the
 /// accounting grows fast (the noise shares are too small to be nearly Gaussian).
@@ -401,6 +512,32 @@ mod tests {
         c
     }
 
+    #[test]
+    fn adaptive_clipping_splits_the_noise_so_that_epsilon_stays_put() {
+        let mut c = ServeConfig { dim: 1000, clients: 200, min_clients: 160, ..ServeConfig::default() };
+        c.dp.max_epsilon = None;
+        let fixed = Aggregation::new(&c).unwrap().summary().unwrap().unwrap();
+        c.dp.adaptive_clip = Some(AdaptiveClipping::default());
+        let adaptive = Aggregation::new(&c).unwrap();
+        let summary = adaptive.summary().unwrap().unwrap();
+        // The update gets more noise, the indicator the rest; together they cost what the
+        // fixed clip costs (up to κ's rounding to an even integer).
+        assert!(summary.noise_multiplier > fixed.noise_multiplier);
+        assert!((summary.epsilon / fixed.epsilon - 1.0).abs() < 0.01, "{} vs {}", summary.epsilon, fixed.epsilon);
+        assert_eq!(summary.bits, fixed.bits + ADAPTIVE_CLIP_HEADROOM_BITS);
+        assert!(summary.adaptive_clip.is_some());
+        // Clip and γ move together: the integer-domain encoding is the same at any clip.
+        let at = |clip: f64| adaptive.round_settings([0; 16], 1, 1, &[0.0; 1000], (0.0, clip)).unwrap();
+        let (one, two) = (at(1.0), at(2.0));
+        assert!((two.encoding.gamma / one.encoding.gamma - 2.0).abs() < 1e-12);
+        assert_eq!((one.encoding.rounding, one.protocol_dim()), (two.encoding.rounding, two.protocol_dim()));
+        assert!(adaptive.round_settings([0; 16], 1, 1, &[0.0; 1000], (0.0, f64::NAN)).is_err());
+        // Too small a cohort for the split is refused, not silently under-noised.
+        c.clients = 10;
+        c.min_clients = 8;
+        assert!(Aggregation::new(&c).is_err());
+    }
+
     fn output(included: u32, sum: Vec<u64>) -> RoundOutput {
         RoundOutput { sum, included: (1..=included).filter_map(ClientId::new).collect() }
     }
@@ -409,7 +546,7 @@ mod tests {
     fn a_dp_sum_of_fewer_than_n_min_inputs_is_never_applied() {
         let c = config(true);
         let aggregation = Aggregation::new(&c).unwrap();
-        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 4], 0.0).unwrap();
+        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 4], (0.0, 1.0)).unwrap();
         let zeros = vec![0; settings.encoding.padded_dim];
         let mut model = vec![1.0f32; 4];
         let short = aggregation.apply(&output(7, zeros.clone()), &settings, &mut model, None, (1.0, 0.0));
@@ -423,7 +560,7 @@ mod tests {
     fn a_weighted_sum_is_divided_by_its_total_weight_with_momentum_if_asked() {
         let c = config(false);
         let aggregation = Aggregation::new(&c).unwrap();
-        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 4], 0.0).unwrap();
+        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 4], (0.0, 1.0)).unwrap();
         let mut rng = privagg_dp::NoiseRng::from_os().unwrap();
         let a = settings.encode_update(&[1.0, 2.0, 3.0, 4.0], 1.0, &mut rng).unwrap();
         let b = settings.encode_update(&[3.0, 2.0, 1.0, 0.0], 3.0, &mut rng).unwrap();

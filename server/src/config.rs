@@ -33,6 +33,10 @@ pub struct DpConfig {
     /// then is a second ε reported, against those who see only the released models; the
     /// headline stays at `q = 1` (the server sees who took part).
     pub check_ins: bool,
+    /// Adaptive clipping (Andrew et al. 2021): `clip` is where C starts; each round the
+    /// clients' noised clip indicators move it toward the target quantile. `None`: C
+    /// stays `clip`.
+    pub adaptive_clip: Option<privagg_dp::adaptive_clip::AdaptiveClipping>,
     /// Refuse to start a round that would take ε (at δ) beyond this; `None` (in TOML,
     /// `inf`): no budget. Default: 16, which stops only absurd configurations.
     pub max_epsilon: Option<f64>,
@@ -57,6 +61,7 @@ impl Default for DpConfig {
             delta: 1e-5,
             sampling_rate: 1.0,
             check_ins: false,
+            adaptive_clip: None,
             max_epsilon: Some(DEFAULT_MAX_EPSILON),
             colluders: None,
             bits: 20,

@@ -266,7 +266,8 @@ fn resume(config: &ServeConfig, storage: &StateDir) -> Result<Resume, ServeError
                     storage::LEDGER_FILE
                 )));
             }
-            Resume { completed: checkpoint.round, model: checkpoint.model, momentum: checkpoint.momentum, ledger }
+            let clip = checkpoint.record.as_ref().and_then(|r| r.clip).map(|c| c.next_clip);
+            Resume { completed: checkpoint.round, model: checkpoint.model, momentum: checkpoint.momentum, ledger, clip }
         }
         None => Resume { model: initial_model(config)?, ledger, ..Resume::default() },
     };

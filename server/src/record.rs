@@ -70,6 +70,10 @@ pub struct RoundRecord {
     pub update_norm: f64,
     /// Privacy accounting (DP on only).
     pub privacy: Option<PrivacyRecord>,
+    /// With adaptive clipping: the round's clip, the noisy fraction of updates under it,
+    /// and the next round's clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<crate::aggregation::ClipStep>,
     /// Seconds spent in each phase, and `total`.
     pub timings: BTreeMap<String, f64>,
     /// Bytes received from the round's clients.

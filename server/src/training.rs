@@ -10,7 +10,7 @@ use privagg_dp::ledger::{PrivacyLedger, Release};
 use privagg_protocol::{DropReason, DroppedClient, PrgKind, RoundParams};
 use privagg_service::{RoundCommit, RoundSettings};
 
-use crate::aggregation::{Aggregation, graph_for};
+use crate::aggregation::{Aggregation, Applied, graph_for};
 use crate::config::ServeConfig;
 use crate::error::ServeError;
 use crate::record::{DroppedRecord, PrivacyRecord, RoundRecord};
@@ -27,6 +27,8 @@ pub struct Resume {
     pub momentum: Option<Vec<f32>>,
     /// The privacy ledger: every release charged so far.
     pub ledger: PrivacyLedger,
+    /// The clip the next round uses, if adaptive clipping moved it.
+    pub clip: Option<f64>,
 }
 
 /// What a finished session leaves.
@@ -48,6 +50,8 @@ pub(crate) struct Training {
     model: Vec<f32>,
     momentum: Option<Vec<f32>>,
     ledger: PrivacyLedger,
+    /// The clip of the next round (DP on; model units).
+    clip: f64,
     /// The training session the state directory belongs to.
     session: [u8; 16],
     /// The settings of the round being run.
@@ -61,9 +65,10 @@ impl Training {
         storage: StateDir,
         resume: Resume,
     ) -> Result<Self, ServeError> {
-        let Resume { model, momentum, ledger, .. } = resume;
+        let Resume { model, momentum, ledger, clip, .. } = resume;
         let session = storage.session()?;
-        Ok(Self { config, aggregation, storage, model, momentum, ledger, session, settings: None })
+        let clip = clip.unwrap_or(config.dp.clip);
+        Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, settings: None })
     }
 
     /// ε spent so far at the configured δ (DP on).
@@ -87,15 +92,20 @@ impl Training {
             self.config.threat.adversary(),
         )?;
         let epsilon_spent = self.epsilon().unwrap_or(0.0);
-        let settings =
-            self.aggregation.round_settings(self.session, round, self.config.rounds, &self.model, epsilon_spent)?;
+        let settings = self.aggregation.round_settings(
+            self.session,
+            round,
+            self.config.rounds,
+            &self.model,
+            (epsilon_spent, self.clip),
+        )?;
         let params = RoundParams {
             round,
             num_clients: clients,
             neighbours,
             threshold,
             min_clients: self.config.min_clients,
-            dim: settings.encoding.padded_dim as u32,
+            dim: settings.protocol_dim() as u32,
             bits: self.aggregation.bits(),
             prg: PrgKind::default(),
         };
@@ -151,7 +161,10 @@ impl Training {
             }
             None => None,
         };
-        let record = record(commit, applied.denominator, applied.update_norm, privacy);
+        if let Some(step) = applied.clip {
+            self.clip = step.next_clip;
+        }
+        let record = record(commit, &applied, privacy);
         self.storage.commit(&record, &self.model, self.momentum.as_deref())?;
         tracing::info!(
             round = record.round,
@@ -171,7 +184,7 @@ impl Training {
     }
 }
 
-fn record(commit: &RoundCommit, denominator: f64, update_norm: f64, privacy: Option<PrivacyRecord>) -> RoundRecord {
+fn record(commit: &RoundCommit, applied: &Applied, privacy: Option<PrivacyRecord>) -> RoundRecord {
     let mut timings: std::collections::BTreeMap<String, f64> =
         commit.timings.iter().map(|(phase, d)| (phase.as_str().to_owned(), d.as_secs_f64())).collect();
     timings.insert("total".into(), commit.total.as_secs_f64());
@@ -186,12 +199,13 @@ fn record(commit: &RoundCommit, denominator: f64, update_norm: f64, privacy: Opt
         neighbours: params.neighbours,
         threshold: params.threshold,
         bits: params.bits,
-        denominator,
-        update_norm,
+        denominator: applied.denominator,
+        update_norm: applied.update_norm,
         privacy,
         timings,
         bytes_in: commit.bytes_in,
         bytes_out: commit.bytes_out,
+        clip: applied.clip,
     }
 }
 

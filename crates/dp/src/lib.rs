@@ -30,12 +30,14 @@
 //! | per-round DP events and the budget check | [`ledger`] |
 //! | amplification by random check-ins, against model consumers | [`sampling`] |
 //! | the public FedAvg denominator | [`fedavg`] |
+//! | adaptive clipping inside secure aggregation | [`adaptive_clip`] |
 //!
 //! Everything on the privacy path after clipping is integer arithmetic: exact samplers
 //! (Canonne, Kamath, Steinke, NeurIPS 2020), an exact integer norm check, and a sum in
 //! `Z_{2^b}` — floating-point noise is attackable (Mironov, CCS 2012).
 
 pub mod accountant;
+pub mod adaptive_clip;
 pub mod clip;
 pub mod encoding;
 mod error;

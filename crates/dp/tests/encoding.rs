@@ -6,10 +6,11 @@
 mod common;
 
 use common::{noise_rng, test_rng};
+use privagg_dp::adaptive_clip::{decode_indicator, indicator_scale, indicator_word};
 use privagg_dp::encoding::{Clipping, Rounding};
-use privagg_dp::noise::NoiseSpec;
+use privagg_dp::noise::{IntegerNoise, NoiseSpec, Ratio};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
-use privagg_dp::quantize::add_mod;
+use privagg_dp::quantize::{add_mod, modulus_mask};
 use privagg_dp::{
     ClientEncoder, DpError, EncodingParams, NoiseRng, decode_sum, ensure_enough_survivors, plan_without_dp,
 };
@@ -183,4 +184,25 @@ fn decoded_noise_variance_matches_configuration_with_dropouts() {
 fn rounds_below_n_min_release_nothing() {
     ensure_enough_survivors(6, 6).unwrap();
     assert_eq!(ensure_enough_survivors(5, 6), Err(DpError::TooFewSurvivors { survivors: 5, n_min: 6 }));
+}
+
+/// Adaptive clipping: the clients' indicator words sum to the noisy count of updates
+/// under the clip.
+#[test]
+fn indicator_words_sum_to_the_noisy_count() {
+    // 200 clients, 150 under the clip, discrete Gaussian shares of σ² = 4 each.
+    let noise = IntegerNoise::new(NoiseSpec::DiscreteGaussian { variance: Ratio::new(4, 1).unwrap() }).unwrap();
+    let mut rng = NoiseRng::insecure_from_seed([7; 32]);
+    let (scale, bits) = (indicator_scale(40.0, 10.0), 20);
+    assert_eq!(scale, 4);
+    let mut sum = 0u64;
+    for i in 0..200 {
+        let norm = if i < 150 { 0.5 } else { 2.0 };
+        sum = (sum + indicator_word(norm, 1.0, scale, &noise, bits, &mut rng).unwrap()) & modulus_mask(bits);
+    }
+    let centred = decode_indicator(sum, scale, bits).unwrap();
+    // Exact centred count 150 − 100 = 50; the noise has std √(200·4)/4 ≈ 7.1.
+    assert!((centred - 50.0).abs() < 5.0 * 7.1, "{centred}");
+    assert!(indicator_word(0.5, 1.0, 3, &noise, bits, &mut rng).is_err());
+    assert_eq!(indicator_scale(1.0, 100.0), 2);
 }

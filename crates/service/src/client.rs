@@ -659,10 +659,11 @@ impl ClientSession {
             Ok(settings) => Arc::new(settings),
             Err(e) => return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e.to_string())),
         };
-        if settings.encoding.padded_dim != config.params.dim as usize {
+        if settings.protocol_dim() != config.params.dim as usize {
             let e = format!(
                 "the protocol carries {} words but the encoding makes {}",
-                config.params.dim, settings.encoding.padded_dim
+                config.params.dim,
+                settings.protocol_dim()
             );
             return self.refuse_round(&mut protocol, RoundError::InvalidConfig(e));
         }

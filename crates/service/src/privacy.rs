@@ -20,6 +20,7 @@
 //! replaced by zeros, its noise share kept), no sampling.
 
 use privagg_dp::accountant::{DEFAULT_RDP_ORDERS, DpEvent, rdp_to_epsilon};
+use privagg_dp::adaptive_clip::with_indicator;
 use privagg_dp::encoding::{Clipping, Rounding};
 use privagg_dp::noise::NoiseSpec;
 use privagg_dp::planner::Mechanism;
@@ -262,6 +263,11 @@ impl PrivacyPolicy {
                 l1_sensitivity: l1,
                 total_variance: variance * f64::from(honest),
             },
+        };
+        // The clip indicator is one more coordinate of the same release.
+        let event = match settings.clip_indicator() {
+            Some(scale) => with_indicator(&event, scale),
+            None => event,
         };
         event.validate().map_err(|e| PrivacyRefusal::Unaccountable(e.to_string()))?;
         let floor = self.min_noise_multiplier;

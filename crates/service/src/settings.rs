@@ -9,8 +9,9 @@
 //! (`test_vectors/wire.json`), so renaming a field of `privagg-dp` cannot change it
 //! unnoticed.
 
-use privagg_dp::encoding::Rounding;
-use privagg_dp::noise::NoiseSpec;
+use privagg_dp::adaptive_clip::{decode_indicator, indicator_word};
+use privagg_dp::encoding::{Clipping, Rounding};
+use privagg_dp::noise::{IntegerNoise, NoiseSpec};
 use privagg_dp::planner::{Mechanism, effective_noise_multiplier};
 use privagg_dp::{ClientEncoder, DpError, EncodingParams, NoiseRng};
 use privagg_protocol::codec::{Reader, Writer};
@@ -34,6 +35,11 @@ pub enum AggregationMode {
         delta: f64,
         /// ε spent by the rounds before this one.
         epsilon_spent: f64,
+        /// Adaptive clipping: each client appends its clip indicator, scaled to
+        /// `(b − ½)·κ` with this even κ and noised like the other coordinates
+        /// (`privagg_dp::adaptive_clip`). `None`: a fixed clip.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip_indicator: Option<u64>,
     },
     /// No DP: each client clamps its update to [−value_range, value_range], multiplies
     /// it by its weight (clamped to [0, max_weight]) and appends the weight, so the
@@ -104,7 +110,7 @@ pub enum UpdateError {
 
 /// An encoded update: the words to mask, and the update's norm before clipping.
 pub struct EncodedInput {
-    /// `encoding.padded_dim` words below 2^bits.
+    /// [`RoundSettings::protocol_dim`] words below 2^bits.
     pub words: Vec<u64>,
     /// L2 norm of the update before clipping (DP on; 0 without DP).
     pub pre_clip_norm: f64,
@@ -125,6 +131,9 @@ pub struct DecodedSum {
     pub values: Vec<f64>,
     /// Σ of the clients' weights (DP off only).
     pub total_weight: Option<f64>,
+    /// With adaptive clipping: Σ(b − ½) over the clients plus noise, in count units,
+    /// where b says a client's update was under the clip.
+    pub clip_count: Option<f64>,
 }
 
 impl RoundSettings {
@@ -136,6 +145,20 @@ impl RoundSettings {
     /// Whether updates carry a weight coordinate (DP off).
     pub fn is_weighted(&self) -> bool {
         matches!(self.mode, AggregationMode::Weighted { .. })
+    }
+
+    /// The clip indicator's scale κ, with adaptive clipping.
+    pub fn clip_indicator(&self) -> Option<u64> {
+        match self.mode {
+            AggregationMode::Dp { clip_indicator, .. } => clip_indicator,
+            AggregationMode::Weighted { .. } => None,
+        }
+    }
+
+    /// Words per masked vector: the encoding's padded dimension, plus the clip
+    /// indicator with adaptive clipping.
+    pub fn protocol_dim(&self) -> usize {
+        self.encoding.padded_dim + usize::from(self.clip_indicator().is_some())
     }
 
     /// Encodes the payload.
@@ -215,7 +238,16 @@ impl RoundSettings {
     pub fn encode_update(&self, update: &[f32], weight: f32, rng: &mut NoiseRng) -> Result<EncodedInput, UpdateError> {
         let encoder = ClientEncoder::new(self.encoding.clone())?;
         let mut encoded = match self.mode {
-            AggregationMode::Dp { .. } => encoder.encode(update, rng)?,
+            AggregationMode::Dp { clip_indicator, .. } => {
+                let mut encoded = encoder.encode(update, rng)?;
+                if let (Some(scale), Clipping::L2(clip)) = (clip_indicator, self.encoding.clipping) {
+                    let noise = IntegerNoise::new(self.encoding.noise)?;
+                    let pre_clip_norm = encoded.pre_clip_norm;
+                    let word = indicator_word(pre_clip_norm, clip, scale, &noise, self.encoding.bits, rng)?;
+                    encoded.words.push(word);
+                }
+                encoded
+            }
             AggregationMode::Weighted { value_range, max_weight } => {
                 if !weight.is_finite() || weight < 0.0 {
                     return Err(UpdateError::InvalidWeight(weight));
@@ -233,12 +265,16 @@ impl RoundSettings {
     /// The server's side: decodes the round's unmasked sum (`encoding.padded_dim` words)
     /// into the summed model coordinates and, without DP, the total weight.
     pub fn decode_sum(&self, sum_words: &[u64]) -> Result<DecodedSum, DpError> {
+        let (sum_words, clip_count) = match (self.clip_indicator(), sum_words.split_last()) {
+            (Some(scale), Some((&word, rest))) => (rest, Some(decode_indicator(word, scale, self.encoding.bits)?)),
+            _ => (sum_words, None),
+        };
         let mut values = privagg_dp::decode_sum(sum_words, &self.encoding)?;
         let total_weight = if self.is_weighted() { values.pop() } else { None };
         if values.len() != self.model_dim() {
             return Err(DpError::LengthMismatch { expected: self.model_dim(), actual: values.len() });
         }
-        Ok(DecodedSum { values, total_weight })
+        Ok(DecodedSum { values, total_weight, clip_count })
     }
 }
 
@@ -247,8 +283,9 @@ fn check_mode(mode: &AggregationMode) -> Result<(), SettingsError> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let ok = match *mode {
         AggregationMode::Weighted { value_range, max_weight } => positive(value_range) && positive(max_weight),
-        AggregationMode::Dp { n_min, colluders, delta, epsilon_spent, .. } => {
-            n_min >= 1 && colluders < n_min && positive(delta) && delta < 1.0 && epsilon_spent.is_finite()
+        AggregationMode::Dp { n_min, colluders, delta, epsilon_spent, clip_indicator, .. } => {
+            let even = clip_indicator.is_none_or(|k| k >= 2 && k.is_multiple_of(2) && k <= 1 << 60);
+            n_min >= 1 && colluders < n_min && positive(delta) && delta < 1.0 && epsilon_spent.is_finite() && even
         }
     };
     if ok { Ok(()) } else { Err(SettingsError::Malformed("aggregation mode out of range")) }

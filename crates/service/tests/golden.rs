@@ -84,6 +84,7 @@ fn dp_settings() -> RoundSettings {
             colluders: 0,
             delta: 1e-5,
             epsilon_spent: 1.5,
+            clip_indicator: None,
         },
         encoding: EncodingParams {
             dim: 3,

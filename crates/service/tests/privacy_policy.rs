@@ -28,6 +28,7 @@ fn honest() -> (RoundSettings, RoundParams, Plan) {
             colluders: input.colluders as u32,
             delta: 1e-5,
             epsilon_spent: 0.0,
+            clip_indicator: None,
         },
         encoding: p.encoding_params([3; 32]),
         model: vec![0.0; dim],
@@ -229,4 +230,28 @@ fn a_new_session_of_the_same_server_does_not_reset_the_budget() {
     .unwrap();
     assert_eq!(memory.spent(), one_session.and(&one_session));
     assert!(matches!(policy.check_budget(&memory.spent(), Some(&event)), Err(PrivacyRefusal::BudgetExhausted { .. })));
+}
+
+#[test]
+fn a_clip_indicator_is_accounted_and_one_that_outweighs_the_noise_is_refused() {
+    // Adaptive clipping adds one coordinate, (b − ½)·κ: the client accounts the round
+    // with the combined sensitivity, so a server cannot hide the indicator's cost, nor
+    // make the indicator loud enough to reveal b (κ far above the noise).
+    let (mut settings, params, plan) = honest();
+    let total_stddev = (plan.local_variance.to_f64() * plan.honest_shares as f64).sqrt();
+    let modest = privagg_dp::adaptive_clip::indicator_scale(total_stddev, 4.0); // σ_b = n/20 at n = 80
+    for (scale, passes) in [(modest, true), (1_000 * modest, false)] {
+        if let AggregationMode::Dp { clip_indicator, .. } = &mut settings.mode {
+            *clip_indicator = Some(scale);
+        }
+        let expected = privagg_dp::adaptive_clip::with_indicator(&plan.dp_event_with_rate(1.0), scale);
+        match check(&settings, &params) {
+            Ok(Some(event)) => {
+                assert!(passes, "κ = {scale} passed");
+                assert_eq!(event, expected);
+            }
+            Err(PrivacyRefusal::BelowFloor { .. }) => assert!(!passes, "κ = {scale} refused"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

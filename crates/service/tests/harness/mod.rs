@@ -841,6 +841,7 @@ fn planner_for(setup: &Setup) -> Planner {
                     colluders,
                     delta: 1e-5,
                     epsilon_spent: 0.0,
+                    clip_indicator: None,
                 },
                 encoding: p.encoding_params([7; 32]),
                 model: vec![0.0; dim],
@@ -857,7 +858,7 @@ fn params_for(settings: &RoundSettings, round: u64, n: u32, min_clients: u32) ->
         neighbours: n - 1,
         threshold: min_clients,
         min_clients,
-        dim: settings.encoding.padded_dim as u32,
+        dim: settings.protocol_dim() as u32,
         bits: settings.encoding.bits as u8,
         prg: PrgKind::default(),
     }
