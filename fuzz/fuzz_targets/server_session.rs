@@ -73,7 +73,9 @@ fuzz_target!(|data: &[u8]| {
         max_round_attempts: 2,
         admission: Admission::open(),
         limits: Limits { max_app_data: 0, ..Limits::default() },
-        check_in_rate_ppb: None,
+        // An odd first byte runs random check-ins (every coin comes up, as replies are
+        // the fuzzer's to choose).
+        check_in_rate_ppb: data.first().is_some_and(|b| b & 1 == 1).then_some(1_000_000_000),
     });
     for conn in 1..=2u64 {
         session.handle_connected(now, conn, None);
@@ -103,6 +105,11 @@ fuzz_target!(|data: &[u8]| {
                 if session.poll_timeout().is_some_and(|t| t <= now) {
                     session.handle_timeout(now);
                 }
+            }
+            5 if rest.get(1).is_some_and(|b| b & 1 == 1) => {
+                let round = u64::from(rest.get(2).copied().unwrap_or(1) % 4);
+                let reply = ClientServiceMessage::CheckInReply { round, join: rest.get(3).is_some_and(|b| b & 1 == 1) };
+                session.handle_frame(now, conn, &reply.encode());
             }
             5 => session.handle_frame(now, conn, &ClientServiceMessage::Ready { commitment: [0; 32] }.encode()),
             _ => {
