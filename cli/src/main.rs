@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use privagg_client::{
     Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey,
 };
-use privagg_dp::accountant::{analytic_gaussian_epsilon, epsilon_gaussian};
+use privagg_dp::accountant::{DpEvent, epsilon_bounds};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
 use privagg_server::aggregation::{Aggregation, session_graph};
@@ -658,11 +658,9 @@ fn plan(args: PlanArgs) -> Result<()> {
 
 fn privacy(args: PrivacyArgs) -> Result<()> {
     let z = args.noise_multiplier;
-    let epsilon = epsilon_gaussian(z, args.sampling_rate, args.rounds, args.delta)?;
-    let analytic =
-        if args.sampling_rate >= 1.0 { Some(analytic_gaussian_epsilon(z, args.rounds, args.delta)?) } else { None };
-    let event = privagg_dp::accountant::DpEvent::Gaussian { noise_multiplier: z, sampling_rate: args.sampling_rate };
-    let bounds = privagg_dp::accountant::epsilon_bounds(&event, args.rounds, args.delta)?;
+    let event = DpEvent::Gaussian { noise_multiplier: z, sampling_rate: args.sampling_rate };
+    let bounds = epsilon_bounds(&event, args.rounds, args.delta)?;
+    let (epsilon, analytic) = (bounds.rdp, bounds.analytic_gaussian);
     if args.json {
         let mut out = serde_json::json!({
             "epsilon": epsilon,

@@ -74,7 +74,7 @@ impl Aggregation {
         let dp = &config.dp;
         let colluders = dp.colluders.unwrap_or_else(|| assumed_colluders(config.corrupt_fraction, config.min_clients));
         let check_ins = config.check_in_plan()?;
-        let expected_cohort = f64::from(config.clients) * check_ins.map_or(1.0, |c| c.rate());
+        let expected_cohort = expected_cohort(config.clients, check_ins.as_ref());
         let mode = if dp.enabled {
             // With adaptive clipping the update gets the larger share of the noise budget
             // and the clip indicator the rest (Andrew et al., Theorem 1).
@@ -178,11 +178,6 @@ impl Aggregation {
         })
     }
 
-    /// The session's starting clip C (model units; DP on).
-    pub fn initial_clip(&self) -> Option<f64> {
-        self.plan().map(|p| p.input.clip)
-    }
-
     /// The random check-ins of the session, if it runs them.
     pub fn check_ins(&self) -> Option<&CheckIns> {
         self.check_ins.as_ref()
@@ -193,12 +188,6 @@ impl Aggregation {
     pub fn summary(&self) -> Option<Result<PlanSummary, ServeError>> {
         let (Mode::Dp { plan, adaptive }, Some(event)) = (&self.mode, self.dp_event()) else { return None };
         Some(PlanSummary::of(plan, &event, *adaptive, self.colluders, self.check_ins.as_ref()))
-    }
-
-    /// The FedAvg denominator with DP: the expected cohort, a public constant — the
-    /// cohort with check-ins is q·N on average, otherwise N.
-    fn expected_cohort(&self) -> f64 {
-        f64::from(self.clients) * self.check_ins.map_or(1.0, |c| c.rate())
     }
 
     /// The settings clients get for `round` of `session`, with a fresh rotation seed and,
@@ -258,7 +247,7 @@ impl Aggregation {
             (Mode::Dp { .. }, _) => {
                 ensure_enough_survivors(output.included.len(), self.min_clients as usize)
                     .map_err(|e| ServeError::Model(e.to_string()))?;
-                self.expected_cohort()
+                expected_cohort(self.clients, self.check_ins.as_ref())
             }
             (Mode::Weighted { .. }, Some(weight)) => weight,
             (Mode::Weighted { .. }, None) => return Err(ServeError::Model("a weighted sum without its weight".into())),
@@ -282,6 +271,12 @@ impl Aggregation {
         .map_err(|e| ServeError::Model(e.to_string()))?;
         Ok(Applied { denominator, update_norm, clip })
     }
+}
+
+/// The FedAvg denominator with DP: the expected cohort, a public constant — the cohort
+/// with check-ins is q·N on average, otherwise N.
+fn expected_cohort(clients: u32, check_ins: Option<&CheckIns>) -> f64 {
+    f64::from(clients) * check_ins.map_or(1.0, CheckIns::rate)
 }
 
 /// The figures of a session's DP plan, against the server (no amplification: the server

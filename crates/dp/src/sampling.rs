@@ -76,7 +76,7 @@ impl CheckIns {
     /// (its sampling rate replaced by the check-in rate), at `delta`:
     /// `δ_total = delta + releases·β`.
     pub fn epsilon(&self, event: &DpEvent, releases: u64, delta: f64) -> Result<(f64, f64), DpError> {
-        let epsilon = crate::accountant::epsilon(&self.sampled(event), releases, delta)?;
+        let epsilon = crate::accountant::tightest_epsilon(&self.sampled(event), releases, delta)?;
         Ok((epsilon, self.total_delta(releases, delta)))
     }
 
