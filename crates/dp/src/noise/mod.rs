@@ -21,8 +21,10 @@
 //! The continuous Gaussian in [`simulation`] is **not private** and exists only for
 //! simulations that measure utility.
 
+mod binned;
 mod discrete_gaussian;
 mod exact;
+mod interval;
 mod ratio;
 pub mod simulation;
 mod skellam;
@@ -30,6 +32,7 @@ mod skellam;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
+pub use binned::{BinnedGaussian, BinnedTuning};
 pub use discrete_gaussian::{DiscreteGaussian, sample_discrete_laplace};
 pub use exact::{bernoulli_exp, bernoulli_exp_minus_one, bernoulli_ratio, uniform_below, uniform_below_u128};
 pub use ratio::{MAX_DEN_BITS, Ratio};
@@ -60,7 +63,7 @@ pub enum NoiseSpec {
 pub const PARALLEL_BLOCK: usize = 1 << 14;
 
 /// A ready-to-use sampler for a [`NoiseSpec`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntegerNoise {
     /// Always 0.
     None,
@@ -89,6 +92,21 @@ impl IntegerNoise {
         }
     }
 
+    /// Fills `out` with independent samples from `rng`, on this thread.
+    pub fn fill<R: CryptoRng + ?Sized>(&self, rng: &mut R, out: &mut [i64]) -> Result<(), DpError> {
+        match self {
+            Self::None => {
+                out.fill(0);
+                Ok(())
+            }
+            Self::DiscreteGaussian(s) => s.fill(rng, out),
+            Self::Skellam(s) => out.iter_mut().try_for_each(|x| {
+                *x = s.sample(rng)?;
+                Ok(())
+            }),
+        }
+    }
+
     /// `len` independent samples, drawn in parallel: each block of
     /// [`PARALLEL_BLOCK`] samples comes from its own ChaCha20 generator keyed with 32 fresh
     /// bytes of `rng`, so the blocks are independent and the result is a deterministic
@@ -110,10 +128,7 @@ impl IntegerNoise {
             .collect();
         let result = out.par_chunks_mut(PARALLEL_BLOCK).zip(&seeds).try_for_each(|(block, seed)| {
             let mut block_rng = chacha20::ChaCha20Rng::from_seed(*seed);
-            block.iter_mut().try_for_each(|x| {
-                *x = self.sample(&mut block_rng)?;
-                Ok(())
-            })
+            self.fill(&mut block_rng, block)
         });
         seeds.zeroize();
         result.map(|()| out)
