@@ -15,14 +15,16 @@
 //! and with plain unbiased rounding; [`plan_without_dp`] picks `γ` so that `n` clients'
 //! values cannot wrap.
 
+use chacha20::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::clip::{check_finite, clip_l2, l2_norm};
 use crate::error::{DpError, invalid};
 use crate::noise::{IntegerNoise, NoiseSpec};
-use crate::quantize::{centered_lift, check_bits, conditional_round, randomized_round, reduce_mod, scale};
-use crate::rng::NoiseRng;
+use crate::quantize::{MAX_SCALED, centered_lift, check_bits, modulus_mask};
+use crate::rng::{BitSource, NoiseRng};
 use crate::rotation::{RandomizedHadamard, padded_dim};
 
 /// How the client bounds its update before quantizing.
@@ -188,6 +190,11 @@ impl ClientEncoder {
     /// does not depend on the update), then clip → rotate → scale → round → add noise →
     /// mod `2^b`. Errors: wrong length, NaN/Inf, scaled values beyond ±2^62,
     /// conditional-rounding exhaustion, sampler overflow.
+    ///
+    /// Runs on rayon's pool. The randomness of each parallel piece (noise blocks,
+    /// rounding chunks) comes from its own ChaCha20 generator keyed with 32 bytes drawn
+    /// in order from `rng`, so the output is a function of `rng`'s stream alone, not of
+    /// the thread count or the scheduling.
     pub fn encode(&self, update: &[f32], rng: &mut NoiseRng) -> Result<EncodedUpdate, DpError> {
         let p = &self.params;
         if update.len() != p.dim {
@@ -195,32 +202,121 @@ impl ClientEncoder {
         }
         let noise = Zeroizing::new(self.noise.sample_vec(rng, p.padded_dim)?);
 
-        let mut x = Zeroizing::new(vec![0.0f64; p.padded_dim]);
-        for (dst, &src) in x.iter_mut().zip(update) {
-            *dst = f64::from(src);
+        if let Some(index) = update.par_iter().position_first(|v| !v.is_finite()) {
+            return Err(DpError::NonFinite { index });
         }
-        let pre_clip_norm = match p.clipping {
-            Clipping::L2(c) => clip_l2(&mut x[..p.dim], c)?,
-            Clipping::None => {
-                check_finite(&x[..p.dim])?;
-                l2_norm(&x[..p.dim])
+        // f32 squares cannot overflow or underflow in f64, so the plain sum is safe.
+        let pre_clip_norm = update.par_chunks(CHUNK).map(sum_of_squares).sum::<f64>().sqrt();
+        // The float clip is approximate; the exact bound is the integer norm check below.
+        let clip_factor = match p.clipping {
+            Clipping::L2(c) if pre_clip_norm > c => c / pre_clip_norm,
+            _ => 1.0,
+        };
+        let mut x = Zeroizing::new(vec![0.0f64; p.padded_dim]);
+        x[..p.dim].par_chunks_mut(CHUNK).zip(update.par_chunks(CHUNK)).for_each(|(dst, src)| {
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f64::from(s) * clip_factor);
+        });
+        // Rotate without the 1/√m, which joins 1/γ in the rounding pass.
+        let to_lattice = match &self.rotation {
+            Some(rotation) => {
+                rotation.forward_unnormalized_in_place(&mut x)?;
+                RandomizedHadamard::normalization(p.padded_dim) / p.gamma
+            }
+            None => 1.0 / p.gamma,
+        };
+        let words = match p.rounding {
+            Rounding::Unbiased => round_add_reduce(&x, to_lattice, &noise, p.bits, rng)?.0,
+            Rounding::Conditional { norm_bound_sq, max_attempts, .. } => {
+                let mut attempt = 0;
+                loop {
+                    let (mut words, norm_sq) = round_add_reduce(&x, to_lattice, &noise, p.bits, rng)?;
+                    if norm_sq <= norm_bound_sq {
+                        break words;
+                    }
+                    words.zeroize();
+                    attempt += 1;
+                    if attempt >= max_attempts {
+                        return Err(DpError::RoundingRetriesExhausted { attempts: max_attempts });
+                    }
+                }
             }
         };
-        if let Some(rotation) = &self.rotation {
-            rotation.forward_in_place(&mut x)?;
-        }
-        let scaled = Zeroizing::new(scale(&x, p.gamma)?);
-        let mut v = Zeroizing::new(match p.rounding {
-            Rounding::Unbiased => randomized_round(&scaled, rng)?,
-            Rounding::Conditional { norm_bound_sq, max_attempts, .. } => {
-                conditional_round(&scaled, norm_bound_sq, max_attempts, rng)?
-            }
-        });
-        for (index, (vi, ni)) in v.iter_mut().zip(noise.iter()).enumerate() {
-            *vi = vi.checked_add(*ni).ok_or(DpError::OutOfRange { index })?;
-        }
-        Ok(EncodedUpdate { words: reduce_mod(&v, p.bits)?, pre_clip_norm })
+        Ok(EncodedUpdate { words, pre_clip_norm })
     }
+}
+
+/// Coordinates per parallel piece of the encoder (one rounding generator each).
+const CHUNK: usize = 1 << 14;
+
+/// Whether `u < frac` for a 53-bit uniform `u` in `[0, 1)` (what `rand`'s `f64` draw is):
+/// `u·2^53 < ⌈frac·2^53⌉`. The top 8 bits of `u` settle it except once in 256; only
+/// then are the other 45 drawn. The same distribution as a full draw, with ≈ 8 bits.
+fn round_up<R: rand_core::CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, frac: f64) -> bool {
+    // frac ∈ [0, 1), so frac·2^53 is exact and below 2^53; its ceiling, without a libm call.
+    let scaled = frac * 9_007_199_254_740_992.0;
+    let truncated = scaled as u64;
+    let threshold = truncated + u64::from((truncated as f64) < scaled);
+    let top = bits.take(8);
+    match top.cmp(&(threshold >> 45)) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => bits.word() >> 19 < threshold & ((1 << 45) - 1),
+    }
+}
+
+fn sum_of_squares(values: &[f32]) -> f64 {
+    values.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+}
+
+/// One rounding attempt, fused with the rest of the encoding: each coordinate is scaled
+/// (`x·to_lattice`, checked within ±[`MAX_SCALED`]), rounded up with probability equal
+/// to its fractional part (53-bit uniform, as [`crate::quantize::randomized_round`]),
+/// the noise is added and the sum reduced mod `2^bits`. Returns the words and the exact
+/// squared norm `Σ vᵢ²` of the rounded vector (before noise, saturating). Errors name
+/// the lowest bad index.
+fn round_add_reduce(
+    x: &[f64],
+    to_lattice: f64,
+    noise: &[i64],
+    bits: u32,
+    rng: &mut NoiseRng,
+) -> Result<(Vec<u64>, u128), DpError> {
+    check_bits(bits)?;
+    let mask = modulus_mask(bits);
+    let mut seeds = Zeroizing::new(vec![[0u8; 32]; x.len().div_ceil(CHUNK)]);
+    seeds.iter_mut().for_each(|seed| rng.fill_bytes(seed));
+    let mut words = Zeroizing::new(vec![0u64; x.len()]);
+    let norms = words
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(noise.par_chunks(CHUNK)))
+        .zip(seeds.par_iter())
+        .enumerate()
+        .map(|(chunk, ((out, (xs, ns)), seed))| {
+            let mut chunk_rng = ChaCha20Rng::from_seed(*seed);
+            let mut bits = BitSource::new(&mut chunk_rng);
+            let mut norm_sq = 0u128;
+            for (i, ((w, &xi), &ni)) in out.iter_mut().zip(xs).zip(ns).enumerate() {
+                let index = chunk * CHUNK + i;
+                let s = xi * to_lattice;
+                if !(s.is_finite() && s.abs() <= MAX_SCALED) {
+                    return Err(DpError::OutOfRange { index });
+                }
+                // |s| ≤ 2^62: truncation is exact, and one step down makes it the floor.
+                let truncated = s as i64;
+                let floor = truncated - i64::from((truncated as f64) > s);
+                let v = floor + i64::from(round_up(&mut bits, s - floor as f64));
+                let a = u128::from(v.unsigned_abs());
+                norm_sq = norm_sq.saturating_add(a * a);
+                *w = (v.checked_add(ni).ok_or(DpError::OutOfRange { index })? as u64) & mask;
+            }
+            Ok(norm_sq)
+        })
+        .collect::<Vec<Result<u128, DpError>>>();
+    let mut total = 0u128;
+    for norm in norms {
+        total = total.saturating_add(norm?);
+    }
+    Ok((std::mem::take(&mut *words), total))
 }
 
 /// Decodes the modular sum of the clients' words (length `padded_dim`, each `< 2^b`)
