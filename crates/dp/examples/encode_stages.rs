@@ -3,7 +3,8 @@
 //! benchmark plan of `privagg-benches` (discrete Gaussian, z = 1, C = 1, 100 clients,
 //! n_min = 90, 20 bits), then the whole `encode`.
 //!
-//! `cargo run --release -p privagg-dp --example encode_stages [-- <dim>]`
+//! `cargo run --release -p privagg-dp --example encode_stages [-- <dim> [encode]]`
+//! (with `encode`, only the whole encode: for `perf stat`).
 
 use std::time::Instant;
 
@@ -51,6 +52,12 @@ fn main() -> Result<(), DpError> {
     let rotation = RandomizedHadamard::new([3; 32], dim)?;
     let update: Vec<f32> = (0..dim).map(|i| if i % 3 == 0 { 2e-3 } else { -1.4e-3 }).collect();
     let mut rng = NoiseRng::insecure_from_seed([1; 32]);
+    if std::env::args().nth(2).as_deref() == Some("encode") {
+        let encoder = ClientEncoder::new(params)?;
+        let t_encode = median_ms(|| encoder.encode(&update, &mut rng).map(|_| ()))?;
+        println!("whole encode     {t_encode:8.2} ms (median of 9, after a warm-up)");
+        return Ok(());
+    }
 
     let mut x = vec![0.0f64; params.padded_dim];
     let t_clip = median_ms(|| {

@@ -200,13 +200,27 @@ impl ClientEncoder {
         if update.len() != p.dim {
             return Err(DpError::LengthMismatch { expected: p.dim, actual: update.len() });
         }
-        let noise = Zeroizing::new(self.noise.sample_vec(rng, p.padded_dim)?);
+        // The noise goes into the buffer that becomes the output: each rounding attempt
+        // turns noise into words in place, and a failed attempt (rare) draws the same
+        // noise again from the same block keys.
+        let noise_seeds = IntegerNoise::block_seeds(rng, p.padded_dim);
+        let mut words = Zeroizing::new(vec![0i64; p.padded_dim]);
+        self.noise.fill_from_seeds(&noise_seeds, &mut words)?;
 
-        if let Some(index) = update.par_iter().position_first(|v| !v.is_finite()) {
+        // One pass: the first non-finite index (per chunk, the lowest wins) and Σ x².
+        // f32 squares cannot overflow or underflow in f64, so the plain sum is safe.
+        let (first_bad, sum_sq) = update
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(chunk, values)| {
+                let bad = values.iter().position(|v| !v.is_finite()).map(|i| chunk * CHUNK + i);
+                (bad, sum_of_squares(values))
+            })
+            .reduce(|| (None, 0.0), |a, b| (a.0.or(b.0), a.1 + b.1));
+        if let Some(index) = first_bad {
             return Err(DpError::NonFinite { index });
         }
-        // f32 squares cannot overflow or underflow in f64, so the plain sum is safe.
-        let pre_clip_norm = update.par_chunks(CHUNK).map(sum_of_squares).sum::<f64>().sqrt();
+        let pre_clip_norm = sum_sq.sqrt();
         // The float clip is approximate; the exact bound is the integer norm check below.
         let clip_factor = match p.clipping {
             Clipping::L2(c) if pre_clip_norm > c => c / pre_clip_norm,
@@ -224,23 +238,23 @@ impl ClientEncoder {
             }
             None => 1.0 / p.gamma,
         };
-        let words = match p.rounding {
-            Rounding::Unbiased => round_add_reduce(&x, to_lattice, &noise, p.bits, rng)?.0,
+        match p.rounding {
+            Rounding::Unbiased => {
+                round_add_reduce(&x, to_lattice, &mut words, p.bits, rng)?;
+            }
             Rounding::Conditional { norm_bound_sq, max_attempts, .. } => {
                 let mut attempt = 0;
-                loop {
-                    let (mut words, norm_sq) = round_add_reduce(&x, to_lattice, &noise, p.bits, rng)?;
-                    if norm_sq <= norm_bound_sq {
-                        break words;
-                    }
-                    words.zeroize();
+                while round_add_reduce(&x, to_lattice, &mut words, p.bits, rng)? > norm_bound_sq {
                     attempt += 1;
                     if attempt >= max_attempts {
                         return Err(DpError::RoundingRetriesExhausted { attempts: max_attempts });
                     }
+                    self.noise.fill_from_seeds(&noise_seeds, &mut words)?;
                 }
             }
-        };
+        }
+        // Same size and alignment: the allocation is reused, not copied.
+        let words = std::mem::take(&mut *words).into_iter().map(|w| w as u64).collect();
         Ok(EncodedUpdate { words, pre_clip_norm })
     }
 }
@@ -248,20 +262,21 @@ impl ClientEncoder {
 /// Coordinates per parallel piece of the encoder (one rounding generator each).
 const CHUNK: usize = 1 << 14;
 
-/// Whether `u < frac` for a 53-bit uniform `u` in `[0, 1)` (what `rand`'s `f64` draw is):
-/// `u·2^53 < ⌈frac·2^53⌉`. The top 8 bits of `u` settle it except once in 256; only
-/// then are the other 45 drawn. The same distribution as a full draw, with ≈ 8 bits.
+/// Whether `u < frac` for a 53-bit uniform `u` in `[0, 1)` (what `rand`'s `f64` draw is),
+/// reading its top 8 bits first: with `t = ⌊256·frac⌋`, they settle it unless they equal
+/// `t` (once in 256); then the other 45 bits `r` decide `r < (256·frac − t)·2^45`. All
+/// of it is exact in f64 (power-of-two scalings of a 53-bit value), so this is the same
+/// distribution as a full draw, with ≈ 8 bits.
 fn round_up<R: rand_core::CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, frac: f64) -> bool {
-    // frac ∈ [0, 1), so frac·2^53 is exact and below 2^53; its ceiling, without a libm call.
-    let scaled = frac * 9_007_199_254_740_992.0;
-    let truncated = scaled as u64;
-    let threshold = truncated + u64::from((truncated as f64) < scaled);
+    let scaled = frac * 256.0;
+    // scaled ∈ [0, 256): truncation is the floor (through i64: one instruction).
+    let t = scaled as i64 as u64;
     let top = bits.take(8);
-    match top.cmp(&(threshold >> 45)) {
-        std::cmp::Ordering::Less => true,
-        std::cmp::Ordering::Greater => false,
-        std::cmp::Ordering::Equal => bits.word() >> 19 < threshold & ((1 << 45) - 1),
+    // The tie first: the common case is one predictable branch and a branch-free compare.
+    if top == t {
+        return ((bits.word() >> 19) as f64) < (scaled - t as f64) * 35_184_372_088_832.0;
     }
+    top < t
 }
 
 fn sum_of_squares(values: &[f32]) -> f64 {
@@ -271,35 +286,33 @@ fn sum_of_squares(values: &[f32]) -> f64 {
 /// One rounding attempt, fused with the rest of the encoding: each coordinate is scaled
 /// (`x·to_lattice`, checked within ±[`MAX_SCALED`]), rounded up with probability equal
 /// to its fractional part (53-bit uniform, as [`crate::quantize::randomized_round`]),
-/// the noise is added and the sum reduced mod `2^bits`. Returns the words and the exact
-/// squared norm `Σ vᵢ²` of the rounded vector (before noise, saturating). Errors name
-/// the lowest bad index.
+/// added to the noise held in `words`, and the sum reduced mod `2^bits` in place.
+/// Returns the exact squared norm `Σ vᵢ²` of the rounded vector (before noise,
+/// saturating). Errors name the lowest bad index.
 fn round_add_reduce(
     x: &[f64],
     to_lattice: f64,
-    noise: &[i64],
+    words: &mut [i64],
     bits: u32,
     rng: &mut NoiseRng,
-) -> Result<(Vec<u64>, u128), DpError> {
+) -> Result<u128, DpError> {
     check_bits(bits)?;
     let mask = modulus_mask(bits);
     let mut seeds = Zeroizing::new(vec![[0u8; 32]; x.len().div_ceil(CHUNK)]);
     seeds.iter_mut().for_each(|seed| rng.fill_bytes(seed));
-    let mut words = Zeroizing::new(vec![0u64; x.len()]);
     let norms = words
         .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(noise.par_chunks(CHUNK)))
+        .zip(x.par_chunks(CHUNK))
         .zip(seeds.par_iter())
         .enumerate()
-        .map(|(chunk, ((out, (xs, ns)), seed))| {
+        .map(|(chunk, ((out, xs), seed))| {
             let mut chunk_rng = ChaCha20Rng::from_seed(*seed);
             let mut bits = BitSource::new(&mut chunk_rng);
             let mut norm_sq = 0u128;
-            for (i, ((w, &xi), &ni)) in out.iter_mut().zip(xs).zip(ns).enumerate() {
-                let index = chunk * CHUNK + i;
+            for (i, (w, &xi)) in out.iter_mut().zip(xs).enumerate() {
                 let s = xi * to_lattice;
                 if !(s.is_finite() && s.abs() <= MAX_SCALED) {
-                    return Err(DpError::OutOfRange { index });
+                    return Err(DpError::OutOfRange { index: chunk * CHUNK + i });
                 }
                 // |s| ≤ 2^62: truncation is exact, and one step down makes it the floor.
                 let truncated = s as i64;
@@ -307,7 +320,10 @@ fn round_add_reduce(
                 let v = floor + i64::from(round_up(&mut bits, s - floor as f64));
                 let a = u128::from(v.unsigned_abs());
                 norm_sq = norm_sq.saturating_add(a * a);
-                *w = (v.checked_add(ni).ok_or(DpError::OutOfRange { index })? as u64) & mask;
+                let Some(sum) = v.checked_add(*w) else {
+                    return Err(DpError::OutOfRange { index: chunk * CHUNK + i });
+                };
+                *w = ((sum as u64) & mask) as i64;
             }
             Ok(norm_sq)
         })
@@ -316,7 +332,7 @@ fn round_add_reduce(
     for norm in norms {
         total = total.saturating_add(norm?);
     }
-    Ok((std::mem::take(&mut *words), total))
+    Ok(total)
 }
 
 /// Decodes the modular sum of the clients' words (length `padded_dim`, each `< 2^b`)
@@ -373,4 +389,23 @@ pub fn plan_without_dp(clients: usize, max_abs: f64, bits: u32) -> Result<f64, D
         return Err(DpError::TooFewBits { bits, clients, k_stddevs: 0.0 });
     }
     Ok(clients as f64 * max_abs / capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_up_has_the_probability_of_its_fraction() {
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        let mut bits = BitSource::new(&mut rng);
+        let n = 200_000;
+        // 0.3, a fraction on an 8-bit boundary (the tie path every time), and 1 − 2^−53.
+        for frac in [0.3, 77.0 / 256.0 + 1e-9, 1.0 - f64::EPSILON / 2.0] {
+            let ups = (0..n).filter(|_| round_up(&mut bits, frac)).count() as f64;
+            let se = (frac * (1.0 - frac) / n as f64).sqrt().max(1.0 / n as f64);
+            assert!((ups / n as f64 - frac).abs() <= 4.0 * se + 1.0 / n as f64, "{frac}: {ups}");
+        }
+        assert!((0..1000).all(|_| !round_up(&mut bits, 0.0)), "an integer never rounds up");
+    }
 }

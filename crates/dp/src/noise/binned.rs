@@ -12,11 +12,11 @@
 //! * the tail `a ≥ A` continues in bins of `B`: its `g`-th bin gets `c·r^g` per point,
 //!   with `c ≥ f(A)·S` and `r = 1 − 2^{−t} ≥ e^{−(2J+1)B²/(2σ²)}` (the largest ratio
 //!   `f((j+1)B)/f(jB)` for `j ≥ J`), so again `≥ f(a)·S`; total `c·B·2^t`;
-//! * a *retry* entry takes the rest of `T = n·2^32` (`n` entries), so the alias table
-//!   has exact integer columns of `2^32`.
+//! * a *retry* entry takes the rest of `T = n·2^24` (`n` columns, a power of two), so
+//!   the alias table has exact integer columns of `2^24`.
 //!
-//! **Sampling.** One 64-bit word picks a column (32 bits, Lemire's exact method) and its
-//! alias coin (32 bits): entry `i` comes out with probability exactly `w_i/T`. In bin `j`
+//! **Sampling.** `log2 n` fair bits pick a column and 24 more its alias coin: entry `i`
+//! comes out with probability exactly `w_i/T`. In bin `j`
 //! the offset is `β` fair bits; the proposal `a` is accepted with probability
 //! `f(a)·S·B/W_j = e^{−(a² − (jB)²)/(2σ²)} · θ_j`, `θ_j = f(jB)·B·S/W_j`, as two
 //! independent exact Bernoulli draws: the first has a rational exponent (the
@@ -43,8 +43,11 @@ use super::interval::{ScaledExp, exp_neg_bounds, uniform_below_threshold};
 use crate::error::{DpError, invalid};
 use crate::rng::BitSource;
 
-/// Width of one alias column in weight units (the coin is a 32-bit uniform).
-const COLUMN: u64 = 1 << 32;
+/// Bits of the alias coin; a column holds `2^COIN_BITS` weight units.
+const COIN_BITS: u32 = 24;
+
+/// Width of one alias column in weight units.
+const COLUMN: u64 = 1 << COIN_BITS;
 
 /// Knobs of the binned table. Every setting yields exactly the same distribution; they
 /// only move work between the fast and the slow paths, which is what the tests use them
@@ -155,7 +158,8 @@ impl BinnedGaussian {
             return Err(too_large());
         }
         let bins = usize::try_from(bin_count).map_err(|_| too_large())?;
-        let entries = bins + 2;
+        // Bins, tail and retry, padded to a power of two with empty retry entries.
+        let entries = (bins + 2).next_power_of_two();
         let total = u128::from(u64::try_from(entries).map_err(|_| too_large())?) * u128::from(COLUMN);
 
         // Tail ratio r = 1 − 2^−t ≥ ρ = e^{−(2J+1)·B²·den/(2num)}: the smallest t with
@@ -181,6 +185,7 @@ impl BinnedGaussian {
                     weights.iter().enumerate().map(|(j, &w)| (Entry::Bin(j as u32), u128::from(w))).collect();
                 all.push((Entry::Tail, tail_weight));
                 all.push((Entry::Retry, retry));
+                all.resize(entries, (Entry::Retry, 0));
                 let columns = alias_columns(&all)?;
                 let bins = weights
                     .iter()
@@ -236,17 +241,17 @@ impl BinnedGaussian {
     }
 
     fn draw<R: CryptoRng + ?Sized>(&self, bits: &mut BitSource<'_, R>) -> Result<i64, DpError> {
-        let entries = self.columns.len() as u64;
+        let column_bits = self.columns.len().trailing_zeros();
         loop {
-            let word = bits.word();
-            // Lemire: the column is the high half of (32-bit uniform) × n, rejecting the
-            // few products whose low half falls below 2^32 mod n.
-            let product = (word >> 32) * entries;
-            if (product as u32 as u64) < (COLUMN - entries) % entries {
-                continue;
-            }
-            let column = &self.columns[(product >> 32) as usize];
-            let entry = if (word & 0xffff_ffff) < column.keep { column.entry } else { column.alias };
+            // Column and coin from one draw of the reservoir when they fit in 32 bits.
+            let (index, coin) = if column_bits + COIN_BITS <= 32 {
+                let pick = bits.take(column_bits + COIN_BITS);
+                (pick >> COIN_BITS, pick & (COLUMN - 1))
+            } else {
+                (bits.take(column_bits), bits.take(COIN_BITS))
+            };
+            let column = &self.columns[index as usize];
+            let entry = if coin < column.keep { column.entry } else { column.alias };
             let magnitude = match entry {
                 Entry::Retry => continue,
                 Entry::Bin(j) => match self.try_bin(bits, j) {

@@ -4,7 +4,12 @@
 //! survivors sum to the noise that protects everyone (Kairouz et al. 2021; Agarwal et
 //! al. 2021). Two mechanisms: the discrete Gaussian (Canonne, Kamath, Steinke 2020) and
 //! the symmetric Skellam. Both samplers use only uniform random integers and integer
-//! arithmetic, on a CSPRNG ([`crate::rng::NoiseRng`]).
+//! arithmetic, on a CSPRNG ([`crate::rng::NoiseRng`]). The discrete Gaussian is drawn
+//! from a table ([`BinnedGaussian`]: rejection from a binned envelope through an alias
+//! table of integer weights, with transcendental thresholds compared exactly, in
+//! big-integer arithmetic when 64 bits do not settle them); the Canonne–Kamath–Steinke
+//! algorithm remains as [`DiscreteGaussian::sample_reference`] and for parameters the
+//! table cannot hold. Same distribution, several times faster.
 //!
 //! **Why no floating point.** Mironov (CCS 2012) showed that textbook Laplace sampling
 //! in floating point leaves holes in the set of reachable outputs that depend on the
@@ -29,8 +34,10 @@ mod ratio;
 pub mod simulation;
 mod skellam;
 
-use rand_core::CryptoRng;
+use rand_core::{CryptoRng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 pub use binned::{BinnedGaussian, BinnedTuning};
 pub use discrete_gaussian::{DiscreteGaussian, sample_discrete_laplace};
@@ -112,25 +119,33 @@ impl IntegerNoise {
     /// bytes of `rng`, so the blocks are independent and the result is a deterministic
     /// function of `rng`'s stream (whatever the thread count).
     pub fn sample_vec<R: CryptoRng + ?Sized>(&self, rng: &mut R, len: usize) -> Result<Vec<i64>, DpError> {
-        use rand_core::SeedableRng;
-        use rayon::prelude::*;
-        use zeroize::Zeroize;
         let mut out = vec![0i64; len];
         if *self == Self::None {
             return Ok(out);
         }
-        let mut seeds: Vec<[u8; 32]> = (0..len.div_ceil(PARALLEL_BLOCK))
-            .map(|_| {
-                let mut seed = [0u8; 32];
-                rng.fill_bytes(&mut seed);
-                seed
-            })
-            .collect();
-        let result = out.par_chunks_mut(PARALLEL_BLOCK).zip(&seeds).try_for_each(|(block, seed)| {
+        let seeds = Self::block_seeds(rng, len);
+        self.fill_from_seeds(&seeds, &mut out)?;
+        Ok(out)
+    }
+
+    /// The 32-byte keys, drawn in order from `rng`, of the [`PARALLEL_BLOCK`]-sample
+    /// blocks of a `len`-sample vector (zeroized on drop).
+    pub fn block_seeds<R: CryptoRng + ?Sized>(rng: &mut R, len: usize) -> Zeroizing<Vec<[u8; 32]>> {
+        let mut seeds = Zeroizing::new(vec![[0u8; 32]; len.div_ceil(PARALLEL_BLOCK)]);
+        seeds.iter_mut().for_each(|seed| rng.fill_bytes(seed));
+        seeds
+    }
+
+    /// Fills `out` in parallel, block `i` of [`PARALLEL_BLOCK`] samples from ChaCha20 keyed
+    /// with `seeds[i]` (see [`block_seeds`](Self::block_seeds)): the same seeds give the
+    /// same samples, whatever the thread count. `seeds` must have a key per block.
+    pub fn fill_from_seeds(&self, seeds: &[[u8; 32]], out: &mut [i64]) -> Result<(), DpError> {
+        if seeds.len() < out.len().div_ceil(PARALLEL_BLOCK) {
+            return Err(DpError::LengthMismatch { expected: out.len().div_ceil(PARALLEL_BLOCK), actual: seeds.len() });
+        }
+        out.par_chunks_mut(PARALLEL_BLOCK).zip(seeds).try_for_each(|(block, seed)| {
             let mut block_rng = chacha20::ChaCha20Rng::from_seed(*seed);
             self.fill(&mut block_rng, block)
-        });
-        seeds.zeroize();
-        result.map(|()| out)
+        })
     }
 }
