@@ -252,18 +252,26 @@ impl BinnedGaussian {
             };
             let column = &self.columns[index as usize];
             let entry = if coin < column.keep { column.entry } else { column.alias };
-            let magnitude = match entry {
+            let (magnitude, negative) = match entry {
                 Entry::Retry => continue,
-                Entry::Bin(j) => match self.try_bin(bits, j) {
-                    Some(a) => a,
-                    None => continue,
-                },
+                Entry::Bin(j) => {
+                    // The offset (β bits), the first 8 bits of the two uniforms of the
+                    // acceptance, and the sign: one read of the reservoir when they fit.
+                    let spare = if self.log2_width + 17 <= 32 {
+                        bits.take(self.log2_width + 17)
+                    } else {
+                        (bits.take(self.log2_width) << 17) | bits.take(17)
+                    };
+                    match self.try_bin(bits, j, spare) {
+                        Some(a) => (a, spare & 1 == 1),
+                        None => continue,
+                    }
+                }
                 Entry::Tail => match self.try_tail(bits)? {
-                    Some(a) => a,
+                    Some(a) => (a, bits.take(1) == 1),
                     None => continue,
                 },
             };
-            let negative = bits.take(1) == 1;
             if negative && magnitude == 0 {
                 continue;
             }
@@ -273,14 +281,16 @@ impl BinnedGaussian {
         }
     }
 
-    /// A proposal from bin `j`, accepted or not.
-    fn try_bin<R: CryptoRng + ?Sized>(&self, bits: &mut BitSource<'_, R>, j: u32) -> Option<u64> {
+    /// A proposal from bin `j`, accepted or not. `spare` holds fresh bits: the offset
+    /// above bit 17, then the first 8 bits of the uniform compared with `θ_j`, then the
+    /// first 8 of the uniform of the exponent's Bernoulli (bit 0 is the caller's sign).
+    fn try_bin<R: CryptoRng + ?Sized>(&self, bits: &mut BitSource<'_, R>, j: u32, spare: u64) -> Option<u64> {
         let start = u64::from(j) << self.log2_width;
-        let offset = bits.take(self.log2_width);
+        let offset = spare >> 17;
         let bin = &self.bins[j as usize];
         // U < θ_j, looking at 8 bits of U first: they settle it unless they reach the
         // first 8 bits of θ_j·2^64 (θ_j is close to 1: about once in 256).
-        let prefix = bits.take(8);
+        let prefix = (spare >> 9) & 0xff;
         let theta_ok = if prefix < bin.accept_below >> 56 {
             true
         } else {
@@ -298,7 +308,7 @@ impl BinnedGaussian {
         }
         // e^{−(a² − start²)/(2σ²)} with a² − start² = offset·(2·start + offset).
         let rise = u128::from(offset) * u128::from(2 * start + offset) * u128::from(self.den);
-        let accepted = bernoulli_exp_lazy(bits, rise, 2 * u128::from(self.num));
+        let accepted = bernoulli_exp_lazy(bits, (spare >> 1) & 0xff, rise, 2 * u128::from(self.num));
         accepted.then_some(start + offset)
     }
 
@@ -375,13 +385,13 @@ fn alias_columns(weights: &[(Entry, u128)]) -> Result<Vec<Column>, DpError> {
 
 /// Bernoulli(`e^{−num/den}`), exact. For exponents up to 1 it runs the
 /// Canonne–Kamath–Steinke series (continue while Bernoulli(γ/k), return whether the
-/// count is odd) with the first Bernoulli(γ) read from 8 bits when they suffice; larger
-/// exponents go to [`bernoulli_exp`].
-fn bernoulli_exp_lazy<R: CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, num: u128, den: u128) -> bool {
+/// count is odd) with the first Bernoulli(γ) decided by the 8 fresh bits `first8` when
+/// they suffice; larger exponents go to [`bernoulli_exp`] (and `first8` goes unused).
+fn bernoulli_exp_lazy<R: CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, first8: u64, num: u128, den: u128) -> bool {
     if num > den || den >= 1 << 100 {
         return bernoulli_exp(bits, num, den);
     }
-    if !bernoulli_ratio_lazy(bits, num, den) {
+    if !bernoulli_ratio_lazy(bits, first8, num, den) {
         return true; // the series stopped at k = 1
     }
     // Bernoulli(γ) succeeded: finish the series from k = 1 exactly as `bernoulli_exp`.
@@ -392,12 +402,12 @@ fn bernoulli_exp_lazy<R: CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, num: u
     k.is_multiple_of(2)
 }
 
-/// Bernoulli(`num/den`) for `num ≤ den < 2^100`, exact: 8 bits `b` of a uniform `U`
-/// decide `U < num/den` unless `num/den` lies in `[b/2^8, (b+1)/2^8)`; then
-/// `U = (b + V)/2^8` with `V` uniform, and `U < num/den` iff `V < (num·2^8 − b·den)/den`,
-/// itself an exact rational Bernoulli.
-fn bernoulli_ratio_lazy<R: CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, num: u128, den: u128) -> bool {
-    let b = u128::from(bits.take(8));
+/// Bernoulli(`num/den`) for `num ≤ den < 2^100`, exact: the first 8 bits `b` (fresh,
+/// `< 2^8`) of a uniform `U` decide `U < num/den` unless `num/den` lies in
+/// `[b/2^8, (b+1)/2^8)`; then `U = (b + V)/2^8` with `V` uniform, and `U < num/den` iff
+/// `V < (num·2^8 − b·den)/den`, itself an exact rational Bernoulli.
+fn bernoulli_ratio_lazy<R: CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, first8: u64, num: u128, den: u128) -> bool {
+    let b = u128::from(first8);
     let target = num << 8;
     if (b + 1) * den <= target {
         return true;
