@@ -79,15 +79,26 @@ pub(crate) struct BitSource<'a, R: ?Sized> {
     next: usize,
     reservoir: u64,
     available: u32,
+    /// Whether words come from the 64-word buffer (else straight from `rng`).
+    bulk: bool,
 }
 
 impl<'a, R: CryptoRng + ?Sized> BitSource<'a, R> {
     pub(crate) fn new(rng: &'a mut R) -> Self {
-        Self { rng, words: [0; 64], next: 64, reservoir: 0, available: 0 }
+        Self { rng, words: [0; 64], next: 64, reservoir: 0, available: 0, bulk: true }
+    }
+
+    /// A source that asks `rng` for one word at a time: for single draws, where filling
+    /// a 512-byte buffer would waste most of it.
+    pub(crate) fn unbuffered(rng: &'a mut R) -> Self {
+        Self { rng, words: [0; 64], next: 64, reservoir: 0, available: 0, bulk: false }
     }
 
     /// The next 64 fresh bits.
     pub(crate) fn word(&mut self) -> u64 {
+        if !self.bulk {
+            return self.rng.next_u64();
+        }
         if self.next == self.words.len() {
             let mut bytes = [0u8; 512];
             self.rng.fill_bytes(&mut bytes);

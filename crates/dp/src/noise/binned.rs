@@ -227,7 +227,7 @@ impl BinnedGaussian {
     /// One exact sample. Fails closed with [`DpError::SamplerOverflow`] only if the
     /// geometric tail runs past 2^32 bins or 2^62 (probability far below 2^−1000).
     pub fn sample<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> Result<i64, DpError> {
-        self.draw(&mut BitSource::new(rng))
+        self.draw(&mut BitSource::unbuffered(rng))
     }
 
     /// Fills `out` with independent exact samples; faster than repeated
