@@ -15,14 +15,16 @@
 //! and with plain unbiased rounding; [`plan_without_dp`] picks `γ` so that `n` clients'
 //! values cannot wrap.
 
+use chacha20::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::clip::{check_finite, clip_l2, l2_norm};
 use crate::error::{DpError, invalid};
 use crate::noise::{IntegerNoise, NoiseSpec};
-use crate::quantize::{centered_lift, check_bits, conditional_round, randomized_round, reduce_mod, scale};
-use crate::rng::NoiseRng;
+use crate::quantize::{MAX_SCALED, centered_lift, check_bits, modulus_mask};
+use crate::rng::{BitSource, NoiseRng};
 use crate::rotation::{RandomizedHadamard, padded_dim};
 
 /// How the client bounds its update before quantizing.
@@ -188,39 +190,149 @@ impl ClientEncoder {
     /// does not depend on the update), then clip → rotate → scale → round → add noise →
     /// mod `2^b`. Errors: wrong length, NaN/Inf, scaled values beyond ±2^62,
     /// conditional-rounding exhaustion, sampler overflow.
+    ///
+    /// Runs on rayon's pool. The randomness of each parallel piece (noise blocks,
+    /// rounding chunks) comes from its own ChaCha20 generator keyed with 32 bytes drawn
+    /// in order from `rng`, so the output is a function of `rng`'s stream alone, not of
+    /// the thread count or the scheduling.
     pub fn encode(&self, update: &[f32], rng: &mut NoiseRng) -> Result<EncodedUpdate, DpError> {
         let p = &self.params;
         if update.len() != p.dim {
             return Err(DpError::LengthMismatch { expected: p.dim, actual: update.len() });
         }
-        let noise = Zeroizing::new(self.noise.sample_vec(rng, p.padded_dim)?);
+        // The noise goes into the buffer that becomes the output: each rounding attempt
+        // turns noise into words in place, and a failed attempt (rare) draws the same
+        // noise again from the same block keys.
+        let noise_seeds = IntegerNoise::block_seeds(rng, p.padded_dim);
+        let mut words = Zeroizing::new(vec![0i64; p.padded_dim]);
+        self.noise.fill_from_seeds(&noise_seeds, &mut words)?;
 
-        let mut x = Zeroizing::new(vec![0.0f64; p.padded_dim]);
-        for (dst, &src) in x.iter_mut().zip(update) {
-            *dst = f64::from(src);
+        // One pass: the first non-finite index (per chunk, the lowest wins) and Σ x².
+        // f32 squares cannot overflow or underflow in f64, so the plain sum is safe.
+        let (first_bad, sum_sq) = update
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(chunk, values)| {
+                let bad = values.iter().position(|v| !v.is_finite()).map(|i| chunk * CHUNK + i);
+                (bad, sum_of_squares(values))
+            })
+            .reduce(|| (None, 0.0), |a, b| (a.0.or(b.0), a.1 + b.1));
+        if let Some(index) = first_bad {
+            return Err(DpError::NonFinite { index });
         }
-        let pre_clip_norm = match p.clipping {
-            Clipping::L2(c) => clip_l2(&mut x[..p.dim], c)?,
-            Clipping::None => {
-                check_finite(&x[..p.dim])?;
-                l2_norm(&x[..p.dim])
-            }
+        let pre_clip_norm = sum_sq.sqrt();
+        // The float clip is approximate; the exact bound is the integer norm check below.
+        let clip_factor = match p.clipping {
+            Clipping::L2(c) if pre_clip_norm > c => c / pre_clip_norm,
+            _ => 1.0,
         };
-        if let Some(rotation) = &self.rotation {
-            rotation.forward_in_place(&mut x)?;
-        }
-        let scaled = Zeroizing::new(scale(&x, p.gamma)?);
-        let mut v = Zeroizing::new(match p.rounding {
-            Rounding::Unbiased => randomized_round(&scaled, rng)?,
-            Rounding::Conditional { norm_bound_sq, max_attempts, .. } => {
-                conditional_round(&scaled, norm_bound_sq, max_attempts, rng)?
-            }
+        let mut x = Zeroizing::new(vec![0.0f64; p.padded_dim]);
+        x[..p.dim].par_chunks_mut(CHUNK).zip(update.par_chunks(CHUNK)).for_each(|(dst, src)| {
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f64::from(s) * clip_factor);
         });
-        for (index, (vi, ni)) in v.iter_mut().zip(noise.iter()).enumerate() {
-            *vi = vi.checked_add(*ni).ok_or(DpError::OutOfRange { index })?;
+        // Rotate without the 1/√m, which joins 1/γ in the rounding pass.
+        let to_lattice = match &self.rotation {
+            Some(rotation) => {
+                rotation.forward_unnormalized_in_place(&mut x)?;
+                RandomizedHadamard::normalization(p.padded_dim) / p.gamma
+            }
+            None => 1.0 / p.gamma,
+        };
+        match p.rounding {
+            Rounding::Unbiased => {
+                round_add_reduce(&x, to_lattice, &mut words, p.bits, rng)?;
+            }
+            Rounding::Conditional { norm_bound_sq, max_attempts, .. } => {
+                let mut attempt = 0;
+                while round_add_reduce(&x, to_lattice, &mut words, p.bits, rng)? > norm_bound_sq {
+                    attempt += 1;
+                    if attempt >= max_attempts {
+                        return Err(DpError::RoundingRetriesExhausted { attempts: max_attempts });
+                    }
+                    self.noise.fill_from_seeds(&noise_seeds, &mut words)?;
+                }
+            }
         }
-        Ok(EncodedUpdate { words: reduce_mod(&v, p.bits)?, pre_clip_norm })
+        // Same size and alignment: the allocation is reused, not copied.
+        let words = std::mem::take(&mut *words).into_iter().map(|w| w as u64).collect();
+        Ok(EncodedUpdate { words, pre_clip_norm })
     }
+}
+
+/// Coordinates per parallel piece of the encoder (one rounding generator each).
+const CHUNK: usize = 1 << 14;
+
+/// Whether `u < frac` for a 53-bit uniform `u` in `[0, 1)` (what `rand`'s `f64` draw is),
+/// reading its top 8 bits first: with `t = ⌊256·frac⌋`, they settle it unless they equal
+/// `t` (once in 256); then the other 45 bits `r` decide `r < (256·frac − t)·2^45`. All
+/// of it is exact in f64 (power-of-two scalings of a 53-bit value), so this is the same
+/// distribution as a full draw, with ≈ 8 bits.
+fn round_up<R: rand_core::CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, frac: f64) -> bool {
+    let scaled = frac * 256.0;
+    // scaled ∈ [0, 256): truncation is the floor (through i64: one instruction).
+    let t = scaled as i64 as u64;
+    let top = bits.take(8);
+    // The tie first: the common case is one predictable branch and a branch-free compare.
+    if top == t {
+        return ((bits.word() >> 19) as f64) < (scaled - t as f64) * 35_184_372_088_832.0;
+    }
+    top < t
+}
+
+fn sum_of_squares(values: &[f32]) -> f64 {
+    values.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+}
+
+/// One rounding attempt, fused with the rest of the encoding: each coordinate is scaled
+/// (`x·to_lattice`, checked within ±[`MAX_SCALED`]), rounded up with probability equal
+/// to its fractional part (53-bit uniform, as [`crate::quantize::randomized_round`]),
+/// added to the noise held in `words`, and the sum reduced mod `2^bits` in place.
+/// Returns the exact squared norm `Σ vᵢ²` of the rounded vector (before noise,
+/// saturating). Errors name the lowest bad index.
+fn round_add_reduce(
+    x: &[f64],
+    to_lattice: f64,
+    words: &mut [i64],
+    bits: u32,
+    rng: &mut NoiseRng,
+) -> Result<u128, DpError> {
+    check_bits(bits)?;
+    let mask = modulus_mask(bits);
+    let mut seeds = Zeroizing::new(vec![[0u8; 32]; x.len().div_ceil(CHUNK)]);
+    seeds.iter_mut().for_each(|seed| rng.fill_bytes(seed));
+    let norms = words
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .zip(seeds.par_iter())
+        .enumerate()
+        .map(|(chunk, ((out, xs), seed))| {
+            let mut chunk_rng = ChaCha20Rng::from_seed(*seed);
+            let mut bits = BitSource::new(&mut chunk_rng);
+            let mut norm_sq = 0u128;
+            for (i, (w, &xi)) in out.iter_mut().zip(xs).enumerate() {
+                let s = xi * to_lattice;
+                if !(s.is_finite() && s.abs() <= MAX_SCALED) {
+                    return Err(DpError::OutOfRange { index: chunk * CHUNK + i });
+                }
+                // |s| ≤ 2^62: truncation is exact, and one step down makes it the floor.
+                let truncated = s as i64;
+                let floor = truncated - i64::from((truncated as f64) > s);
+                let v = floor + i64::from(round_up(&mut bits, s - floor as f64));
+                let a = u128::from(v.unsigned_abs());
+                norm_sq = norm_sq.saturating_add(a * a);
+                let Some(sum) = v.checked_add(*w) else {
+                    return Err(DpError::OutOfRange { index: chunk * CHUNK + i });
+                };
+                *w = ((sum as u64) & mask) as i64;
+            }
+            Ok(norm_sq)
+        })
+        .collect::<Vec<Result<u128, DpError>>>();
+    let mut total = 0u128;
+    for norm in norms {
+        total = total.saturating_add(norm?);
+    }
+    Ok(total)
 }
 
 /// Decodes the modular sum of the clients' words (length `padded_dim`, each `< 2^b`)
@@ -277,4 +389,23 @@ pub fn plan_without_dp(clients: usize, max_abs: f64, bits: u32) -> Result<f64, D
         return Err(DpError::TooFewBits { bits, clients, k_stddevs: 0.0 });
     }
     Ok(clients as f64 * max_abs / capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_up_has_the_probability_of_its_fraction() {
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        let mut bits = BitSource::new(&mut rng);
+        let n = 200_000;
+        // 0.3, a fraction on an 8-bit boundary (the tie path every time), and 1 − 2^−53.
+        for frac in [0.3, 77.0 / 256.0 + 1e-9, 1.0 - f64::EPSILON / 2.0] {
+            let ups = (0..n).filter(|_| round_up(&mut bits, frac)).count() as f64;
+            let se = (frac * (1.0 - frac) / n as f64).sqrt().max(1.0 / n as f64);
+            assert!((ups / n as f64 - frac).abs() <= 4.0 * se + 1.0 / n as f64, "{frac}: {ups}");
+        }
+        assert!((0..1000).all(|_| !round_up(&mut bits, 0.0)), "an integer never rounds up");
+    }
 }

@@ -12,8 +12,8 @@ use std::convert::Infallible;
 
 use chacha20::ChaCha20Rng;
 use rand::rngs::SysRng;
-use rand_core::{SeedableRng, TryCryptoRng, TryRng};
-use zeroize::Zeroizing;
+use rand_core::{CryptoRng, SeedableRng, TryCryptoRng, TryRng};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::DpError;
 
@@ -69,3 +69,93 @@ impl TryRng for NoiseRng {
 }
 
 impl TryCryptoRng for NoiseRng {}
+
+/// Random words generated in bulk (64 at a time) from an RNG, and a reservoir for
+/// handing out a few bits at a time. Every bit is used once; the buffer is zeroized on
+/// drop.
+pub(crate) struct BitSource<'a, R: ?Sized> {
+    rng: &'a mut R,
+    words: [u64; 64],
+    next: usize,
+    reservoir: u64,
+    available: u32,
+    /// Whether words come from the 64-word buffer (else straight from `rng`).
+    bulk: bool,
+}
+
+impl<'a, R: CryptoRng + ?Sized> BitSource<'a, R> {
+    pub(crate) fn new(rng: &'a mut R) -> Self {
+        Self { rng, words: [0; 64], next: 64, reservoir: 0, available: 0, bulk: true }
+    }
+
+    /// A source that asks `rng` for one word at a time: for single draws, where filling
+    /// a 512-byte buffer would waste most of it.
+    pub(crate) fn unbuffered(rng: &'a mut R) -> Self {
+        Self { rng, words: [0; 64], next: 64, reservoir: 0, available: 0, bulk: false }
+    }
+
+    /// The next 64 fresh bits.
+    pub(crate) fn word(&mut self) -> u64 {
+        if !self.bulk {
+            return self.rng.next_u64();
+        }
+        if self.next == self.words.len() {
+            let mut bytes = [0u8; 512];
+            self.rng.fill_bytes(&mut bytes);
+            for (w, chunk) in self.words.iter_mut().zip(bytes.chunks_exact(8)) {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(chunk);
+                *w = u64::from_le_bytes(le);
+            }
+            bytes.zeroize();
+            self.next = 0;
+        }
+        let w = self.words[self.next];
+        self.next += 1;
+        w
+    }
+
+    /// `count ≤ 32` fresh bits as an integer in `[0, 2^count)`.
+    pub(crate) fn take(&mut self, count: u32) -> u64 {
+        if count == 0 {
+            return 0;
+        }
+        if self.available < count {
+            self.reservoir = self.word();
+            self.available = 64;
+        }
+        let v = self.reservoir & ((1u64 << count) - 1);
+        self.reservoir >>= count;
+        self.available -= count;
+        v
+    }
+}
+
+impl<R: ?Sized> Drop for BitSource<'_, R> {
+    fn drop(&mut self) {
+        self.words.zeroize();
+        self.reservoir.zeroize();
+    }
+}
+
+impl<R: CryptoRng + ?Sized> TryRng for BitSource<'_, R> {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(self.take(32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.word())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let w = self.word().to_le_bytes();
+            chunk.copy_from_slice(&w[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl<R: CryptoRng + ?Sized> TryCryptoRng for BitSource<'_, R> {}

@@ -206,3 +206,17 @@ fn indicator_words_sum_to_the_noisy_count() {
     assert!(indicator_word(0.5, 1.0, 3, &noise, bits, &mut rng).is_err());
     assert_eq!(indicator_scale(1.0, 100.0), 2);
 }
+
+#[test]
+fn encoding_does_not_depend_on_the_thread_count() {
+    // Every parallel piece draws from its own generator keyed in order from the noise
+    // RNG, so one thread and four give the same words.
+    let plan = dp_plan(Mechanism::DiscreteGaussian, 20, 100_000, 10, 9);
+    let encoder = ClientEncoder::new(plan.encoding_params([9; 32])).unwrap();
+    let update = random_update(7, 100_000, 0.01);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| encoder.encode(&update, &mut noise_rng(42)).unwrap().words.clone())
+    };
+    assert_eq!(run(1), run(4));
+}

@@ -11,8 +11,8 @@ mod common;
 
 use common::*;
 use privagg_dp::noise::{
-    DiscreteGaussian, IntegerNoise, NoiseSpec, Poisson, Ratio, Skellam, bernoulli_exp, bernoulli_exp_minus_one,
-    bernoulli_ratio, sample_discrete_laplace, uniform_below, uniform_below_u128,
+    BinnedGaussian, BinnedTuning, DiscreteGaussian, IntegerNoise, NoiseSpec, Poisson, Ratio, Skellam, bernoulli_exp,
+    bernoulli_exp_minus_one, bernoulli_ratio, sample_discrete_laplace, uniform_below, uniform_below_u128,
 };
 
 const SIGMAS: [f64; 6] = [0.5, 1.0, 2.0, 5.0, 10.0, 1000.0];
@@ -38,6 +38,67 @@ fn discrete_gaussian_matches_pmf() {
         check_against_pmf(&samples, &discrete_gaussian_pmf(s2, k), -k, &what);
         assert_symmetric(&samples, &what);
     }
+}
+
+#[test]
+fn discrete_gaussian_reference_algorithm_matches_pmf() {
+    // The Canonne–Kamath–Steinke path, which `sample` no longer takes for these σ.
+    for (i, &sigma) in SIGMAS.iter().enumerate() {
+        let s2 = sigma * sigma;
+        let dg = DiscreteGaussian::new(Ratio::from_f64_ceil(s2).unwrap()).unwrap();
+        assert!(dg.has_table(), "sigma {sigma} uses the table");
+        let mut rng = test_rng(110 + i as u8);
+        let samples: Vec<i64> = (0..DRAWS).map(|_| dg.sample_reference(&mut rng).unwrap()).collect();
+        let k = (12.0 * sigma).ceil() as i64 + 5;
+        let what = format!("discrete Gaussian (reference) sigma={sigma}");
+        check_against_pmf(&samples, &discrete_gaussian_pmf(s2, k), -k, &what);
+    }
+}
+
+#[test]
+fn binned_table_slow_paths_match_pmf() {
+    // A tail from 1σ (a third of the mass), two bins per σ and 3-bit fast verdicts: the
+    // geometric tail, the big-integer threshold comparison and the in-bin exponent
+    // Bernoulli all run on a large share of the draws, and must still give the exact pmf.
+    let tuning = BinnedTuning { tail_sigmas: 1, fast_bits: 3, bins_per_sigma: 2 };
+    for (i, &sigma) in [0.5f64, 3.0, 40.0, 700.0].iter().enumerate() {
+        let s2 = sigma * sigma;
+        let r = Ratio::from_f64_ceil(s2).unwrap();
+        let table = BinnedGaussian::with_tuning(r.num, r.den, tuning).unwrap();
+        let mut rng = test_rng(120 + i as u8);
+        let mut samples = vec![0i64; DRAWS];
+        table.fill(&mut rng, &mut samples).unwrap();
+        let k = (12.0 * sigma).ceil() as i64 + 5;
+        let what = format!("binned table, slow paths, sigma={sigma}");
+        check_against_pmf(&samples, &discrete_gaussian_pmf(s2, k), -k, &what);
+        assert_symmetric(&samples, &what);
+    }
+}
+
+#[test]
+fn binned_table_matches_pmf_at_the_benchmark_sigma() {
+    // σ² = 170 336 716 (σ ≈ 13 051): each client's share in the m = 10⁶ benchmark plan.
+    let s2: f64 = 170_336_716.0;
+    let dg = DiscreteGaussian::new(Ratio::new(170_336_716, 1).unwrap()).unwrap();
+    assert!(dg.has_table());
+    let mut rng = test_rng(130);
+    let mut samples = vec![0i64; DRAWS];
+    dg.fill(&mut rng, &mut samples).unwrap();
+    let k = (12.0 * s2.sqrt()).ceil() as i64;
+    let what = "binned table, benchmark sigma";
+    check_against_pmf(&samples, &discrete_gaussian_pmf(s2, k), -k, what);
+    assert_symmetric(&samples, what);
+}
+
+#[test]
+fn binned_table_rejects_bad_parameters() {
+    assert!(BinnedGaussian::new(0, 1).is_err());
+    assert!(BinnedGaussian::new(1, 0).is_err());
+    assert!(BinnedGaussian::with_tuning(4, 1, BinnedTuning { fast_bits: 0, ..BinnedTuning::default() }).is_err());
+    assert!(BinnedGaussian::with_tuning(4, 1, BinnedTuning { tail_sigmas: 0, ..BinnedTuning::default() }).is_err());
+    // The planner's whole range (σ² up to 2^59) has a table.
+    assert!(DiscreteGaussian::new(Ratio::from_f64_ceil((1u64 << 59) as f64).unwrap()).unwrap().has_table());
+    assert!(DiscreteGaussian::new(Ratio::from_f64_ceil(1e-9).unwrap()).unwrap().has_table());
 }
 
 #[test]

@@ -8,11 +8,18 @@
 //! The exponent is a ratio of integers, so the acceptance is an exact
 //! Bernoulli(exp(−γ)) draw. Expected iterations are a small constant.
 //!
+//! [`DiscreteGaussian::sample`] draws the same distribution faster from a table
+//! ([`BinnedGaussian`]) whenever the parameters fit it (every value the planner
+//! produces); [`DiscreteGaussian::sample_reference`] is the algorithm above.
+//!
 //! Note `Var N_Z(0, σ²) < σ²` (about 0.215 for σ = 0.5), and a sum of discrete
 //! Gaussians is not a discrete Gaussian (see the τ term in [`crate::accountant`]).
 
 use rand_core::CryptoRng;
 
+use std::sync::Arc;
+
+use super::binned::BinnedGaussian;
 use super::exact::{bernoulli_exp, bernoulli_exp_minus_one, uniform_below};
 use super::ratio::Ratio;
 use crate::error::{DpError, invalid};
@@ -51,14 +58,26 @@ pub fn sample_discrete_laplace<R: CryptoRng + ?Sized>(rng: &mut R, t: u64) -> Re
 }
 
 /// Exact sampler for the discrete Gaussian `N_Z(0, σ²)` with rational `σ²`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DiscreteGaussian {
     variance: Ratio,
     /// Discrete Laplace scale `t = ⌊σ⌋ + 1`.
     t: u64,
     /// Acceptance denominator `2·num·den·t²`.
     accept_den: u128,
+    /// The fast table, when `σ²` fits it (shared by clones: it depends on `σ²` only).
+    table: Option<Arc<BinnedGaussian>>,
 }
+
+/// Two samplers are equal when they sample the same distribution (the table is a
+/// function of `σ²`).
+impl PartialEq for DiscreteGaussian {
+    fn eq(&self, other: &Self) -> bool {
+        self.variance == other.variance
+    }
+}
+
+impl Eq for DiscreteGaussian {}
 
 impl DiscreteGaussian {
     /// Sampler for `σ² = variance` (the parameter of the pmf, not the variance of the
@@ -74,7 +93,14 @@ impl DiscreteGaussian {
             .and_then(|v| v.checked_mul(u128::from(t) * u128::from(t)))
             .filter(|&v| v <= MAX_ACCEPT_DEN)
             .ok_or_else(|| invalid("variance", format!("{num}/{den} is too large for the exact sampler")))?;
-        Ok(Self { variance: Ratio { num, den }, t, accept_den })
+        // A variance the table cannot hold keeps the (slower) reference algorithm.
+        let table = BinnedGaussian::new(num, den).ok().map(Arc::new);
+        Ok(Self { variance: Ratio { num, den }, t, accept_den, table })
+    }
+
+    /// Whether [`sample`](Self::sample) uses the fast table.
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
     }
 
     /// The `σ²` parameter.
@@ -82,8 +108,30 @@ impl DiscreteGaussian {
         self.variance
     }
 
-    /// One exact sample.
+    /// One exact sample: from the table when there is one, else
+    /// [`sample_reference`](Self::sample_reference). Same distribution either way.
     pub fn sample<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> Result<i64, DpError> {
+        match &self.table {
+            Some(table) => table.sample(rng),
+            None => self.sample_reference(rng),
+        }
+    }
+
+    /// Fills `out` with independent exact samples (in bulk from the table when there is
+    /// one).
+    pub fn fill<R: CryptoRng + ?Sized>(&self, rng: &mut R, out: &mut [i64]) -> Result<(), DpError> {
+        match &self.table {
+            Some(table) => table.fill(rng, out),
+            None => out.iter_mut().try_for_each(|x| {
+                *x = self.sample_reference(rng)?;
+                Ok(())
+            }),
+        }
+    }
+
+    /// One exact sample by the Canonne–Kamath–Steinke rejection from the discrete
+    /// Laplace (the module comment); slower, kept as the reference.
+    pub fn sample_reference<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> Result<i64, DpError> {
         let Ratio { num, den } = self.variance;
         loop {
             let y = sample_discrete_laplace(rng, self.t)?;
