@@ -35,7 +35,7 @@ async fn the_clip_follows_the_noisy_indicator_count_and_the_indicator_is_charged
         }
         let step = record.clip.unwrap();
         assert_eq!((record.round, step.clip), (round, clip));
-        let expected = clip * (-rule.learning_rate * (step.unclipped_fraction - rule.target_quantile)).exp();
+        let expected = clip * (-rule.learning_rate * (step.unclipped_fraction.unwrap() - rule.target_quantile)).exp();
         assert!((step.next_clip - expected).abs() < 1e-12);
         assert!(step.next_clip < clip, "{step:?}");
         clip = step.next_clip;

@@ -178,6 +178,8 @@ async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no
     // record: on restart the orphaned model goes, the release stays charged, and the
     // round that runs again is charged once more.
     std::fs::remove_file(state.join("round-2.json")).unwrap();
+    let mut cfg_again = cfg.clone();
+    cfg_again.threat = privagg_server::config::Threat::Curious;
     let mut running = start(cfg).await;
     assert!(!state.join("model-2.npy").exists());
     assert_eq!(ledger().releases.len(), 2);
@@ -194,4 +196,10 @@ async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no
     assert_eq!(privacy.epsilon, ledger.epsilon(privacy.delta).unwrap());
     let two_releases = PrivacyLedger { releases: ledger.releases[..2].to_vec() };
     assert!(privacy.epsilon > two_releases.epsilon(privacy.delta).unwrap());
+
+    // Restoring an older ledger (to spend the budget again) is caught on start: the last
+    // record says 3 releases were charged.
+    std::fs::write(state.join(LEDGER_FILE), serde_json::to_vec(&two_releases).unwrap()).unwrap();
+    let refused = privagg_server::Server::bind(cfg_again).await.err().expect("a rolled-back ledger was accepted");
+    assert!(refused.to_string().contains("charged 3 releases"), "{refused}");
 }

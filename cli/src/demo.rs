@@ -58,8 +58,9 @@ pub struct DemoRound {
     pub participants: u32,
     /// ε spent so far.
     pub epsilon: f64,
-    /// With adaptive clipping: the round's clip and the noisy fraction of updates under it.
-    pub clip: Option<(f64, f64)>,
+    /// With adaptive clipping: the round's clip and the noisy fraction of updates under it
+    /// (`None` if the count was out of range and ignored).
+    pub clip: Option<(f64, Option<f64>)>,
     /// Wall time of the round.
     pub seconds: f64,
 }
@@ -271,7 +272,11 @@ impl<'a> Display<'a> {
             clip: record.clip.map(|c| (c.clip, c.unclipped_fraction)),
             seconds: record.timings.get("total").copied().unwrap_or_default(),
         };
-        let clip = line.clip.map_or(String::new(), |(c, f)| format!(", clip {c:.3} ({:.0} % under it)", 100.0 * f));
+        let clip = match line.clip {
+            Some((c, Some(f))) => format!(", clip {c:.3} ({:.0} % under it)", 100.0 * f),
+            Some((c, None)) => format!(", clip {c:.3} (count ignored: out of range)"),
+            None => String::new(),
+        };
         println!(
             "round {}/{}: test loss {:.4}, {}/{} inputs in the sum, ε = {:.2} (δ = 1e-5){clip}, {:.2} s",
             line.round, self.options.rounds, line.loss, line.survivors, line.participants, line.epsilon, line.seconds

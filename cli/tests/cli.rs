@@ -307,7 +307,7 @@ fn plan_prints_the_epsilon_serve_logs_and_both_refuse_sampling_they_do_not_do() 
     let small = checked("100000", "1800");
     assert!(!small.status.success());
     assert!(String::from_utf8_lossy(&small.stderr).contains("check-ins"), "{small:?}");
-    let out = checked("100000", "1700");
+    let out = checked("100000", "1600");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (headline, sampled) = (v["epsilon"].as_f64().unwrap(), v["plan"]["check_ins"]["epsilon"].as_f64().unwrap());

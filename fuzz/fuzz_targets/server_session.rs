@@ -16,6 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_protocol::{Limits, PrgKind, RoundParams};
 use privagg_service::message::ClientServiceMessage;
+use privagg_service::server::CheckInConfig;
 use privagg_service::{Action, Admission, AggregationMode, RoundSettings, ServerSession, SessionConfig};
 
 fn settings(round: u64) -> RoundSettings {
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits { max_app_data: 0, ..Limits::default() },
         // An odd first byte runs random check-ins (every coin comes up, as replies are
         // the fuzzer's to choose).
-        check_in_rate_ppb: data.first().is_some_and(|b| b & 1 == 1).then_some(1_000_000_000),
+        check_ins: data.first().is_some_and(|b| b & 1 == 1).then_some(CheckInConfig { rate_ppb: 1_000_000_000, max_cohort: 2 }),
     });
     for conn in 1..=2u64 {
         session.handle_connected(now, conn, None);
@@ -108,7 +109,9 @@ fuzz_target!(|data: &[u8]| {
             }
             5 if rest.get(1).is_some_and(|b| b & 1 == 1) => {
                 let round = u64::from(rest.get(2).copied().unwrap_or(1) % 4);
-                let reply = ClientServiceMessage::CheckInReply { round, join: rest.get(3).is_some_and(|b| b & 1 == 1) };
+                let attempt = u32::from(rest.get(4).copied().unwrap_or(1) % 4);
+                let join = rest.get(3).is_some_and(|b| b & 1 == 1);
+                let reply = ClientServiceMessage::CheckInReply { round, attempt, join };
                 session.handle_frame(now, conn, &reply.encode());
             }
             5 => session.handle_frame(now, conn, &ClientServiceMessage::Ready { commitment: [0; 32] }.encode()),

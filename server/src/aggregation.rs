@@ -31,6 +31,8 @@ struct Adaptive {
     rule: AdaptiveClipping,
     scale: u64,
     count_stddev: f64,
+    /// The configured clip, around which the clip may move.
+    initial_clip: f64,
 }
 
 /// The session's aggregation: fixed at start from the configuration.
@@ -61,8 +63,9 @@ pub struct Applied {
 pub struct ClipStep {
     /// The round's clip C (model units).
     pub clip: f64,
-    /// The noisy fraction of clients whose update was under it.
-    pub unclipped_fraction: f64,
+    /// The noisy fraction of clients whose update was under it; `None` when the count
+    /// was out of any honest range, ignored, and the clip held.
+    pub unclipped_fraction: Option<f64>,
     /// The next round's clip.
     pub next_clip: f64,
 }
@@ -118,7 +121,7 @@ impl Aggregation {
                             plan.input.bits
                         )));
                     }
-                    Some(Adaptive { rule, scale, count_stddev })
+                    Some(Adaptive { rule, scale, count_stddev, initial_clip: dp.clip })
                 }
                 _ => None,
             };
@@ -254,8 +257,18 @@ impl Aggregation {
         };
         let clip = match (&self.mode, decoded.clip_count, settings.encoding.clipping) {
             (Mode::Dp { adaptive: Some(a), .. }, Some(count), Clipping::L2(clip)) => {
-                let (next_clip, unclipped_fraction) = a.rule.next_clip(clip, count, output.included.len());
-                Some(ClipStep { clip, unclipped_fraction, next_clip })
+                // The count's noise grows with the cohort above n_min, whose shares it plans.
+                let inputs = output.included.len();
+                let stddev = a.count_stddev * (inputs as f64 / f64::from(self.min_clients)).sqrt().max(1.0);
+                let step = a.rule.next_clip(clip, count, inputs, stddev, a.initial_clip);
+                if step.unclipped_fraction.is_none() {
+                    tracing::warn!(
+                        count,
+                        inputs,
+                        "clip count out of any honest range (a client wrote past its indicator); clip held"
+                    );
+                }
+                Some(ClipStep { clip, unclipped_fraction: step.unclipped_fraction, next_clip: step.next_clip })
             }
             _ => None,
         };
@@ -353,10 +366,11 @@ pub struct CheckInSummary {
     pub rate: f64,
     /// ε over the session at `delta`.
     pub epsilon: f64,
-    /// δ of that ε: the configured δ plus rounds·β.
+    /// δ of that ε: the configured δ plus windows·β.
     pub delta: f64,
-    /// β: the chance, per round, that too few of the other clients check in.
-    pub shortfall_per_round: f64,
+    /// β: the chance, per check-in window, that the other clients' count is at an edge
+    /// where the target's coin decides whether the round runs.
+    pub shortfall_per_window: f64,
 }
 
 impl PlanSummary {
@@ -395,7 +409,7 @@ impl PlanSummary {
                         rate: c.rate(),
                         epsilon,
                         delta,
-                        shortfall_per_round: c.shortfall(),
+                        shortfall_per_window: c.shortfall(),
                     })
                 })
                 .transpose()?,
@@ -531,6 +545,33 @@ mod tests {
         c.clients = 10;
         c.min_clients = 8;
         assert!(Aggregation::new(&c).is_err());
+    }
+
+    #[test]
+    fn a_client_writing_past_its_indicator_cannot_steer_the_clip() {
+        let mut c = ServeConfig { dim: 100, clients: 200, min_clients: 160, ..ServeConfig::default() };
+        c.dp.max_epsilon = None;
+        c.dp.adaptive_clip = Some(AdaptiveClipping::default());
+        let aggregation = Aggregation::new(&c).unwrap();
+        let settings = aggregation.round_settings([0; 16], 1, 1, &[0.0; 100], (0.0, 1.0)).unwrap();
+        let (scale, bits) = (settings.clip_indicator().unwrap(), settings.encoding.bits);
+        let step_with_count = |count: i64| {
+            let mut sum = vec![0u64; settings.protocol_dim()];
+            let word = count * scale as i64;
+            assert!(word.unsigned_abs() < 1 << (bits - 1), "the test's count must fit the word");
+            sum[settings.encoding.padded_dim] = (word as u64) & ((1 << bits) - 1);
+            let mut model = vec![0.0f32; 100];
+            aggregation.apply(&output(180, sum), &settings, &mut model, None, (1.0, 0.0)).unwrap().clip.unwrap()
+        };
+        // An honest count (all 180 under the clip: +90 centred) moves the clip down.
+        let honest = step_with_count(90);
+        assert_eq!(honest.unclipped_fraction, Some(1.0));
+        assert!(honest.next_clip < 1.0);
+        // One client adding 300 to its indicator: out of any honest range, ignored.
+        for count in [390, -390] {
+            let steered = step_with_count(count);
+            assert_eq!((steered.unclipped_fraction, steered.next_clip), (None, 1.0), "{count}");
+        }
     }
 
     fn output(included: u32, sum: Vec<u64>) -> RoundOutput {

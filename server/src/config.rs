@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use privagg_dp::planner::Mechanism;
+use privagg_dp::sampling::{CheckIns, Population};
 use privagg_protocol::AdversaryClass;
-use privagg_service::privacy::DEFAULT_MAX_EPSILON;
+use privagg_service::message::CHECK_IN_RATE_UNIT;
+use privagg_service::privacy::{DEFAULT_MAX_EPSILON, assumed_colluders};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
@@ -272,30 +274,39 @@ impl ServeConfig {
     }
 
     /// The check-in regime (with `check_ins`; DP on or off): refuses a rate outside
-    /// (0, 1] or below 10⁻⁹, and a population too small for rounds of `min_clients` —
-    /// where the chance `β` that too few of the others check in, over every round, would
-    /// exceed δ (the second ε figure adds `rounds·β` to δ).
-    pub fn check_in_plan(&self) -> Result<Option<privagg_dp::sampling::CheckIns>, ServeError> {
+    /// (0, 1] or below 10⁻⁹, and a population too small — where the chance `β` that a
+    /// window's count is at an edge (fewer than `min_clients`, or more than the largest
+    /// cohort), over every window the session may open (rounds × attempts), would
+    /// exceed δ (the second ε figure adds that to δ). The population's corrupt clients
+    /// (`corrupt_fraction`) are assumed to stay out.
+    pub fn check_in_plan(&self) -> Result<Option<CheckIns>, ServeError> {
         if !self.dp.check_ins {
             return Ok(None);
         }
         let q = self.dp.sampling_rate;
-        if !(q * f64::from(privagg_service::message::CHECK_IN_RATE_UNIT) >= 1.0 && q <= 1.0) {
+        if !(q * f64::from(CHECK_IN_RATE_UNIT) >= 1.0 && q <= 1.0) {
             return Err(ServeError::Config(format!("--sampling-rate {q} must be in [1e-9, 1] with --check-ins")));
         }
         // What clients receive, and so what is accounted: the rate in parts per billion.
-        let wire =
-            f64::from(self.check_in_rate_ppb().unwrap_or(0)) / f64::from(privagg_service::message::CHECK_IN_RATE_UNIT);
-        let regime = privagg_dp::sampling::CheckIns::new(wire, u64::from(self.clients), u64::from(self.min_clients))
-            .map_err(|e| ServeError::Config(format!("check-ins: {e}")))?;
-        let shortfall = self.rounds as f64 * regime.shortfall();
-        if self.dp.enabled && shortfall > self.dp.delta {
+        let wire = f64::from(self.check_in_rate_ppb().unwrap_or(0)) / f64::from(CHECK_IN_RATE_UNIT);
+        let population = Population {
+            clients: u64::from(self.clients),
+            min_cohort: u64::from(self.min_clients),
+            max_cohort: u64::from(self.largest_cohort()),
+            corrupt: u64::from(assumed_colluders(self.corrupt_fraction, self.clients)),
+        };
+        let windows = self.rounds.saturating_mul(u64::from(self.max_round_attempts));
+        let regime =
+            CheckIns::new(wire, population, windows).map_err(|e| ServeError::Config(format!("check-ins: {e}")))?;
+        if self.dp.enabled && regime.total_delta(0.0) > self.dp.delta {
             return Err(ServeError::Config(format!(
-                "check-ins: with {} clients checking in at rate {q}, fewer than --min-clients {} join a round with probability {:.2e}; over {} rounds that exceeds δ = {} (more --clients, a higher rate or a lower --min-clients)",
+                "check-ins: with {} clients checking in at rate {q}, a round's cohort falls outside {} ..= {} with probability {:.2e}; over {windows} windows ({} rounds × {} attempts) that exceeds δ = {} (more --clients, a higher rate or a lower --min-clients)",
                 self.clients,
                 self.min_clients,
+                self.largest_cohort(),
                 regime.shortfall(),
                 self.rounds,
+                self.max_round_attempts,
                 self.dp.delta
             )));
         }
@@ -303,20 +314,20 @@ impl ServeConfig {
     }
 
     /// The largest cohort the session plans for: `clients`, or with check-ins the
-    /// binomial cohort's mean plus six standard deviations (at most `clients`). The
+    /// binomial cohort's mean plus seven standard deviations (at most `clients`). The
     /// neighbour graph is checked at this size at start; each round's is made for its
-    /// actual cohort.
+    /// actual cohort, and a check-in that collects more fails as an attempt.
     pub fn largest_cohort(&self) -> u32 {
         let Some(ppb) = self.check_in_rate_ppb() else { return self.clients };
-        let q = f64::from(ppb) / f64::from(privagg_service::message::CHECK_IN_RATE_UNIT);
+        let q = f64::from(ppb) / f64::from(CHECK_IN_RATE_UNIT);
         let n = f64::from(self.clients);
-        let high = (q * n + 6.0 * (q * (1.0 - q) * n).sqrt()).ceil();
+        let high = (q * n + 7.0 * (q * (1.0 - q) * n).sqrt()).ceil();
         (high as u32).clamp(self.min_clients, self.clients)
     }
 
     /// The check-in rate on the wire (parts per billion), with `check_ins`.
     pub fn check_in_rate_ppb(&self) -> Option<u32> {
-        let unit = f64::from(privagg_service::message::CHECK_IN_RATE_UNIT);
+        let unit = f64::from(CHECK_IN_RATE_UNIT);
         self.dp.check_ins.then(|| (self.dp.sampling_rate * unit).round() as u32)
     }
 

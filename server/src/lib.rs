@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use privagg_protocol::Limits;
 use privagg_service::frame::upload_frame_limit;
+use privagg_service::server::CheckInConfig;
 use privagg_service::{Admission, ConnId, ServerSession, SessionConfig};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -217,7 +218,7 @@ impl Server {
             admission: self.admission,
             // Clients never send a Config, so they may send no application payload.
             limits: Limits { max_app_data: 0, ..Limits::default() },
-            check_in_rate_ppb: c.check_in_rate_ppb(),
+            check_ins: c.check_in_rate_ppb().map(|rate_ppb| CheckInConfig { rate_ppb, max_cohort: c.largest_cohort() }),
         });
         let (events_tx, events) = mpsc::channel(256);
         let download_slots = Arc::new(Semaphore::new(c.upload_slots));
@@ -259,11 +260,15 @@ fn resume(config: &ServeConfig, storage: &StateDir) -> Result<Resume, ServeError
                 releases = ledger.releases.len(),
                 "resuming after the last committed round"
             );
-            if checkpoint.record.as_ref().is_some_and(|r| r.privacy.is_some()) && ledger.releases.is_empty() {
+            // The ledger only grows, and each round's record says how many releases it
+            // held then: fewer now means it was rolled back (or lost).
+            let recorded = checkpoint.record.as_ref().and_then(|r| r.privacy.as_ref()).map(|p| p.releases);
+            if let Some(recorded) = recorded.filter(|&n| n > ledger.releases.len()) {
                 return Err(ServeError::Model(format!(
-                    "{} holds DP rounds but no {}: what they spent is unknown",
+                    "{} holds DP rounds that had charged {recorded} releases, but {} lists {}: what they spent is unknown",
                     storage.path().display(),
-                    storage::LEDGER_FILE
+                    storage::LEDGER_FILE,
+                    ledger.releases.len()
                 )));
             }
             let clip = checkpoint.record.as_ref().and_then(|r| r.clip).map(|c| c.next_clip);

@@ -72,13 +72,49 @@ impl AdaptiveClipping {
     }
 
     /// The next clip after a round whose decoded indicator sum (in count units, centred:
-    /// `Σ(b − ½)` plus noise) is `centred_count` over `inputs` clients: the fraction
-    /// unclipped `b̄ = centred_count / inputs + ½` (clamped to [0, 1]) moves `clip` by
-    /// `exp(−η·(b̄ − γ))`. Returns the new clip and `b̄`.
-    pub fn next_clip(&self, clip: f64, centred_count: f64, inputs: usize) -> (f64, f64) {
+    /// `Σ(b − ½)` plus noise) is `centred_count` over `inputs` clients, with noise of
+    /// standard deviation `count_stddev` on it: the fraction unclipped
+    /// `b̄ = centred_count / inputs + ½` (clamped to [0, 1]) moves `clip` by
+    /// `exp(−η·(b̄ − γ))`, and the result is kept within `initial_clip` ×/÷
+    /// [`MAX_CLIP_RATIO`].
+    ///
+    /// A count no honest cohort could produce — beyond `±(inputs/2 + 8·count_stddev)` —
+    /// is a client that wrote more than ±κ/2 into its indicator: the clip is held and
+    /// the fraction is `None`. Within those bounds one client can still shift the count,
+    /// so a clique can steer the clip, but only step by step and only within the range.
+    pub fn next_clip(
+        &self,
+        clip: f64,
+        centred_count: f64,
+        inputs: usize,
+        count_stddev: f64,
+        initial_clip: f64,
+    ) -> ClipMove {
+        let half = inputs as f64 / 2.0;
+        let plausible = centred_count.abs() <= half + 8.0 * count_stddev;
+        if !plausible {
+            return ClipMove { next_clip: clip, unclipped_fraction: None };
+        }
         let fraction = (centred_count / inputs.max(1) as f64 + 0.5).clamp(0.0, 1.0);
-        (clip * (-self.learning_rate * (fraction - self.target_quantile)).exp(), fraction)
+        let moved = clip * (-self.learning_rate * (fraction - self.target_quantile)).exp();
+        let next_clip = moved.clamp(initial_clip / MAX_CLIP_RATIO, initial_clip * MAX_CLIP_RATIO);
+        ClipMove { next_clip, unclipped_fraction: Some(fraction) }
     }
+}
+
+/// How far adaptive clipping may move the clip from its initial value, either way: the
+/// noise scales with the clip, so privacy holds at any clip, but a clip driven far off
+/// (by a steering client, or a bad start) drowns or truncates every update.
+pub const MAX_CLIP_RATIO: f64 = 100.0;
+
+/// One round's move of the clip ([`AdaptiveClipping::next_clip`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipMove {
+    /// The next round's clip.
+    pub next_clip: f64,
+    /// The noisy fraction of clients under the clip; `None` if the count was out of
+    /// any honest range and ignored.
+    pub unclipped_fraction: Option<f64>,
 }
 
 /// The noise multiplier to plan the update at so that update and indicator together
@@ -183,15 +219,41 @@ mod tests {
     #[test]
     fn the_clip_moves_toward_the_target_quantile() {
         let a = AdaptiveClipping::default();
+        let step = |clip: f64, count: f64| a.next_clip(clip, count, 100, 5.0, 1.0);
         // All unclipped (count = n/2 centred): the clip shrinks by exp(−0.2·0.5).
-        let (down, fraction) = a.next_clip(1.0, 50.0, 100);
-        assert_eq!(fraction, 1.0);
-        assert!((down - (-0.1f64).exp()).abs() < 1e-12);
+        let down = step(1.0, 50.0);
+        assert_eq!(down.unclipped_fraction, Some(1.0));
+        assert!((down.next_clip - (-0.1f64).exp()).abs() < 1e-12);
         // All clipped: it grows; at the target it stays.
-        assert!(a.next_clip(1.0, -50.0, 100).0 > 1.0);
-        assert_eq!(a.next_clip(2.0, 0.0, 100).0, 2.0);
+        assert!(step(1.0, -50.0).next_clip > 1.0);
+        assert_eq!(step(2.0, 0.0).next_clip, 2.0);
         // Noise beyond the range is clamped.
-        assert_eq!(a.next_clip(1.0, 1e9, 100).1, 1.0);
+        assert_eq!(step(1.0, 50.0 + 39.0).unclipped_fraction, Some(1.0));
+    }
+
+    #[test]
+    fn a_count_no_honest_cohort_gives_is_ignored_and_the_clip_stays_in_range() {
+        let a = AdaptiveClipping::default();
+        // One client writing 10⁹ into its indicator: the clip holds.
+        for count in [1e9, -1e9, 50.0 + 41.0, f64::NAN] {
+            let held = a.next_clip(1.5, count, 100, 5.0, 1.0);
+            assert_eq!(held, ClipMove { next_clip: 1.5, unclipped_fraction: None }, "{count}");
+        }
+        // A clique that always reports "all clipped" grows the clip only up to 100×.
+        let mut clip = 1.0;
+        for _ in 0..1000 {
+            clip = a.next_clip(clip, -50.0, 100, 5.0, 1.0).next_clip;
+        }
+        assert_eq!(clip, MAX_CLIP_RATIO);
+        for _ in 0..2000 {
+            clip = a.next_clip(clip, 50.0, 100, 5.0, 1.0).next_clip;
+        }
+        assert_eq!(clip, 1.0 / MAX_CLIP_RATIO);
+    }
+
+    #[test]
+    fn invalid_rules_are_refused() {
+        let a = AdaptiveClipping::default();
         for bad in [
             AdaptiveClipping { target_quantile: 1.0, ..a },
             AdaptiveClipping { learning_rate: 0.0, ..a },

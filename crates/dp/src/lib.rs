@@ -1,8 +1,9 @@
 //! Differential privacy for privagg: distributed noise under secure aggregation.
 //!
 //! The privacy unit is one client identity — a device, or a person when each person
-//! holds one certificate or token. Neighbouring datasets differ in one client's update
-//! replaced by zeros (zero-out adjacency; with DP-FedAvg's public denominator this is
+//! holds one certificate or token. Neighbouring datasets differ in one client's whole
+//! contribution — its update and, with adaptive clipping, its clip indicator — replaced
+//! by zeros (zero-out adjacency; with DP-FedAvg's public denominator this is
 //! what the accounting bounds, McMahan, Ramage, Talwar, Zhang, ICLR 2018). Each client
 //! bounds its update's influence, adds a share of integer noise, and the server only
 //! ever sees the sum of at least `n_min` clients, so the sum carries the full noise

@@ -388,6 +388,11 @@ pub struct ClientSession {
     /// said yes (`checked_in`).
     check_ins: bool,
     checked_in: Option<u64>,
+    /// The last check-in answered (round, attempt) and the rate of the first: a coin is
+    /// flipped once per attempt, for at most `max_attempts` attempts a round, at one rate
+    /// for the whole connection — a server cannot ask again until a coin comes up.
+    last_check_in: Option<(u64, u32)>,
+    check_in_rate: Option<u32>,
     ended: bool,
     actions: VecDeque<ClientAction>,
     #[cfg(feature = "testing")]
@@ -409,6 +414,8 @@ impl ClientSession {
             deferred: VecDeque::new(),
             check_ins: false,
             checked_in: None,
+            last_check_in: None,
+            check_in_rate: None,
             ended: false,
             actions: VecDeque::new(),
             #[cfg(feature = "testing")]
@@ -582,8 +589,8 @@ impl ClientSession {
                 self.round = None;
                 self.event(ClientEvent::SessionEnded { completed_rounds, reason });
             }
-            ServerServiceMessage::CheckIn { round, rate_ppb } if self.round.is_none() => {
-                self.check_in(round, rate_ppb);
+            ServerServiceMessage::CheckIn { round, attempt, rate_ppb } if self.round.is_none() => {
+                self.check_in(round, attempt, rate_ppb);
             }
             // The masked input goes out once; the resend rule covers a lost upload.
             ServerServiceMessage::UploadGrant => match self.round.as_mut().and_then(|r| r.upload.take()) {
@@ -596,11 +603,22 @@ impl ClientSession {
 
     /// Random check-in: a client that wants a round flips its own coin (from its CSPRNG,
     /// never the server's) with probability `rate_ppb` / 10⁹, and says what it came up.
-    fn check_in(&mut self, round: u64, rate_ppb: u32) {
-        let join = self.next.is_some() && self.rng.random_range(0..CHECK_IN_RATE_UNIT) < rate_ppb;
+    /// It declines without a coin when the server asks out of turn: an attempt not after
+    /// the last one answered, beyond `max_attempts`, or at another rate than before.
+    fn check_in(&mut self, round: u64, attempt: u32, rate_ppb: u32) {
+        let in_turn = self.last_check_in.is_none_or(|last| (round, attempt) > last)
+            && (1..=self.config.max_attempts).contains(&attempt)
+            && *self.check_in_rate.get_or_insert(rate_ppb) == rate_ppb;
+        if !in_turn {
+            tracing::warn!(round, attempt, rate_ppb, "check-in out of turn; declined");
+        }
+        let join = in_turn && self.next.is_some() && self.rng.random_range(0..CHECK_IN_RATE_UNIT) < rate_ppb;
+        if in_turn {
+            self.last_check_in = Some((round, attempt));
+        }
         self.check_ins = true;
         self.checked_in = join.then_some(round);
-        self.send(Frame::new(ClientServiceMessage::CheckInReply { round, join }.encode()));
+        self.send(Frame::new(ClientServiceMessage::CheckInReply { round, attempt, join }.encode()));
     }
 
     /// Admitted. If this client was in a round, the server says whether it kept the

@@ -82,10 +82,12 @@ pub enum ClientServiceMessage {
         commitment: [u8; 32],
     },
     /// The answer to [`ServerServiceMessage::CheckIn`]: whether the client's own coin
-    /// says it takes part in `round`.
+    /// says it takes part in `round`, at `attempt`.
     CheckInReply {
         /// The round checked in for.
         round: u64,
+        /// The attempt at it (1-based), as the `CheckIn` said.
+        attempt: u32,
         /// Takes part.
         join: bool,
     },
@@ -113,6 +115,8 @@ pub enum ServerServiceMessage {
     CheckIn {
         /// The round.
         round: u64,
+        /// The attempt at it (1-based): each attempt is a new check-in with new coins.
+        attempt: u32,
         /// The probability of taking part, in parts per billion (1 ..= 10⁹).
         rate_ppb: u32,
     },
@@ -152,9 +156,10 @@ impl ClientServiceMessage {
                 w.bytes(commitment);
                 w.into_bytes()
             }
-            Self::CheckInReply { round, join } => {
-                let mut w = Writer::message(tag::CHECK_IN_REPLY, 9);
+            Self::CheckInReply { round, attempt, join } => {
+                let mut w = Writer::message(tag::CHECK_IN_REPLY, 13);
                 w.u64(*round);
+                w.u32(*attempt);
                 w.u8(u8::from(*join));
                 w.into_bytes()
             }
@@ -174,6 +179,7 @@ impl ClientServiceMessage {
             tag::READY => Self::Ready { commitment: r.array()? },
             tag::CHECK_IN_REPLY => Self::CheckInReply {
                 round: r.u64()?,
+                attempt: r.u32()?,
                 join: match r.u8()? {
                     0 => false,
                     1 => true,
@@ -213,9 +219,10 @@ impl ServerServiceMessage {
                 w.into_bytes()
             }
             Self::UploadGrant => Writer::message(tag::UPLOAD_GRANT, 0).into_bytes(),
-            Self::CheckIn { round, rate_ppb } => {
-                let mut w = Writer::message(tag::CHECK_IN, 12);
+            Self::CheckIn { round, attempt, rate_ppb } => {
+                let mut w = Writer::message(tag::CHECK_IN, 16);
                 w.u64(*round);
+                w.u32(*attempt);
                 w.u32(*rate_ppb);
                 w.into_bytes()
             }
@@ -236,12 +243,11 @@ impl ServerServiceMessage {
             tag::REFUSED => Self::Refused { reason: r.text("reason", MAX_TEXT as u64)? },
             tag::UPLOAD_GRANT => Self::UploadGrant,
             tag::CHECK_IN => {
-                let round = r.u64()?;
-                let rate_ppb = r.u32()?;
+                let (round, attempt, rate_ppb) = (r.u64()?, r.u32()?, r.u32()?);
                 if rate_ppb == 0 || rate_ppb > CHECK_IN_RATE_UNIT {
                     return Err(DecodeError::InvalidField("check-in rate"));
                 }
-                Self::CheckIn { round, rate_ppb }
+                Self::CheckIn { round, attempt, rate_ppb }
             }
             tag::SESSION_END => {
                 Self::SessionEnd { completed_rounds: r.u64()?, reason: r.text("reason", MAX_TEXT as u64)? }
@@ -339,8 +345,8 @@ mod tests {
             },
             ClientServiceMessage::UploadReady,
             ClientServiceMessage::Ready { commitment: [0x5c; 32] },
-            ClientServiceMessage::CheckInReply { round: 4, join: true },
-            ClientServiceMessage::CheckInReply { round: 5, join: false },
+            ClientServiceMessage::CheckInReply { round: 4, attempt: 1, join: true },
+            ClientServiceMessage::CheckInReply { round: 5, attempt: 3, join: false },
         ]
     }
 
@@ -350,7 +356,7 @@ mod tests {
             ServerServiceMessage::Welcome { resumed: Some(Resume { round: 2, received: 1 }) },
             ServerServiceMessage::Refused { reason: "unknown token".into() },
             ServerServiceMessage::UploadGrant,
-            ServerServiceMessage::CheckIn { round: 4, rate_ppb: 10_000_000 },
+            ServerServiceMessage::CheckIn { round: 4, attempt: 2, rate_ppb: 10_000_000 },
             ServerServiceMessage::SessionEnd { completed_rounds: 5, reason: "done".into() },
         ]
     }
@@ -413,11 +419,13 @@ mod tests {
         for rate in [0, CHECK_IN_RATE_UNIT + 1] {
             let mut w = Writer::message(tag::CHECK_IN, 0);
             w.u64(1);
+            w.u32(1);
             w.u32(rate);
             assert_eq!(ServerServiceMessage::decode(&w.into_bytes()), Err(DecodeError::InvalidField("check-in rate")));
         }
         let mut w = Writer::message(tag::CHECK_IN_REPLY, 0);
         w.u64(1);
+        w.u32(1);
         w.u8(2);
         assert_eq!(ClientServiceMessage::decode(&w.into_bytes()), Err(DecodeError::InvalidField("join flag")));
         assert!(matches!(FromClient::decode(&[], &Limits::default()), Err(DecodeError::Truncated { .. })));

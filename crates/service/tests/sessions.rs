@@ -13,7 +13,7 @@ use privagg_protocol::{
 };
 use privagg_service::frame::{MAX_CONTROL_FRAME, upload_frame_limit};
 use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
-use privagg_service::server::CloseReason;
+use privagg_service::server::{CheckInConfig, CloseReason};
 use privagg_service::{Admission, ClientEvent, RoundError, SessionEnd, SessionEvent};
 
 /// The session completed every round at its first attempt.
@@ -919,7 +919,7 @@ fn with_check_ins_only_clients_whose_own_coin_came_up_are_seated() {
     // probability 3/4 by its own coin: the seated cohort is exactly who joined.
     let mut setup = Setup::new(12, 12, 7, 8);
     setup.session.rounds = 3;
-    setup.session.check_in_rate_ppb = Some(750_000_000);
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 750_000_000, max_cohort: 12 });
     let mut h = setup.start();
     h.run();
     assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 3 }));
@@ -943,11 +943,11 @@ fn a_server_that_seats_clients_their_coins_left_out_is_refused_by_them() {
     // coins said no; those clients leave, revealing nothing, and the others' round goes
     // on with exactly the clients that checked in.
     let mut setup = Setup::new(12, 12, 7, 8);
-    setup.session.check_in_rate_ppb = Some(750_000_000);
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 750_000_000, max_cohort: 12 });
     let mut h = setup.build();
     h.tamper = Some(Box::new(|_, frame| {
-        if let Ok(ClientServiceMessage::CheckInReply { round, .. }) = ClientServiceMessage::decode(frame) {
-            *frame = ClientServiceMessage::CheckInReply { round, join: true }.encode();
+        if let Ok(ClientServiceMessage::CheckInReply { round, attempt, .. }) = ClientServiceMessage::decode(frame) {
+            *frame = ClientServiceMessage::CheckInReply { round, attempt, join: true }.encode();
         }
         true
     }));
@@ -972,7 +972,7 @@ fn a_server_that_seats_clients_their_coins_left_out_is_refused_by_them() {
 #[test]
 fn when_too_few_check_in_nothing_starts_and_the_session_fails_after_the_last_attempt() {
     let mut setup = Setup::new(6, 6, 3, 8);
-    setup.session.check_in_rate_ppb = Some(1); // 1e-9: nobody joins
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 1, max_cohort: 6 }); // 1e-9: nobody joins
     let mut h = setup.start();
     h.run();
     assert!(h.commits.is_empty());
@@ -982,4 +982,75 @@ fn when_too_few_check_in_nothing_starts_and_the_session_fails_after_the_last_att
     assert!(matches!(reason, RoundAbort::TooFewClients { remaining: 0, required: 3, .. }));
     // Each attempt asked everyone again; nobody was ever configured for a round.
     assert!(h.peers.iter().all(|p| p.check_ins == vec![(1, false); 3] && p.seats.is_empty()));
+}
+
+#[test]
+fn only_the_population_is_asked_and_a_cohort_above_the_largest_planned_fails_the_attempt() {
+    // 15 wait for a population of 10: only the first 10 are asked, and all of them join.
+    let mut setup = Setup::new(15, 10, 7, 8);
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 1_000_000_000, max_cohort: 10 });
+    let mut h = setup.start();
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 1 }));
+    assert_eq!(h.commits[0].peers, (0..10).collect::<Vec<_>>());
+    assert!(h.peers[10..].iter().all(|p| p.check_ins.is_empty()));
+    assert_all_exact(&h);
+
+    // The application planned for at most 8: ten joining is no round at all (seating 8
+    // of them would be the server choosing), and nothing is released.
+    let mut setup = Setup::new(10, 10, 7, 8);
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 1_000_000_000, max_cohort: 8 });
+    let mut h = setup.start();
+    h.run();
+    assert!(h.commits.is_empty() && h.charges.is_empty());
+    let Some(SessionEnd::RoundFailed { round: 1, attempts: 3, reason: RoundAbort::Cancelled(reason) }) = &h.finished
+    else {
+        panic!("{:?}", h.finished)
+    };
+    assert!(reason.contains("10 clients checked in"), "{reason}");
+    assert!(h.peers.iter().all(|p| p.seats.is_empty() && p.uploads == 0));
+}
+
+#[test]
+fn a_server_that_raises_the_rate_after_a_failed_check_in_gets_no_coins() {
+    // At 10⁻⁹ nobody joins; the server then asks again "at rate 1" to seat everyone.
+    // Clients hold it to the first rate and decline without a coin.
+    let mut setup = Setup::new(6, 6, 3, 8);
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 1, max_cohort: 6 });
+    let mut h = setup.build();
+    h.tamper_to_client = Some(Box::new(|_, frame| {
+        if let Ok(ServerServiceMessage::CheckIn { round, attempt, .. }) = ServerServiceMessage::decode(frame)
+            && attempt > 1
+        {
+            *frame = ServerServiceMessage::CheckIn { round, attempt, rate_ppb: 1_000_000_000 }.encode();
+        }
+        true
+    }));
+    h.join_all();
+    h.run();
+    assert!(h.commits.is_empty());
+    assert!(h.peers.iter().all(|p| p.check_ins == vec![(1, false); 3] && p.seats.is_empty()));
+}
+
+#[test]
+fn a_server_that_asks_the_same_attempt_again_gets_no_second_coin() {
+    // Every check-in is relabelled attempt 1: after their first coin, clients decline,
+    // so a server cannot ask until a coin comes up; every attempt after the first fails.
+    let mut setup = Setup::new(12, 12, 12, 8);
+    setup.session.check_ins = Some(CheckInConfig { rate_ppb: 500_000_000, max_cohort: 12 });
+    let mut h = setup.build();
+    h.tamper_to_client = Some(Box::new(|_, frame| {
+        if let Ok(ServerServiceMessage::CheckIn { round, rate_ppb, .. }) = ServerServiceMessage::decode(frame) {
+            *frame = ServerServiceMessage::CheckIn { round, attempt: 1, rate_ppb }.encode();
+        }
+        true
+    }));
+    h.join_all();
+    h.run();
+    assert!(h.commits.is_empty(), "12 of 12 coins came up at q = 1/2");
+    for p in &h.peers {
+        assert_eq!(p.check_ins.len(), 3);
+        assert!(p.check_ins[1..].iter().all(|&(round, join)| round == 1 && !join), "{:?}", p.check_ins);
+    }
+    assert!(matches!(h.finished, Some(SessionEnd::RoundFailed { round: 1, attempts: 3, .. })));
 }

@@ -1,5 +1,5 @@
 //! Random check-ins (Balle, Kairouz, McMahan, Thakkar, Thakurta 2020), in their Poisson
-//! form: before each round the server asks every waiting client whether it takes part;
+//! form: before each round the server asks the waiting population whether it takes part;
 //! each decides with its own CSPRNG, with the same probability q, and only those that
 //! say yes are seated. The server chooses nobody, so to whoever sees only the released
 //! models each client's participation is an independent coin of bias q — the Poisson
@@ -13,8 +13,8 @@ use super::ConnId;
 
 /// One round's check-in: who was asked, who joined.
 pub(super) struct CheckInWindow {
-    /// The round it is for.
-    pub round: u64,
+    /// The round and attempt it is for.
+    pub attempt: (u64, u32),
     /// Clients asked that have not answered.
     asked: HashSet<ConnId>,
     /// Clients that joined, in the order they answered.
@@ -24,15 +24,15 @@ pub(super) struct CheckInWindow {
 }
 
 impl CheckInWindow {
-    /// A window for `round`, asking `conns`, open until `deadline`.
-    pub fn open(round: u64, conns: impl IntoIterator<Item = ConnId>, deadline: Instant) -> Self {
-        Self { round, asked: conns.into_iter().collect(), joined: Vec::new(), deadline }
+    /// A window for `attempt` (round, attempt), asking `conns`, open until `deadline`.
+    pub fn open(attempt: (u64, u32), conns: impl IntoIterator<Item = ConnId>, deadline: Instant) -> Self {
+        Self { attempt, asked: conns.into_iter().collect(), joined: Vec::new(), deadline }
     }
 
-    /// `conn` answered for `round`; returns whether the answer was expected (asked, for
-    /// this round, and not answered before).
-    pub fn reply(&mut self, conn: ConnId, round: u64, join: bool) -> bool {
-        if round != self.round || !self.asked.remove(&conn) {
+    /// `conn` answered for `attempt`; returns whether the answer was expected (asked, for
+    /// this window, and not answered before).
+    pub fn reply(&mut self, conn: ConnId, attempt: (u64, u32), join: bool) -> bool {
+        if attempt != self.attempt || !self.asked.remove(&conn) {
             return false;
         }
         if join {

@@ -81,11 +81,21 @@ pub struct SessionConfig {
     pub admission: Admission,
     /// Decoder limits for client frames.
     pub limits: Limits,
-    /// Random check-ins: once `clients` wait, each is asked to take part with this
-    /// probability (parts per billion, 1 ..= 10⁹) and only those whose coin says yes are
-    /// seated; the lobby timeout bounds the wait for answers. `None`: the first
-    /// `clients` waiting are seated.
-    pub check_in_rate_ppb: Option<u32>,
+    /// Random check-ins instead of seating the first `clients` waiting.
+    pub check_ins: Option<CheckInConfig>,
+}
+
+/// Random check-ins: once `clients` (the population) wait, the first `clients` of them are
+/// asked to take part, each with probability `rate_ppb` / 10⁹ by its own coin, and only
+/// those whose coin says yes are seated. The lobby timeout bounds the wait for answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckInConfig {
+    /// The probability of taking part, in parts per billion (1 ..= 10⁹).
+    pub rate_ppb: u32,
+    /// The largest cohort the round may have: the application plans its neighbour graph
+    /// and encoding for it. A check-in that collects more is a failed attempt — seating a
+    /// subset would be the server choosing, which the sampling argument forbids.
+    pub max_cohort: u32,
 }
 
 /// Why the session closes a connection.
@@ -366,7 +376,7 @@ impl ServerSession {
             Some(_) => None,
             None => match &self.check_in {
                 Some(window) => Some(window.deadline),
-                None if self.config.check_in_rate_ppb.is_some() => None,
+                None if self.config.check_ins.is_some() => None,
                 None => self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout),
             },
         };
@@ -457,7 +467,7 @@ impl ServerSession {
             protocol.close_phase();
         }
         if self.round.is_none()
-            && self.config.check_in_rate_ppb.is_none()
+            && self.config.check_ins.is_none()
             && let Some(deadline) =
                 self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout)
             && deadline <= now
@@ -586,10 +596,10 @@ impl ServerSession {
             Ok(FromClient::Service(ClientServiceMessage::Ready { commitment })) => {
                 self.lobby.ready(now, conn, commitment);
             }
-            Ok(FromClient::Service(ClientServiceMessage::CheckInReply { round, join })) => {
-                // A late answer (after the window closed) is harmless: ignored.
-                if !self.check_in.as_mut().is_some_and(|w| w.reply(conn, round, join)) {
-                    tracing::debug!(conn, round, "ignoring a check-in answer nobody waits for");
+            Ok(FromClient::Service(ClientServiceMessage::CheckInReply { round, attempt, join })) => {
+                // A late answer (after its window closed) is harmless: ignored.
+                if !self.check_in.as_mut().is_some_and(|w| w.reply(conn, (round, attempt), join)) {
+                    tracing::debug!(conn, round, attempt, "ignoring a check-in answer nobody waits for");
                 }
             }
             _ if returning => tracing::debug!(conn, "ignoring a late message of the last round"),
@@ -697,6 +707,9 @@ impl ServerSession {
     }
 
     fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(window) = &mut self.check_in {
+            window.forget(conn);
+        }
         self.lobby.closing(conn);
         self.out.close(conn, reason);
     }
@@ -737,8 +750,8 @@ impl ServerSession {
         if self.round.is_some() {
             return;
         }
-        match self.config.check_in_rate_ppb {
-            Some(rate_ppb) => self.check_ins(now, rate_ppb),
+        match self.config.check_ins {
+            Some(check_ins) => self.check_ins(now, check_ins),
             None if self.lobby.waiting() >= self.config.clients as usize => {
                 self.seat_cohort(now, self.config.clients as usize);
             }
@@ -746,17 +759,21 @@ impl ServerSession {
         }
     }
 
-    /// Opens a check-in once the population waits; when every client answered (or the
-    /// lobby timeout passed), seats those that joined, or tries again if too few did.
-    fn check_ins(&mut self, now: Instant, rate_ppb: u32) {
+    /// Opens a check-in once the population waits, asking the first `clients` of it;
+    /// when every client asked answered (or the lobby timeout passed), seats those that
+    /// joined, or counts a failed attempt if too few or too many did.
+    fn check_ins(&mut self, now: Instant, check_ins: CheckInConfig) {
+        let population = self.config.clients as usize;
         match &self.check_in {
-            None if self.lobby.waiting() >= self.config.clients as usize => {
-                let asked = self.lobby.queued();
-                let ask = Frame::new(ServerServiceMessage::CheckIn { round: self.next_round, rate_ppb }.encode());
+            None if self.lobby.waiting() >= population => {
+                let asked: Vec<ConnId> = self.lobby.queued().into_iter().take(population).collect();
+                let (round, attempt) = (self.next_round, self.attempt + 1);
+                let ask = ServerServiceMessage::CheckIn { round, attempt, rate_ppb: check_ins.rate_ppb };
+                let ask = Frame::new(ask.encode());
                 for &conn in &asked {
                     self.out.send(conn, ask.clone());
                 }
-                self.check_in = Some(CheckInWindow::open(self.next_round, asked, now + self.config.lobby_timeout));
+                self.check_in = Some(CheckInWindow::open((round, attempt), asked, now + self.config.lobby_timeout));
             }
             Some(window) if window.is_over(now) => {
                 let waiting: HashSet<ConnId> = self.lobby.queued().into_iter().collect();
@@ -764,17 +781,24 @@ impl ServerSession {
                     .into_iter()
                     .filter(|c| waiting.contains(c))
                     .collect();
-                if joined.len() >= self.config.min_clients as usize {
+                let reason = if joined.len() < self.config.min_clients as usize {
+                    RoundAbort::TooFewClients {
+                        phase: Phase::AdvertiseKeys,
+                        remaining: joined.len(),
+                        required: self.config.min_clients,
+                    }
+                } else if joined.len() > check_ins.max_cohort as usize {
+                    RoundAbort::Cancelled(format!(
+                        "{} clients checked in, more than the largest cohort planned for ({})",
+                        joined.len(),
+                        check_ins.max_cohort
+                    ))
+                } else {
                     return self.seat_clients(now, &joined);
-                }
-                // Too few coins came up: nobody is seated, nothing is released.
-                self.attempt += 1;
-                let reason = RoundAbort::TooFewClients {
-                    phase: Phase::AdvertiseKeys,
-                    remaining: joined.len(),
-                    required: self.config.min_clients,
                 };
-                tracing::info!(round = self.next_round, joined = joined.len(), "too few clients checked in");
+                // Nobody is seated, nothing is released; the next attempt asks again.
+                self.attempt += 1;
+                tracing::info!(round = self.next_round, joined = joined.len(), %reason, "check-in failed");
                 self.out.push(Action::Event(SessionEvent::RoundAborted {
                     round: self.next_round,
                     attempt: self.attempt,
@@ -783,7 +807,7 @@ impl ServerSession {
                 if self.attempt >= self.config.max_round_attempts {
                     self.fail_round(self.next_round, self.attempt, reason);
                 } else {
-                    self.check_ins(now, rate_ppb);
+                    self.check_ins(now, check_ins);
                 }
             }
             _ => {}

@@ -76,7 +76,7 @@ impl Setup {
                 max_round_attempts: 3,
                 admission: Admission::certificates(),
                 limits: Limits { max_app_data: 0, ..Limits::default() },
-                check_in_rate_ppb: None,
+                check_ins: None,
             },
             dim,
             noise_multiplier: None,
@@ -535,7 +535,7 @@ impl Harness {
                     Some(&ty::MASKED_INPUT) => peer.uploads += 1,
                     Some(&ty::UNMASK_RESPONSE) => peer.unmask_responses += 1,
                     Some(&ty::CHECK_IN_REPLY) => {
-                        if let Ok(ClientServiceMessage::CheckInReply { round, join }) =
+                        if let Ok(ClientServiceMessage::CheckInReply { round, join, .. }) =
                             ClientServiceMessage::decode(&bytes)
                         {
                             peer.check_ins.push((round, join));
