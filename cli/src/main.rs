@@ -2,7 +2,7 @@
 //! answer privacy and parameter questions.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod demo;
@@ -47,6 +47,29 @@ enum Command {
     /// directory off the aggregation server.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The verifiable round log of a state directory.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check a state directory's round log: every leaf against the record, model and
+    /// ledger it describes, the per-round ε against the logged totals, and every
+    /// checkpoint's signature and root. Exits non-zero naming the first problem.
+    Verify {
+        /// The server's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The log's verifier key (the `log.pub` you saved when the session began); the
+        /// directory's own `log.pub` otherwise, which proves less.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// A checkpoint you saved earlier (a copy of `log/checkpoint`): the log must
+        /// extend it. Repeatable.
+        #[arg(long)]
+        since: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +436,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => params(args),
         Command::Plan(args) => plan(*args),
         Command::Ca(command) => ca(command),
+        Command::Log(LogCommand::Verify { state, key, since }) => verify_log(&state, key.as_deref(), &since),
     }
 }
 
@@ -596,6 +620,26 @@ fn ca(command: CaCommand) -> Result<()> {
             println!("client {name:?}: {} and {}, valid {days} days", cert.display(), key.display());
         }
     }
+    Ok(())
+}
+
+fn verify_log(state: &Path, key: Option<&Path>, since: &[PathBuf]) -> Result<()> {
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("{}", path.display()));
+    let key = match key {
+        Some(path) => {
+            Some(privagg_log::VerifierKey::parse(&read(path)?).with_context(|| format!("--key {}", path.display()))?)
+        }
+        None => None,
+    };
+    let trusted = since.iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
+    let verified = privagg_server::round_log::verify(state, key.as_ref(), &trusted)?;
+    let epsilon = verified.epsilon.map_or(String::new(), |(e, d)| format!(", ε = {e:.4} at δ = {d}"));
+    println!(
+        "log OK: {} rounds, root {}, {} checkpoints{epsilon}",
+        verified.rounds,
+        hex::encode(verified.root),
+        verified.checkpoints
+    );
     Ok(())
 }
 

@@ -118,7 +118,7 @@ fn params_prints_k_and_t_or_the_reason() {
 
 #[test]
 fn every_subcommand_explains_itself() {
-    for sub in ["serve", "client", "demo", "privacy", "params", "ca"] {
+    for sub in ["serve", "client", "demo", "privacy", "params", "ca", "log"] {
         let out = privagg().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success() && stdout(&out).contains("Usage"), "{sub}");
     }
@@ -226,6 +226,16 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
         serde_json::from_slice(&std::fs::read(state.join("round-1.json")).unwrap()).unwrap();
     assert_eq!(record["included"].as_array().unwrap().len(), 3);
     assert!(record["dropped"][0]["reason"].as_str().unwrap().starts_with("left"), "{record}");
+
+    // The round is in the log; `log verify` says so, and names a changed model.
+    let key = state.join("log.pub");
+    let verify = || privagg().args(["log", "verify", "--state"]).arg(&state).arg("--key").arg(&key).output().unwrap();
+    let out = verify();
+    assert!(out.status.success() && stdout(&out).contains("log OK: 1 rounds"), "{out:?}");
+    std::fs::write(state.join("model-1.npy"), privagg_server::storage::npy_bytes(&[0.0; 4]).unwrap()).unwrap();
+    let out = verify();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model-1.npy hashes to"), "{out:?}");
 }
 
 #[test]

@@ -38,6 +38,7 @@ mod connection;
 mod driver;
 mod error;
 pub mod record;
+pub mod round_log;
 pub mod storage;
 pub mod tls;
 mod training;

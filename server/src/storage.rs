@@ -210,11 +210,15 @@ impl StateDir {
         } else {
             None
         };
+        let record = self.load_record(round)?;
+        Ok(Some(Checkpoint { round, model, momentum, record: Some(record) }))
+    }
+
+    /// The record of committed round `round`.
+    pub fn load_record(&self, round: u64) -> Result<RoundRecord, ServeError> {
         let path = self.record_path(round);
         let text = std::fs::read(&path).map_err(|e| ServeError::io(&path, e))?;
-        let record: RoundRecord =
-            serde_json::from_slice(&text).map_err(|e| ServeError::Model(format!("{}: {e}", path.display())))?;
-        Ok(Some(Checkpoint { round, model, momentum, record: Some(record) }))
+        serde_json::from_slice(&text).map_err(|e| ServeError::Model(format!("{}: {e}", path.display())))
     }
 
     /// Commits a completed round: model (and momentum) first, the record last.

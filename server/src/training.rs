@@ -14,6 +14,7 @@ use crate::aggregation::{Aggregation, Applied, graph_for};
 use crate::config::ServeConfig;
 use crate::error::ServeError;
 use crate::record::{DroppedRecord, PrivacyRecord, RoundRecord};
+use crate::round_log::RoundLog;
 use crate::storage::StateDir;
 
 /// Where a session stands when the server starts: after `completed` rounds.
@@ -54,6 +55,8 @@ pub(crate) struct Training {
     clip: f64,
     /// The training session the state directory belongs to.
     session: [u8; 16],
+    /// The verifiable log of committed rounds.
+    log: RoundLog,
     /// The settings of the round being run.
     settings: Option<RoundSettings>,
 }
@@ -67,8 +70,9 @@ impl Training {
     ) -> Result<Self, ServeError> {
         let Resume { model, momentum, ledger, clip, .. } = resume;
         let session = storage.session()?;
+        let log = RoundLog::open(&storage, &session)?;
         let clip = clip.unwrap_or(config.dp.clip);
-        Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, settings: None })
+        Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, log, settings: None })
     }
 
     /// ε spent so far at the configured δ (DP on).
@@ -166,6 +170,7 @@ impl Training {
         }
         let record = record(commit, &applied, privacy);
         self.storage.commit(&record, &self.model, self.momentum.as_deref())?;
+        self.log.append(&record, &self.ledger)?;
         tracing::info!(
             round = record.round,
             included = record.included.len(),

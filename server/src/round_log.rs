@@ -1,0 +1,423 @@
+//! The verifiable round log of a state directory: one leaf per committed round, in an
+//! RFC 9162 Merkle tree, and a checkpoint signed with the log's Ed25519 key after each
+//! append ([`privagg_log`]).
+//!
+//! A leaf is a function of what the state directory already holds — the round's record,
+//! its model file and the releases the ledger charged for it — so the log is written
+//! right after the record (the commit mark), a crash in between is caught up on the next
+//! start, and an auditor recomputes every leaf from the files it describes
+//! ([`verify`]). Layout, beside the other state files:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `log/leaf-<i>.json` | leaf `i` (0-based; round `i + 1`), canonical JSON of [`RoundLeaf`] |
+//! | `log/checkpoint` | the latest signed checkpoint |
+//! | `log/checkpoint-<size>` | every checkpoint signed, by size: the log's own history |
+//! | `log-key.pk8` | the log's private key (PKCS#8, owner-only) |
+//! | `log.pub` | its verifier key, `<name>+<id>+<key>`: give it to auditors |
+//!
+//! The leaf encoding is serde_json of [`RoundLeaf`], fields in declaration order, floats
+//! in their shortest round-trip form: the same facts always give the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use privagg_dp::ledger::{PrivacyLedger, Release};
+use privagg_log::{Checkpoint, Hash, LogKey, VerifierKey, leaf_hash, root};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ServeError;
+use crate::record::RoundRecord;
+use crate::storage::{StateDir, write_atomically, write_private};
+
+/// The leaf format's name and version (the first field of every leaf).
+pub const LEAF_FORMAT: &str = "privagg-round-leaf/1";
+
+/// One round's public facts, as logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundLeaf {
+    /// [`LEAF_FORMAT`].
+    pub format: String,
+    /// The server software that wrote it (`privagg <version>`).
+    pub software: String,
+    /// The training session (hex).
+    pub session: String,
+    /// Round number (1-based; leaf index + 1).
+    pub round: u64,
+    /// The attempt that completed.
+    pub attempt: u32,
+    /// Clients seated (n).
+    pub participants: u32,
+    /// Neighbours per client (k).
+    pub neighbours: u32,
+    /// Shamir threshold (t).
+    pub threshold: u32,
+    /// Bits per word of the modular sum.
+    pub bits: u8,
+    /// SHA-256 of the sorted ids of the clients in the sum, each 4 bytes big-endian (hex).
+    pub survivors: String,
+    /// How many clients are in the sum.
+    pub survivor_count: usize,
+    /// What the sum was divided by.
+    pub denominator: f64,
+    /// SHA-256 of `model-<round>.npy` (hex): the model after the round.
+    pub model_sha256: String,
+    /// With DP: what the round charged and the total so far.
+    pub privacy: Option<LeafPrivacy>,
+}
+
+/// The privacy a round spent, as logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafPrivacy {
+    /// δ of both ε figures.
+    pub delta: f64,
+    /// Every release charged for this round: the completed attempt and any aborted one
+    /// that was unmasked, or released before a crash.
+    pub releases: Vec<Release>,
+    /// ε of this round's releases alone.
+    pub epsilon_round: f64,
+    /// ε of every release up to and including this round's.
+    pub epsilon_total: f64,
+}
+
+/// A log that does not verify: the first problem found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// A file is missing or unreadable.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A leaf disagrees with the state it describes, or with its place in the log.
+    #[error("leaf {index} (round {round}): {why}")]
+    Leaf {
+        /// The leaf's index.
+        index: usize,
+        /// The round it should describe.
+        round: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A checkpoint is unsigned, or does not match the leaves.
+    #[error("checkpoint {name}: {why}")]
+    Checkpoint {
+        /// Which checkpoint.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn file_error(path: &Path, why: impl std::fmt::Display) -> LogError {
+    LogError::File { path: path.to_owned(), why: why.to_string() }
+}
+
+fn log_dir(state: &Path) -> PathBuf {
+    state.join("log")
+}
+
+fn leaf_path(state: &Path, index: usize) -> PathBuf {
+    log_dir(state).join(format!("leaf-{index}.json"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The leaf of `record`, whose model file holds `model` (bytes) and whose releases the
+/// ledger lists, in session `session`.
+pub fn leaf_of(session: &str, record: &RoundRecord, model: &[u8], ledger: &PrivacyLedger) -> Result<RoundLeaf, String> {
+    let mut included = record.included.clone();
+    included.sort_unstable();
+    let ids: Vec<u8> = included.iter().flat_map(|id| id.to_be_bytes()).collect();
+    let privacy = match &record.privacy {
+        None => None,
+        Some(p) => {
+            let upto = |keep: &dyn Fn(&Release) -> bool| PrivacyLedger {
+                releases: ledger.releases.iter().filter(|r| keep(r)).cloned().collect(),
+            };
+            let this_round = upto(&|r| r.round == record.round);
+            let total = upto(&|r| r.round <= record.round);
+            Some(LeafPrivacy {
+                delta: p.delta,
+                epsilon_round: this_round.epsilon(p.delta).map_err(|e| e.to_string())?,
+                epsilon_total: total.epsilon(p.delta).map_err(|e| e.to_string())?,
+                releases: this_round.releases,
+            })
+        }
+    };
+    Ok(RoundLeaf {
+        format: LEAF_FORMAT.into(),
+        software: concat!("privagg ", env!("CARGO_PKG_VERSION")).into(),
+        session: session.into(),
+        round: record.round,
+        attempt: record.attempt,
+        participants: record.participants,
+        neighbours: record.neighbours,
+        threshold: record.threshold,
+        bits: record.bits,
+        survivors: sha256_hex(&ids),
+        survivor_count: included.len(),
+        denominator: record.denominator,
+        model_sha256: sha256_hex(model),
+        privacy,
+    })
+}
+
+fn encode(leaf: &RoundLeaf) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(leaf).map_err(|e| e.to_string())
+}
+
+/// The log's origin line (and key name): unique per session.
+fn origin(session: &str) -> String {
+    format!("privagg/{session}")
+}
+
+/// The log of a state directory, as the server keeps it.
+pub struct RoundLog {
+    state: PathBuf,
+    session: String,
+    key: LogKey,
+    leaves: Vec<Hash>,
+}
+
+impl RoundLog {
+    /// Opens the log of `storage` (making its key the first time), and appends the
+    /// leaves of committed rounds it lacks (a crash between commit and log).
+    pub fn open(storage: &StateDir, session: &[u8; 16]) -> Result<Self, ServeError> {
+        let state = storage.path().to_owned();
+        let session = hex::encode(session);
+        let dir = log_dir(&state);
+        std::fs::create_dir_all(&dir).map_err(|e| ServeError::io(&dir, e))?;
+        let key_path = state.join("log-key.pk8");
+        let bad_key = |e: privagg_log::NoteError| ServeError::Model(format!("{}: {e}", key_path.display()));
+        let key = match std::fs::read(&key_path) {
+            Ok(pkcs8) => LogKey::from_pkcs8(&origin(&session), &pkcs8).map_err(bad_key)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = LogKey::generate(&origin(&session)).map_err(bad_key)?;
+                write_private(&key_path, key.pkcs8())?;
+                write_atomically(&state.join("log.pub"), format!("{}\n", key.verifier()).as_bytes())?;
+                key
+            }
+            Err(e) => return Err(ServeError::io(&key_path, e)),
+        };
+        let mut leaves = Vec::new();
+        loop {
+            let path = leaf_path(&state, leaves.len());
+            match std::fs::read(&path) {
+                Ok(bytes) => leaves.push(leaf_hash(&bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(ServeError::io(&path, e)),
+            }
+        }
+        let mut log = Self { state, session, key, leaves };
+        let committed = storage.last_completed_round()?.unwrap_or(0);
+        if (log.leaves.len() as u64) < committed {
+            let ledger = storage.load_ledger()?;
+            for round in log.leaves.len() as u64 + 1..=committed {
+                let record = storage.load_record(round)?;
+                log.append(&record, &ledger)?;
+            }
+        }
+        Ok(log)
+    }
+
+    /// Appends committed round `record.round` (the next one) and signs the new
+    /// checkpoint: leaf first, then the checkpoint's history file, then the latest.
+    pub fn append(&mut self, record: &RoundRecord, ledger: &PrivacyLedger) -> Result<(), ServeError> {
+        let index = self.leaves.len();
+        if record.round != index as u64 + 1 {
+            return Err(ServeError::Model(format!(
+                "the log holds {index} rounds; cannot append round {}",
+                record.round
+            )));
+        }
+        let model_path = self.state.join(format!("model-{}.npy", record.round));
+        let model = std::fs::read(&model_path).map_err(|e| ServeError::io(&model_path, e))?;
+        let bytes =
+            leaf_of(&self.session, record, &model, ledger).and_then(|l| encode(&l)).map_err(ServeError::Model)?;
+        write_atomically(&leaf_path(&self.state, index), &bytes)?;
+        self.leaves.push(leaf_hash(&bytes));
+        let note = self.key.sign(&self.checkpoint());
+        write_atomically(&log_dir(&self.state).join(format!("checkpoint-{}", self.leaves.len())), note.as_bytes())?;
+        write_atomically(&log_dir(&self.state).join("checkpoint"), note.as_bytes())
+    }
+
+    /// The current checkpoint (unsigned).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { origin: origin(&self.session), size: self.leaves.len() as u64, root: root(&self.leaves) }
+    }
+}
+
+/// What [`verify`] checked.
+#[derive(Debug, PartialEq)]
+pub struct Verified {
+    /// Rounds in the log.
+    pub rounds: usize,
+    /// Its root.
+    pub root: Hash,
+    /// ε at δ over the whole log (DP on).
+    pub epsilon: Option<(f64, f64)>,
+    /// Checkpoints of the log's history that matched.
+    pub checkpoints: usize,
+}
+
+/// Verifies the log of state directory `state` against `key` (the log's verifier key,
+/// which an auditor should hold from before; `log.pub` of the directory otherwise) and
+/// any checkpoints the auditor kept (`trusted`, signed notes): every leaf is recomputed
+/// from the record, model and ledger it describes and must equal the stored one; rounds
+/// are in order and of one session; the per-round ε compose to each logged total; every
+/// checkpoint — the latest, the log's history and the trusted ones — is signed by `key`
+/// and is the root of the leaves up to its size (so the log is an extension of each:
+/// no leaf was rewritten, reordered or dropped since it was signed). Returns the first
+/// problem found.
+pub fn verify(state: &Path, key: Option<&VerifierKey>, trusted: &[String]) -> Result<Verified, LogError> {
+    let key = match key {
+        Some(key) => key.clone(),
+        None => {
+            let path = state.join("log.pub");
+            let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
+            VerifierKey::parse(&text).map_err(|e| file_error(&path, e))?
+        }
+    };
+    let storage = StateDir::open(state).map_err(|e| file_error(state, e))?;
+    let ledger = storage.load_ledger().map_err(|e| file_error(state, e))?;
+    let session = storage.session().map_err(|e| file_error(state, e))?;
+    let session = hex::encode(session);
+    let mut leaves = Vec::new();
+    let mut epsilon = None;
+    let mut releases = PrivacyLedger::new();
+    loop {
+        let index = leaves.len();
+        let round = index as u64 + 1;
+        let path = leaf_path(state, index);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(file_error(&path, e)),
+        };
+        let problem = |why: String| LogError::Leaf { index, round, why };
+        let leaf: RoundLeaf = serde_json::from_slice(&bytes).map_err(|e| problem(format!("does not parse: {e}")))?;
+        if leaf.round != round || leaf.session != session || leaf.format != LEAF_FORMAT {
+            return Err(problem(format!(
+                "describes round {} of session {} ({})",
+                leaf.round, leaf.session, leaf.format
+            )));
+        }
+        let record = storage.load_record(round).map_err(|e| problem(e.to_string()))?;
+        let model_path = state.join(format!("model-{round}.npy"));
+        let model = std::fs::read(&model_path).map_err(|e| problem(format!("{}: {e}", model_path.display())))?;
+        let expected = leaf_of(&session, &record, &model, &ledger).map_err(problem)?;
+        if expected.model_sha256 != leaf.model_sha256 {
+            return Err(problem(format!(
+                "model-{round}.npy hashes to {}, the leaf says {}",
+                expected.model_sha256, leaf.model_sha256
+            )));
+        }
+        if encode(&expected).map_err(problem)? != bytes {
+            let field = differing_field(&expected, &leaf);
+            return Err(problem(format!("disagrees with round-{round}.json or the ledger ({field})")));
+        }
+        if let Some(p) = &leaf.privacy {
+            releases.releases.extend(p.releases.iter().cloned());
+            let total = releases.epsilon(p.delta).map_err(|e| problem(e.to_string()))?;
+            if (total - p.epsilon_total).abs() > 1e-9 * total.max(1.0) {
+                return Err(problem(format!("its releases compose to ε = {total}, it says {}", p.epsilon_total)));
+            }
+            epsilon = Some((total, p.delta));
+        }
+        leaves.push(leaf_hash(&bytes));
+    }
+    let check = |name: String, note: &str| -> Result<(), LogError> {
+        let bad = |why: String| LogError::Checkpoint { name: name.clone(), why };
+        let checkpoint = Checkpoint::verify(note, &key).map_err(|e| bad(e.to_string()))?;
+        if checkpoint.origin != origin(&session) {
+            return Err(bad(format!("is for log {:?}", checkpoint.origin)));
+        }
+        let size = usize::try_from(checkpoint.size).unwrap_or(usize::MAX);
+        if size > leaves.len() {
+            return Err(bad(format!("covers {size} rounds, the log holds {} (truncated)", leaves.len())));
+        }
+        if root(&leaves[..size]) != checkpoint.root {
+            return Err(bad(format!("its root is not that of the first {size} leaves (rewritten or forked)")));
+        }
+        Ok(())
+    };
+    let latest_path = log_dir(state).join("checkpoint");
+    let latest = std::fs::read_to_string(&latest_path).map_err(|e| file_error(&latest_path, e))?;
+    check("log/checkpoint".into(), &latest)?;
+    if Checkpoint::verify(&latest, &key).map(|c| c.size as usize) != Ok(leaves.len()) {
+        return Err(LogError::Checkpoint {
+            name: "log/checkpoint".into(),
+            why: format!("does not cover all {} leaves", leaves.len()),
+        });
+    }
+    let mut checkpoints = 1;
+    for size in 1..=leaves.len() {
+        let path = log_dir(state).join(format!("checkpoint-{size}"));
+        let note = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
+        check(format!("log/checkpoint-{size}"), &note)?;
+        checkpoints += 1;
+    }
+    for (i, note) in trusted.iter().enumerate() {
+        check(format!("trusted #{}", i + 1), note)?;
+        checkpoints += 1;
+    }
+    Ok(Verified { rounds: leaves.len(), root: root(&leaves), epsilon, checkpoints })
+}
+
+/// The first top-level field where two leaves differ, for the error message.
+fn differing_field(expected: &RoundLeaf, stored: &RoundLeaf) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(expected), serde_json::to_value(stored))
+    else {
+        return "unknown field".into();
+    };
+    a.iter().find(|(k, v)| b.get(*k) != Some(v)).map_or_else(|| "encoding".into(), |(k, _)| format!("field {k}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leaf of LOG.md's example, byte for byte, and its RFC 9162 leaf hash.
+    #[test]
+    fn the_documented_leaf_encodes_and_hashes_as_pinned() {
+        let leaf = RoundLeaf {
+            format: LEAF_FORMAT.into(),
+            software: "privagg 0.1.0".into(),
+            session: "00112233445566778899aabbccddeeff".into(),
+            round: 1,
+            attempt: 1,
+            participants: 3,
+            neighbours: 2,
+            threshold: 2,
+            bits: 20,
+            survivors: sha256_hex(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]),
+            survivor_count: 3,
+            denominator: 3.0,
+            model_sha256: sha256_hex(b""),
+            privacy: None,
+        };
+        let bytes = encode(&leaf).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"format":"privagg-round-leaf/1","software":"privagg 0.1.0","session":"00112233445566778899aabbccddeeff","#,
+                r#""round":1,"attempt":1,"participants":3,"neighbours":2,"threshold":2,"bits":20,"#,
+                r#""survivors":"PLACEHOLDER","survivor_count":3,"denominator":3.0,"#,
+                r#""model_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","privacy":null}"#
+            )
+            .replace("PLACEHOLDER", &leaf.survivors)
+        );
+        assert_eq!(hex::encode(leaf_hash(&bytes)), "94eb26abdbbc9811f4b9d0b3b25556eb3ed5f9b867b0f3e46271c84e15a68d4f");
+        assert_eq!(serde_json::from_slice::<RoundLeaf>(&bytes).unwrap(), leaf);
+    }
+}

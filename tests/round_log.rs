@@ -1,0 +1,166 @@
+//! The verifiable round log, attacked: a real three-round DP session, then one copy of
+//! its state directory per kind of tampering, each of which `round_log::verify` must
+//! catch and name.
+#![allow(clippy::unwrap_used)] // test code
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, ArrayView1};
+use privagg_client::Client;
+use privagg_e2e::{Running, config, start, state_dir};
+use privagg_log::VerifierKey;
+use privagg_server::round_log::{LogError, RoundLeaf, verify};
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn spawn_clients(running: &Running, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let options = running.options();
+            tokio::spawn(async move {
+                let mut client = Client::connect(options).await.unwrap();
+                let _ = client
+                    .run(|model: ArrayView1<'_, f32>| Ok::<_, String>(Array1::from_elem(model.len(), 0.01 * i as f32)))
+                    .await;
+            })
+        })
+        .collect()
+}
+
+/// A tampered copy of `state`, named `case`.
+fn tampered(state: &Path, case: &str, tamper: impl FnOnce(&Path)) -> PathBuf {
+    let copy = state_dir(&format!("log-{case}"));
+    copy_dir(state, &copy);
+    tamper(&copy);
+    copy
+}
+
+fn edit(path: &Path, change: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let changed = change(text.clone());
+    assert_ne!(changed, text, "{}: the tampering changed nothing", path.display());
+    std::fs::write(path, changed).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_tampering_with_the_round_log_is_caught() {
+    let mut cfg = config("round-log", 6, 3, 3);
+    cfg.dp.enabled = true;
+    cfg.rounds = 3;
+    let state = cfg.state.clone();
+    let running = start(cfg).await;
+    let clients = spawn_clients(&running, 3);
+    running.finish().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    let key = VerifierKey::parse(&std::fs::read_to_string(state.join("log.pub")).unwrap()).unwrap();
+    let honest = verify(&state, Some(&key), &[]).unwrap();
+    assert_eq!((honest.rounds, honest.checkpoints), (3, 4));
+    let ledger: privagg_dp::ledger::PrivacyLedger =
+        serde_json::from_slice(&std::fs::read(state.join("privacy-ledger.json")).unwrap()).unwrap();
+    let (epsilon, delta) = honest.epsilon.unwrap();
+    assert_eq!(epsilon, ledger.epsilon(delta).unwrap());
+    // What an auditor saved after round 2.
+    let after_two = std::fs::read_to_string(state.join("log/checkpoint-2")).unwrap();
+    verify(&state, Some(&key), std::slice::from_ref(&after_two)).unwrap();
+
+    let leaf_problem = |dir: &Path, round: u64, needle: &str| match verify(dir, Some(&key), &[]) {
+        Err(LogError::Leaf { round: r, why, .. }) => {
+            assert_eq!(r, round, "{why}");
+            assert!(why.contains(needle), "{why}");
+        }
+        other => panic!("{}: {other:?}", dir.display()),
+    };
+    let checkpoint_problem = |dir: &Path, trusted: &[String], needle: &str| match verify(dir, Some(&key), trusted) {
+        Err(e @ LogError::Checkpoint { .. }) => assert!(e.to_string().contains(needle), "{e}"),
+        other => panic!("{}: {other:?}", dir.display()),
+    };
+
+    // A model file replaced after the fact.
+    let dir = tampered(&state, "model", |d| {
+        let model = privagg_server::storage::npy_bytes(&[9.0; 6]).unwrap();
+        std::fs::write(d.join("model-2.npy"), model).unwrap();
+    });
+    leaf_problem(&dir, 2, "model-2.npy hashes to");
+
+    // A record rewritten: who was in the sum.
+    let dir = tampered(&state, "record", |d| {
+        edit(&d.join("round-1.json"), |t| t.replacen("\"included\": [\n    1,", "\"included\": [\n    7,", 1))
+    });
+    leaf_problem(&dir, 1, "field survivors");
+
+    // The ledger rewritten to forget a release: the logged ε no longer composes.
+    let dir = tampered(&state, "ledger", |d| {
+        let mut ledger = ledger.clone();
+        ledger.releases.remove(0);
+        std::fs::write(d.join("privacy-ledger.json"), serde_json::to_vec(&ledger).unwrap()).unwrap();
+    });
+    leaf_problem(&dir, 1, "field privacy");
+
+    // A leaf rewritten (a lower ε), record and all left alone.
+    let dir = tampered(&state, "leaf", |d| {
+        let path = d.join("log/leaf-2.json");
+        let mut leaf: RoundLeaf = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        leaf.privacy.as_mut().unwrap().epsilon_total /= 2.0;
+        std::fs::write(&path, serde_json::to_vec(&leaf).unwrap()).unwrap();
+    });
+    leaf_problem(&dir, 3, "field privacy");
+    let dir = tampered(&state, "garbage", |d| std::fs::write(d.join("log/leaf-1.json"), b"{").unwrap());
+    leaf_problem(&dir, 2, "does not parse");
+
+    // Leaves reordered.
+    let dir = tampered(&state, "reorder", |d| {
+        std::fs::rename(d.join("log/leaf-0.json"), d.join("log/tmp")).unwrap();
+        std::fs::rename(d.join("log/leaf-1.json"), d.join("log/leaf-0.json")).unwrap();
+        std::fs::rename(d.join("log/tmp"), d.join("log/leaf-1.json")).unwrap();
+    });
+    leaf_problem(&dir, 1, "describes round 2");
+
+    // Truncated: the last round and its checkpoints gone, the older checkpoint put back.
+    // The directory alone now looks whole; the auditor's later checkpoint catches it.
+    let after_three = std::fs::read_to_string(state.join("log/checkpoint")).unwrap();
+    let dir = tampered(&state, "truncate", |d| {
+        for f in ["log/leaf-2.json", "log/checkpoint-3", "round-3.json", "model-3.npy"] {
+            std::fs::remove_file(d.join(f)).unwrap();
+        }
+        std::fs::copy(d.join("log/checkpoint-2"), d.join("log/checkpoint")).unwrap();
+    });
+    verify(&dir, Some(&key), &[]).unwrap();
+    checkpoint_problem(&dir, std::slice::from_ref(&after_three), "truncated");
+
+    // A fork: round 3 redone differently and its checkpoints re-signed with the log's
+    // own key (a server rewriting history). Any checkpoint of the old history catches it.
+    let dir = tampered(&state, "fork", |d| {
+        let mut record: privagg_server::record::RoundRecord =
+            serde_json::from_slice(&std::fs::read(d.join("round-3.json")).unwrap()).unwrap();
+        record.included.pop();
+        std::fs::write(d.join("round-3.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        for f in ["log/leaf-2.json", "log/checkpoint-3"] {
+            std::fs::remove_file(d.join(f)).unwrap();
+        }
+        // Reopening the log re-appends round 3 from the rewritten record, signed.
+        let storage = privagg_server::storage::StateDir::open(d).unwrap();
+        privagg_server::round_log::RoundLog::open(&storage, &storage.session().unwrap()).unwrap();
+    });
+    verify(&dir, Some(&key), &[]).unwrap();
+    checkpoint_problem(&dir, std::slice::from_ref(&after_three), "rewritten or forked");
+    verify(&dir, Some(&key), std::slice::from_ref(&after_two)).unwrap();
+
+    // Checkpoints signed by another key, or not at all.
+    let other = privagg_log::LogKey::generate("privagg/other").unwrap().verifier();
+    assert!(matches!(verify(&state, Some(&other), &[]), Err(LogError::Checkpoint { .. })));
+    let dir = tampered(&state, "unsigned", |d| edit(&d.join("log/checkpoint"), |t| t.replacen("\n3\n", "\n2\n", 1)));
+    checkpoint_problem(&dir, &[], "no valid signature");
+}
