@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{Array1, ArrayView1};
 use privagg_client::Client;
-use privagg_e2e::{PATIENCE, Running, config, start};
+use privagg_e2e::{PATIENCE, Running, config, start, uncommit};
 use privagg_server::{ServeError, ServerEvent};
 
 /// Clients that add 0.1 to every weight each round and remember the models they got.
@@ -96,7 +96,7 @@ async fn a_round_without_its_record_is_redone() {
     }
     // Pretend the server crashed while committing round 2: its model file is there,
     // its record is not.
-    std::fs::remove_file(state.join("round-2.json")).unwrap();
+    uncommit(&state, 2);
     let running = start(cfg).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let clients = spawn_clients(&running, 2, seen.clone());
@@ -141,10 +141,12 @@ async fn a_client_refuses_a_round_the_server_rolled_back_to_run_again() {
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
     running.finish().await;
-    // The server's state is rolled back to before round 1, and round 1 runs again. The
-    // client starts again too, from what it stored.
+    // The server's state is rolled back to before round 1 (its log too: the server holds
+    // the log's key), and round 1 runs again. The client starts again too, from what it
+    // stored.
     std::fs::remove_file(state.join("round-1.json")).unwrap();
     std::fs::remove_file(state.join("model-1.npy")).unwrap();
+    std::fs::remove_dir_all(state.join("log")).unwrap();
     cfg.max_round_attempts = 1;
     let running = start(cfg).await;
     let (a, b) = (submit_as(&running, "alpha", Some(memory)), submit_as(&running, "beta", None));
@@ -177,7 +179,7 @@ async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no
     // The server crashed after round 2 was unmasked and its model written, before its
     // record: on restart the orphaned model goes, the release stays charged, and the
     // round that runs again is charged once more.
-    std::fs::remove_file(state.join("round-2.json")).unwrap();
+    uncommit(&state, 2);
     let mut cfg_again = cfg.clone();
     cfg_again.threat = privagg_server::config::Threat::Curious;
     let mut running = start(cfg).await;
@@ -194,7 +196,7 @@ async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no
     let privacy = record.privacy.unwrap();
     assert_eq!(privacy.releases, 3);
     assert_eq!(privacy.epsilon, ledger.epsilon(privacy.delta).unwrap());
-    let two_releases = PrivacyLedger { releases: ledger.releases[..2].to_vec() };
+    let two_releases = PrivacyLedger { releases: ledger.releases[..2].to_vec(), ..PrivacyLedger::default() };
     assert!(privacy.epsilon > two_releases.epsilon(privacy.delta).unwrap());
 
     // Restoring an older ledger (to spend the budget again) is caught on start: the last

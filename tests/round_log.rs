@@ -158,6 +158,13 @@ async fn every_kind_of_tampering_with_the_round_log_is_caught() {
     checkpoint_problem(&dir, std::slice::from_ref(&after_three), "rewritten or forked");
     verify(&dir, Some(&key), std::slice::from_ref(&after_two)).unwrap();
 
+    // A committed round's record lost (or rolled back) under a log that holds it: the
+    // server refuses to start on it rather than log the round twice.
+    let dir = tampered(&state, "lost-record", |d| std::fs::remove_file(d.join("round-3.json")).unwrap());
+    let storage = privagg_server::storage::StateDir::open(&dir).unwrap();
+    let refused = privagg_server::round_log::RoundLog::open(&storage, &storage.session().unwrap()).err().unwrap();
+    assert!(refused.to_string().contains("holds 3 rounds"), "{refused}");
+
     // Checkpoints signed by another key, or not at all.
     let other = privagg_log::LogKey::generate("privagg/other").unwrap().verifier();
     assert!(matches!(verify(&state, Some(&other), &[]), Err(LogError::Checkpoint { .. })));

@@ -28,6 +28,17 @@ pub fn state_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Leaves `state` as a crash between finalize and commit of `round` (its last, ≥ 2)
+/// would have: the model file written, but not the record, nor the round's log leaf and
+/// checkpoint (the log is written after the record).
+pub fn uncommit(state: &std::path::Path, round: u64) {
+    let log = state.join("log");
+    std::fs::remove_file(state.join(format!("round-{round}.json"))).unwrap();
+    std::fs::remove_file(log.join(format!("leaf-{}.json", round - 1))).unwrap();
+    std::fs::remove_file(log.join(format!("checkpoint-{round}"))).unwrap();
+    std::fs::copy(log.join(format!("checkpoint-{}", round - 1)), log.join("checkpoint")).unwrap();
+}
+
 /// A configuration for tests: ephemeral port, short deadlines, DP off unless changed.
 pub fn config(name: &str, dim: usize, clients: u32, min_clients: u32) -> ServeConfig {
     let mut c = ServeConfig {

@@ -228,7 +228,10 @@ impl<'a> Display<'a> {
                     self.clear_bar();
                     lines.push(self.round_line(&record));
                 }
-                ServerEvent::Session(SessionEvent::RoundAborted { round, attempt, reason }) => {
+                ServerEvent::Session(
+                    SessionEvent::RoundAborted { round, attempt, reason }
+                    | SessionEvent::CheckInFailed { round, attempt, reason },
+                ) => {
                     self.clear_bar();
                     println!("round {round} attempt {attempt} aborted: {reason}");
                 }

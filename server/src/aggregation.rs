@@ -12,7 +12,6 @@ use privagg_dp::sampling::CheckIns;
 use privagg_dp::{EncodingParams, ensure_enough_survivors, plan_without_dp};
 use privagg_protocol::graph_params::lowest_safe_threshold;
 use privagg_protocol::{AdversaryClass, RoundOutput, ThreatModel, find_graph_parameters};
-use privagg_service::privacy::assumed_colluders;
 use privagg_service::{AggregationMode, RoundSettings};
 use rand::RngExt;
 use serde::Serialize;
@@ -75,7 +74,7 @@ impl Aggregation {
     /// `min_clients`, C, z, b; without, γ so that `clients` weighted updates cannot wrap.
     pub fn new(config: &ServeConfig) -> Result<Self, ServeError> {
         let dp = &config.dp;
-        let colluders = dp.colluders.unwrap_or_else(|| assumed_colluders(config.corrupt_fraction, config.min_clients));
+        let colluders = config.colluders();
         let check_ins = config.check_in_plan()?;
         let expected_cohort = expected_cohort(config.clients, check_ins.as_ref());
         let mode = if dp.enabled {

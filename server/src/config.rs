@@ -294,6 +294,7 @@ impl ServeConfig {
             min_cohort: u64::from(self.min_clients),
             max_cohort: u64::from(self.largest_cohort()),
             corrupt: u64::from(assumed_colluders(self.corrupt_fraction, self.clients)),
+            colluders: u64::from(self.colluders()),
         };
         let windows = self.rounds.saturating_mul(u64::from(self.max_round_attempts));
         let regime =
@@ -314,15 +315,23 @@ impl ServeConfig {
     }
 
     /// The largest cohort the session plans for: `clients`, or with check-ins the
-    /// binomial cohort's mean plus seven standard deviations (at most `clients`). The
+    /// colluders (who may always join) plus the others' binomial count's mean and seven
+    /// standard deviations (at most `clients`). The
     /// neighbour graph is checked at this size at start; each round's is made for its
     /// actual cohort, and a check-in that collects more fails as an attempt.
     pub fn largest_cohort(&self) -> u32 {
         let Some(ppb) = self.check_in_rate_ppb() else { return self.clients };
         let q = f64::from(ppb) / f64::from(CHECK_IN_RATE_UNIT);
-        let n = f64::from(self.clients);
-        let high = (q * n + 7.0 * (q * (1.0 - q) * n).sqrt()).ceil();
+        let colluders = f64::from(self.colluders());
+        let n = f64::from(self.clients) - colluders;
+        let high = (colluders + q * n + 7.0 * (q * (1.0 - q) * n).sqrt()).ceil();
         (high as u32).clamp(self.min_clients, self.clients)
+    }
+
+    /// Colluders in a cohort whose noise the accounting does not count:
+    /// `dp.colluders`, or ⌈corrupt_fraction · min_clients⌉ (what clients assume).
+    pub fn colluders(&self) -> u32 {
+        self.dp.colluders.unwrap_or_else(|| assumed_colluders(self.corrupt_fraction, self.min_clients))
     }
 
     /// The check-in rate on the wire (parts per billion), with `check_ins`.

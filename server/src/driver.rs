@@ -133,7 +133,12 @@ impl Driver {
                     self.notify(ServerEvent::RoundCompleted(Box::new(record)));
                     self.session.handle_committed(Instant::now());
                 }
-                Action::Event(event) => self.notify(ServerEvent::Session(event)),
+                Action::Event(event) => {
+                    if matches!(event, SessionEvent::RoundAborted { .. }) {
+                        self.training.note_seated_abort()?;
+                    }
+                    self.notify(ServerEvent::Session(event));
+                }
                 Action::Finished(end) => return Ok(Some(end)),
             }
         }

@@ -141,6 +141,7 @@ pub fn leaf_of(session: &str, record: &RoundRecord, model: &[u8], ledger: &Priva
         Some(p) => {
             let upto = |keep: &dyn Fn(&Release) -> bool| PrivacyLedger {
                 releases: ledger.releases.iter().filter(|r| keep(r)).cloned().collect(),
+                ..PrivacyLedger::default()
             };
             let this_round = upto(&|r| r.round == record.round);
             let total = upto(&|r| r.round <= record.round);
@@ -218,6 +219,13 @@ impl RoundLog {
         }
         let mut log = Self { state, session, key, leaves };
         let committed = storage.last_completed_round()?.unwrap_or(0);
+        if log.leaves.len() as u64 > committed {
+            return Err(ServeError::Model(format!(
+                "the round log holds {} rounds but {} only {committed}: a committed round's record or model is gone (restore it; `privagg log verify` names what is missing)",
+                log.leaves.len(),
+                log.state.display()
+            )));
+        }
         if (log.leaves.len() as u64) < committed {
             let ledger = storage.load_ledger()?;
             for round in log.leaves.len() as u64 + 1..=committed {

@@ -137,6 +137,17 @@ impl Training {
         Ok(())
     }
 
+    /// An attempt aborted after its cohort was seated: noted in the ledger (with random
+    /// check-ins it voids the amplified figure).
+    pub fn note_seated_abort(&mut self) -> Result<(), ServeError> {
+        if self.aggregation.check_ins().is_none() {
+            return Ok(());
+        }
+        self.ledger.seated_aborts += 1;
+        tracing::warn!("a seated attempt aborted: the ε against model consumers is no longer claimed");
+        self.storage.save_ledger(&self.ledger)
+    }
+
     /// Applies a completed round to the model and commits model and record to the
     /// state directory (its release was charged before it was unmasked).
     pub fn commit(&mut self, commit: &RoundCommit) -> Result<RoundRecord, ServeError> {
@@ -152,8 +163,9 @@ impl Training {
             Some(plan) => {
                 let delta = plan.input.delta;
                 let bad = |e: privagg_dp::DpError| ServeError::Model(e.to_string());
-                let check_in = self.aggregation.check_ins().map(|c| c.ledger_epsilon(&self.ledger, delta)).transpose();
-                let check_in = check_in.map_err(bad)?;
+                let check_in =
+                    self.aggregation.check_ins().map(|c| c.ledger_epsilon(&self.ledger, commit.round, delta));
+                let check_in = check_in.transpose().map_err(bad)?.flatten();
                 Some(PrivacyRecord {
                     epsilon: self.ledger.epsilon(delta).map_err(bad)?,
                     delta,

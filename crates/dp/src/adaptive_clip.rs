@@ -80,8 +80,9 @@ impl AdaptiveClipping {
     ///
     /// A count no honest cohort could produce — beyond `±(inputs/2 + 8·count_stddev)` —
     /// is a client that wrote more than ±κ/2 into its indicator: the clip is held and
-    /// the fraction is `None`. Within those bounds one client can still shift the count,
-    /// so a clique can steer the clip, but only step by step and only within the range.
+    /// the fraction is `None`. Within those bounds a single client can still shift the
+    /// count enough to force the largest step every round (`b̄` is clamped to [0, 1]):
+    /// the range [`MAX_CLIP_RATIO`] is what bounds the damage.
     pub fn next_clip(
         &self,
         clip: f64,

@@ -208,15 +208,19 @@ impl ClientEncoder {
         self.noise.fill_from_seeds(&noise_seeds, &mut words)?;
 
         // One pass: the first non-finite index (per chunk, the lowest wins) and Σ x².
-        // f32 squares cannot overflow or underflow in f64, so the plain sum is safe.
-        let (first_bad, sum_sq) = update
+        // f32 squares cannot overflow or underflow in f64, so the plain sum is safe. The
+        // chunk sums are added in order, so the norm (and the clip) does not depend on
+        // how rayon split the work.
+        let chunks: Vec<(Option<usize>, f64)> = update
             .par_chunks(CHUNK)
             .enumerate()
             .map(|(chunk, values)| {
                 let bad = values.iter().position(|v| !v.is_finite()).map(|i| chunk * CHUNK + i);
                 (bad, sum_of_squares(values))
             })
-            .reduce(|| (None, 0.0), |a, b| (a.0.or(b.0), a.1 + b.1));
+            .collect();
+        let first_bad = chunks.iter().find_map(|c| c.0);
+        let sum_sq: f64 = chunks.iter().map(|c| c.1).sum();
         if let Some(index) = first_bad {
             return Err(DpError::NonFinite { index });
         }

@@ -41,6 +41,11 @@ pub struct Release {
 pub struct PrivacyLedger {
     /// Releases, in order.
     pub releases: Vec<Release>,
+    /// Attempts that aborted after their cohort was seated (whether or not they were
+    /// released): with random check-ins, each voids the amplified ε
+    /// ([`crate::sampling`]).
+    #[serde(default)]
+    pub seated_aborts: u64,
 }
 
 impl PrivacyLedger {

@@ -16,18 +16,22 @@
 //!
 //! **Adjacency and accounting.** This is the standard DP-FedAvg accounting of Poisson
 //! subsampling (McMahan et al. 2018; Balle et al. 2020), applied to what privagg runs; the
-//! argument, not a machine-checked proof, is this. Add/remove adjacency of one client
-//! (for Poisson sampling with a fixed denominator the same bound holds for zero-out),
-//! with the client's coins independent of everything else. Each attempt at a round is a
+//! argument, not a machine-checked proof, is this. Zero-out adjacency: the target is in
+//! the population either way (membership is public; only the first `N` waiting are
+//! asked, so adding a client would displace another) and its data is replaced by zeros,
+//! its noise share and coins unchanged and independent of everything else. Each honest
+//! client asked answers with its coin (a client not ready to train answers no: count it
+//! among the corrupt for the lower edge). Each attempt at a round is a
 //! *window*: the server asks at most `N` clients, each flips a fresh coin, and the round
 //! runs only if the number that joined is within `[n_min, n_max]` (`n_max` the largest
 //! cohort planned for); otherwise nothing is released. Whether a window runs can depend
 //! on the target's coin only when the *others'* count is at an edge; let `β` bound the
 //! probability of `others ∉ [n_min, n_max − 1]`. For the lower edge the `⌈c·N⌉` corrupt
 //! clients are assumed to stay out (as they may drop out) and only the `N − 1 − ⌈c·N⌉`
-//! honest others flip coins. For the upper edge every client is assumed to flip its coin:
-//! corrupt clients joining beyond their coins would also break the premise of the noise
-//! (at most a `c` fraction of each cohort colludes), which both figures rest on. Over `W` windows
+//! honest others flip coins. For the upper edge the `k` colluders the noise already
+//! allows in a cohort (`⌈c·n_min⌉`) are assumed to join always, the others to flip their
+//! coins: more corrupt clients joining than that would break the premise of the noise,
+//! which both figures rest on. Over `W` windows
 //! (at most rounds × attempts per round) the event that no window hits an edge has
 //! probability ≥ 1 − W·β, independent of the target's coin and data; on it the released
 //! sequence is exactly the charged releases, each a Poisson-subsampled release of the
@@ -36,6 +40,15 @@
 //! discrete mechanisms, as [`crate::accountant`] does). Premises: the server follows the
 //! protocol and keeps the cohort to itself, and the distributed noise is there (enough
 //! honest shares, as the headline figure already assumes).
+//!
+//! **Seated attempts that abort void the figure.** Once seated, every client learns the
+//! cohort's size, which counts the target's coin; an attempt that then aborts (a
+//! colluder leaving when the count suits it, or honest dropouts near `n_min`) and is
+//! retried with fresh coins makes whether a round releases depend on the target's coin
+//! in a way `β` does not bound. So once any seated attempt aborted, or a release was
+//! charged for an attempt that did not commit (an abort after unmasking, a crash),
+//! [`CheckIns::ledger_epsilon`] claims nothing and only the headline (no amplification)
+//! holds.
 
 use crate::accountant::DpEvent;
 use crate::error::{DpError, invalid};
@@ -51,8 +64,11 @@ pub struct Population {
     pub min_cohort: u64,
     /// `n_max`: most that may join for the round to run.
     pub max_cohort: u64,
-    /// Clients assumed corrupt (`⌈c·N⌉`).
+    /// Clients assumed corrupt (`⌈c·N⌉`): for the lower edge, they stay out.
     pub corrupt: u64,
+    /// Colluders the noise allows in a cohort (`⌈c·n_min⌉`): for the upper edge, they
+    /// always join.
+    pub colluders: u64,
 }
 
 /// A check-in regime: each client of the population takes part in each window with
@@ -68,7 +84,7 @@ impl CheckIns {
     /// Rejects `rate ∉ (0, 1]`, `min_cohort = 0`, `max_cohort < min_cohort`, a
     /// population without `min_cohort` honest clients, and `max_cohort > clients`.
     pub fn new(rate: f64, population: Population, windows: u64) -> Result<Self, DpError> {
-        let Population { clients, min_cohort, max_cohort, corrupt } = population;
+        let Population { clients, min_cohort, max_cohort, corrupt, .. } = population;
         if !(rate > 0.0 && rate <= 1.0) {
             return Err(invalid("check-in rate", format!("must be in (0, 1], got {rate}")));
         }
@@ -91,13 +107,14 @@ impl CheckIns {
 
     /// β: the probability, per window, that the others' count is at an edge where the
     /// target's coin decides whether the round runs — fewer than `min_cohort` honest
-    /// others join (corrupt ones staying out), or at least `max_cohort` of all others do.
-    /// Binomial tails, summed in log space.
+    /// others join (corrupt ones staying out), or at least `max_cohort` others do (the
+    /// colluders always joining). Binomial tails, summed in log space.
     pub fn shortfall(&self) -> f64 {
-        let Population { clients, min_cohort, max_cohort, corrupt } = self.population;
+        let Population { clients, min_cohort, max_cohort, corrupt, colluders } = self.population;
         let others = clients.saturating_sub(1);
         let low = Binomial { trials: others.saturating_sub(corrupt), rate: self.rate }.below(min_cohort);
-        let high = Binomial { trials: others, rate: self.rate }.at_least(max_cohort);
+        let coins = Binomial { trials: others.saturating_sub(colluders), rate: self.rate };
+        let high = coins.at_least(max_cohort.saturating_sub(colluders));
         (low + high).min(1.0)
     }
 
@@ -109,13 +126,23 @@ impl CheckIns {
         Ok((epsilon, self.total_delta(delta)))
     }
 
-    /// `(ε, δ_total)` against model consumers for every release in `ledger`.
-    pub fn ledger_epsilon(&self, ledger: &PrivacyLedger, delta: f64) -> Result<(f64, f64), DpError> {
+    /// `(ε, δ_total)` against model consumers for every release in `ledger`, after
+    /// `committed` rounds; `None` once a seated attempt aborted or a release did not
+    /// commit (the module docs say why).
+    pub fn ledger_epsilon(
+        &self,
+        ledger: &PrivacyLedger,
+        committed: u64,
+        delta: f64,
+    ) -> Result<Option<(f64, f64)>, DpError> {
+        if ledger.seated_aborts > 0 || ledger.releases.len() as u64 > committed {
+            return Ok(None);
+        }
         let mut sampled = ledger.clone();
         for release in &mut sampled.releases {
             release.event = self.sampled(&release.event);
         }
-        Ok((sampled.epsilon(delta)?, self.total_delta(delta)))
+        Ok(Some((sampled.epsilon(delta)?, self.total_delta(delta))))
     }
 
     /// `delta + windows·β`: the δ of the second figure.
@@ -181,7 +208,7 @@ mod tests {
     use super::*;
 
     fn population(clients: u64, min_cohort: u64, max_cohort: u64, corrupt: u64) -> Population {
-        Population { clients, min_cohort, max_cohort, corrupt }
+        Population { clients, min_cohort, max_cohort, corrupt, colluders: 0 }
     }
 
     #[test]
@@ -208,6 +235,9 @@ mod tests {
         assert!((c.shortfall() - (29.0 / 128.0 + 1.0 / 512.0)).abs() < 1e-12, "{}", c.shortfall());
         let honest = CheckIns::new(0.5, population(10, 3, 9, 0), 1).unwrap();
         assert!(c.shortfall() > honest.shortfall());
+        // 2 colluders always join: 9 others reach 9 when all 7 others' coins come up.
+        let joining = CheckIns::new(0.5, Population { colluders: 2, ..population(10, 3, 9, 0) }, 1).unwrap();
+        assert!((joining.shortfall() - (46.0 / 512.0 + 1.0 / 128.0)).abs() < 1e-12, "{}", joining.shortfall());
     }
 
     #[test]
@@ -220,6 +250,22 @@ mod tests {
         assert!((1e-5..1.0001e-5).contains(&delta));
         let tight = CheckIns::new(0.5, population(10, 3, 10, 0), 12).unwrap();
         assert!((tight.epsilon(&event, 4, 1e-5).unwrap().1 - (1e-5 + 12.0 * 46.0 / 512.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_seated_abort_or_an_uncommitted_release_voids_the_amplified_figure() {
+        use crate::ledger::Release;
+        let event = DpEvent::Gaussian { noise_multiplier: 1.0, sampling_rate: 1.0 };
+        let release =
+            |round| Release { round, attempt: 1, event, n_min: 500, survivors: 900, effective_noise_multiplier: 1.0 };
+        let c = CheckIns::new(0.01, population(100_000, 500, 1_500, 0), 30).unwrap();
+        let mut ledger = PrivacyLedger { releases: vec![release(1), release(2)], seated_aborts: 0 };
+        let (eps, _) = c.ledger_epsilon(&ledger, 2, 1e-5).unwrap().unwrap();
+        assert!(eps < ledger.epsilon(1e-5).unwrap());
+        // Round 2 released twice (an abort after unmasking, or a crash) but committed once.
+        assert_eq!(c.ledger_epsilon(&ledger, 1, 1e-5).unwrap(), None);
+        ledger.seated_aborts = 1;
+        assert_eq!(c.ledger_epsilon(&ledger, 2, 1e-5).unwrap(), None);
     }
 
     #[test]

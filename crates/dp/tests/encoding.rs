@@ -210,13 +210,17 @@ fn indicator_words_sum_to_the_noisy_count() {
 #[test]
 fn encoding_does_not_depend_on_the_thread_count() {
     // Every parallel piece draws from its own generator keyed in order from the noise
-    // RNG, so one thread and four give the same words.
+    // RNG, and the norm's chunk sums are added in order, so one thread and four give
+    // the same words and the same norm, bit for bit — here with the clip active.
     let plan = dp_plan(Mechanism::DiscreteGaussian, 20, 100_000, 10, 9);
     let encoder = ClientEncoder::new(plan.encoding_params([9; 32])).unwrap();
-    let update = random_update(7, 100_000, 0.01);
+    let update = random_update(7, 100_000, 0.1);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| encoder.encode(&update, &mut noise_rng(42)).unwrap().words.clone())
+        let encoded = pool.install(|| encoder.encode(&update, &mut noise_rng(42)).unwrap());
+        (encoded.words.clone(), encoded.pre_clip_norm.to_bits())
     };
-    assert_eq!(run(1), run(4));
+    let one = run(1);
+    assert!(f64::from_bits(one.1) > 1.0, "the clip must be active");
+    assert_eq!(one, run(4));
 }

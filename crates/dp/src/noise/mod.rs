@@ -19,9 +19,11 @@
 //! integer vector whose norm bound is checked in integer arithmetic, and summed in
 //! `Z_{2^b}`. The noise variance is a [`Ratio`], rounded *up* from the planner's f64.
 //!
-//! **Timing.** Rejection samplers take a data-independent but random amount of time;
-//! [`crate::encoding::ClientEncoder`] draws all noise before it reads the update, so the
-//! time spent does not depend on the update.
+//! **Timing.** Rejection samplers take a data-independent but random amount of time.
+//! [`crate::encoding::ClientEncoder`] draws the noise before it reads the update, but
+//! with conditional rounding each failed rounding attempt (whose number depends on the
+//! update) draws the same noise again: the encoding time can depend on the update. It
+//! stays on the client; the server sees only the masked result.
 //!
 //! The continuous Gaussian in [`simulation`] is **not private** and exists only for
 //! simulations that measure utility.

@@ -209,6 +209,16 @@ pub enum SessionEvent {
         /// Why.
         reason: RoundAbort,
     },
+    /// With random check-ins: too few or too many clients checked in; nobody was seated
+    /// and the attempt failed.
+    CheckInFailed {
+        /// The round.
+        round: u64,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: RoundAbort,
+    },
 }
 
 /// How a session ended on its own.
@@ -799,7 +809,7 @@ impl ServerSession {
                 // Nobody is seated, nothing is released; the next attempt asks again.
                 self.attempt += 1;
                 tracing::info!(round = self.next_round, joined = joined.len(), %reason, "check-in failed");
-                self.out.push(Action::Event(SessionEvent::RoundAborted {
+                self.out.push(Action::Event(SessionEvent::CheckInFailed {
                     round: self.next_round,
                     attempt: self.attempt,
                     reason: reason.clone(),
