@@ -181,7 +181,7 @@ async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no
     // round that runs again is charged once more.
     uncommit(&state, 2);
     let mut cfg_again = cfg.clone();
-    cfg_again.threat = privagg_server::config::Threat::Curious;
+    cfg_again.client_ca = Some(state.with_extension("client-ca.der")); // what `start` made
     let mut running = start(cfg).await;
     assert!(!state.join("model-2.npy").exists());
     assert_eq!(ledger().releases.len(), 2);
@@ -204,4 +204,41 @@ async fn a_crash_between_finalize_and_commit_is_charged_on_restart_and_leaves_no
     std::fs::write(state.join(LEDGER_FILE), serde_json::to_vec(&two_releases).unwrap()).unwrap();
     let refused = privagg_server::Server::bind(cfg_again).await.err().expect("a rolled-back ledger was accepted");
     assert!(refused.to_string().contains("charged 3 releases"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_per_state_directory_and_no_silent_change_of_plan() {
+    let mut cfg = config("plan-change", 4, 2, 2);
+    cfg.dp.enabled = true;
+    let state = cfg.state.clone();
+    let running = start(cfg.clone()).await;
+    // A second server on the same directory is refused while the first holds it.
+    let mut other = cfg.clone();
+    other.client_ca = Some(state.with_extension("client-ca.der")); // what `start` made
+    let refused = privagg_server::Server::bind(other.clone()).await.err().expect("two servers on one directory");
+    assert!(refused.to_string().contains("another privagg server"), "{refused}");
+    let clients = spawn_clients(&running, 2, Arc::default());
+    running.finish().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Resuming with DP off after a DP round is refused, naming what changed...
+    other.rounds = 2;
+    other.dp.enabled = false;
+    let refused = privagg_server::Server::bind(other.clone()).await.err().expect("DP turned off silently");
+    assert!(refused.to_string().contains("dp.enabled"), "{refused}");
+    assert!(!state.join("plan-changes.json").exists());
+    // ...unless forced, and then the change is on record.
+    other.force_resume = true;
+    drop(privagg_server::Server::bind(other).await.unwrap());
+    let changes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("plan-changes.json")).unwrap()).unwrap();
+    assert_eq!(changes[0]["after_round"], 1);
+    assert_eq!(changes[0]["changed"], serde_json::json!(["dp.enabled"]));
+    // More rounds, other timeouts: not a change of plan.
+    cfg.rounds = 3;
+    cfg.phase_timeout = 5.0;
+    cfg.client_ca = Some(state.with_extension("client-ca.der"));
+    cfg.dp.enabled = false;
+    drop(privagg_server::Server::bind(cfg).await.unwrap());
 }

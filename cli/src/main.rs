@@ -173,6 +173,10 @@ struct ServeArgs {
     /// by more than 10 %) instead of refusing it.
     #[arg(long)]
     force_plan: bool,
+    /// Resume a state directory whose rounds were committed with other settings (DP,
+    /// dimension, cohort, optimizer): the change is recorded in plan-changes.json.
+    #[arg(long)]
+    force_resume: bool,
     /// Bits per word of the modular sum [default: 20 with DP, 48 without].
     #[arg(long)]
     bits: Option<u32>,
@@ -485,6 +489,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
         c.dp.max_epsilon = budget.is_finite().then_some(budget);
     }
     c.dp.force_plan |= args.force_plan;
+    c.force_resume |= args.force_resume;
     c.dp.check_ins |= args.check_ins;
     if let Some(target_quantile) = args.adaptive_clip {
         let rule = c.dp.adaptive_clip.unwrap_or_default();

@@ -165,6 +165,9 @@ pub struct ServeConfig {
     pub upload_slots: usize,
     /// Attempts per round before the session fails.
     pub max_round_attempts: u32,
+    /// Resume a state directory whose rounds were committed with other settings (those
+    /// of [`ServeConfig::plan`]); the change is recorded in `plan-changes.json`.
+    pub force_resume: bool,
 }
 
 impl Default for ServeConfig {
@@ -193,6 +196,7 @@ impl Default for ServeConfig {
             key: None,
             upload_slots: 4,
             max_round_attempts: 3,
+            force_resume: false,
         }
     }
 }
@@ -332,6 +336,24 @@ impl ServeConfig {
     /// `dp.colluders`, or ⌈corrupt_fraction · min_clients⌉ (what clients assume).
     pub fn colluders(&self) -> u32 {
         self.dp.colluders.unwrap_or_else(|| assumed_colluders(self.corrupt_fraction, self.min_clients))
+    }
+
+    /// What shapes the model and its privacy, as kept in the state directory's
+    /// `plan.json`: dimension, cohort, threat, DP, weighting and the server's optimizer.
+    /// Rounds, addresses, timeouts and identities may change between runs.
+    pub fn plan(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dim": self.dim,
+            "clients": self.clients,
+            "min_clients": self.min_clients,
+            "neighbors": self.neighbors,
+            "corrupt_fraction": self.corrupt_fraction,
+            "threat": self.threat,
+            "dp": self.dp,
+            "weighting": self.weighting,
+            "server_lr": self.server_lr,
+            "server_momentum": self.server_momentum,
+        })
     }
 
     /// The check-in rate on the wire (parts per billion), with `check_ins`.

@@ -79,6 +79,8 @@ pub struct Server {
     admission: Admission,
     aggregation: Aggregation,
     storage: StateDir,
+    /// Held until the server is dropped: one server per state directory.
+    _lock: storage::StateLock,
     resume: Resume,
     observer: Option<mpsc::UnboundedSender<ServerEvent>>,
     shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
@@ -103,6 +105,7 @@ impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
         let storage = StateDir::open(&config.state)?;
+        let lock = storage.lock()?;
         let certificate = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => {
                 let certificate = ServerCertificate::load(cert, key)?;
@@ -167,6 +170,7 @@ impl Server {
             admission,
             aggregation,
             storage,
+            _lock: lock,
             resume,
             observer: None,
             shutdown: watch::channel(false),
@@ -254,6 +258,8 @@ fn resume(config: &ServeConfig, storage: &StateDir) -> Result<Resume, ServeError
         );
     }
     let ledger = storage.load_ledger()?;
+    let completed = storage.last_completed_round()?.unwrap_or(0);
+    storage.check_plan(&config.plan(), completed, config.force_resume)?;
     let mut resume = match storage.load_latest(config.dim, momentum_on)? {
         Some(checkpoint) => {
             tracing::info!(

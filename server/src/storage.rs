@@ -81,6 +81,16 @@ pub struct Checkpoint {
     pub record: Option<RoundRecord>,
 }
 
+/// An exclusive hold on a state directory (a lock on `DIR/lock`), for as long as it
+/// lives: one server per directory.
+#[derive(Debug)]
+pub struct StateLock(#[allow(dead_code)] std::fs::File);
+
+/// What resuming needs to keep: the settings that shape the model and its privacy. A
+/// session resumed with others is refused unless forced (`force_resume`), and then the
+/// change is recorded in `plan-changes.json`.
+pub const PLAN_FILE: &str = "plan.json";
+
 /// The state directory of one session.
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -97,6 +107,77 @@ impl StateDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Takes the directory for this server: refuses one another server holds, and one
+    /// where files cannot be written (checked now, not after a round).
+    pub fn lock(&self) -> Result<StateLock, ServeError> {
+        let path = self.dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ServeError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ServeError::Config(format!(
+                    "another privagg server is using the state directory {}",
+                    self.dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ServeError::io(&path, e)),
+        }
+        let probe = self.dir.join(".write-probe");
+        write_atomically(&probe, b"")?;
+        std::fs::remove_file(&probe).map_err(|e| ServeError::io(&probe, e))?;
+        Ok(StateLock(file))
+    }
+
+    /// Checks `plan` (what shapes the model and its privacy, as JSON) against the one
+    /// the session started with, saving it the first time. A different plan is refused
+    /// after rounds were committed, unless `force`: then it replaces the old one and the
+    /// change is appended to `plan-changes.json`.
+    pub fn check_plan(&self, plan: &serde_json::Value, completed: u64, force: bool) -> Result<(), ServeError> {
+        let path = self.dir.join(PLAN_FILE);
+        let saved: Option<serde_json::Value> = match std::fs::read(&path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|e| ServeError::Model(format!("{}: {e}", path.display())))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(ServeError::io(&path, e)),
+        };
+        let changed = match &saved {
+            Some(saved) if completed > 0 && saved != plan => changed_keys(saved, plan),
+            Some(_) | None => Vec::new(),
+        };
+        if !changed.is_empty() {
+            if !force {
+                return Err(ServeError::Config(format!(
+                    "{} rounds were committed with other settings ({} changed; see {}); resume with the same settings, or pass --force-resume to record the change and go on",
+                    completed,
+                    changed.join(", "),
+                    path.display()
+                )));
+            }
+            let log_path = self.dir.join("plan-changes.json");
+            let mut changes: Vec<serde_json::Value> = match std::fs::read(&log_path) {
+                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            changes.push(
+                serde_json::json!({ "after_round": completed, "changed": changed, "before": saved, "after": plan }),
+            );
+            let json = serde_json::to_vec_pretty(&changes).map_err(|e| ServeError::Model(e.to_string()))?;
+            write_atomically(&log_path, &json)?;
+            tracing::warn!(?changed, "resuming with changed settings (--force-resume); recorded in plan-changes.json");
+        }
+        if saved.as_ref() != Some(plan) {
+            let json = serde_json::to_vec_pretty(plan).map_err(|e| ServeError::Model(e.to_string()))?;
+            write_atomically(&path, &json)?;
+        }
+        Ok(())
     }
 
     fn model_path(&self, round: u64) -> PathBuf {
@@ -229,6 +310,25 @@ impl StateDir {
         }
         let json = serde_json::to_vec_pretty(record).map_err(|e| ServeError::Model(e.to_string()))?;
         write_atomically(&self.record_path(record.round), &json)
+    }
+}
+
+/// The keys (`dp.clip` for nested ones) whose values differ between two JSON objects.
+fn changed_keys(before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+    match (before, after) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .flat_map(|k| match (a.get(k), b.get(k)) {
+                    (Some(x @ serde_json::Value::Object(_)), Some(y @ serde_json::Value::Object(_))) => {
+                        changed_keys(x, y).into_iter().map(|inner| format!("{k}.{inner}")).collect()
+                    }
+                    _ => vec![k.clone()],
+                })
+                .collect()
+        }
+        _ => vec!["settings".into()],
     }
 }
 
