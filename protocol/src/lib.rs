@@ -75,9 +75,9 @@ pub use error::{ClientError, DecodeError, ParameterError, ParamsError, RoundAbor
 pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
-    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList,
-    Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare, SERVICE_TYPES, ServerMessage,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
+    Envelope, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare,
+    SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;
