@@ -542,10 +542,8 @@ impl ClientRound {
         }
         // One multiscalar multiplication for every share received; one by one only to
         // name a culprit.
-        let items: Vec<(&vss::Commitment, &shamir::Share)> = received
-            .iter()
-            .flat_map(|(_, c, k, b)| [(&c.mask_key, k), (&c.self_mask, b)])
-            .collect();
+        let items: Vec<(&vss::Commitment, &shamir::Share)> =
+            received.iter().flat_map(|(_, c, k, b)| [(&c.mask_key, k), (&c.self_mask, b)]).collect();
         if !vss::verify_many(&items) {
             let culprit = received.iter().find(|(_, c, k, b)| !c.mask_key.verify(k) || !c.self_mask.verify(b));
             return Err(ClientError::InvalidShare(culprit.map_or(seat.id, |r| r.0)));

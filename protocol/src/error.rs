@@ -454,7 +454,9 @@ pub enum RoundAbort {
     /// Fewer than t of the shares of some client's secret verify against its commitments:
     /// the holders in `liars` revealed wrong shares and were dropped, and the secret cannot
     /// be rebuilt from the rest. Nothing is released (never a corrupted sum).
-    #[error("only {valid} valid shares of {owner}'s secret, below the threshold {threshold}; wrong shares from {liars:?}")]
+    #[error(
+        "only {valid} valid shares of {owner}'s secret, below the threshold {threshold}; wrong shares from {liars:?}"
+    )]
     InvalidShares {
         /// Whose secret.
         owner: ClientId,

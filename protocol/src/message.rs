@@ -63,7 +63,7 @@ pub struct ShareCommitments {
 
 impl ShareCommitments {
     /// SHA-256(label ‖ session id ‖ round (u64 BE) ‖ sender (u32 BE) ‖ t (u32 BE) ‖ the
-    /// mask key's points ‖ the self mask's points): what the sender seals into each of its
+    /// mask key's points ‖ t (u32 BE) ‖ the self mask's points): what the sender seals into each of its
     /// envelopes, so that every recipient checks it was relayed the same commitments.
     pub fn digest(&self, session_id: &[u8; 32], round: u64, sender: ClientId) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -71,9 +71,11 @@ impl ShareCommitments {
         h.update(session_id);
         h.update(round.to_be_bytes());
         h.update(sender.get().to_be_bytes());
-        h.update((self.mask_key.threshold() as u32).to_be_bytes());
-        for point in self.mask_key.encodings().iter().chain(self.self_mask.encodings()) {
-            h.update(point);
+        for commitment in [&self.mask_key, &self.self_mask] {
+            h.update((commitment.threshold() as u32).to_be_bytes());
+            for point in commitment.encodings() {
+                h.update(point);
+            }
         }
         h.finalize().into()
     }
@@ -417,7 +419,7 @@ const SEAT_LEN: usize = 64;
 const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
 /// Shortest forwarded envelope: id, envelope, and commitments of degree 0 (t = 1).
-const FORWARDED_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 4 + 64;
+const FORWARDED_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 8 + 64;
 
 impl Config {
     /// The encoded message split before the application payload: `head ‖ app_data`
@@ -481,7 +483,8 @@ impl ServerMessage {
                 w.into_bytes()
             }
             Self::ForwardedShares(forwarded) => {
-                let len: usize = forwarded.iter().map(|f| ID_LEN + ENVELOPE_LEN + commitments_len(&f.commitments)).sum();
+                let len: usize =
+                    forwarded.iter().map(|f| ID_LEN + ENVELOPE_LEN + commitments_len(&f.commitments)).sum();
                 let mut w = Writer::message(tag::FORWARDED_SHARES, 4 + len);
                 w.u32(forwarded.len() as u32);
                 for f in forwarded {
@@ -616,7 +619,8 @@ impl ClientMessage {
                 w.into_bytes()
             }
             Self::ShareKeys(share_keys) => {
-                let len = commitments_len(&share_keys.commitments) + 4 + share_keys.envelopes.len() * (ID_LEN + ENVELOPE_LEN);
+                let len =
+                    commitments_len(&share_keys.commitments) + 4 + share_keys.envelopes.len() * (ID_LEN + ENVELOPE_LEN);
                 let mut w = Writer::message(tag::SHARE_KEYS, len);
                 encode_commitments(&mut w, &share_keys.commitments);
                 encode_envelopes(&mut w, &share_keys.envelopes);
@@ -784,23 +788,25 @@ fn encode_envelopes(w: &mut Writer, envelopes: &[Envelope]) {
 }
 
 fn commitments_len(c: &ShareCommitments) -> usize {
-    4 + 32 * (c.mask_key.threshold() + c.self_mask.threshold())
+    8 + 32 * (c.mask_key.threshold() + c.self_mask.threshold())
 }
 
-/// t as u32, then the t points of the mask key's commitment, then the t of the self mask's.
+/// Each commitment as a u32 count t then its t points: the mask key's, then the self mask's.
 fn encode_commitments(w: &mut Writer, c: &ShareCommitments) {
-    w.u32(c.mask_key.threshold() as u32);
-    for point in c.mask_key.encodings().iter().chain(c.self_mask.encodings()) {
-        w.bytes(point);
+    for commitment in [&c.mask_key, &c.self_mask] {
+        w.u32(commitment.threshold() as u32);
+        for point in commitment.encodings() {
+            w.bytes(point);
+        }
     }
 }
 
 fn decode_commitments(r: &mut Reader<'_>, limits: &Limits) -> Result<ShareCommitments, DecodeError> {
-    let t = r.count("commitment degree", limits.max_clients.into(), 64)?;
-    if t == 0 {
-        return Err(DecodeError::InvalidField("commitment degree"));
-    }
     let points = |r: &mut Reader<'_>| -> Result<Commitment, DecodeError> {
+        let t = r.count("commitment degree", limits.max_clients.into(), 32)?;
+        if t == 0 {
+            return Err(DecodeError::InvalidField("commitment degree"));
+        }
         let mut encodings = Vec::with_capacity(t);
         for _ in 0..t {
             encodings.push(r.array()?);

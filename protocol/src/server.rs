@@ -26,8 +26,8 @@ use curve25519_dalek::Scalar;
 use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
 use privagg_crypto::shamir::Share;
 use privagg_crypto::{KeyContext, MaskSeed, MaskSign, SecretKey, derive_self_mask_seed, shamir};
-use zeroize::Zeroizing;
 use rayon::prelude::*;
+use zeroize::Zeroizing;
 
 use crate::client::{pairwise_seed, sign_for};
 use crate::cohort::{self, Member, RevealedSeat};
@@ -35,8 +35,8 @@ use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
 use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
-    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, ForwardedShare, KeyList,
-    PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, ForwardedShare,
+    KeyList, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
     UnmaskResponse,
 };
 use crate::packing::PackedVector;

@@ -107,7 +107,10 @@ fn advertisement(seed: u64, signature: Option<[u8; 64]>) -> Box<Advertisement> {
 fn client_messages() -> Vec<ClientMessage> {
     vec![
         ClientMessage::AdvertiseKeys(advertisement(3, None)),
-        ClientMessage::ShareKeys(ShareKeys { commitments: commitments(9, 2), envelopes: vec![envelope(4), envelope(6)] }),
+        ClientMessage::ShareKeys(ShareKeys {
+            commitments: commitments(9, 2),
+            envelopes: vec![envelope(4), envelope(6)],
+        }),
         ClientMessage::MaskedInput(PackedVector::pack(&[1, 2, 3, 0x1f_ffff], 21)),
         ClientMessage::MaskedInput(PackedVector::pack(&[u64::MAX; 3], 64)),
         ClientMessage::UnmaskResponse(UnmaskResponse {

@@ -93,9 +93,8 @@ pub fn verify(
     proof: &DleqProof,
     context: &[u8],
 ) -> Result<(), CryptoError> {
-    let z = curve25519_dalek::ristretto::CompressedRistretto(*shared)
-        .decompress()
-        .ok_or(CryptoError::InvalidPublicKey)?;
+    let z =
+        curve25519_dalek::ristretto::CompressedRistretto(*shared).decompress().ok_or(CryptoError::InvalidPublicKey)?;
     let minus_c = -proof.challenge;
     let a = RistrettoPoint::vartime_double_scalar_mul_basepoint(&minus_c, &public.point(), &proof.response);
     let b = RistrettoPoint::vartime_multiscalar_mul([proof.response, minus_c], [peer.point(), z]);

@@ -126,7 +126,8 @@ impl Commitment {
                 power *= x;
             }
         }
-        (&*weighted_y * RISTRETTO_BASEPOINT_TABLE) == RistrettoPoint::vartime_multiscalar_mul(&coefficients, &self.points)
+        (&*weighted_y * RISTRETTO_BASEPOINT_TABLE)
+            == RistrettoPoint::vartime_multiscalar_mul(&coefficients, &self.points)
     }
 
     /// The holder ids (share x-coordinates) of the shares that do not verify, in order.
