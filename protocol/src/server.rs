@@ -472,7 +472,7 @@ impl ServerRound {
                 "degree {} and {}, expected {}",
                 commitments.mask_key.threshold().saturating_sub(1),
                 commitments.self_mask.threshold().saturating_sub(1),
-                t - 1
+                t.saturating_sub(1)
             )));
         }
         let advertised = self.slots[client.index()].keys.map(|k| k.mask.to_bytes());

@@ -225,7 +225,10 @@ fn vectors() -> Vec<Vector> {
         ),
         client_message(
             "ShareKeys",
-            ClientMessage::ShareKeys(ShareKeys { commitments: commitments(2), envelopes: vec![envelope(1), envelope(4)] }),
+            ClientMessage::ShareKeys(ShareKeys {
+                commitments: commitments(2),
+                envelopes: vec![envelope(1), envelope(4)],
+            }),
         ),
         client_message("MaskedInput", ClientMessage::MaskedInput(PackedVector::pack(&[1, 0xfffff, 0, 77], 20))),
         client_message(
