@@ -21,7 +21,7 @@ use curve25519_dalek::Scalar;
 use privagg_crypto::identity::{IdentityError, IdentityKey, TrustRoot, verify_signed_by};
 use privagg_crypto::{
     ChannelKey, EnvelopeContext, KeyContext, MaskSeed, MaskSign, SecretKey, derive_channel_key,
-    derive_pairwise_mask_seed, derive_self_mask_seed, open, seal, shamir,
+    derive_pairwise_mask_seed, derive_self_mask_seed, open, seal, shamir, vss,
 };
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, Zeroizing};
@@ -32,8 +32,9 @@ use crate::graph::NeighbourGraph;
 use crate::graph_params::{AdversaryClass, lowest_safe_threshold};
 use crate::masking;
 use crate::message::{
-    AdvertisedKeys, Advertisement, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList, Leave, PeerEntry,
-    RevealedShare, SHARE_PAIR_LEN, ServerMessage, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    AdvertisedKeys, Advertisement, ClientMessage, Config, ENVELOPE_LEN, ENVELOPE_PLAINTEXT_LEN, Envelope,
+    ForwardedShare, KeyList, Leave, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -457,8 +458,10 @@ impl ClientRound {
         let self_mask_secret = Zeroizing::new(Scalar::random(rng));
         let holders: Vec<u32> = std::iter::once(seat.id).chain(peers.keys().copied()).map(ClientId::get).collect();
         let threshold = seat.params.threshold as usize;
-        let key_shares = shamir::split(seat.mask_key.as_scalar(), threshold, &holders, rng)?;
-        let self_mask_shares = shamir::split(&self_mask_secret, threshold, &holders, rng)?;
+        let (key_shares, mask_key) = vss::split(seat.mask_key.as_scalar(), threshold, &holders, rng)?;
+        let (self_mask_shares, self_mask) = vss::split(&self_mask_secret, threshold, &holders, rng)?;
+        let commitments = Arc::new(ShareCommitments { mask_key, self_mask });
+        let digest = commitments.digest(&ctx.session_id, ctx.round, seat.id);
 
         let mut held = BTreeMap::new();
         let mut channel_keys = BTreeMap::new();
@@ -471,9 +474,10 @@ impl ClientRound {
             }
             let peer_keys = peers.get(&holder).ok_or(ClientError::UnexpectedPeer(holder))?;
             let key = channel_key(seat, &ctx, holder, peer_keys)?;
-            let mut plaintext = Zeroizing::new([0u8; SHARE_PAIR_LEN]);
+            let mut plaintext = Zeroizing::new([0u8; ENVELOPE_PLAINTEXT_LEN]);
             plaintext[..32].copy_from_slice(k.y.as_bytes());
-            plaintext[32..].copy_from_slice(b.y.as_bytes());
+            plaintext[32..64].copy_from_slice(b.y.as_bytes());
+            plaintext[64..].copy_from_slice(&digest);
             let sealed = seal(&key, &envelope_context(&ctx, seat.id, holder), plaintext.as_slice(), rng);
             let sealed: Box<[u8; ENVELOPE_LEN]> =
                 sealed.into_boxed_slice().try_into().map_err(|_| ClientError::EnvelopeRejected(holder))?;
@@ -491,36 +495,61 @@ impl ClientRound {
             survivors: None,
         });
         self.state = ClientState::AwaitingShares;
-        Ok(ClientMessage::ShareKeys(envelopes))
+        Ok(ClientMessage::ShareKeys(ShareKeys { commitments, envelopes }))
     }
 
-    fn on_forwarded_shares(&mut self, envelopes: Vec<Envelope>) -> Result<Option<ClientMessage>, ClientError> {
+    /// Opens each neighbour's envelope, checks that the commitments relayed with it are
+    /// the ones the neighbour sealed into it (their digest), of degree t − 1 and committing
+    /// to its advertised mask key, and that the shares it dealt verify against them.
+    fn on_forwarded_shares(&mut self, forwarded: Vec<ForwardedShare>) -> Result<Option<ClientMessage>, ClientError> {
         let (Some(seat), Some(session)) = (self.seat.as_ref(), self.session.as_mut()) else {
             return Err(ClientError::OwnKeysMissing);
         };
-        for envelope in envelopes {
+        let threshold = seat.params.threshold as usize;
+        let mut received: Vec<(ClientId, Arc<ShareCommitments>, shamir::Share, shamir::Share)> =
+            Vec::with_capacity(forwarded.len());
+        for ForwardedShare { envelope, commitments } in forwarded {
             let sender = envelope.peer;
             let key = session.channel_keys.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
-            if session.held.contains_key(&sender) {
+            if session.held.contains_key(&sender) || received.iter().any(|r| r.0 == sender) {
                 return Err(ClientError::DuplicatePeer(sender));
             }
             let plaintext = open(key, &envelope_context(&session.ctx, sender, seat.id), envelope.sealed.as_ref())
                 .map_err(|_| ClientError::EnvelopeRejected(sender))?;
+            let plaintext = Zeroizing::new(plaintext);
             let scalar = |bytes: &[u8]| -> Option<Scalar> {
                 let array: [u8; 32] = bytes.try_into().ok()?;
                 Option::from(Scalar::from_canonical_bytes(array))
             };
-            let (true, Some(mask_key), Some(self_mask)) = (
-                plaintext.len() == SHARE_PAIR_LEN,
+            let (true, Some(mask_key), Some(self_mask), Some(digest)) = (
+                plaintext.len() == ENVELOPE_PLAINTEXT_LEN,
                 plaintext.get(..32).and_then(scalar),
-                plaintext.get(32..SHARE_PAIR_LEN).and_then(scalar),
+                plaintext.get(32..64).and_then(scalar),
+                plaintext.get(64..ENVELOPE_PLAINTEXT_LEN),
             ) else {
                 return Err(ClientError::EnvelopeRejected(sender));
             };
-            session.held.insert(
-                sender,
-                HeldShares { mask_key: Zeroizing::new(mask_key), self_mask: Zeroizing::new(self_mask) },
-            );
+            let advertised = session.peers.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
+            if digest != commitments.digest(&session.ctx.session_id, session.ctx.round, sender)
+                || commitments.mask_key.threshold() != threshold
+                || commitments.self_mask.threshold() != threshold
+                || commitments.mask_key.secret_commitment() != advertised.mask.to_bytes()
+            {
+                return Err(ClientError::CommitmentMismatch(sender));
+            }
+            let x = seat.id.get();
+            received.push((sender, commitments, shamir::Share { x, y: mask_key }, shamir::Share { x, y: self_mask }));
+        }
+        // One multiscalar multiplication for every share received; one by one only to
+        // name a culprit.
+        let items: Vec<(&vss::Commitment, &shamir::Share)> =
+            received.iter().flat_map(|(_, c, k, b)| [(&c.mask_key, k), (&c.self_mask, b)]).collect();
+        if !vss::verify_many(&items) {
+            let culprit = received.iter().find(|(_, c, k, b)| !c.mask_key.verify(k) || !c.self_mask.verify(b));
+            return Err(ClientError::InvalidShare(culprit.map_or(seat.id, |r| r.0)));
+        }
+        for (sender, _, k, b) in received {
+            session.held.insert(sender, HeldShares { mask_key: Zeroizing::new(k.y), self_mask: Zeroizing::new(b.y) });
         }
         check_alive(session.held.len(), seat.params.threshold)?;
         self.policy.check_present(session.held.len() - 1, session.degree, seat.corrupt_neighbours)?;

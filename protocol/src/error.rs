@@ -269,6 +269,14 @@ pub enum ClientError {
     /// An envelope did not open or held malformed shares.
     #[error("the envelope from {0} did not open")]
     EnvelopeRejected(ClientId),
+    /// The commitments the server relayed with a neighbour's envelope are not those the
+    /// neighbour bound into it (their digest differs), have the wrong degree, or do not
+    /// commit to its advertised mask key: the server (or the neighbour) misbehaves.
+    #[error("the share commitments relayed for {0} are not the ones it committed to")]
+    CommitmentMismatch(ClientId),
+    /// A share a neighbour dealt to this client does not verify against its commitments.
+    #[error("the shares {0} dealt to this client do not verify against its commitments")]
+    InvalidShare(ClientId),
     /// The survivor set to sign is malformed, leaves this client out, or covers fewer
     /// inputs than the round's minimum.
     #[error("survivor set refused: {0}")]
@@ -366,6 +374,16 @@ pub enum Violation {
         /// The round's width.
         expected_bits: u8,
     },
+    /// Feldman commitments of the wrong degree, or whose constant term is not the
+    /// advertised mask key.
+    #[error("wrong share commitments: {0}")]
+    WrongCommitments(String),
+    /// A revealed share of `owner`'s secret does not verify against `owner`'s commitments.
+    #[error("revealed a share of {owner}'s secret that does not verify against its commitments")]
+    InvalidShare {
+        /// Whose secret the wrong share claims to be of.
+        owner: ClientId,
+    },
     /// An unmask response that does not answer exactly the request.
     #[error("unmask response does not match the request: {0}")]
     WrongShares(String),
@@ -433,6 +451,22 @@ pub enum RoundAbort {
         /// Seats that did not reveal.
         missing: usize,
     },
+    /// Fewer than t of the shares of some client's secret verify against its commitments:
+    /// the holders in `liars` revealed wrong shares and were dropped, and the secret cannot
+    /// be rebuilt from the rest. Nothing is released (never a corrupted sum).
+    #[error(
+        "only {valid} valid shares of {owner}'s secret, below the threshold {threshold}; wrong shares from {liars:?}"
+    )]
+    InvalidShares {
+        /// Whose secret.
+        owner: ClientId,
+        /// Shares that verify.
+        valid: usize,
+        /// t.
+        threshold: u32,
+        /// The holders that revealed wrong shares of it (dropped and blamed).
+        liars: Vec<ClientId>,
+    },
     /// A reconstructed secret is inconsistent (bad shares).
     #[error("the shares of {0}'s secret are inconsistent")]
     ReconstructionFailed(ClientId),
@@ -448,7 +482,7 @@ impl RoundAbort {
             Self::TooFewClients { .. } | Self::TooFewShares { .. } | Self::CohortIncomplete { .. } => {
                 AbortCode::TooFewClients
             }
-            Self::ReconstructionFailed(_) => AbortCode::ReconstructionFailed,
+            Self::ReconstructionFailed(_) | Self::InvalidShares { .. } => AbortCode::ReconstructionFailed,
             Self::Cancelled(_) => AbortCode::Shutdown,
         }
     }

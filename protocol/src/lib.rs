@@ -18,18 +18,22 @@
 //!    with its certificate's key. Once every seat revealed its nonce, the nonces label the
 //!    graph and fix the session id ([`cohort`]); the server sends each client every
 //!    seat's nonce and the signed keys of its neighbours (U1), which it verifies.
-//! 2. **ShareKeys.** Each client draws a self-mask secret b_u, Shamir-shares b_u and its
-//!    mask key s_u (threshold t among itself and its neighbours), and seals each
-//!    neighbour's two shares under an AES-GCM key derived from DH(c_u, c_v); the
-//!    associated data binds session, round, sender and recipient. The server relays the
-//!    envelopes (U2).
+//! 2. **ShareKeys.** Each client draws a self-mask secret b_u, shares b_u and its mask key
+//!    s_u with Feldman-verifiable Shamir sharing (threshold t among itself and its
+//!    neighbours; commitments F_u to both polynomials, `privagg_crypto::vss`), and seals
+//!    each neighbour's two shares with the digest of F_u under an AES-GCM key derived from
+//!    DH(c_u, c_v); the associated data binds session, round, sender and recipient. The
+//!    server checks F_u commits to the advertised mask key and relays the envelopes with
+//!    F_u (U2); each recipient checks the digest and its shares.
 //! 3. **MaskedInput.** y_u = x_u + PRG(b_u) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv)
 //!    mod 2^b over the neighbours v in U2, where s_uv is HKDF of DH(s_u, s_v). The server
 //!    adds each y_u into one running sum as it arrives (U3).
 //! 4. **Unmask.** The server tells each survivor which of its neighbours are in the sum
 //!    and which dropped after ShareKeys; the survivor returns its shares of b_v for the
-//!    former and of s_v for the latter — never both for one v. The server rebuilds the
-//!    secrets, regenerates the masks and removes them, leaving Σ_{u∈U3} x_u mod 2^b.
+//!    former and of s_v for the latter — never both for one v. The server checks every
+//!    share against its owner's commitments, drops the holders of wrong ones, rebuilds the
+//!    secrets from t valid shares, regenerates the masks and removes them, leaving
+//!    Σ_{u∈U3} x_u mod 2^b.
 //!
 //! Every key comes out of HKDF-SHA256 with the session id as salt and a purpose label,
 //! round and client pair as info (see `privagg_crypto::kdf`), so masks never repeat
@@ -75,9 +79,9 @@ pub use error::{ClientError, DecodeError, ParameterError, ParamsError, RoundAbor
 pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
-    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, ENVELOPE_LEN, Envelope, KeyList,
-    Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare, SERVICE_TYPES, ServerMessage,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
+    Envelope, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare,
+    SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use privagg_crypto::identity::SIGNATURE_LEN;
+use privagg_crypto::vss::Commitment;
 use privagg_crypto::{PrgKind, PublicKey};
+use sha2::{Digest, Sha256};
 
 use crate::codec::{Reader, Writer, truncate_utf8};
 use crate::cohort::RevealedSeat;
@@ -36,12 +38,67 @@ pub const SERVICE_TYPES: RangeInclusive<u8> = 0x30..=0x3f;
 /// [`Limits::max_detail`]).
 pub const MAX_ABORT_DETAIL: usize = 512;
 
-/// Length of the encrypted share pair one client sends another:
-/// nonce (12) ‖ AES-GCM(share of the mask key ‖ share of the self-mask secret) (64) ‖ tag (16).
-pub const ENVELOPE_LEN: usize = privagg_crypto::ENVELOPE_OVERHEAD + SHARE_PAIR_LEN;
+/// Length of the encrypted share pair one client sends another: nonce (12) ‖
+/// AES-GCM(share of the mask key ‖ share of the self-mask secret ‖ digest of the sender's
+/// share commitments) (96) ‖ tag (16).
+pub const ENVELOPE_LEN: usize = privagg_crypto::ENVELOPE_OVERHEAD + ENVELOPE_PLAINTEXT_LEN;
 
-/// Plaintext length of an envelope: two 32-byte scalars.
-pub(crate) const SHARE_PAIR_LEN: usize = 64;
+/// Plaintext length of an envelope: two 32-byte scalars and the 32-byte
+/// [`ShareCommitments::digest`].
+pub(crate) const ENVELOPE_PLAINTEXT_LEN: usize = 96;
+
+/// Domain-separation label of [`ShareCommitments::digest`].
+pub const COMMITMENTS_LABEL: &[u8] = b"privagg/v1 share-commitments";
+
+/// The Feldman commitments ([`privagg_crypto::vss`]) to a client's two sharing
+/// polynomials, both of degree t − 1: the mask key's (whose constant term is the advertised
+/// mask public key) and the self-mask secret's (whose constant term is `b_u·G`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareCommitments {
+    /// Commitment to the polynomial sharing the mask secret key s_u.
+    pub mask_key: Commitment,
+    /// Commitment to the polynomial sharing the self-mask secret b_u.
+    pub self_mask: Commitment,
+}
+
+impl ShareCommitments {
+    /// SHA-256(label ‖ session id ‖ round (u64 BE) ‖ sender (u32 BE) ‖ t (u32 BE) ‖ the
+    /// mask key's points ‖ t (u32 BE) ‖ the self mask's points): what the sender seals into each of its
+    /// envelopes, so that every recipient checks it was relayed the same commitments.
+    pub fn digest(&self, session_id: &[u8; 32], round: u64, sender: ClientId) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(COMMITMENTS_LABEL);
+        h.update(session_id);
+        h.update(round.to_be_bytes());
+        h.update(sender.get().to_be_bytes());
+        for commitment in [&self.mask_key, &self.self_mask] {
+            h.update((commitment.threshold() as u32).to_be_bytes());
+            for point in commitment.encodings() {
+                h.update(point);
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// Phase 2, client → server: the commitments to the client's sharing polynomials and one
+/// envelope per advertising neighbour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareKeys {
+    /// The sender's Feldman commitments (relayed with every one of its envelopes).
+    pub commitments: Arc<ShareCommitments>,
+    /// The envelopes, one per neighbour in the key list.
+    pub envelopes: Vec<Envelope>,
+}
+
+/// Phase 2→3, server → client: an envelope and its sender's commitments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedShare {
+    /// The envelope (`peer` = its sender).
+    pub envelope: Envelope,
+    /// The sender's commitments, as the sender gave them to the server.
+    pub commitments: Arc<ShareCommitments>,
+}
 
 /// Upper bounds the decoder enforces before allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,8 +340,9 @@ pub enum ServerMessage {
     Config(Config),
     /// Phase 1: advertised keys of the neighbourhood.
     KeyList(KeyList),
-    /// Phase 2→3: envelopes addressed to the recipient, from neighbours that shared keys.
-    ForwardedShares(Vec<Envelope>),
+    /// Phase 2→3: envelopes addressed to the recipient, from neighbours that shared keys,
+    /// with their senders' commitments.
+    ForwardedShares(Vec<ForwardedShare>),
     /// Phase 4: the clients whose masked input is in the sum (U3), for every client of
     /// it to sign (the consistency check of Bonawitz et al., §6).
     ConsistencyCheck(Vec<ClientId>),
@@ -305,8 +363,8 @@ pub enum ClientMessage {
     /// Phase 1: the client's two public keys and its nonce (boxed: a decoded key carries
     /// its point, which would make every message hundreds of bytes).
     AdvertiseKeys(Box<Advertisement>),
-    /// Phase 2: one envelope per advertising neighbour.
-    ShareKeys(Vec<Envelope>),
+    /// Phase 2: the share commitments and one envelope per advertising neighbour.
+    ShareKeys(ShareKeys),
     /// Phase 3: the masked input.
     MaskedInput(PackedVector),
     /// Phase 4: the client's signature over the survivor set (`None` without a
@@ -360,6 +418,8 @@ const SEAT_LEN: usize = 64;
 /// Shortest key-list entry: id, keys and the flag of an unsigned entry.
 const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
+/// Shortest forwarded envelope: id, envelope, and commitments of degree 0 (t = 1).
+const FORWARDED_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 8 + 64;
 
 impl Config {
     /// The encoded message split before the application payload: `head ‖ app_data`
@@ -422,7 +482,18 @@ impl ServerMessage {
                 }
                 w.into_bytes()
             }
-            Self::ForwardedShares(envelopes) => encode_envelopes(tag::FORWARDED_SHARES, envelopes),
+            Self::ForwardedShares(forwarded) => {
+                let len: usize =
+                    forwarded.iter().map(|f| ID_LEN + ENVELOPE_LEN + commitments_len(&f.commitments)).sum();
+                let mut w = Writer::message(tag::FORWARDED_SHARES, 4 + len);
+                w.u32(forwarded.len() as u32);
+                for f in forwarded {
+                    w.u32(f.envelope.peer.get());
+                    w.bytes(f.envelope.sealed.as_ref());
+                    encode_commitments(&mut w, &f.commitments);
+                }
+                w.into_bytes()
+            }
             Self::ConsistencyCheck(survivors) => {
                 let mut w = Writer::message(tag::CONSISTENCY_CHECK, 4 + 4 * survivors.len());
                 encode_ids(&mut w, survivors);
@@ -482,7 +553,16 @@ impl ServerMessage {
                 }
                 Self::KeyList(KeyList { cohort: cohort.into(), entries })
             }
-            tag::FORWARDED_SHARES => Self::ForwardedShares(decode_envelopes(&mut r, limits)?),
+            tag::FORWARDED_SHARES => {
+                let count = r.count("forwarded envelopes", limits.max_clients.into(), FORWARDED_MIN_LEN)?;
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let peer = decode_id(&mut r)?;
+                    let envelope = Envelope { peer, sealed: Box::new(r.array()?) };
+                    out.push(ForwardedShare { envelope, commitments: Arc::new(decode_commitments(&mut r, limits)?) });
+                }
+                Self::ForwardedShares(out)
+            }
             tag::CONSISTENCY_CHECK => Self::ConsistencyCheck(decode_ids(&mut r, limits)?),
             tag::UNMASK_REQUEST => {
                 let (survivors, dropped) = (decode_ids(&mut r, limits)?, decode_ids(&mut r, limits)?);
@@ -538,7 +618,14 @@ impl ClientMessage {
                 encode_signature(&mut w, a.signature.as_ref());
                 w.into_bytes()
             }
-            Self::ShareKeys(envelopes) => encode_envelopes(tag::SHARE_KEYS, envelopes),
+            Self::ShareKeys(share_keys) => {
+                let len =
+                    commitments_len(&share_keys.commitments) + 4 + share_keys.envelopes.len() * (ID_LEN + ENVELOPE_LEN);
+                let mut w = Writer::message(tag::SHARE_KEYS, len);
+                encode_commitments(&mut w, &share_keys.commitments);
+                encode_envelopes(&mut w, &share_keys.envelopes);
+                w.into_bytes()
+            }
             Self::MaskedInput(v) => {
                 let mut w = Writer::message(tag::MASKED_INPUT, 5 + v.as_bytes().len());
                 w.u32(v.dim());
@@ -576,7 +663,10 @@ impl ClientMessage {
                 let signature = decode_signature(&mut r)?;
                 Self::AdvertiseKeys(Box::new(Advertisement { keys, nonce, signature }))
             }
-            tag::SHARE_KEYS => Self::ShareKeys(decode_envelopes(&mut r, limits)?),
+            tag::SHARE_KEYS => {
+                let commitments = Arc::new(decode_commitments(&mut r, limits)?);
+                Self::ShareKeys(ShareKeys { commitments, envelopes: decode_envelopes(&mut r, limits)? })
+            }
             tag::MASKED_INPUT => {
                 let dim = r.u32()?;
                 if dim > limits.max_dim {
@@ -689,14 +779,42 @@ fn decode_signature(r: &mut Reader<'_>) -> Result<Option<[u8; SIGNATURE_LEN]>, D
     }
 }
 
-fn encode_envelopes(ty: u8, envelopes: &[Envelope]) -> Vec<u8> {
-    let mut w = Writer::message(ty, 4 + envelopes.len() * (ID_LEN + ENVELOPE_LEN));
+fn encode_envelopes(w: &mut Writer, envelopes: &[Envelope]) {
     w.u32(envelopes.len() as u32);
     for e in envelopes {
         w.u32(e.peer.get());
         w.bytes(e.sealed.as_ref());
     }
-    w.into_bytes()
+}
+
+fn commitments_len(c: &ShareCommitments) -> usize {
+    8 + 32 * (c.mask_key.threshold() + c.self_mask.threshold())
+}
+
+/// Each commitment as a u32 count t then its t points: the mask key's, then the self mask's.
+fn encode_commitments(w: &mut Writer, c: &ShareCommitments) {
+    for commitment in [&c.mask_key, &c.self_mask] {
+        w.u32(commitment.threshold() as u32);
+        for point in commitment.encodings() {
+            w.bytes(point);
+        }
+    }
+}
+
+fn decode_commitments(r: &mut Reader<'_>, limits: &Limits) -> Result<ShareCommitments, DecodeError> {
+    let points = |r: &mut Reader<'_>| -> Result<Commitment, DecodeError> {
+        let t = r.count("commitment degree", limits.max_clients.into(), 32)?;
+        if t == 0 {
+            return Err(DecodeError::InvalidField("commitment degree"));
+        }
+        let mut encodings = Vec::with_capacity(t);
+        for _ in 0..t {
+            encodings.push(r.array()?);
+        }
+        Commitment::from_encodings(encodings).map_err(|_| DecodeError::InvalidPublicKey)
+    };
+    let mask_key = points(r)?;
+    Ok(ShareCommitments { mask_key, self_mask: points(r)? })
 }
 
 fn decode_envelopes(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<Envelope>, DecodeError> {

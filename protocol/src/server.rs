@@ -24,8 +24,10 @@ use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
+use privagg_crypto::shamir::Share;
 use privagg_crypto::{KeyContext, MaskSeed, MaskSign, SecretKey, derive_self_mask_seed, shamir};
 use rayon::prelude::*;
+use zeroize::Zeroizing;
 
 use crate::client::{pairwise_seed, sign_for};
 use crate::cohort::{self, Member, RevealedSeat};
@@ -33,8 +35,9 @@ use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
 use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
-    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, KeyList, PeerEntry,
-    RevealedShare, ServerMessage, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, ForwardedShare,
+    KeyList, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
+    UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -139,6 +142,8 @@ struct Slot {
     certified: Option<Certified>,
     /// Sent its ShareKeys (U2).
     shared: bool,
+    /// Its Feldman commitments, once it sent its ShareKeys.
+    commitments: Option<Arc<ShareCommitments>>,
     /// Its masked input is in the sum (U3).
     in_sum: bool,
     /// Its signature over the survivor set (U4), if it has a certificate and signed.
@@ -164,8 +169,8 @@ pub struct ServerRound {
     /// Envelopes waiting for the ShareKeys phase to end, by recipient (peer = sender).
     inbox: HashMap<ClientId, Vec<Envelope>>,
     sum: Vec<u64>,
-    /// Revealed shares by owner: (holder id, value).
-    shares: BTreeMap<ClientId, Vec<(u32, Scalar)>>,
+    /// Revealed shares by owner (x = the holder's id); zeroized on drop.
+    shares: BTreeMap<ClientId, Vec<Share>>,
     abort: Option<RoundAbort>,
     output: Option<RoundOutput>,
 }
@@ -413,7 +418,7 @@ impl ServerRound {
         }
         match msg {
             ClientMessage::AdvertiseKeys(advertisement) => self.accept_keys(client, *advertisement),
-            ClientMessage::ShareKeys(envelopes) => self.accept_envelopes(client, envelopes),
+            ClientMessage::ShareKeys(share_keys) => self.accept_envelopes(client, share_keys),
             ClientMessage::MaskedInput(vector) => self.accept_masked_input(client, &vector),
             ClientMessage::SurvivorsSigned(signature) => self.accept_survivor_signature(client, signature),
             ClientMessage::UnmaskResponse(response) => self.accept_shares(client, response),
@@ -457,7 +462,23 @@ impl ServerRound {
         self.graph.as_ref().map(|g| g.neighbours(client)).unwrap_or_default()
     }
 
-    fn accept_envelopes(&mut self, client: ClientId, envelopes: Vec<Envelope>) -> Result<(), Violation> {
+    /// Takes a client's commitments (of degree t − 1, the mask key's committing to its
+    /// advertised mask key) and its envelopes (exactly one per advertising neighbour).
+    fn accept_envelopes(&mut self, client: ClientId, share_keys: ShareKeys) -> Result<(), Violation> {
+        let ShareKeys { commitments, envelopes } = share_keys;
+        let t = self.params.threshold as usize;
+        if commitments.mask_key.threshold() != t || commitments.self_mask.threshold() != t {
+            return Err(Violation::WrongCommitments(format!(
+                "degree {} and {}, expected {}",
+                commitments.mask_key.threshold().saturating_sub(1),
+                commitments.self_mask.threshold().saturating_sub(1),
+                t.saturating_sub(1)
+            )));
+        }
+        let advertised = self.slots[client.index()].keys.map(|k| k.mask.to_bytes());
+        if advertised != Some(commitments.mask_key.secret_commitment()) {
+            return Err(Violation::WrongCommitments("the mask key's commitment is not the advertised key".into()));
+        }
         let expected: Vec<ClientId> =
             self.neighbours(client).into_iter().filter(|&v| self.slots[v.index()].keys.is_some()).collect();
         let mut got: Vec<ClientId> = envelopes.iter().map(|e| e.peer).collect();
@@ -469,7 +490,9 @@ impl ServerRound {
             let recipient = std::mem::replace(&mut envelope.peer, client);
             self.inbox.entry(recipient).or_default().push(envelope);
         }
-        self.slots[client.index()].shared = true;
+        let slot = &mut self.slots[client.index()];
+        slot.shared = true;
+        slot.commitments = Some(commitments);
         Ok(())
     }
 
@@ -521,7 +544,7 @@ impl ServerRound {
         }
         let holder = client.get();
         for RevealedShare { owner, value } in response.self_mask_shares.into_iter().chain(response.mask_key_shares) {
-            self.shares.entry(owner).or_default().push((holder, value));
+            self.shares.entry(owner).or_default().push(Share { x: holder, y: value });
         }
         Ok(())
     }
@@ -629,9 +652,16 @@ impl ServerRound {
         let mut inbox = std::mem::take(&mut self.inbox);
         for &to in &u2 {
             let mut envelopes = inbox.remove(&to).unwrap_or_default();
-            envelopes.retain(|e| self.slots[e.peer.index()].shared);
             envelopes.sort_unstable_by_key(|e| e.peer);
-            self.outgoing.push(Outgoing { to, message: ServerMessage::ForwardedShares(envelopes) });
+            let forwarded = envelopes
+                .into_iter()
+                .filter_map(|envelope| {
+                    let sender = &self.slots[envelope.peer.index()];
+                    let commitments = sender.commitments.clone().filter(|_| sender.shared)?;
+                    Some(ForwardedShare { envelope, commitments })
+                })
+                .collect();
+            self.outgoing.push(Outgoing { to, message: ServerMessage::ForwardedShares(forwarded) });
         }
         self.sum = vec![0; self.params.dim as usize];
     }
@@ -727,19 +757,69 @@ impl ServerRound {
         self.inbox.clear();
     }
 
+    /// Checks every revealed share against its owner's commitments (one batch per owner,
+    /// in parallel), drops each holder that revealed a wrong one (a violation naming the
+    /// owner), and rebuilds every secret from t valid shares. Aborts, naming the liars,
+    /// if some secret is left with fewer than t valid shares: never a corrupted sum.
+    fn verified_secrets(&mut self) -> Result<Vec<(ClientId, Zeroizing<Scalar>)>, RoundAbort> {
+        let threshold = self.params.threshold as usize;
+        let checks: Vec<(ClientId, Vec<u32>)> = self
+            .shares
+            .par_iter()
+            .map(|(&owner, shares)| {
+                let slot = &self.slots[owner.index()];
+                let invalid = match &slot.commitments {
+                    Some(c) if slot.in_sum => c.self_mask.invalid_shares(shares),
+                    Some(c) => c.mask_key.invalid_shares(shares),
+                    None => shares.iter().map(|s| s.x).collect(),
+                };
+                (owner, invalid)
+            })
+            .collect();
+        let mut blamed: BTreeMap<ClientId, ClientId> = BTreeMap::new(); // liar → first owner
+        for (owner, invalid) in &checks {
+            for &x in invalid {
+                if let Some(liar) = ClientId::new(x) {
+                    blamed.entry(liar).or_insert(*owner);
+                }
+            }
+        }
+        for (&liar, &owner) in &blamed {
+            if self.slots[liar.index()].dropped.is_none() {
+                self.record_drop(liar, DropReason::Violation(Violation::InvalidShare { owner }));
+            }
+        }
+        let mut lagrange = LagrangeCache::default();
+        let mut secrets = Vec::with_capacity(checks.len());
+        for (owner, invalid) in checks {
+            let shares = self.shares.get(&owner).map(Vec::as_slice).unwrap_or_default();
+            let valid: Vec<&Share> = shares.iter().filter(|s| !invalid.contains(&s.x)).collect();
+            if valid.len() < threshold {
+                let liars = invalid.iter().filter_map(|&x| ClientId::new(x)).collect();
+                return Err(RoundAbort::InvalidShares {
+                    owner,
+                    valid: valid.len(),
+                    threshold: self.params.threshold,
+                    liars,
+                });
+            }
+            let secret = lagrange.reconstruct(&valid, threshold).ok_or(RoundAbort::ReconstructionFailed(owner))?;
+            secrets.push((owner, secret));
+        }
+        Ok(secrets)
+    }
+
     fn remove_masks(&mut self) -> Result<(), RoundAbort> {
         let ctx = self.ctx.ok_or_else(|| RoundAbort::Cancelled("no session".into()))?;
-        let threshold = self.params.threshold as usize;
-        let mut lagrange = LagrangeCache::default();
+        let secrets = self.verified_secrets()?;
         let mut masks: Vec<(MaskSeed, MaskSign)> = Vec::new();
         let mut dropped_keys: Vec<(ClientId, SecretKey)> = Vec::new();
-        for (&owner, shares) in &self.shares {
-            let secret = lagrange.reconstruct(shares, threshold).ok_or(RoundAbort::ReconstructionFailed(owner))?;
+        for (owner, secret) in secrets {
             let slot = &self.slots[owner.index()];
             if slot.in_sum {
                 masks.push((derive_self_mask_seed(&secret, &ctx, owner.get()), MaskSign::Subtract));
             } else {
-                let key = SecretKey::from_scalar(secret);
+                let key = SecretKey::from_scalar(*secret);
                 let public = slot.keys.map(|k| k.mask);
                 if public != Some(key.public_key()) {
                     return Err(RoundAbort::ReconstructionFailed(owner));
@@ -796,29 +876,29 @@ struct LagrangeCache {
 }
 
 impl LagrangeCache {
-    /// The secret behind `shares`, interpolated from the first `t` shares by holder id
-    /// and checked against the last `t` when more than `t` arrived (a wrong share among
-    /// them then shows as a mismatch). `None` if too few or inconsistent shares.
-    fn reconstruct(&mut self, shares: &[(u32, Scalar)], t: usize) -> Option<Scalar> {
+    /// The secret behind `shares` (all verified against the owner's commitments, so any
+    /// t of them agree), interpolated from the t with the lowest holder ids. `None` if
+    /// fewer than t.
+    fn reconstruct(&mut self, shares: &[&Share], t: usize) -> Option<Zeroizing<Scalar>> {
         if shares.len() < t || t == 0 {
             return None;
         }
-        let mut sorted = shares.to_vec();
-        sorted.sort_unstable_by_key(|s| s.0);
-        let first = self.interpolate(&sorted[..t])?;
-        if sorted.len() > t && self.interpolate(&sorted[sorted.len() - t..])? != first {
-            return None;
-        }
-        Some(first)
+        let mut sorted: Vec<&Share> = shares.to_vec();
+        sorted.sort_unstable_by_key(|s| s.x);
+        self.interpolate(&sorted[..t])
     }
 
-    fn interpolate(&mut self, shares: &[(u32, Scalar)]) -> Option<Scalar> {
-        let xs: Vec<u32> = shares.iter().map(|s| s.0).collect();
+    fn interpolate(&mut self, shares: &[&Share]) -> Option<Zeroizing<Scalar>> {
+        let xs: Vec<u32> = shares.iter().map(|s| s.x).collect();
         if !self.coefficients.contains_key(&xs) {
             let c = shamir::lagrange_coefficients_at_zero(&xs).ok()?;
             self.coefficients.insert(xs.clone(), c);
         }
         let coefficients = self.coefficients.get(&xs)?;
-        Some(coefficients.iter().zip(shares).map(|(c, s)| c * s.1).sum())
+        let mut secret = Zeroizing::new(Scalar::ZERO);
+        for (c, s) in coefficients.iter().zip(shares) {
+            *secret += c * s.y;
+        }
+        Some(secret)
     }
 }

@@ -181,8 +181,8 @@ fn tampered_or_misaddressed_envelopes_are_refused() {
     let ServerMessage::ForwardedShares(honest) = msg else { unreachable!() };
 
     let mut e = honest.clone();
-    e[0].sealed[40] ^= 1;
-    let sender = e[0].peer;
+    e[0].envelope.sealed[40] ^= 1;
+    let sender = e[0].envelope.peer;
     assert_eq!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::EnvelopeRejected(sender)));
 
     // An envelope relabelled as coming from another neighbour does not open: the
@@ -190,9 +190,9 @@ fn tampered_or_misaddressed_envelopes_are_refused() {
     let (mut h, _) = until(5, 4, 3, is_shares);
     let mut e = honest.clone();
     e.swap(0, 1);
-    let (a, b) = (e[0].peer, e[1].peer);
-    e[0].peer = b;
-    e[1].peer = a;
+    let (a, b) = (e[0].envelope.peer, e[1].envelope.peer);
+    e[0].envelope.peer = b;
+    e[1].envelope.peer = a;
     assert!(matches!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::EnvelopeRejected(_))));
 
     let (mut h, _) = until(5, 4, 3, is_shares);
@@ -202,7 +202,7 @@ fn tampered_or_misaddressed_envelopes_are_refused() {
 
     let (mut h, _) = until(5, 4, 3, is_shares);
     let mut e = honest.clone();
-    e[0].peer = id(1);
+    e[0].envelope.peer = id(1);
     assert_eq!(give(&mut h, ServerMessage::ForwardedShares(e)), Err(ClientError::UnexpectedPeer(id(1))));
 
     let (mut h, _) = until(5, 4, 3, is_shares);

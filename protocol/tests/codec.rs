@@ -10,8 +10,8 @@ use privagg_crypto::SecretKey;
 use privagg_protocol::cohort::RevealedSeat;
 use privagg_protocol::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, DecodeError,
-    ENVELOPE_LEN, Envelope, KeyList, Leave, Limits, PackedVector, PeerEntry, PrgKind, RevealedShare, RoundParams,
-    ServerMessage, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    ENVELOPE_LEN, Envelope, ForwardedShare, KeyList, Leave, Limits, PackedVector, PeerEntry, PrgKind, RevealedShare,
+    RoundParams, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -31,6 +31,19 @@ fn keys(seed: u64) -> AdvertisedKeys {
 
 fn envelope(peer: u32) -> Envelope {
     Envelope { peer: id(peer), sealed: Box::new([peer as u8; ENVELOPE_LEN]) }
+}
+
+/// Commitments of degree t − 1 to two random polynomials.
+fn commitments(seed: u64, t: usize) -> Arc<ShareCommitments> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let holders: Vec<u32> = (1..=t as u32).collect();
+    let (_, mask_key) = privagg_crypto::vss::split(&Scalar::random(&mut rng), t, &holders, &mut rng).unwrap();
+    let (_, self_mask) = privagg_crypto::vss::split(&Scalar::random(&mut rng), t, &holders, &mut rng).unwrap();
+    Arc::new(ShareCommitments { mask_key, self_mask })
+}
+
+fn forwarded(peer: u32) -> ForwardedShare {
+    ForwardedShare { envelope: envelope(peer), commitments: commitments(peer.into(), 3) }
 }
 
 fn server_messages() -> Vec<ServerMessage> {
@@ -58,7 +71,7 @@ fn server_messages() -> Vec<ServerMessage> {
                 PeerEntry { id: id(5), keys: keys(5), certified: None },
             ],
         }),
-        ServerMessage::ForwardedShares(vec![envelope(2), envelope(3)]),
+        ServerMessage::ForwardedShares(vec![forwarded(2), forwarded(3)]),
         ServerMessage::ForwardedShares(vec![]),
         ServerMessage::UnmaskRequest(UnmaskRequest {
             survivors: vec![id(1), id(2)],
@@ -94,7 +107,10 @@ fn advertisement(seed: u64, signature: Option<[u8; 64]>) -> Box<Advertisement> {
 fn client_messages() -> Vec<ClientMessage> {
     vec![
         ClientMessage::AdvertiseKeys(advertisement(3, None)),
-        ClientMessage::ShareKeys(vec![envelope(4), envelope(6)]),
+        ClientMessage::ShareKeys(ShareKeys {
+            commitments: commitments(9, 2),
+            envelopes: vec![envelope(4), envelope(6)],
+        }),
         ClientMessage::MaskedInput(PackedVector::pack(&[1, 2, 3, 0x1f_ffff], 21)),
         ClientMessage::MaskedInput(PackedVector::pack(&[u64::MAX; 3], 64)),
         ClientMessage::UnmaskResponse(UnmaskResponse {
@@ -105,6 +121,7 @@ fn client_messages() -> Vec<ClientMessage> {
         ClientMessage::AdvertiseKeys(advertisement(4, Some([0xab; 64]))),
         ClientMessage::SurvivorsSigned(Some([0x5e; 64])),
         ClientMessage::SurvivorsSigned(None),
+        ClientMessage::ShareKeys(ShareKeys { commitments: commitments(10, 1), envelopes: vec![] }),
     ]
 }
 
@@ -176,6 +193,13 @@ fn header_and_field_errors_are_typed() {
     let mut bytes = server_messages()[1].encode();
     *bytes.last_mut().unwrap() = 7;
     assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("signature flag")));
+    // Share commitments of degree −1 (t = 0), or with a point that is not canonical.
+    let mut bytes = client_messages()[1].encode();
+    bytes[2..6].copy_from_slice(&0u32.to_le_bytes());
+    assert!(ClientMessage::decode(&bytes, &limits).is_err());
+    let mut bytes = client_messages()[1].encode();
+    bytes[6..38].copy_from_slice(&[0xff; 32]);
+    assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidPublicKey));
     // A share equal to the group order is not canonical.
     let mut bytes = client_messages()[4].encode();
     let order: [u8; 32] = [
@@ -210,7 +234,12 @@ fn header_and_field_errors_are_typed() {
 fn counts_are_bounded_before_allocation() {
     let tight = Limits { max_clients: 1, max_dim: 2, max_app_data: 4, max_detail: 2, max_certificate: 4 };
     let err = ClientMessage::decode(&client_messages()[1].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "commitment degree", value: 2, limit: 1 }));
+    let mut share_keys = ShareKeys { commitments: commitments(11, 1), envelopes: vec![envelope(4), envelope(6)] };
+    let err = ClientMessage::decode(&ClientMessage::ShareKeys(share_keys.clone()).encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "envelopes", value: 2, limit: 1 }));
+    share_keys.envelopes.pop();
+    assert!(ClientMessage::decode(&ClientMessage::ShareKeys(share_keys).encode(), &tight).is_ok());
     let err = ClientMessage::decode(&client_messages()[2].encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "vector length", .. }));
     let err = ServerMessage::decode(&server_messages()[0].encode(), &tight).unwrap_err();

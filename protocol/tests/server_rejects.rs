@@ -137,16 +137,16 @@ fn envelopes_must_go_to_exactly_the_neighbours() {
     let mut h = Harness::new(params(8, 7, 3, 16, 32), 5);
     h.run(|_, from, msg| match (from.get(), msg) {
         (1, ClientMessage::ShareKeys(mut e)) => {
-            e.pop();
+            e.envelopes.pop();
             Some(ClientMessage::ShareKeys(e))
         }
         (2, ClientMessage::ShareKeys(mut e)) => {
-            e[0].peer = id(2);
+            e.envelopes[0].peer = id(2);
             Some(ClientMessage::ShareKeys(e))
         }
         (3, ClientMessage::ShareKeys(mut e)) => {
-            let copy = Envelope { peer: e[0].peer, sealed: e[0].sealed.clone() };
-            e.push(copy);
+            let copy = Envelope { peer: e.envelopes[0].peer, sealed: e.envelopes[0].sealed.clone() };
+            e.envelopes.push(copy);
             Some(ClientMessage::ShareKeys(e))
         }
         (_, m) => Some(m),

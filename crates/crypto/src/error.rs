@@ -30,6 +30,12 @@ pub enum CryptoError {
     /// A Shamir share encoding has holder id 0 (the secret's evaluation point).
     #[error("share holder id 0 is reserved for the secret")]
     ZeroShareId,
+    /// A Feldman commitment with no points (a polynomial needs at least its constant term).
+    #[error("empty share commitment")]
+    InvalidCommitment,
+    /// A DLEQ proof does not verify.
+    #[error("invalid discrete-log equality proof")]
+    InvalidProof,
     /// HKDF-SHA256 can produce at most 255 · 32 = 8160 bytes.
     #[error("HKDF output of {len} bytes is longer than 8160")]
     KdfOutputTooLong {

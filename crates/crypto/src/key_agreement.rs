@@ -122,6 +122,11 @@ impl PublicKey {
         self.bytes
     }
 
+    /// The decoded group element.
+    pub fn point(&self) -> RistrettoPoint {
+        self.point
+    }
+
     fn from_point(point: RistrettoPoint) -> Self {
         Self { bytes: point.compress().to_bytes(), point }
     }

@@ -8,6 +8,8 @@
 //! | [`envelope`] | AES-256-GCM (SP 800-38D), random 96-bit nonces, context-bound AAD | relaying Shamir shares through the server |
 //! | [`prg`] | AES-128-CTR (SP 800-38A) or ChaCha20 (RFC 8439) keystream → words mod 2^bits | self and pairwise masks, added in place |
 //! | [`shamir`] | Shamir sharing over the ristretto255 scalar field | dropout recovery of `s_u` and `b_u` |
+//! | [`vss`] | Feldman commitments to the sharing polynomials, batch share verification | checking every share a client receives and the server is revealed |
+//! | [`dleq`] | Chaum–Pedersen proofs of discrete-log equality (Fiat–Shamir, SHA-512) | proving a revealed Diffie-Hellman value (blame for a bad envelope) |
 //! | [`identity`] | Ed25519 signatures (RFC 8032, ring) under X.509 client certificates (rustls-webpki) | binding each round's keys and survivor sets to a certified client |
 //!
 //! # How they fit together
@@ -45,6 +47,7 @@
 //! * The PRG is a fixed, versioned function of the seed (pinned by known-answer tests against
 //!   NIST SP 800-38A and RFC 8439); mask words are exactly uniform mod 2^bits.
 //! * Shamir: any t shares rebuild the secret, t − 1 reveal nothing; extra shares are checked.
+//!   With Feldman commitments ([`vss`]) every single share is checked, so a wrong one is named.
 //! * Secrets ([`SecretKey`], [`SharedSecret`], [`ChannelKey`], [`MaskSeed`], [`Share`]) are
 //!   zeroized on drop and their `Debug` output is redacted. Arithmetic on secrets is constant
 //!   time (curve25519-dalek, AES-NI/VAES or bitsliced AES, ChaCha20); the keystream's position
@@ -52,6 +55,7 @@
 //! * Decoders never panic on untrusted input; every rejection is a typed error
 //!   ([`CryptoError`], [`ShamirError`]).
 
+pub mod dleq;
 pub mod envelope;
 pub mod error;
 pub mod identity;
@@ -59,6 +63,7 @@ pub mod kdf;
 pub mod key_agreement;
 pub mod prg;
 pub mod shamir;
+pub mod vss;
 
 pub use curve25519_dalek::scalar::Scalar;
 pub use envelope::{ChannelKey, ENVELOPE_OVERHEAD, EnvelopeContext, open, seal};

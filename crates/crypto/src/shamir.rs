@@ -87,6 +87,17 @@ pub fn split<R: rand_core::CryptoRng + ?Sized>(
     holders: &[u32],
     rng: &mut R,
 ) -> Result<Vec<Share>, ShamirError> {
+    split_with_coefficients(secret, threshold, holders, rng).map(|(shares, _)| shares)
+}
+
+/// [`split`], also returning the polynomial's coefficients (the secret first), e.g. for
+/// committing to them ([`crate::vss`]). Zeroized on drop.
+pub(crate) fn split_with_coefficients<R: rand_core::CryptoRng + ?Sized>(
+    secret: &Scalar,
+    threshold: usize,
+    holders: &[u32],
+    rng: &mut R,
+) -> Result<(Vec<Share>, Zeroizing<Vec<Scalar>>), ShamirError> {
     if threshold == 0 || threshold > holders.len() {
         return Err(ShamirError::InvalidThreshold { threshold, shares: holders.len() });
     }
@@ -94,14 +105,15 @@ pub fn split<R: rand_core::CryptoRng + ?Sized>(
     let mut coefficients = Zeroizing::new(Vec::with_capacity(threshold));
     coefficients.push(*secret);
     coefficients.extend((1..threshold).map(|_| Scalar::random(rng)));
-    Ok(holders
+    let shares = holders
         .iter()
         .map(|&x| {
             let at = Scalar::from(x);
             let y = coefficients.iter().rev().fold(Scalar::ZERO, |acc, c| acc * at + c);
             Share { x, y }
         })
-        .collect())
+        .collect();
+    Ok((shares, coefficients))
 }
 
 /// Rebuilds the secret p(0) from the first `threshold` shares by Lagrange interpolation.

@@ -18,8 +18,8 @@ use privagg_dp::planner::Mechanism;
 use privagg_protocol::cohort::{self, RevealedSeat};
 use privagg_protocol::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, ENVELOPE_LEN,
-    Envelope, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare, RoundParams, ServerMessage,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Envelope, ForwardedShare, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare, RoundParams,
+    ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
 use privagg_service::{AggregationMode, RoundSettings};
@@ -47,6 +47,18 @@ fn envelope(peer: u32) -> Envelope {
         *b = (i as u8).wrapping_mul(7).wrapping_add(peer as u8);
     }
     Envelope { peer: id(peer), sealed: Box::new(sealed) }
+}
+
+/// Deterministic Feldman commitments of degree t − 1 = 2 (the golden round's t = 3).
+fn commitments(seed: u64) -> Arc<ShareCommitments> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let (_, mask_key) = privagg_crypto::vss::split(&Scalar::from(seed + 1), 3, &[1, 2, 3], &mut rng).unwrap();
+    let (_, self_mask) = privagg_crypto::vss::split(&Scalar::from(seed + 2), 3, &[1, 2, 3], &mut rng).unwrap();
+    Arc::new(ShareCommitments { mask_key, self_mask })
+}
+
+fn forwarded(peer: u32) -> ForwardedShare {
+    ForwardedShare { envelope: envelope(peer), commitments: commitments(peer.into()) }
 }
 
 fn params() -> RoundParams {
@@ -179,13 +191,14 @@ fn vectors() -> Vec<Vector> {
     ];
     let advertisement = cohort::advertisement_message(&hash, id(2), &keys(2), &[2; 32]);
     let survivors = cohort::survivors_message(&labelling.session_id, 3, &[id(1), id(2), id(4)]);
+    let commitment_digest = commitments(2).digest(&labelling.session_id, 3, id(2));
     let config =
         Config { params: params(), client_id: id(2), cohort: hash, app_data: Arc::from(&b"settings and model"[..]) };
     let header = privagg_service::frame::header(300).unwrap().to_vec();
     vec![
         server_message("Config", ServerMessage::Config(config)),
         server_message("KeyList", ServerMessage::KeyList(KeyList { cohort: seats.clone().into(), entries })),
-        server_message("ForwardedShares", ServerMessage::ForwardedShares(vec![envelope(1), envelope(4)])),
+        server_message("ForwardedShares", ServerMessage::ForwardedShares(vec![forwarded(1), forwarded(4)])),
         server_message(
             "UnmaskRequest",
             ServerMessage::UnmaskRequest(UnmaskRequest {
@@ -210,7 +223,13 @@ fn vectors() -> Vec<Vector> {
             "AdvertiseKeys (anonymous)",
             ClientMessage::AdvertiseKeys(Box::new(Advertisement { keys: keys(4), nonce: [4; 32], signature: None })),
         ),
-        client_message("ShareKeys", ClientMessage::ShareKeys(vec![envelope(1), envelope(4)])),
+        client_message(
+            "ShareKeys",
+            ClientMessage::ShareKeys(ShareKeys {
+                commitments: commitments(2),
+                envelopes: vec![envelope(1), envelope(4)],
+            }),
+        ),
         client_message("MaskedInput", ClientMessage::MaskedInput(PackedVector::pack(&[1, 0xfffff, 0, 77], 20))),
         client_message(
             "UnmaskResponse",
@@ -247,6 +266,11 @@ fn vectors() -> Vec<Vector> {
         settings("RoundSettings (DP)", dp_settings()),
         Vector { name: "frame header (300 bytes)", bytes: header, decodes_back: Box::new(|b| b == [44, 1, 0, 0]) },
         Vector { name: "cohort hash", bytes: hash.to_vec(), decodes_back: Box::new(move |b| b == hash) },
+        Vector {
+            name: "share commitments digest",
+            bytes: commitment_digest.to_vec(),
+            decodes_back: Box::new(move |b| b == commitment_digest),
+        },
         Vector {
             name: "labelling seed",
             bytes: labelling.graph_seed.to_vec(),
