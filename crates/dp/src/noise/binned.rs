@@ -72,7 +72,7 @@ impl Default for BinnedTuning {
 }
 
 /// One entry of the proposal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Entry {
     /// Bin `j`: `a ∈ [jB, (j+1)B)`.
     Bin(u32),
@@ -357,8 +357,8 @@ fn bin_threshold(num: u64, den: u64, start: u64, width: u64, scale: u64, weight:
     BinThreshold { accept_below, reject_from, theta }
 }
 
-/// Vose's alias method on exact integer weights summing to `n·2^32`: every column is
-/// filled to exactly `2^32` by one entry and at most one alias.
+/// Vose's alias method on exact integer weights summing to `n·COLUMN`: every column is
+/// filled to exactly `COLUMN` by one entry and at most one alias.
 fn alias_columns(weights: &[(Entry, u128)]) -> Result<Vec<Column>, DpError> {
     let column = u128::from(COLUMN);
     let mut left: Vec<u128> = weights.iter().map(|&(_, w)| w).collect();
@@ -376,7 +376,7 @@ fn alias_columns(weights: &[(Entry, u128)]) -> Result<Vec<Column>, DpError> {
             small.push(l);
         }
     }
-    // The rest hold exactly 2^32 each (the total is n·2^32), so they keep themselves.
+    // The rest hold exactly COLUMN each (the total is n·COLUMN), so they keep themselves.
     if large.iter().any(|&l| left[l] != column) {
         return Err(invalid("weights", "do not fill the alias columns exactly"));
     }
@@ -416,4 +416,83 @@ fn bernoulli_ratio_lazy<R: CryptoRng + ?Sized>(bits: &mut BitSource<'_, R>, firs
         return false;
     }
     bernoulli_ratio(bits, target - b * den, den)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Each entry's probability mass, read back from the alias columns.
+    fn masses(columns: &[Column]) -> HashMap<Entry, u128> {
+        let mut mass = HashMap::new();
+        for c in columns {
+            *mass.entry(c.entry).or_insert(0) += u128::from(c.keep);
+            *mass.entry(c.alias).or_insert(0) += u128::from(COLUMN - c.keep);
+        }
+        mass.retain(|_, m| *m > 0);
+        mass
+    }
+
+    fn summed(weights: &[(Entry, u128)]) -> HashMap<Entry, u128> {
+        let mut mass = HashMap::new();
+        for &(e, w) in weights {
+            *mass.entry(e).or_insert(0) += w;
+        }
+        mass.retain(|_, m| *m > 0);
+        mass
+    }
+
+    #[test]
+    fn the_alias_columns_hold_exactly_the_weights() {
+        // Uneven weights, one entry larger than several columns, padding entries of 0.
+        let column = u128::from(COLUMN);
+        let weights = vec![
+            (Entry::Bin(0), 3 * column + 5),
+            (Entry::Bin(1), column - 7),
+            (Entry::Bin(2), 1),
+            (Entry::Tail, column / 3),
+            (Entry::Retry, 0),
+            (Entry::Retry, 0),
+            (Entry::Retry, 0),
+            (Entry::Retry, 0),
+        ];
+        let rest = 8 * column - weights.iter().map(|w| w.1).sum::<u128>();
+        let mut weights = weights;
+        weights[4].1 = rest;
+        assert_eq!(masses(&alias_columns(&weights).unwrap()), summed(&weights));
+        // Weights that do not fill the columns are refused, not silently rescaled.
+        weights[4].1 -= 1;
+        assert!(alias_columns(&weights).is_err());
+    }
+
+    #[test]
+    fn every_table_holds_its_bins_tail_and_retry_exactly_and_bins_bound_the_density() {
+        for (num, den) in [(1u64, 1u64), (7, 3), (170_336_716, 1), (1_000_000, 1), (4_000_000_000_000, 7)] {
+            let table = BinnedGaussian::new(num, den).unwrap();
+            let width = 1u64 << table.log2_width;
+            let (weights, tail_c) =
+                BinnedGaussian::weights(num, den, width, table.bins.len() as u64, table.tail_start, table.scale)
+                    .unwrap();
+            let mass = masses(&table.columns);
+            let total = u128::from(COLUMN) * table.columns.len() as u128;
+            assert_eq!(mass.values().sum::<u128>(), total);
+            for (j, &w) in weights.iter().enumerate() {
+                assert_eq!(
+                    mass.get(&Entry::Bin(j as u32)).copied().unwrap_or(0),
+                    u128::from(w),
+                    "σ² = {num}/{den}, bin {j}"
+                );
+                // w_j = ⌈f(jB)·B·S⌉: at least the density, at most one above it.
+                let exact = (-((j as u64 * width) as f64).powi(2) * den as f64 / (2.0 * num as f64)).exp()
+                    * width as f64
+                    * table.scale as f64;
+                assert!(w as f64 >= exact * (1.0 - 1e-9) && (w as f64) <= exact * (1.0 + 1e-9) + 1.0, "bin {j}");
+            }
+            let tail = (u128::from(tail_c) * u128::from(width)) << table.tail_t;
+            assert_eq!(mass.get(&Entry::Tail).copied().unwrap_or(0), tail, "σ² = {num}/{den}: tail");
+            assert_eq!(table.tail_c, tail_c);
+        }
+    }
 }
