@@ -375,7 +375,7 @@ impl ServerRound {
                     self.outgoing.push(Outgoing { to, message: ServerMessage::RoundComplete { inputs } });
                 }
                 self.phase = Phase::Completed;
-                self.shares.clear();
+                wipe_shares(&mut self.shares);
                 self.output = Some(RoundOutput { sum: std::mem::take(&mut self.sum), included });
                 self.output.as_ref().ok_or(RoundAbort::Cancelled("no output".into()))
             }
@@ -723,7 +723,7 @@ impl ServerRound {
         self.phase = Phase::Aborted;
         self.abort = Some(abort);
         self.sum = Vec::new();
-        self.shares.clear();
+        wipe_shares(&mut self.shares);
         self.inbox.clear();
     }
 
@@ -734,10 +734,12 @@ impl ServerRound {
         let mut masks: Vec<(MaskSeed, MaskSign)> = Vec::new();
         let mut dropped_keys: Vec<(ClientId, SecretKey)> = Vec::new();
         for (&owner, shares) in &self.shares {
-            let secret = lagrange.reconstruct(shares, threshold).ok_or(RoundAbort::ReconstructionFailed(owner))?;
+            let mut secret = lagrange.reconstruct(shares, threshold).ok_or(RoundAbort::ReconstructionFailed(owner))?;
             let slot = &self.slots[owner.index()];
             if slot.in_sum {
                 masks.push((derive_self_mask_seed(&secret, &ctx, owner.get()), MaskSign::Subtract));
+                // The rebuilt b_u: wiped once its seed is derived.
+                zeroize::Zeroize::zeroize(&mut secret);
             } else {
                 let key = SecretKey::from_scalar(secret);
                 let public = slot.keys.map(|k| k.mask);
@@ -775,6 +777,14 @@ impl ServerRound {
         masking::apply_all(self.params.prg, &mut self.sum, self.params.bits, &masks)
             .map_err(|e| RoundAbort::Cancelled(e.to_string()))
     }
+}
+
+/// Zeroizes every revealed share, then forgets them.
+fn wipe_shares(shares: &mut BTreeMap<ClientId, Vec<(u32, Scalar)>>) {
+    for (_, value) in shares.values_mut().flatten() {
+        zeroize::Zeroize::zeroize(value);
+    }
+    shares.clear();
 }
 
 /// Whether a client in the round owes a message in `phase`.

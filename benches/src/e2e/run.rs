@@ -90,7 +90,7 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
                 command.args(["--bits", &bits.to_string()]);
             }
             if settings.curious {
-                command.args(["--threat", "curious"]);
+                command.args(["--threat", "curious", "--insecure-open-admission"]);
             }
             if let Some(k) = settings.neighbors {
                 command.args(["--neighbors", &k.to_string()]);

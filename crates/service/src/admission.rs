@@ -26,6 +26,14 @@ use crate::message::IDENTITY_LEN;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIdentity([u8; 32]);
 
+impl ClientIdentity {
+    /// The first 8 bytes of the digest in hex: enough to tell identities apart in logs
+    /// and records, useless to guess a token from.
+    pub fn fingerprint(&self) -> String {
+        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 impl std::fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A prefix of a digest: enough to tell identities apart in logs, useless to guess

@@ -100,7 +100,10 @@ fn a_second_connection_with_a_token_in_use_is_refused_and_the_holder_keeps_its_s
     );
     assert!(h.closes.contains(&(thief, CloseReason::Refused)));
     // The holder's connection is closed only when the session ends.
-    assert_eq!(h.closes.iter().filter(|&&(c, _)| c == holder).collect::<Vec<_>>(), [&(holder, CloseReason::SessionEnded)]);
+    assert_eq!(
+        h.closes.iter().filter(|&&(c, _)| c == holder).collect::<Vec<_>>(),
+        [&(holder, CloseReason::SessionEnded)]
+    );
     assert_eq!(h.commits[0].peers, vec![0, 1, 2]);
     h.assert_exact(0);
 }

@@ -909,13 +909,7 @@ impl ServerSession {
             return;
         }
         tracing::warn!(?identity, offences, %offence, "identity banned for the session");
-        let ban = Ban {
-            identity,
-            seat,
-            round: self.next_round,
-            offences,
-            reason: offence.clone(),
-        };
+        let ban = Ban { identity, seat, round: self.next_round, offences, reason: offence.clone() };
         self.banned.insert(identity, offence);
         self.unreported_bans.push(ban.clone());
         self.out.push(Action::Event(SessionEvent::Banned(ban)));
