@@ -8,10 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use privagg_e2e::{PATIENCE, Running, config, start, submit, updates};
+use privagg_client::{Client, ClientOptions, SdkError};
+use privagg_e2e::{PATIENCE, Running, config, start, state_dir, submit, updates};
 use privagg_server::record::BanReason;
+use privagg_server::tls::ServerCertificate;
 use privagg_server::{ServeError, Server, Threat};
 use privagg_service::Frame;
+use privagg_service::frame::FrameError;
 use privagg_service::message::{ClientServiceMessage, ServerServiceMessage};
 use privagg_service::quic::{client_config, read_frame, transport_config, write_frame};
 
@@ -173,4 +176,39 @@ async fn a_flood_of_connections_that_never_say_hello_is_bounded_and_honest_clien
         assert!(conn.close_reason().is_some());
     }
     assert_eq!(running.finish().await.completed_rounds, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_refuses_an_oversized_announced_frame_before_reading_it() {
+    // A hostile server answers the Hello with the header of a 512 MiB frame and nothing
+    // else. The SDK, capped at 1 MiB before any Config, refuses the length at once: it
+    // neither waits for the bytes nor allocates for them.
+    let dir = state_dir("overload-sdk-cap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let certificate = ServerCertificate::load_or_generate(&dir).unwrap();
+    let server_config = certificate.server_config(1 << 20, Duration::from_secs(30), None).unwrap();
+    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        read_frame(&mut recv, || 1 << 16).await.unwrap().unwrap();
+        send.write_all(&(512u32 << 20).to_le_bytes()).await.unwrap();
+        // Hold the connection open: the client must not wait for the body.
+        tokio::time::sleep(PATIENCE).await;
+        drop((conn, endpoint));
+    });
+    let mut options = ClientOptions::new(addr, certificate.cert.clone());
+    options.max_server_frame = 1 << 20;
+    options.state_dir = None;
+    options.policy.server = privagg_protocol::AdversaryClass::CuriousServer;
+    let result = tokio::time::timeout(PATIENCE, Client::connect(options)).await.expect("the client waited");
+    match result {
+        Err(SdkError::Frame(FrameError::TooLarge { len, limit })) => {
+            assert_eq!((len, limit), (512 << 20, 1 << 20));
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("admitted by a hostile server"),
+    }
+    server.abort();
 }
