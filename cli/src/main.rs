@@ -198,9 +198,12 @@ struct ServeArgs {
     /// Private key (PKCS#8 DER) of --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// Masked inputs received at once [default: 4].
+    /// Masked inputs received at once; 0: as many as --upload-memory-mib holds [default: 0].
     #[arg(long)]
     upload_slots: Option<usize>,
+    /// Memory for uploads in flight, MiB, when --upload-slots is 0 [default: 256].
+    #[arg(long)]
+    upload_memory_mib: Option<f64>,
     /// Model downloads written at once [default: 64].
     #[arg(long)]
     download_slots: Option<usize>,
@@ -486,6 +489,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.idle_timeout, args.idle_timeout);
     set!(c.upload_slots, args.upload_slots);
     set!(c.download_slots, args.download_slots);
+    set!(c.upload_memory_mib, args.upload_memory_mib);
     set!(c.hello_timeout, args.hello_timeout);
     set!(c.transfer_timeout, args.transfer_timeout);
     set!(c.min_transfer_rate, args.min_transfer_rate);

@@ -162,8 +162,11 @@ pub struct ServeConfig {
     pub cert: Option<PathBuf>,
     /// Private key (PKCS#8 DER) of `cert`.
     pub key: Option<PathBuf>,
-    /// Masked inputs received at once (bounds server memory).
+    /// Masked inputs received at once; 0: as many as `upload_memory_mib` holds.
     pub upload_slots: usize,
+    /// Memory for uploads in flight, in MiB: with `upload_slots` = 0, the server grants
+    /// as many uploads at once as fit (each a masked input's frame), at least 4.
+    pub upload_memory_mib: f64,
     /// Model downloads written at once; each is bounded by the write deadline, so slow
     /// readers hold a slot only that long.
     pub download_slots: usize,
@@ -213,7 +216,8 @@ impl Default for ServeConfig {
             client_ca: None,
             cert: None,
             key: None,
-            upload_slots: 4,
+            upload_slots: 0,
+            upload_memory_mib: 256.0,
             download_slots: 64,
             hello_timeout: 5.0,
             transfer_timeout: 10.0,
@@ -245,6 +249,16 @@ impl ServeConfig {
     /// How long a partial cohort waits.
     pub fn lobby_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.lobby_timeout)
+    }
+
+    /// Uploads granted at once for upload frames of `upload_frame` bytes: `upload_slots`,
+    /// or (0) as many as `upload_memory_mib` holds, at least 4 and at most 4096.
+    pub fn effective_upload_slots(&self, upload_frame: usize) -> usize {
+        if self.upload_slots > 0 {
+            return self.upload_slots;
+        }
+        let budget = self.upload_memory_mib * (1u64 << 20) as f64;
+        ((budget / upload_frame.max(1) as f64) as usize).clamp(4, 4096)
     }
 
     /// How long a new connection may take to send its `Hello`.
@@ -291,8 +305,11 @@ impl ServeConfig {
                 return bad(format!("{name} must be a positive number of seconds"));
             }
         }
-        if self.upload_slots == 0 || self.max_round_attempts == 0 || self.download_slots == 0 {
-            return bad("--upload-slots, --download-slots and --max-round-attempts must be at least 1".into());
+        if self.max_round_attempts == 0 || self.download_slots == 0 {
+            return bad("--download-slots and --max-round-attempts must be at least 1".into());
+        }
+        if !(self.upload_memory_mib.is_finite() && self.upload_memory_mib > 0.0) {
+            return bad("--upload-memory-mib must be positive".into());
         }
         if self.max_unadmitted == 0 || self.max_unadmitted_per_address == 0 {
             return bad("--max-unadmitted and --max-unadmitted-per-address must be at least 1".into());

@@ -7,7 +7,10 @@
 //! ([`ServeConfig::transfer_deadline`](crate::ServeConfig::transfer_deadline)); past it,
 //! the driver hears [`ConnEvent::Stalled`] and the session drops the client. Until the
 //! session admits the connection it holds a pre-admission claim and a small receive
-//! window; on admission the claim is released and the window raised.
+//! window; on admission the claim is released. The connection's receive window follows
+//! the frame limit the session sets (the driver raises it for a granted upload and
+//! lowers it after), so an admitted client without a grant buffers at most a control
+//! frame.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,8 +46,7 @@ pub(crate) enum Outbound {
     Frame(Frame),
     /// Close the connection after what was queued.
     Close(CloseReason),
-    /// The session admitted the client: release the pre-admission claim and raise the
-    /// receive window.
+    /// The session admitted the client: release the pre-admission claim.
     Admitted,
 }
 
@@ -56,6 +58,8 @@ pub(crate) struct ConnHandle {
     pub outbox: mpsc::UnboundedSender<Outbound>,
     /// The largest frame the reader accepts now.
     pub frame_limit: Arc<AtomicUsize>,
+    /// The connection, whose receive window follows the frame limit.
+    pub connection: quinn::Connection,
 }
 
 /// Serves one connection until it closes.
@@ -75,7 +79,7 @@ pub(crate) async fn serve_connection(
     };
     let (outbox, rx) = mpsc::unbounded_channel();
     let frame_limit = Arc::new(AtomicUsize::new(MAX_HELLO_FRAME));
-    let handle = ConnHandle { outbox, frame_limit: frame_limit.clone() };
+    let handle = ConnHandle { outbox, frame_limit: frame_limit.clone(), connection: connection.clone() };
     let certificate = quic::peer_certificate(&connection);
     if events.send(ConnEvent::Connected { conn, handle, certificate }).await.is_err() {
         return;
@@ -183,10 +187,7 @@ impl Writer {
                         }
                     }
                 }
-                Outbound::Admitted => {
-                    claim = None;
-                    self.connection.set_receive_window(quinn::VarInt::from_u32(self.shell.admitted_window));
-                }
+                Outbound::Admitted => claim = None,
                 Outbound::Close(reason) => {
                     tracing::debug!(%reason, "closing connection");
                     drop(claim.take());

@@ -110,6 +110,9 @@ impl Driver {
                 Action::SetFrameLimit { conn, limit } => {
                     if let Some(handle) = self.conns.get(&conn) {
                         handle.frame_limit.store(limit, Ordering::Release);
+                        // Room for one frame of the limit: an upload only while granted.
+                        let window = privagg_service::quic::admitted_receive_window(limit);
+                        handle.connection.set_receive_window(quinn::VarInt::from_u32(window));
                     }
                 }
                 Action::StartRound { round, clients, .. } => {

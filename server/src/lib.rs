@@ -73,8 +73,6 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(3);
 pub struct Server {
     /// The largest upload frame.
     upload: usize,
-    /// The connection receive window of an admitted client.
-    admitted_window: u32,
     config: Arc<ServeConfig>,
     endpoint: quinn::Endpoint,
     cert: Vec<u8>,
@@ -162,7 +160,6 @@ impl Server {
         }
         let resume = resume(&config, &storage)?;
         let upload = upload_frame_limit(aggregation.protocol_dim() as u32, aggregation.bits());
-        let admitted_window = privagg_service::quic::admitted_receive_window(upload);
         let mut server_config = certificate.server_config(upload, config.idle_timeout(), client_root.as_deref())?;
         // Connection attempts quinn holds before the accept loop takes them.
         server_config.max_incoming(config.max_unadmitted.saturating_mul(2).max(64));
@@ -170,7 +167,6 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         Ok(Self {
             upload,
-            admitted_window,
             config: Arc::new(config),
             endpoint,
             cert: certificate.cert,
@@ -224,7 +220,7 @@ impl Server {
             phase_timeout: c.phase_timeout(),
             lobby_timeout: c.lobby_timeout(),
             hello_timeout: c.hello_timeout(),
-            upload_slots: c.upload_slots,
+            upload_slots: c.effective_upload_slots(self.upload),
             upload_timeout: Some(c.transfer_deadline(self.upload)),
             ban_after: c.ban_after,
             max_round_attempts: c.max_round_attempts,
@@ -239,7 +235,6 @@ impl Server {
             download_slots: Semaphore::new(c.download_slots),
             unadmitted: Arc::new(Semaphore::new(c.max_unadmitted)),
             per_address: Mutex::new(HashMap::new()),
-            admitted_window: self.admitted_window,
         });
         let accept = tokio::spawn(accept_loop(self.endpoint.clone(), events_tx, shell));
         let training = Training::new(self.config.clone(), self.aggregation, self.storage, self.resume)?;
@@ -328,8 +323,6 @@ pub(crate) struct Shell {
     pub unadmitted: Arc<Semaphore>,
     /// Connections not yet admitted, per IP address.
     pub per_address: Mutex<HashMap<IpAddr, usize>>,
-    /// The connection receive window once admitted.
-    pub admitted_window: u32,
 }
 
 /// A connection's claim on the pre-admission budget: one of `max_unadmitted` permits and
