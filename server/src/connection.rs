@@ -183,6 +183,9 @@ impl Writer {
                         Err(_) => {
                             tracing::info!(conn = self.conn, len = frame.len(), "a write missed its deadline");
                             let _ = self.events.send(ConnEvent::Stalled { conn: self.conn, stall: Stall::Write }).await;
+                            // Nothing more can be written: close now (the reader then ends).
+                            self.connection
+                                .close(quinn::VarInt::from_u32(0), CloseReason::Stalled.to_string().as_bytes());
                             return;
                         }
                     }
