@@ -274,7 +274,6 @@ fn plan_prints_the_epsilon_serve_logs_and_both_refuse_sampling_they_do_not_do() 
     assert_eq!(plan["plan"]["epsilon"].as_f64(), Some(planned));
     assert!(planned > 0.0 && plan["plan"]["zcdp_rho"].as_f64().unwrap() > 0.0);
 
-    let mut serve = privagg();
     // Neither tokens nor a client root: open admission must be asked for.
     let closed = privagg()
         .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
