@@ -77,7 +77,7 @@ async fn four_clients_that_never_read_do_not_stop_the_service() {
     let mut c = config("overload-stallers", dim, 8, 4);
     c.threat = Threat::Curious;
     c.download_slots = 4;
-    c.transfer_timeout = 1.0;
+    c.transfer_timeout = Some(1.0);
     c.min_transfer_rate = 16.0 * 1024.0 * 1024.0;
     c.lobby_timeout = 1.0;
     c.ban_after = 1;

@@ -211,7 +211,8 @@ struct ServeArgs {
     #[arg(long)]
     hello_timeout: Option<f64>,
     /// Seconds each transfer (a frame written or read, a granted upload) may take, plus its
-    /// size at --min-transfer-rate; a client that stalls past it is dropped [default: 10].
+    /// size at --min-transfer-rate; a client that stalls past it is dropped [default: the
+    /// phase timeout].
     #[arg(long)]
     transfer_timeout: Option<f64>,
     /// Slowest transfer rate a client may impose, bytes per second [default: 262144].
@@ -491,7 +492,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.download_slots, args.download_slots);
     set!(c.upload_memory_mib, args.upload_memory_mib);
     set!(c.hello_timeout, args.hello_timeout);
-    set!(c.transfer_timeout, args.transfer_timeout);
+    if args.transfer_timeout.is_some() {
+        c.transfer_timeout = args.transfer_timeout;
+    }
     set!(c.min_transfer_rate, args.min_transfer_rate);
     set!(c.max_unadmitted, args.max_unadmitted);
     set!(c.max_unadmitted_per_address, args.max_unadmitted_per_address);

@@ -174,8 +174,10 @@ pub struct ServeConfig {
     pub hello_timeout: f64,
     /// Seconds every transfer may take (one frame written to a client, one frame read
     /// from it, one granted upload), plus its size at `min_transfer_rate`; a client that
-    /// stalls past it is dropped and its connection closed.
-    pub transfer_timeout: f64,
+    /// stalls past it is dropped and its connection closed. Unset: the phase timeout (a
+    /// seated client that takes longer misses its phase anyway; a server busy with its
+    /// own work must not blame its clients for it).
+    pub transfer_timeout: Option<f64>,
     /// Slowest transfer rate a client may impose, in bytes per second (see
     /// `transfer_timeout`).
     pub min_transfer_rate: f64,
@@ -220,7 +222,7 @@ impl Default for ServeConfig {
             upload_memory_mib: 256.0,
             download_slots: 64,
             hello_timeout: 5.0,
-            transfer_timeout: 10.0,
+            transfer_timeout: None,
             min_transfer_rate: 256.0 * 1024.0,
             max_unadmitted: 1024,
             max_unadmitted_per_address: 256,
@@ -269,7 +271,8 @@ impl ServeConfig {
     /// How long a transfer of `bytes` may take: the transfer timeout plus the bytes at
     /// the minimum rate.
     pub fn transfer_deadline(&self, bytes: usize) -> Duration {
-        Duration::from_secs_f64(self.transfer_timeout + bytes as f64 / self.min_transfer_rate)
+        let base = self.transfer_timeout.unwrap_or(self.phase_timeout);
+        Duration::from_secs_f64(base + bytes as f64 / self.min_transfer_rate)
     }
 
     /// Checks the ranges and consistency of what the session's plan depends on (cohort,
@@ -299,7 +302,7 @@ impl ServeConfig {
             ("--lobby-timeout", self.lobby_timeout),
             ("--idle-timeout", self.idle_timeout),
             ("--hello-timeout", self.hello_timeout),
-            ("--transfer-timeout", self.transfer_timeout),
+            ("--transfer-timeout", self.transfer_timeout.unwrap_or(self.phase_timeout)),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
                 return bad(format!("{name} must be a positive number of seconds"));
