@@ -21,8 +21,14 @@
 //!   malformed, oversized, out-of-phase or wrongly sized message is dropped from the
 //!   round with a recorded reason, and the others finish.
 //! * Memory stays O(m + n·k): masked inputs are added to the running sum as they
-//!   arrive, clients upload only when granted one of a few upload slots, and the model
-//!   goes to every client from one shared buffer through as many download slots.
+//!   arrive, clients upload only when granted an upload slot (as many as the upload
+//!   memory budget holds), and the model goes to every client from one shared buffer
+//!   through a pool of download slots.
+//! * No client can hold what others need: every write, frame read and upload grant has
+//!   a deadline, a client that stalls one is dropped and its connection closed, repeat
+//!   offenders are banned for the session, and connections awaiting admission are
+//!   capped (overall and per address) with small receive windows and a short hello
+//!   deadline (RELIABILITY.md).
 //! * After round r the model (`model-<r>.npy`) and record (`round-<r>.json`) are written
 //!   atomically, and only then do the round's clients hear that it completed; a restart
 //!   resumes after the last committed round.

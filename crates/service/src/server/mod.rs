@@ -10,7 +10,8 @@
 //!
 //! 1. Feed every input with the current time: [`ServerSession::handle_connected`],
 //!    [`ServerSession::handle_frame`], [`ServerSession::handle_oversized`],
-//!    [`ServerSession::handle_closed`], and [`ServerSession::handle_timeout`] once the
+//!    [`ServerSession::handle_closed`], [`ServerSession::handle_stalled`] (a transfer
+//!    missed the shell's deadline), and [`ServerSession::handle_timeout`] once the
 //!    instant of [`ServerSession::poll_timeout`] has passed.
 //! 2. After each input, drain [`ServerSession::poll_action`] until it returns `None`, and
 //!    carry out each action in order. Four actions expect an answer before any other
