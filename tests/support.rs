@@ -132,6 +132,11 @@ pub async fn start_deviating(mut config: ServeConfig, deviation: Option<Deviatio
         config.client_ca = Some(root);
         Arc::new(authority)
     });
+    // A curious-server test with neither tokens nor certificates runs open admission,
+    // which must be asked for.
+    if config.tokens.is_none() && config.client_ca.is_none() {
+        config.insecure_open_admission = true;
+    }
     let (threat, dp) = (config.threat, config.dp.enabled);
     let mut server = Server::bind(config).await.unwrap();
     if let Some(deviation) = deviation {

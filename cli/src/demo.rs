@@ -235,6 +235,9 @@ impl<'a> Display<'a> {
                     self.clear_bar();
                     println!("round {round} attempt {attempt} aborted: {reason}");
                 }
+                ServerEvent::Session(SessionEvent::Banned(ban)) => {
+                    println!("client {} banned for the session: {}", ban.identity.fingerprint(), ban.reason);
+                }
             }
         }
         lines

@@ -207,10 +207,14 @@ struct ServeArgs {
     /// Seconds of silence after which a connection counts as lost [default: 30].
     #[arg(long)]
     idle_timeout: Option<f64>,
-    /// Token file (one token per line); without it (and without --client-ca) any client
-    /// is admitted.
+    /// Token file (one token per line): only holders of a listed token are admitted. One
+    /// of --tokens, --client-ca or --insecure-open-admission is required.
     #[arg(long, conflicts_with = "client_ca")]
     tokens: Option<PathBuf>,
+    /// Admit anyone, with any number of identities, without tokens or certificates
+    /// (local trials only).
+    #[arg(long, conflicts_with_all = ["tokens", "client_ca"])]
+    insecure_open_admission: bool,
     /// Enrollment authority root (ca.der from `privagg ca init`): admit only clients
     /// holding a certificate it issued (mutual TLS).
     #[arg(long)]
@@ -221,9 +225,36 @@ struct ServeArgs {
     /// Private key (PKCS#8 DER) of --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// Masked inputs received at once [default: 4].
+    /// Masked inputs received at once; 0: as many as --upload-memory-mib holds [default: 0].
     #[arg(long)]
     upload_slots: Option<usize>,
+    /// Memory for uploads in flight, MiB, when --upload-slots is 0 [default: 256].
+    #[arg(long)]
+    upload_memory_mib: Option<f64>,
+    /// Model downloads written at once [default: 64].
+    #[arg(long)]
+    download_slots: Option<usize>,
+    /// Seconds a new connection may take to send its Hello [default: 5].
+    #[arg(long)]
+    hello_timeout: Option<f64>,
+    /// Seconds each transfer (a frame written or read, a granted upload) may take, plus its
+    /// size at --min-transfer-rate; a client that stalls past it is dropped [default: the
+    /// phase timeout].
+    #[arg(long)]
+    transfer_timeout: Option<f64>,
+    /// Slowest transfer rate a client may impose, bytes per second [default: 262144].
+    #[arg(long)]
+    min_transfer_rate: Option<f64>,
+    /// Connections awaiting admission at once, at most [default: 1024].
+    #[arg(long)]
+    max_unadmitted: Option<usize>,
+    /// Connections awaiting admission from one IP address, at most [default: 256].
+    #[arg(long)]
+    max_unadmitted_per_address: Option<usize>,
+    /// Offences (violations, stalled transfers) after which a client's identity is banned
+    /// for the session; 0: never [default: 2].
+    #[arg(long)]
+    ban_after: Option<u32>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -249,8 +280,12 @@ struct ClientArgs {
     /// The update: a 1-D float32 or float64 .npy file.
     #[arg(long)]
     update: PathBuf,
-    /// Admission token.
+    /// A file holding the admission token (the token may also come from the
+    /// PRIVAGG_TOKEN environment variable).
     #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Removed: a token on the command line is visible to every user in the process list.
+    #[arg(long, hide = true)]
     token: Option<String>,
     /// This client's certificate (NAME.der from `privagg ca issue`).
     #[arg(long, requires = "key")]
@@ -482,6 +517,17 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.lobby_timeout, args.lobby_timeout);
     set!(c.idle_timeout, args.idle_timeout);
     set!(c.upload_slots, args.upload_slots);
+    set!(c.download_slots, args.download_slots);
+    set!(c.upload_memory_mib, args.upload_memory_mib);
+    set!(c.hello_timeout, args.hello_timeout);
+    if args.transfer_timeout.is_some() {
+        c.transfer_timeout = args.transfer_timeout;
+    }
+    set!(c.min_transfer_rate, args.min_transfer_rate);
+    set!(c.max_unadmitted, args.max_unadmitted);
+    set!(c.max_unadmitted_per_address, args.max_unadmitted_per_address);
+    set!(c.ban_after, args.ban_after);
+    c.insecure_open_admission |= args.insecure_open_admission;
     if args.neighbors.is_some() {
         c.neighbors = args.neighbors;
     }
@@ -528,7 +574,18 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     Ok(c)
 }
 
+/// Warns when this binary was built with the seeded RNG (a workspace build that unified
+/// the benchmarks' features); release builds (`cargo build -p privagg-cli`) never are.
+fn warn_if_insecure_build() {
+    if privagg_dp::rng::INSECURE_SEEDED_RNG {
+        tracing::warn!(
+            "this binary was built with privagg-dp/insecure-seeded-rng (a workspace build); build releases with `cargo build --release -p privagg-cli`"
+        );
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
+    warn_if_insecure_build();
     let config = serve_config(args)?;
     config.validate()?;
     let server = Server::bind(config.clone()).await?;
@@ -557,7 +614,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The admission token: from `--token-file`, else `PRIVAGG_TOKEN`; never from argv.
+fn client_token(argv_token: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+    if argv_token.is_some() {
+        bail!(
+            "--token is no longer accepted: a token on the command line is visible in the process list; put it in a file and pass --token-file FILE, or set PRIVAGG_TOKEN"
+        );
+    }
+    let token = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(text.trim().to_owned())
+        }
+        None => std::env::var("PRIVAGG_TOKEN").ok().map(|t| t.trim().to_owned()),
+    };
+    match token {
+        Some(t) if t.is_empty() => bail!("the admission token is empty"),
+        other => Ok(other),
+    }
+}
+
 fn client(args: ClientArgs) -> Result<()> {
+    warn_if_insecure_build();
     // Refuse a bad file before touching the network.
     let update = privagg_server::storage::read_vector(&args.update)?;
     if update.iter().any(|v| !v.is_finite()) {
@@ -565,7 +643,7 @@ fn client(args: ClientArgs) -> Result<()> {
     }
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     let mut options = ClientOptions::new(args.server, read(&args.ca)?);
-    options.token = args.token;
+    options.token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
     options.cert = args.cert.as_ref().map(read).transpose()?;
     options.key = args.key.as_ref().map(read).transpose()?.map(PrivateKey::from_pkcs8_der);
     options.client_ca = args.client_ca.as_ref().map(read).transpose()?;
@@ -771,4 +849,22 @@ fn params(args: ParamsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+    use super::*;
+
+    #[test]
+    fn a_token_on_the_command_line_is_refused_and_a_token_file_is_read() {
+        let err = client_token(Some("secret"), None).unwrap_err().to_string();
+        assert!(err.contains("--token-file"), "{err}");
+        let path = std::env::temp_dir().join(format!("privagg-token-test-{}", std::process::id()));
+        std::fs::write(&path, "alpha\n").unwrap();
+        assert_eq!(client_token(None, Some(&path)).unwrap().as_deref(), Some("alpha"));
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(client_token(None, Some(&path)).is_err());
+        let _ = std::fs::remove_file(&path);
+    }
 }

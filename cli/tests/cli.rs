@@ -284,8 +284,21 @@ fn plan_prints_the_epsilon_serve_logs_and_both_refuse_sampling_they_do_not_do() 
     assert_eq!(plan["plan"]["epsilon"].as_f64(), Some(planned));
     assert!(planned > 0.0 && plan["plan"]["zcdp_rho"].as_f64().unwrap() > 0.0);
 
+    // Neither tokens nor a client root: open admission must be asked for.
+    let closed = privagg()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(flags)
+        .arg("--state")
+        .arg(dir.path().join("state-closed"))
+        .output()
+        .unwrap();
+    assert!(!closed.status.success());
+    assert!(String::from_utf8_lossy(&closed.stderr).contains("--insecure-open-admission"));
     let mut serve = privagg();
-    serve.args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())]).args(flags);
+    serve
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(flags)
+        .arg("--insecure-open-admission");
     serve.arg("--state").arg(dir.path().join("state")).env("NO_COLOR", "1");
     let server = spawn(serve, dir.path(), "server");
     let start = Instant::now();

@@ -6,21 +6,25 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ndarray::{Array1, ArrayView1};
 use privagg_dp::NoiseRng;
-use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy, Identity, Limits};
+use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy, Identity, Limits, ServerMessage};
 use privagg_service::client::{ClientEvent, Encoded, RoundSummary};
 use privagg_service::message::IDENTITY_LEN;
 use privagg_service::quic::{self, WireError};
-use privagg_service::{ClientAction, ClientConfig, ClientSession, Frame, PrivacyPolicy, RoundError, RoundSettings};
+use privagg_service::{
+    ClientAction, ClientConfig, ClientSession, Frame, FromServer, PrivacyPolicy, RoundError, RoundSettings,
+};
 use rand::RngExt;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use crate::error::SdkError;
-use crate::link::Link;
+use crate::link::{Link, round_frame_limit};
 use crate::memory::MemoryFile;
 
 /// How to reach the server and what to accept from it.
@@ -61,6 +65,11 @@ pub struct ClientOptions {
     pub max_attempts_per_round: u32,
     /// How long to keep retrying an unreachable server (connect and reconnect).
     pub connect_deadline: Duration,
+    /// Largest frame accepted from the server before its first `Config` (which carries
+    /// the model); a longer announced frame is refused before any of it is read or
+    /// allocated. Once a `Config` arrived, frames are capped by what that round can
+    /// need: about the `Config`'s size, or an entry per client. Default: 1 GiB.
+    pub max_server_frame: usize,
     /// QUIC idle timeout; keep-alives go out at a quarter of it.
     pub idle_timeout: Duration,
     /// Testing only: vanish at this point of every round.
@@ -86,6 +95,7 @@ impl ClientOptions {
             state_dir: crate::memory::default_state_dir(),
             max_attempts_per_round: 3,
             connect_deadline: Duration::from_secs(10),
+            max_server_frame: 1 << 30,
             idle_timeout: Duration::from_secs(60),
             #[cfg(feature = "testing")]
             drop_point: None,
@@ -151,6 +161,8 @@ pub struct Client {
     memory: MemoryFile,
     /// Actions of the session that arrived while the client waited for admission.
     pending: VecDeque<ClientAction>,
+    /// The largest frame the reader accepts now.
+    frame_limit: Arc<AtomicUsize>,
 }
 
 impl Client {
@@ -190,17 +202,33 @@ impl Client {
         let mut session = ClientSession::new(session_config, rng);
         #[cfg(feature = "testing")]
         session.set_drop_point(options.drop_point);
-        let link = Link::open(&endpoint, &options).await?;
-        let mut client = Self { options, endpoint, link, session, memory, pending: VecDeque::new() };
+        let frame_limit = Arc::new(AtomicUsize::new(options.max_server_frame));
+        let link = Link::open(&endpoint, &options, &frame_limit).await?;
+        let mut client = Self { options, endpoint, link, session, memory, pending: VecDeque::new(), frame_limit };
         client.admit().await?;
         Ok(client)
+    }
+
+    /// After a `Config`, caps the frames the reader accepts by what its round can need
+    /// (never above `max_server_frame`).
+    fn cap_frames_after(&self, frame: &[u8]) {
+        // The type byte of a `Config` (protocol/PROTOCOL.md, pinned by the golden vectors).
+        const CONFIG: u8 = 0x01;
+        if frame.get(1) != Some(&CONFIG) {
+            return;
+        }
+        let limits = Limits::default();
+        if let Ok(FromServer::Protocol(ServerMessage::Config(config))) = FromServer::decode(frame, &limits) {
+            let cap = round_frame_limit(frame.len(), config.params.num_clients, &limits);
+            self.frame_limit.store(cap.min(self.options.max_server_frame), Ordering::Release);
+        }
     }
 
     /// Reconnects after a lost connection, with the same identity, retrying until
     /// `connect_deadline`.
     pub async fn reconnect(&mut self) -> Result<(), SdkError> {
         self.session.handle_connection_lost();
-        self.link = Link::open(&self.endpoint, &self.options).await?;
+        self.link = Link::open(&self.endpoint, &self.options, &self.frame_limit).await?;
         self.admit().await
     }
 
@@ -218,9 +246,11 @@ impl Client {
             }
             match self.link.frames.recv().await {
                 Some(Ok(frame)) => {
+                    self.cap_frames_after(&frame);
                     self.session.set_clock(unix_now());
                     self.session.handle_frame(frame)
                 }
+                Some(Err(WireError::Frame(e))) => return Err(SdkError::Frame(e)),
                 Some(Err(e)) => return Err(Link::failure(&e)),
                 None => return Err(SdkError::Refused("the server closed the connection".into())),
             }
@@ -377,6 +407,7 @@ impl Client {
         tokio::select! {
             frame = self.link.frames.recv() => match frame {
                 Some(Ok(frame)) => {
+                    self.cap_frames_after(&frame);
                     self.session.set_clock(unix_now());
                     self.session.handle_frame(frame)
                 }
@@ -400,7 +431,7 @@ impl Client {
 
     async fn reconnect_mid_round(&mut self) -> Result<(), SdkError> {
         self.session.handle_connection_lost();
-        self.link = Link::open(&self.endpoint, &self.options).await?;
+        self.link = Link::open(&self.endpoint, &self.options, &self.frame_limit).await?;
         self.session.handle_connected();
         Ok(())
     }

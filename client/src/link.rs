@@ -3,6 +3,8 @@
 //! frame can be raced against other work without losing bytes).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use privagg_service::quic::{self, WireError};
 use tokio::sync::mpsc;
@@ -11,8 +13,19 @@ use tokio::task::JoinHandle;
 use crate::ClientOptions;
 use crate::error::SdkError;
 
-/// Largest frame the client reads: a `Config` with a model of up to 1 GiB.
-const MAX_SERVER_FRAME: usize = 1 << 30;
+/// What a round may need per client in one frame: a key-list entry with its
+/// certificate (the largest per-client item), with room to spare.
+fn per_client_bound(limits: &privagg_protocol::Limits) -> usize {
+    limits.max_certificate as usize + 1024
+}
+
+/// The largest frame a round of `clients` clients whose `Config` took `config_len` bytes
+/// can need: another `Config` of about the same size (the model keeps its dimension), or
+/// a control message with an entry per client.
+pub(crate) fn round_frame_limit(config_len: usize, clients: u32, limits: &privagg_protocol::Limits) -> usize {
+    let slack = 64 << 10;
+    (config_len + slack).max(clients as usize * per_client_bound(limits) + slack)
+}
 
 /// An open connection.
 pub(crate) struct Link {
@@ -30,11 +43,17 @@ impl Drop for Link {
 }
 
 impl Link {
-    /// Connects, retrying an unreachable server until `options.connect_deadline`.
-    pub async fn open(endpoint: &quinn::Endpoint, options: &ClientOptions) -> Result<Self, SdkError> {
+    /// Connects, retrying an unreachable server until `options.connect_deadline`. The
+    /// reader refuses a frame announced longer than `limit` (read when each frame's
+    /// header arrives), before it reads or allocates for its body.
+    pub async fn open(
+        endpoint: &quinn::Endpoint,
+        options: &ClientOptions,
+        limit: &Arc<AtomicUsize>,
+    ) -> Result<Self, SdkError> {
         quic::retry(
             options.connect_deadline,
-            || Self::try_open(endpoint, options.server, &options.server_name, options),
+            || Self::try_open(endpoint, options.server, &options.server_name, limit.clone(), options),
             |e| matches!(e, SdkError::Unreachable(_)),
         )
         .await
@@ -44,6 +63,7 @@ impl Link {
         endpoint: &quinn::Endpoint,
         server: SocketAddr,
         server_name: &str,
+        limit: Arc<AtomicUsize>,
         options: &ClientOptions,
     ) -> Result<Self, SdkError> {
         let unreachable = |e: &dyn std::fmt::Display| SdkError::Unreachable(e.to_string());
@@ -56,7 +76,7 @@ impl Link {
         let (tx, frames) = mpsc::channel(4);
         let reader = tokio::spawn(async move {
             loop {
-                let frame = quic::read_frame(&mut recv, || MAX_SERVER_FRAME).await.transpose();
+                let frame = quic::read_frame(&mut recv, || limit.load(Ordering::Acquire)).await.transpose();
                 let last = !matches!(frame, Some(Ok(_)));
                 if let Some(frame) = frame
                     && tx.send(frame).await.is_err()
@@ -98,5 +118,21 @@ fn connection_error(e: &quinn::ConnectionError) -> SdkError {
         SdkError::Handshake(e.to_string())
     } else {
         SdkError::Unreachable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_config_frames_are_capped_by_what_the_round_can_need() {
+        let limits = privagg_protocol::Limits::default();
+        // A 4 MB model among 10 clients: about the Config's size, far below 1 GiB.
+        let cap = round_frame_limit(4_000_000, 10, &limits);
+        assert!((4_000_000..5_000_000).contains(&cap), "{cap}");
+        // A tiny model among 1,000 certified clients: room for a key list.
+        let cap = round_frame_limit(1_000, 1_000, &limits);
+        assert!(cap >= 1_000 * (limits.max_certificate as usize), "{cap}");
     }
 }

@@ -71,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
         lobby_timeout: Duration::from_secs(20),
         hello_timeout: Duration::from_secs(5),
         upload_slots: 1,
+        upload_timeout: Some(Duration::from_secs(3)),
+        ban_after: 2,
         max_round_attempts: 2,
         admission: Admission::open(),
         limits: Limits { max_app_data: 0, ..Limits::default() },

@@ -380,7 +380,7 @@ impl ServerRound {
                     self.outgoing.push(Outgoing { to, message: ServerMessage::RoundComplete { inputs } });
                 }
                 self.phase = Phase::Completed;
-                self.shares.clear();
+                self.shares.clear(); // shares zeroize on drop
                 self.output = Some(RoundOutput { sum: std::mem::take(&mut self.sum), included });
                 self.output.as_ref().ok_or(RoundAbort::Cancelled("no output".into()))
             }
@@ -753,7 +753,7 @@ impl ServerRound {
         self.phase = Phase::Aborted;
         self.abort = Some(abort);
         self.sum = Vec::new();
-        self.shares.clear();
+        self.shares.clear(); // shares zeroize on drop
         self.inbox.clear();
     }
 
@@ -814,10 +814,12 @@ impl ServerRound {
         let secrets = self.verified_secrets()?;
         let mut masks: Vec<(MaskSeed, MaskSign)> = Vec::new();
         let mut dropped_keys: Vec<(ClientId, SecretKey)> = Vec::new();
-        for (owner, secret) in secrets {
+        for (owner, mut secret) in secrets {
             let slot = &self.slots[owner.index()];
             if slot.in_sum {
                 masks.push((derive_self_mask_seed(&secret, &ctx, owner.get()), MaskSign::Subtract));
+                // The rebuilt b_u: wiped once its seed is derived.
+                zeroize::Zeroize::zeroize(&mut secret);
             } else {
                 let key = SecretKey::from_scalar(*secret);
                 let public = slot.keys.map(|k| k.mask);

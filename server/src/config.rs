@@ -152,8 +152,11 @@ pub struct ServeConfig {
     /// Seconds of silence after which a connection counts as lost (the client may then
     /// reconnect to its seat until the phase deadline).
     pub idle_timeout: f64,
-    /// Token file; unset: anyone may join (unless `client_ca` is set).
+    /// Token file (one token per line): only holders of a listed token are admitted.
     pub tokens: Option<PathBuf>,
+    /// Admit anyone, with any number of identities, when neither `tokens` nor
+    /// `client_ca` is given. Without it the server refuses to start (local trials only).
+    pub insecure_open_admission: bool,
     /// The enrollment authority's root certificate (DER): only clients with a certificate
     /// it issued are admitted (mutual TLS).
     pub client_ca: Option<PathBuf>,
@@ -161,8 +164,33 @@ pub struct ServeConfig {
     pub cert: Option<PathBuf>,
     /// Private key (PKCS#8 DER) of `cert`.
     pub key: Option<PathBuf>,
-    /// Masked inputs received at once (bounds server memory).
+    /// Masked inputs received at once; 0: as many as `upload_memory_mib` holds.
     pub upload_slots: usize,
+    /// Memory for uploads in flight, in MiB: with `upload_slots` = 0, the server grants
+    /// as many uploads at once as fit (each a masked input's frame), at least 4.
+    pub upload_memory_mib: f64,
+    /// Model downloads written at once; each is bounded by the write deadline, so slow
+    /// readers hold a slot only that long.
+    pub download_slots: usize,
+    /// Seconds a new connection may take to send its `Hello`.
+    pub hello_timeout: f64,
+    /// Seconds every transfer may take (one frame written to a client, one frame read
+    /// from it, one granted upload), plus its size at `min_transfer_rate`; a client that
+    /// stalls past it is dropped and its connection closed. Unset: the phase timeout (a
+    /// seated client that takes longer misses its phase anyway; a server busy with its
+    /// own work must not blame its clients for it).
+    pub transfer_timeout: Option<f64>,
+    /// Slowest transfer rate a client may impose, in bytes per second (see
+    /// `transfer_timeout`).
+    pub min_transfer_rate: f64,
+    /// Connections that have not been admitted yet (awaiting their `Hello`), at most;
+    /// more wait (at most the hello timeout) for one of them to finish.
+    pub max_unadmitted: usize,
+    /// Connections not yet admitted from one IP address, at most; more are refused.
+    pub max_unadmitted_per_address: usize,
+    /// Offences (protocol violations, stalled transfers) after which a client's identity
+    /// is banned for the session; 0: never.
+    pub ban_after: u32,
     /// Attempts per round before the session fails.
     pub max_round_attempts: u32,
     /// Resume a state directory whose rounds were committed with other settings (those
@@ -191,10 +219,19 @@ impl Default for ServeConfig {
             lobby_timeout: 60.0,
             idle_timeout: 30.0,
             tokens: None,
+            insecure_open_admission: false,
             client_ca: None,
             cert: None,
             key: None,
-            upload_slots: 4,
+            upload_slots: 0,
+            upload_memory_mib: 256.0,
+            download_slots: 64,
+            hello_timeout: 5.0,
+            transfer_timeout: None,
+            min_transfer_rate: 256.0 * 1024.0,
+            max_unadmitted: 1024,
+            max_unadmitted_per_address: 256,
+            ban_after: 2,
             max_round_attempts: 3,
             force_resume: false,
         }
@@ -220,6 +257,28 @@ impl ServeConfig {
     /// How long a partial cohort waits.
     pub fn lobby_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.lobby_timeout)
+    }
+
+    /// Uploads granted at once for upload frames of `upload_frame` bytes: `upload_slots`,
+    /// or (0) as many as `upload_memory_mib` holds, at least 4 and at most 4096.
+    pub fn effective_upload_slots(&self, upload_frame: usize) -> usize {
+        if self.upload_slots > 0 {
+            return self.upload_slots;
+        }
+        let budget = self.upload_memory_mib * (1u64 << 20) as f64;
+        ((budget / upload_frame.max(1) as f64) as usize).clamp(4, 4096)
+    }
+
+    /// How long a new connection may take to send its `Hello`.
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.hello_timeout)
+    }
+
+    /// How long a transfer of `bytes` may take: the transfer timeout plus the bytes at
+    /// the minimum rate.
+    pub fn transfer_deadline(&self, bytes: usize) -> Duration {
+        let base = self.transfer_timeout.unwrap_or(self.phase_timeout);
+        Duration::from_secs_f64(base + bytes as f64 / self.min_transfer_rate)
     }
 
     /// Checks the ranges and consistency of what the session's plan depends on (cohort,
@@ -248,13 +307,24 @@ impl ServeConfig {
             ("--phase-timeout", self.phase_timeout),
             ("--lobby-timeout", self.lobby_timeout),
             ("--idle-timeout", self.idle_timeout),
+            ("--hello-timeout", self.hello_timeout),
+            ("--transfer-timeout", self.transfer_timeout.unwrap_or(self.phase_timeout)),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
                 return bad(format!("{name} must be a positive number of seconds"));
             }
         }
-        if self.upload_slots == 0 || self.max_round_attempts == 0 {
-            return bad("--upload-slots and --max-round-attempts must be at least 1".into());
+        if self.max_round_attempts == 0 || self.download_slots == 0 {
+            return bad("--download-slots and --max-round-attempts must be at least 1".into());
+        }
+        if !(self.upload_memory_mib.is_finite() && self.upload_memory_mib > 0.0) {
+            return bad("--upload-memory-mib must be positive".into());
+        }
+        if self.max_unadmitted == 0 || self.max_unadmitted_per_address == 0 {
+            return bad("--max-unadmitted and --max-unadmitted-per-address must be at least 1".into());
+        }
+        if !(self.min_transfer_rate.is_finite() && self.min_transfer_rate >= 1.0) {
+            return bad("--min-transfer-rate must be at least 1 byte per second".into());
         }
         if !(0.0..1.0).contains(&self.corrupt_fraction) {
             return bad("--corrupt-fraction must be in [0, 1)".into());
@@ -374,6 +444,14 @@ impl ServeConfig {
         if self.tokens.is_some() && self.client_ca.is_some() {
             return bad("--tokens and --client-ca are two ways to admit clients: choose one");
         }
+        if self.tokens.is_none() && self.client_ca.is_none() && !self.insecure_open_admission {
+            return bad(
+                "no admission: give --tokens (a token file) or --client-ca (the enrollment authority's root); to admit anyone with any number of identities (local trials only), pass --insecure-open-admission",
+            );
+        }
+        if self.insecure_open_admission && (self.tokens.is_some() || self.client_ca.is_some()) {
+            return bad("--insecure-open-admission contradicts --tokens and --client-ca: choose one");
+        }
         if self.threat == Threat::Malicious && self.client_ca.is_none() {
             return bad(
                 "against a malicious server clients must authenticate each other: give --client-ca (the enrollment authority's root), or run with --threat curious, which trusts the server",
@@ -386,6 +464,16 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_tokens_or_a_client_ca_the_server_needs_the_open_admission_opt_in() {
+        let bare = ServeConfig { dim: 4, threat: Threat::Curious, ..ServeConfig::default() };
+        let err = bare.validate().unwrap_err().to_string();
+        assert!(err.contains("--insecure-open-admission"), "{err}");
+        ServeConfig { insecure_open_admission: true, ..bare.clone() }.validate().unwrap();
+        let both = ServeConfig { insecure_open_admission: true, tokens: Some("t".into()), ..bare };
+        assert!(both.validate().is_err());
+    }
 
     #[test]
     fn toml_sets_fields_and_rejects_unknown_keys() {

@@ -89,6 +89,7 @@ impl Driver {
             }
             ConnEvent::Frame { conn, frame } => self.session.handle_frame(now, conn, &frame),
             ConnEvent::Oversized { conn, len, limit } => self.session.handle_oversized(now, conn, len, limit),
+            ConnEvent::Stalled { conn, stall } => self.session.handle_stalled(now, conn, stall),
             ConnEvent::Closed { conn, transient } => {
                 self.conns.remove(&conn);
                 self.session.handle_closed(now, conn, transient);
@@ -105,9 +106,13 @@ impl Driver {
                     self.to_conn(conn, Outbound::Frame(frame));
                 }
                 Action::Close { conn, reason } => self.to_conn(conn, Outbound::Close(reason)),
+                Action::Admitted { conn } => self.to_conn(conn, Outbound::Admitted),
                 Action::SetFrameLimit { conn, limit } => {
                     if let Some(handle) = self.conns.get(&conn) {
                         handle.frame_limit.store(limit, Ordering::Release);
+                        // Room for one frame of the limit: an upload only while granted.
+                        let window = privagg_service::quic::admitted_receive_window(limit);
+                        handle.connection.set_receive_window(quinn::VarInt::from_u32(window));
                     }
                 }
                 Action::StartRound { round, clients, .. } => {

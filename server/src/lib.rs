@@ -21,8 +21,14 @@
 //!   malformed, oversized, out-of-phase or wrongly sized message is dropped from the
 //!   round with a recorded reason, and the others finish.
 //! * Memory stays O(m + n·k): masked inputs are added to the running sum as they
-//!   arrive, clients upload only when granted one of a few upload slots, and the model
-//!   goes to every client from one shared buffer through as many download slots.
+//!   arrive, clients upload only when granted an upload slot (as many as the upload
+//!   memory budget holds), and the model goes to every client from one shared buffer
+//!   through a pool of download slots.
+//! * No client can hold what others need: every write, frame read and upload grant has
+//!   a deadline, a client that stalls one is dropped and its connection closed, repeat
+//!   offenders are banned for the session, and connections awaiting admission are
+//!   capped (overall and per address) with small receive windows and a short hello
+//!   deadline (RELIABILITY.md).
 //! * After round r the model (`model-<r>.npy`) and record (`round-<r>.json`) are written
 //!   atomically, and only then do the round's clients hear that it completed; a restart
 //!   resumes after the last committed round.
@@ -44,15 +50,15 @@ pub mod tls;
 mod training;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use privagg_protocol::Limits;
 use privagg_service::frame::upload_frame_limit;
 use privagg_service::server::CheckInConfig;
 use privagg_service::{Admission, ConnId, ServerSession, SessionConfig};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 pub use config::{ServeConfig, Threat};
 pub use driver::{Deviation, ServerEvent};
@@ -73,6 +79,8 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(3);
 
 /// A bound server, ready to run its session.
 pub struct Server {
+    /// The largest upload frame.
+    upload: usize,
     config: Arc<ServeConfig>,
     endpoint: quinn::Endpoint,
     cert: Vec<u8>,
@@ -125,8 +133,11 @@ impl Server {
                 Admission::from_token_file(&text)
                     .ok_or_else(|| ServeError::Config(format!("{} holds no tokens", path.display())))?
             }
+            // `validate` refused this without the opt-in.
             (None, None) => {
-                tracing::warn!("neither a client CA nor a token file: admitting any client (for local trials only)");
+                tracing::warn!(
+                    "--insecure-open-admission: admitting any client with any number of identities (local trials only)"
+                );
                 Admission::open()
             }
         };
@@ -160,10 +171,13 @@ impl Server {
         }
         let resume = resume(&config, &storage)?;
         let upload = upload_frame_limit(aggregation.protocol_dim() as u32, aggregation.bits());
-        let server_config = certificate.server_config(upload, config.idle_timeout(), client_root.as_deref())?;
+        let mut server_config = certificate.server_config(upload, config.idle_timeout(), client_root.as_deref())?;
+        // Connection attempts quinn holds before the accept loop takes them.
+        server_config.max_incoming(config.max_unadmitted.saturating_mul(2).max(64));
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         Ok(Self {
+            upload,
             config: Arc::new(config),
             endpoint,
             cert: certificate.cert,
@@ -217,8 +231,10 @@ impl Server {
             completed_rounds: self.resume.completed,
             phase_timeout: c.phase_timeout(),
             lobby_timeout: c.lobby_timeout(),
-            hello_timeout: c.phase_timeout(),
-            upload_slots: c.upload_slots,
+            hello_timeout: c.hello_timeout(),
+            upload_slots: c.effective_upload_slots(self.upload),
+            upload_timeout: Some(c.transfer_deadline(self.upload)),
+            ban_after: c.ban_after,
             max_round_attempts: c.max_round_attempts,
             admission: self.admission,
             // Clients never send a Config, so they may send no application payload.
@@ -226,8 +242,13 @@ impl Server {
             check_ins: c.check_in_rate_ppb().map(|rate_ppb| CheckInConfig { rate_ppb, max_cohort: c.largest_cohort() }),
         });
         let (events_tx, events) = mpsc::channel(256);
-        let download_slots = Arc::new(Semaphore::new(c.upload_slots));
-        let accept = tokio::spawn(accept_loop(self.endpoint.clone(), events_tx, download_slots));
+        let shell = Arc::new(Shell {
+            config: self.config.clone(),
+            download_slots: Semaphore::new(c.download_slots),
+            unadmitted: Arc::new(Semaphore::new(c.max_unadmitted)),
+            per_address: Mutex::new(HashMap::new()),
+        });
+        let accept = tokio::spawn(accept_loop(self.endpoint.clone(), events_tx, shell));
         let training = Training::new(self.config.clone(), self.aggregation, self.storage, self.resume)?;
         let driver = Driver {
             session,
@@ -310,10 +331,90 @@ fn initial_model(config: &ServeConfig) -> Result<Vec<f32>, ServeError> {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, events: mpsc::Sender<ConnEvent>, download_slots: Arc<Semaphore>) {
+/// What the connection tasks share: the configuration, the download slots, and the
+/// bounds on connections not yet admitted.
+pub(crate) struct Shell {
+    pub config: Arc<ServeConfig>,
+    /// Model downloads written at once.
+    pub download_slots: Semaphore,
+    /// Connections not yet admitted.
+    pub unadmitted: Arc<Semaphore>,
+    /// Connections not yet admitted, per IP address.
+    pub per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's claim on the pre-admission budget: one of `max_unadmitted` permits and
+/// one of its address's `max_unadmitted_per_address`. Dropped on admission or close.
+pub(crate) struct Unadmitted {
+    _permit: OwnedSemaphorePermit,
+    addr: IpAddr,
+    shell: Arc<Shell>,
+}
+
+impl Drop for Unadmitted {
+    fn drop(&mut self) {
+        Self::forget(self.addr, &self.shell);
+    }
+}
+
+/// Takes the next connection attempts: over the per-address bound they are refused;
+/// when half the pre-admission budget is in use, unvalidated addresses must first
+/// answer a QUIC Retry (proving they receive at their source address); then each waits
+/// (at most the hello timeout) for a pre-admission permit.
+async fn accept_loop(endpoint: quinn::Endpoint, events: mpsc::Sender<ConnEvent>, shell: Arc<Shell>) {
     let mut next: ConnId = 0;
     while let Some(incoming) = endpoint.accept().await {
+        let addr = incoming.remote_address().ip();
+        let busy = shell.unadmitted.available_permits() < shell.config.max_unadmitted / 2;
+        if busy && !incoming.remote_address_validated() && incoming.may_retry() {
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(error = %e, "retry failed");
+            }
+            continue;
+        }
+        {
+            let mut counts = shell.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = counts.entry(addr).or_insert(0);
+            if *n >= shell.config.max_unadmitted_per_address {
+                drop(counts);
+                tracing::debug!(%addr, "too many connections awaiting admission from this address; refused");
+                incoming.refuse();
+                continue;
+            }
+            *n += 1;
+        }
         next += 1;
-        tokio::spawn(serve_connection(incoming, next, events.clone(), download_slots.clone()));
+        let (conn, events, shell) = (next, events.clone(), shell.clone());
+        tokio::spawn(async move {
+            let permit = match shell.unadmitted.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => tokio::time::timeout(shell.config.hello_timeout(), shell.unadmitted.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            };
+            let Some(permit) = permit else {
+                // Count the attempt out of the address's budget, then refuse it.
+                Unadmitted::forget(addr, &shell);
+                tracing::debug!(%addr, "too many connections awaiting admission; refused");
+                incoming.refuse();
+                return;
+            };
+            let claim = Unadmitted { _permit: permit, addr, shell: shell.clone() };
+            serve_connection(incoming, conn, events, shell, claim).await;
+        });
+    }
+}
+
+impl Unadmitted {
+    /// Gives back the per-address count of an attempt that got no permit.
+    fn forget(addr: IpAddr, shell: &Shell) {
+        let mut counts = shell.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&addr);
+            }
+        }
     }
 }

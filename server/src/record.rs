@@ -17,6 +17,39 @@ pub struct DroppedRecord {
     pub in_sum: bool,
 }
 
+/// Why an identity was banned (a typed reason, as the session gives it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BanReason {
+    /// It broke the protocol.
+    Violation {
+        /// The violation.
+        detail: String,
+    },
+    /// It did not read what the server wrote within the write deadline.
+    StalledDownload,
+    /// It held an upload grant past its deadline.
+    StalledUpload,
+    /// It began a frame and did not finish it within the read deadline.
+    StalledFrame,
+}
+
+/// An identity banned for the rest of the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// The identity's fingerprint (a prefix of its digest).
+    pub identity: String,
+    /// Its seat in the round in progress when it was banned, if it held one.
+    pub client: Option<u32>,
+    /// The round being prepared or run when it was banned.
+    pub round: u64,
+    /// Offences counted against it.
+    pub offences: u32,
+    /// The offence that banned it.
+    pub reason: BanReason,
+}
+
 /// Privacy accounting after a round, against the server (no amplification).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyRecord {
@@ -56,6 +89,9 @@ pub struct RoundRecord {
     /// Clients that lost their connection and came back to their seat.
     #[serde(default)]
     pub reconnected: Vec<u32>,
+    /// Identities banned for the session since the previous round's record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<BanRecord>,
     /// Neighbours per client (k) and Shamir threshold (t) of the round.
     pub neighbours: u32,
     /// Shamir threshold.

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use privagg_dp::ledger::{PrivacyLedger, Release};
 use privagg_protocol::{DropReason, DroppedClient, PrgKind, RoundParams};
-use privagg_service::{RoundCommit, RoundSettings};
+use privagg_service::{Ban, Offence, RoundCommit, RoundSettings};
 
 use crate::aggregation::{Aggregation, Applied, graph_for};
 use crate::config::ServeConfig;
 use crate::error::ServeError;
-use crate::record::{DroppedRecord, PrivacyRecord, RoundRecord};
+use crate::record::{BanReason, BanRecord, DroppedRecord, PrivacyRecord, RoundRecord};
 use crate::round_log::RoundLog;
 use crate::storage::StateDir;
 
@@ -213,6 +213,7 @@ fn record(commit: &RoundCommit, applied: &Applied, privacy: Option<PrivacyRecord
         included: commit.output.included.iter().map(|c| c.get()).collect(),
         dropped: commit.dropped.iter().map(dropped_record).collect(),
         reconnected: commit.reconnected.iter().map(|c| c.get()).collect(),
+        banned: commit.banned.iter().map(ban_record).collect(),
         neighbours: params.neighbours,
         threshold: params.threshold,
         bits: params.bits,
@@ -223,6 +224,22 @@ fn record(commit: &RoundCommit, applied: &Applied, privacy: Option<PrivacyRecord
         bytes_in: commit.bytes_in,
         bytes_out: commit.bytes_out,
         clip: applied.clip,
+    }
+}
+
+fn ban_record(b: &Ban) -> BanRecord {
+    BanRecord {
+        identity: b.identity.fingerprint(),
+        client: b.seat.map(|c| c.get()),
+        round: b.round,
+        offences: b.offences,
+        reason: match &b.reason {
+            Offence::Violation(detail) => BanReason::Violation { detail: detail.clone() },
+            Offence::StalledDownload => BanReason::StalledDownload,
+            Offence::StalledUpload => BanReason::StalledUpload,
+            Offence::StalledFrame => BanReason::StalledFrame,
+            other => BanReason::Violation { detail: other.to_string() },
+        },
     }
 }
 

@@ -71,6 +71,11 @@ struct Cli {
     /// default sizing isolates what authentication costs from what a larger graph costs.
     #[arg(long)]
     neighbors: Option<u32>,
+    /// Uploads granted at once (privagg serve --upload-slots; default: the server's, sized
+    /// by its upload memory budget). `--upload-slots 4` runs the server as it was before
+    /// the budget.
+    #[arg(long)]
+    upload_slots: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +144,7 @@ async fn run(cli: Cli) -> Result<()> {
         phase_timeout: cli.phase_timeout,
         curious: cli.curious,
         neighbors: cli.neighbors,
+        upload_slots: cli.upload_slots,
     };
     // Masked next to plain for each configuration, so that each ratio is measured close in time.
     let mut points = Vec::new();

@@ -36,6 +36,8 @@ pub struct RunSettings {
     pub curious: bool,
     /// `privagg serve --neighbors` (default: the parameter finder's k for the threat).
     pub neighbors: Option<u32>,
+    /// `privagg serve --upload-slots` (default: the server's).
+    pub upload_slots: Option<usize>,
 }
 
 /// What a client's round ended with.
@@ -90,10 +92,13 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
                 command.args(["--bits", &bits.to_string()]);
             }
             if settings.curious {
-                command.args(["--threat", "curious"]);
+                command.args(["--threat", "curious", "--insecure-open-admission"]);
             }
             if let Some(k) = settings.neighbors {
                 command.args(["--neighbors", &k.to_string()]);
+            }
+            if let Some(slots) = settings.upload_slots {
+                command.args(["--upload-slots", &slots.to_string()]);
             }
             command.env("RUST_LOG", "warn");
         }

@@ -8,6 +8,11 @@
 //! `insecure-seeded-rng` feature, for reproducible tests, simulations and benchmarks.
 //! Never derive the noise seed from SecAgg mask seeds, and never log it.
 
+/// Whether this build holds [`NoiseRng::insecure_from_seed`] (feature
+/// `insecure-seeded-rng`, for tests and benchmarks; shipped binaries must not: `.ci/run`
+/// checks it, and the `privagg` binary warns if it finds it on).
+pub const INSECURE_SEEDED_RNG: bool = cfg!(feature = "insecure-seeded-rng");
+
 use std::convert::Infallible;
 
 use chacha20::ChaCha20Rng;

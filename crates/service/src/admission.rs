@@ -3,9 +3,17 @@
 //! the server runs with neither (local trials; the server says so in its log).
 //!
 //! A connection is admitted as a [`ClientIdentity`]: a digest of its certificate, of its
-//! token, or of the client's own random identity. One identity holds one connection: a
-//! newer connection with the same identity replaces the older one (or takes back its
-//! seat, when it reconnects in the middle of a round).
+//! token, or of the client's own random identity. One identity holds one connection. A
+//! second connection with an identity in use is **refused** ([`Refusal::IdentityInUse`])
+//! and the holder keeps its seat, unless it proves it is the same client: it presents
+//! the same random client identity as the holder (a client reconnecting after a lost
+//! connection; the random identity travels only inside TLS), or it holds the same
+//! certificate (mutual TLS proved the private key). Such a connection replaces the older
+//! one (or takes back its seat in the middle of a round). A leaked token therefore lets
+//! nobody take over the seat of the client using it.
+//!
+//! An identity dropped for protocol violations or for stalling a transfer too often is
+//! banned for the session ([`Refusal::Banned`]).
 
 use std::collections::HashSet;
 
@@ -17,6 +25,14 @@ use crate::message::IDENTITY_LEN;
 /// random identity under open admission.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIdentity([u8; 32]);
+
+impl ClientIdentity {
+    /// The first 8 bytes of the digest in hex: enough to tell identities apart in logs
+    /// and records, useless to guess a token from.
+    pub fn fingerprint(&self) -> String {
+        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 impl std::fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,6 +58,13 @@ pub enum Refusal {
     /// The server admits by certificate and the connection presented none.
     #[error("a client certificate is required")]
     CertificateRequired,
+    /// Another live connection holds this identity (token) and this one did not prove it
+    /// is the same client.
+    #[error("this identity is in use by another connection")]
+    IdentityInUse,
+    /// The identity is banned for the rest of the session.
+    #[error("banned for this session: {0}")]
+    Banned(String),
 }
 
 /// The admission policy.
@@ -89,6 +112,13 @@ impl Admission {
     /// `#` ignored. `None` if it holds no token.
     pub fn from_token_file(text: &str) -> Option<Self> {
         Self::with_tokens(text.lines().map(str::trim).filter(|l| !l.starts_with('#')))
+    }
+
+    /// Whether holding the identity proves it (a certificate whose key the TLS handshake
+    /// checked), so that a second connection with it may replace the first. A token
+    /// proves nothing of the kind: it may have leaked.
+    pub fn proves_possession(&self) -> bool {
+        matches!(self.rule, Rule::Certificates)
     }
 
     /// Whether anyone may join.

@@ -47,5 +47,7 @@ pub use client::{ClientAction, ClientConfig, ClientEvent, ClientSession, RoundEr
 pub use frame::{Frame, FrameError};
 pub use message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
 pub use privacy::PrivacyPolicy;
-pub use server::{Action, ConnId, RoundCommit, ServerSession, SessionConfig, SessionEnd, SessionEvent};
+pub use server::{
+    Action, Ban, ConnId, Offence, RoundCommit, ServerSession, SessionConfig, SessionEnd, SessionEvent, Stall,
+};
 pub use settings::{AggregationMode, RoundSettings};

@@ -55,6 +55,23 @@ pub enum WireError {
     /// Writing failed.
     #[error("write failed: {0}")]
     Write(#[from] quinn::WriteError),
+    /// A frame began but did not complete within its deadline.
+    #[error("the rest of a frame of {len} bytes did not arrive in time")]
+    TimedOut {
+        /// The frame's announced length.
+        len: usize,
+    },
+}
+
+/// The connection receive window of a connection the server has not admitted yet: room
+/// for a `Hello` and little more, so that a connection that never says hello costs the
+/// server no more than this in buffered data.
+pub const UNADMITTED_RECEIVE_WINDOW: u32 = 64 << 10;
+
+/// The connection receive window of an admitted client that may upload frames of
+/// `max_frame` bytes: one frame and some control traffic.
+pub fn admitted_receive_window(max_frame: usize) -> u32 {
+    u32::try_from(FRAME_HEADER_LEN + max_frame + (64 << 10)).unwrap_or(u32::MAX)
 }
 
 /// The transport settings shared by both ends: generous windows (a masked update is
@@ -113,8 +130,10 @@ pub fn client_config(
 
 /// A server configuration (TLS 1.3, ALPN `privagg/1`, no 0-RTT) for `cert` and its
 /// PKCS#8 `key` (DER), with transport windows sized so that a connection buffers at
-/// most one frame of `max_frame` bytes it has not read, and at most 256 KiB it has not
-/// had acknowledged. With `client_root` (the enrollment authority's certificate, DER),
+/// most [`UNADMITTED_RECEIVE_WINDOW`] bytes it has not read until the server admits it
+/// and raises its window to one frame of `max_frame` bytes
+/// ([`admitted_receive_window`], `quinn::Connection::set_receive_window`), and at most
+/// 256 KiB it has not had acknowledged. With `client_root` (the enrollment authority's certificate, DER),
 /// only clients with a certificate it issued complete the handshake (mutual TLS).
 pub fn server_config(
     cert: &[u8],
@@ -144,9 +163,11 @@ pub fn server_config(
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = transport_config(idle_timeout);
-    let window = u32::try_from(FRAME_HEADER_LEN + max_frame + (64 << 10)).unwrap_or(u32::MAX);
+    let window = admitted_receive_window(max_frame);
     transport.stream_receive_window(quinn::VarInt::from_u32(window));
-    transport.receive_window(quinn::VarInt::from_u32(window));
+    // The connection-level window bounds what all its streams buffer: small until the
+    // client is admitted.
+    transport.receive_window(quinn::VarInt::from_u32(UNADMITTED_RECEIVE_WINDOW.min(window)));
     transport.send_window(256 << 10);
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -167,6 +188,18 @@ pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     limit: impl FnOnce() -> usize,
 ) -> Result<Option<Vec<u8>>, WireError> {
+    read_frame_within(recv, limit, |_| None).await
+}
+
+/// [`read_frame`], with a deadline for the rest of a frame once its header has arrived:
+/// `deadline(len)` for a frame of `len` bytes (`None`: no deadline). Waiting for a header
+/// has no deadline (a client may be idle between frames; the idle timeout and the
+/// session's phase deadlines bound that).
+pub async fn read_frame_within(
+    recv: &mut quinn::RecvStream,
+    limit: impl FnOnce() -> usize,
+    deadline: impl FnOnce(usize) -> Option<Duration>,
+) -> Result<Option<Vec<u8>>, WireError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -175,14 +208,20 @@ pub async fn read_frame(
         Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
     }
     let len = frame::message_len(header, limit())?;
-    let mut message = Vec::with_capacity(len.min(64 << 10));
-    while message.len() < len {
-        match recv.read_chunk(len - message.len(), true).await? {
-            Some(chunk) => message.extend_from_slice(&chunk.bytes),
-            None => return Err(WireError::Truncated),
+    let body = async {
+        let mut message = Vec::with_capacity(len.min(64 << 10));
+        while message.len() < len {
+            match recv.read_chunk(len - message.len(), true).await? {
+                Some(chunk) => message.extend_from_slice(&chunk.bytes),
+                None => return Err(WireError::Truncated),
+            }
         }
+        Ok(Some(message))
+    };
+    match deadline(len) {
+        Some(d) => tokio::time::timeout(d, body).await.map_err(|_| WireError::TimedOut { len })?,
+        None => body.await,
     }
-    Ok(Some(message))
 }
 
 /// Closes politely: finishes the stream, waits (at most [`CLOSE_GRACE`]) until the

@@ -10,6 +10,7 @@ use privagg_protocol::cohort::Member;
 
 use super::ConnId;
 use crate::admission::ClientIdentity;
+use crate::message::IDENTITY_LEN;
 
 /// Where a connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub(super) enum ConnState {
     Admitted {
         /// Who it is.
         identity: ClientIdentity,
+        /// The random client identity its `Hello` carried: the same client reconnecting
+        /// presents it again.
+        instance: [u8; IDENTITY_LEN],
         /// Its seat in the current round.
         seat: Option<ClientId>,
         /// Back in the lobby from a round whose last frames may still be on their way.
@@ -33,6 +37,8 @@ pub(super) enum ConnState {
 pub(super) struct Seated {
     pub conn: ConnId,
     pub identity: ClientIdentity,
+    /// The random client identity of its `Hello`.
+    pub instance: [u8; IDENTITY_LEN],
     /// Its commitment and certificate, as the round's protocol needs them.
     pub member: Member,
 }
@@ -119,8 +125,14 @@ impl Lobby {
 
     /// Records `conn` as admitted as `identity`, seated (reconnected to its seat) or in
     /// the lobby.
-    pub(super) fn admit(&mut self, conn: ConnId, identity: ClientIdentity, seat: Option<ClientId>) {
-        self.conns.insert(conn, ConnState::Admitted { identity, seat, returning: false });
+    pub(super) fn admit(
+        &mut self,
+        conn: ConnId,
+        identity: ClientIdentity,
+        instance: [u8; IDENTITY_LEN],
+        seat: Option<ClientId>,
+    ) {
+        self.conns.insert(conn, ConnState::Admitted { identity, instance, seat, returning: false });
         self.by_identity.insert(identity, conn);
     }
 
@@ -135,6 +147,11 @@ impl Lobby {
             self.waiting_since.get_or_insert(now);
         }
         true
+    }
+
+    /// Connections not yet admitted (their `Hello` is due).
+    pub(super) fn unadmitted(&self) -> usize {
+        self.conns.values().filter(|s| matches!(s, ConnState::AwaitingHello)).count()
     }
 
     /// Connections whose `Hello` deadline passed before `now` and that still owe one.
@@ -191,14 +208,14 @@ impl Lobby {
         let taken: HashSet<ConnId> = chosen.iter().copied().collect();
         self.queue.retain(|c| !taken.contains(c));
         for conn in chosen {
-            if let Some(ConnState::Admitted { identity, seat, returning }) = self.conns.get_mut(&conn) {
+            if let Some(ConnState::Admitted { identity, instance, seat, returning }) = self.conns.get_mut(&conn) {
                 *seat = ClientId::new(seated.len() as u32 + 1);
                 *returning = false;
                 let member = Member {
                     commitment: self.commitments.remove(&conn).unwrap_or_default(),
                     certificate: self.certificates.get(&conn).cloned(),
                 };
-                seated.push(Seated { conn, identity: *identity, member });
+                seated.push(Seated { conn, identity: *identity, instance: *instance, member });
             }
         }
         self.waiting_since = (!self.queue.is_empty()).then_some(now);

@@ -10,7 +10,8 @@
 //!
 //! 1. Feed every input with the current time: [`ServerSession::handle_connected`],
 //!    [`ServerSession::handle_frame`], [`ServerSession::handle_oversized`],
-//!    [`ServerSession::handle_closed`], and [`ServerSession::handle_timeout`] once the
+//!    [`ServerSession::handle_closed`], [`ServerSession::handle_stalled`] (a transfer
+//!    missed the shell's deadline), and [`ServerSession::handle_timeout`] once the
 //!    instant of [`ServerSession::poll_timeout`] has passed.
 //! 2. After each input, drain [`ServerSession::poll_action`] until it returns `None`, and
 //!    carry out each action in order. Four actions expect an answer before any other
@@ -35,7 +36,7 @@ mod check_in;
 mod lobby;
 mod round;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,10 +47,10 @@ use privagg_protocol::{
 
 use self::check_in::CheckInWindow;
 use self::lobby::{ConnState, Lobby};
-use self::round::{ActiveRound, ReleaseCharge, Stage, upload_without_grant};
+use self::round::{ActiveRound, ReleaseCharge, Stage, upload_stalled, upload_without_grant};
 use crate::admission::{Admission, ClientIdentity, Refusal};
 use crate::frame::{Frame, MAX_CONTROL_FRAME, upload_frame_limit};
-use crate::message::{ClientServiceMessage, FromClient, Resume, ServerServiceMessage};
+use crate::message::{ClientServiceMessage, FromClient, IDENTITY_LEN, Resume, ServerServiceMessage};
 
 /// A connection's number, unique for the session's lifetime; the shell assigns it.
 pub type ConnId = u64;
@@ -75,6 +76,14 @@ pub struct SessionConfig {
     pub hello_timeout: Duration,
     /// Masked inputs received at once (at least 1): bounds the memory uploads take.
     pub upload_slots: usize,
+    /// How long a client may hold an upload grant before its masked input has arrived;
+    /// past it the client is dropped as stalled, its connection closed and the slot
+    /// given to the next client. `None`: until the phase deadline.
+    pub upload_timeout: Option<Duration>,
+    /// Offences (protocol violations, stalled transfers) after which an identity is
+    /// banned for the rest of the session: its connection is closed and its `Hello`s are
+    /// refused. 0: never banned.
+    pub ban_after: u32,
     /// Attempts at one round before the session fails (at least 1).
     pub max_round_attempts: u32,
     /// Who is admitted.
@@ -117,6 +126,13 @@ pub enum CloseReason {
     /// A frame did not decode or was too large.
     #[error("malformed or oversized frame")]
     BadFrame,
+    /// The client stalled a transfer: it did not read what was sent, did not finish a
+    /// frame it began, or held an upload grant too long.
+    #[error("stalled a transfer")]
+    Stalled,
+    /// The client's identity is banned for the session.
+    #[error("banned")]
+    Banned,
     /// The session ended.
     #[error("session ended")]
     SessionEnded,
@@ -138,6 +154,13 @@ pub enum Action {
         conn: ConnId,
         /// The largest frame (message bytes, without the header).
         limit: usize,
+    },
+    /// `conn` was admitted: it may now be given the resources of an admitted client
+    /// (larger transport windows; it no longer counts against the cap on connections
+    /// awaiting admission).
+    Admitted {
+        /// The connection.
+        conn: ConnId,
     },
     /// Close `conn` once what was queued for it is written.
     Close {
@@ -200,6 +223,8 @@ pub enum SessionEvent {
         /// The new phase.
         phase: Phase,
     },
+    /// An identity was banned for the session.
+    Banned(Ban),
     /// A round attempt aborted; it will be retried unless it was the last attempt.
     RoundAborted {
         /// The round.
@@ -238,6 +263,50 @@ pub enum SessionEnd {
         /// The last abort.
         reason: RoundAbort,
     },
+}
+
+/// What a client did to be held responsible: the typed reason of a ban.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Offence {
+    /// It broke the protocol; its seat was dropped with this violation.
+    #[error("protocol violation: {0}")]
+    Violation(String),
+    /// It did not read a frame the server wrote within the write deadline (a model
+    /// download, typically).
+    #[error("did not read a frame within the write deadline")]
+    StalledDownload,
+    /// It held an upload grant past the upload deadline.
+    #[error("held an upload grant past the upload deadline")]
+    StalledUpload,
+    /// It began a frame and did not finish it within the read deadline.
+    #[error("did not finish a frame within the read deadline")]
+    StalledFrame,
+}
+
+/// A transfer the shell saw stall, reported with [`ServerSession::handle_stalled`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stall {
+    /// A write to the client did not complete within the write deadline.
+    Write,
+    /// A frame from the client did not complete within the read deadline.
+    Read,
+}
+
+/// An identity banned for the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    /// Who.
+    pub identity: ClientIdentity,
+    /// Its seat in the round in progress when it was banned, if it held one.
+    pub seat: Option<ClientId>,
+    /// The round (next round, between rounds) and attempt when it was banned.
+    pub round: u64,
+    /// Offences counted against it.
+    pub offences: u32,
+    /// The offence that tipped the count.
+    pub reason: Offence,
 }
 
 /// The masks of a round to remove: [`FinalizeJob::run`] rebuilds the secrets and
@@ -284,6 +353,9 @@ pub struct RoundCommit {
     pub bytes_in: u64,
     /// Bytes sent to them.
     pub bytes_out: u64,
+    /// Identities banned since the previous commit (during this round's attempts, or
+    /// between rounds).
+    pub banned: Vec<Ban>,
 }
 
 /// Why [`ServerSession::start_round`] refused the parameters.
@@ -320,6 +392,10 @@ impl Outbox {
         self.0.push_back(Action::Close { conn, reason });
     }
 
+    pub(crate) fn admitted(&mut self, conn: ConnId) {
+        self.0.push_back(Action::Admitted { conn });
+    }
+
     fn push(&mut self, action: Action) {
         self.0.push_back(action);
     }
@@ -336,6 +412,14 @@ pub struct ServerSession {
     attempt: u32,
     out: Outbox,
     closed: bool,
+    /// The time of the input being handled.
+    now: Option<Instant>,
+    /// Offences per identity, for the session.
+    offences: HashMap<ClientIdentity, u32>,
+    /// Banned identities, and the offence that banned each.
+    banned: HashMap<ClientIdentity, Offence>,
+    /// Bans not yet reported in a commit.
+    unreported_bans: Vec<Ban>,
 }
 
 impl ServerSession {
@@ -352,6 +436,10 @@ impl ServerSession {
             attempt: 0,
             out: Outbox::default(),
             closed: false,
+            now: None,
+            offences: HashMap::new(),
+            banned: HashMap::new(),
+            unreported_bans: Vec::new(),
         };
         if next_round > session.config.rounds {
             session.closed = true;
@@ -382,7 +470,9 @@ impl ServerSession {
             return None;
         }
         let round = match &self.round {
-            Some(r) if matches!(r.stage, Stage::Running(_)) => Some(r.deadline),
+            Some(r) if matches!(r.stage, Stage::Running(_)) => {
+                Some(r.next_grant_deadline().map_or(r.deadline, |g| g.min(r.deadline)))
+            }
             Some(_) => None,
             None => match &self.check_in {
                 Some(window) => Some(window.deadline),
@@ -397,6 +487,7 @@ impl ServerSession {
     /// if the server asks for one; its `Hello` is due within the hello timeout. A
     /// connection number already in use is ignored (the shell assigns each once).
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId, certificate: Option<Arc<[u8]>>) {
+        self.now = Some(now);
         if self.closed {
             self.out.close(conn, CloseReason::SessionEnded);
             return;
@@ -410,6 +501,7 @@ impl ServerSession {
 
     /// A whole frame (the message bytes) arrived from `conn`.
     pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        self.now = Some(now);
         if self.closed {
             return;
         }
@@ -425,6 +517,7 @@ impl ServerSession {
     /// The shell refused a frame of `len` bytes from `conn` as larger than its current
     /// limit (`limit`); the connection is closed.
     pub fn handle_oversized(&mut self, now: Instant, conn: ConnId, len: usize, limit: usize) {
+        self.now = Some(now);
         if let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.state(conn) {
             let violation = Violation::Transport(format!("frame of {len} bytes exceeds the current limit of {limit}"));
             tracing::warn!(client = seat.get(), %violation, "client dropped");
@@ -438,6 +531,7 @@ impl ServerSession {
     /// or reset, not closed by the client) keeps its seat until the phase deadline, in
     /// case it reconnects; one that closed its connection leaves the round at once.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId, transient: bool) {
+        self.now = Some(now);
         if let Some(window) = &mut self.check_in {
             window.forget(conn);
         }
@@ -460,14 +554,65 @@ impl ServerSession {
         self.after_input(now);
     }
 
+    /// The shell saw a transfer on `conn` stall: a write not read by the client within
+    /// the write deadline, or a frame not finished within the read deadline. The client
+    /// loses its seat (if it holds one), its connection is closed, and the offence counts
+    /// towards a ban. Slow clients hurt only themselves.
+    pub fn handle_stalled(&mut self, now: Instant, conn: ConnId, stall: Stall) {
+        self.now = Some(now);
+        if self.closed {
+            return;
+        }
+        let offence = match stall {
+            Stall::Write => Offence::StalledDownload,
+            Stall::Read => Offence::StalledFrame,
+        };
+        match self.lobby.state(conn) {
+            Some(ConnState::Admitted { seat: Some(seat), .. }) => {
+                tracing::warn!(client = seat.get(), %offence, "client dropped");
+                let reason = DropReason::Violation(Violation::Transport(offence.to_string()));
+                self.drop_seat_for(seat, reason, Some(offence));
+            }
+            Some(ConnState::Admitted { identity, seat: None, .. }) => {
+                tracing::info!(conn, %offence, "closing a stalled client in the lobby");
+                self.record_offence(identity, None, offence);
+            }
+            _ => {}
+        }
+        if self.lobby.state(conn).is_some_and(|s| s != ConnState::Closing) {
+            self.close_conn(conn, CloseReason::Stalled);
+        }
+        self.after_input(now);
+    }
+
+    /// Whether `identity` is banned for the session.
+    pub fn is_banned(&self, identity: &ClientIdentity) -> bool {
+        self.banned.contains_key(identity)
+    }
+
+    /// Connections that have not been admitted yet (their `Hello` is due).
+    pub fn unadmitted(&self) -> usize {
+        self.lobby.unadmitted()
+    }
+
     /// Time passed: overdue hellos are closed, an overdue phase is closed (its silent
     /// clients dropped), and a partial cohort starts once the lobby timeout passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
         if self.closed {
             return;
         }
         for conn in self.lobby.overdue_hellos(now) {
             self.close_conn(conn, CloseReason::HelloTimeout);
+        }
+        let expired = self.round.as_ref().map(|r| r.expired_grants(now)).unwrap_or_default();
+        for seat in expired {
+            let conn = self.round.as_ref().and_then(|r| r.seat(seat)).map(|s| s.conn);
+            tracing::warn!(client = seat.get(), "upload grant expired; client dropped");
+            self.drop_seat_for(seat, upload_stalled(), Some(Offence::StalledUpload));
+            if let Some(conn) = conn.filter(|&c| self.lobby.state(c).is_some()) {
+                self.close_conn(conn, CloseReason::Stalled);
+            }
         }
         if let Some(round) = &mut self.round
             && round.deadline <= now
@@ -490,6 +635,7 @@ impl ServerSession {
     /// The answer to [`Action::StartRound`]: the round's parameters and the application
     /// payload every client gets in its `Config`.
     pub fn start_round(&mut self, now: Instant, params: RoundParams, app_data: Arc<[u8]>) -> Result<(), StartError> {
+        self.now = Some(now);
         let preparing = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Preparing { .. }));
         let Some(round) = preparing.filter(|_| !self.closed) else {
             return Err(StartError::NotSeated { round: self.next_round, seated: 0 });
@@ -500,7 +646,7 @@ impl ServerSession {
         let upload_limit = upload_frame_limit(params.dim, params.bits);
         let members = round.members().unwrap_or_default();
         let protocol = ServerRound::new(params.clone(), members, app_data)?;
-        round.start(protocol, upload_limit, now, self.config.phase_timeout);
+        round.start(protocol, upload_limit, now, self.config.phase_timeout, self.config.upload_timeout);
         tracing::info!(
             round = round.number,
             attempt = round.attempt,
@@ -521,6 +667,7 @@ impl ServerSession {
 
     /// The answer to [`Action::Finalize`]: the job, run.
     pub fn handle_finalized(&mut self, now: Instant, job: Box<FinalizeJob>) {
+        self.now = Some(now);
         if let Some(round) = self.round.as_mut().filter(|r| matches!(r.stage, Stage::Finalizing)) {
             round.stage = Stage::Running(job.round);
         }
@@ -530,6 +677,7 @@ impl ServerSession {
     /// The answer to [`Action::ChargeRelease`]: the release is charged; the unmask
     /// requests go out.
     pub fn handle_release_charged(&mut self, now: Instant) {
+        self.now = Some(now);
         if let Some(round) = self.round.as_mut().filter(|r| r.release == ReleaseCharge::Charging) {
             round.release = ReleaseCharge::Charged;
         }
@@ -539,6 +687,7 @@ impl ServerSession {
     /// The answer to [`Action::Commit`]: the round is applied and stored. Its clients
     /// hear `RoundComplete`, return to the lobby, and the next round may start.
     pub fn handle_committed(&mut self, now: Instant) {
+        self.now = Some(now);
         let Some(mut round) = self.round.take_if(|r| matches!(r.stage, Stage::Committing(_))) else { return };
         round.release_completion(&mut self.out);
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
@@ -582,15 +731,16 @@ impl ServerSession {
 
     fn on_hello(&mut self, conn: ConnId, frame: &[u8]) {
         let admitted = match FromClient::decode(frame, &self.config.limits) {
-            Ok(FromClient::Service(ClientServiceMessage::Hello { token, identity, resume })) => {
+            Ok(FromClient::Service(ClientServiceMessage::Hello { token, identity: instance, resume })) => {
                 let certificate = self.lobby.certificate(conn);
-                self.config.admission.admit(&token, &identity, certificate.as_deref()).map(|id| (id, resume))
+                self.config.admission.admit(&token, &instance, certificate.as_deref()).map(|id| (id, instance, resume))
             }
             Ok(other) => Err(Refusal::NotAHello(other.name().into())),
             Err(e) => Err(Refusal::NotAHello(format!("a malformed frame ({e})"))),
         };
+        let admitted = admitted.and_then(|(identity, instance, resume)| self.admit(conn, identity, instance, resume));
         match admitted {
-            Ok((identity, resume)) => self.admit(conn, identity, resume),
+            Ok(()) => {}
             Err(refusal) => {
                 tracing::info!(conn, %refusal, "refused a client");
                 self.out.send(conn, Frame::new(ServerServiceMessage::Refused { reason: refusal.to_string() }.encode()));
@@ -620,28 +770,63 @@ impl ServerSession {
         }
     }
 
-    fn admit(&mut self, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) {
-        if self.rebind(conn, identity, resume) {
-            return;
+    /// Admits `conn` as `identity` (its `Hello` carried the random `instance`), or says
+    /// why not: a banned identity, or one held by another client (see
+    /// [`crate::admission`]).
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        identity: ClientIdentity,
+        instance: [u8; IDENTITY_LEN],
+        resume: Option<Resume>,
+    ) -> Result<(), Refusal> {
+        if let Some(offence) = self.banned.get(&identity) {
+            return Err(Refusal::Banned(offence.to_string()));
+        }
+        if !self.config.admission.proves_possession() {
+            // A seat held (or waiting for its client to come back) by another instance.
+            let seat_instance = self.round.as_ref().and_then(|round| {
+                let seat = round.seat_of(&identity).filter(|&s| round.is_active(s))?;
+                round.seat(seat).map(|s| s.instance)
+            });
+            let holder_instance = self.lobby.holder(&identity).and_then(|old| match self.lobby.state(old) {
+                Some(ConnState::Admitted { instance, .. }) => Some(instance),
+                _ => None,
+            });
+            if seat_instance.is_some_and(|i| i != instance) || holder_instance.is_some_and(|i| i != instance) {
+                return Err(Refusal::IdentityInUse);
+            }
+        }
+        self.out.admitted(conn);
+        if self.rebind(conn, identity, instance, resume) {
+            return Ok(());
         }
         if let Some(old) = self.lobby.holder(&identity) {
-            // One identity, one connection: the newer replaces the older.
-            tracing::info!(conn = old, "replaced by a new connection with the same identity");
+            // The same client (same instance, or a proven identity): the newer connection
+            // replaces the older.
+            tracing::info!(conn = old, "replaced by a new connection of the same client");
             if let Some(ConnState::Admitted { seat: Some(seat), .. }) = self.lobby.state(old) {
                 self.drop_seat(seat, DropReason::ConnectionLost);
             }
             self.close_conn(old, CloseReason::Replaced);
         }
-        self.lobby.admit(conn, identity, None);
+        self.lobby.admit(conn, identity, instance, None);
         self.out.set_frame_limit(conn, MAX_CONTROL_FRAME);
         self.out.send(conn, Frame::new(ServerServiceMessage::Welcome { resumed: None }.encode()));
+        Ok(())
     }
 
     /// Gives a reconnecting client its seat back, tells it how many of its frames the
     /// server has, and resends the last frame it lacks (the resend rule). Returns false
     /// if `identity` holds no active seat, or its claim is impossible (then it loses the
     /// seat).
-    fn rebind(&mut self, conn: ConnId, identity: ClientIdentity, resume: Option<Resume>) -> bool {
+    fn rebind(
+        &mut self,
+        conn: ConnId,
+        identity: ClientIdentity,
+        instance: [u8; IDENTITY_LEN],
+        resume: Option<Resume>,
+    ) -> bool {
         let Some(round) = &mut self.round else { return false };
         let Some(seat) = round.seat_of(&identity).filter(|&s| round.is_active(s)) else { return false };
         let claimed = resume.filter(|r| r.round == round.number).map_or(0, |r| r.received);
@@ -656,7 +841,10 @@ impl ServerSession {
             self.lobby.closing(old);
             self.out.close(old, CloseReason::Replaced);
         }
-        self.lobby.admit(conn, identity, Some(seat));
+        if let Some(s) = round.seat_mut(seat) {
+            s.instance = instance;
+        }
+        self.lobby.admit(conn, identity, instance, Some(seat));
         let received = round.seat(seat).map_or(0, |s| s.received);
         let welcome = ServerServiceMessage::Welcome { resumed: Some(Resume { round: round.number, received }) };
         self.out.set_frame_limit(conn, round.frame_limit(seat));
@@ -667,6 +855,7 @@ impl ServerSession {
 
     fn on_seated_frame(&mut self, conn: ConnId, seat: ClientId, frame: &[u8]) {
         let slots = self.config.upload_slots;
+        let Some(now) = self.now else { return };
         let Some(round) = &mut self.round else { return };
         round.received(seat, frame.len());
         let msg = match FromClient::decode(frame, &self.config.limits) {
@@ -691,7 +880,7 @@ impl ServerSession {
                 if let Some(Err(e)) = round.protocol().map(|p| p.receive(seat, msg)) {
                     tracing::warn!(client = seat.get(), error = %e, "message refused");
                 }
-                round.release_slot(seat, slots, &mut self.out);
+                round.release_slot(seat, slots, now, &mut self.out);
             }
             FromClient::Protocol(msg) => match round.protocol() {
                 Some(protocol) => {
@@ -702,7 +891,7 @@ impl ServerSession {
                 None => self.drop_seat(seat, unexpected(&FromClient::Protocol(msg))),
             },
             FromClient::Service(ClientServiceMessage::UploadReady)
-                if round.upload_ready(seat, slots, &mut self.out) => {}
+                if round.upload_ready(seat, slots, now, &mut self.out) => {}
             other => {
                 tracing::warn!(client = seat.get(), message = other.name(), "unexpected message; client dropped");
                 self.drop_seat(seat, unexpected(&other));
@@ -710,9 +899,51 @@ impl ServerSession {
         }
     }
 
+    /// Drops `seat` for `reason`; a violation counts as an offence of its identity.
     fn drop_seat(&mut self, seat: ClientId, reason: DropReason) {
-        if let Some(round) = &mut self.round {
-            round.drop_seat(seat, reason, self.config.upload_slots, &mut self.out);
+        let offence = match &reason {
+            DropReason::Violation(v) => Some(Offence::Violation(v.to_string())),
+            _ => None,
+        };
+        self.drop_seat_for(seat, reason, offence);
+    }
+
+    /// Drops `seat` for `reason`, counting `offence` against its identity.
+    fn drop_seat_for(&mut self, seat: ClientId, reason: DropReason, offence: Option<Offence>) {
+        let Some(now) = self.now else { return };
+        let Some(round) = &mut self.round else { return };
+        let identity = round.seat(seat).map(|s| s.identity);
+        let was_active = round.is_active(seat) || matches!(round.stage, Stage::Preparing { .. });
+        round.drop_seat(seat, reason, self.config.upload_slots, now, &mut self.out);
+        if let (Some(identity), Some(offence), true) = (identity, offence, was_active) {
+            self.record_offence(identity, Some(seat), offence);
+        }
+    }
+
+    /// Counts `offence` against `identity`; bans it once it has offended `ban_after`
+    /// times (its connection is closed, its `Hello`s refused for the session).
+    fn record_offence(&mut self, identity: ClientIdentity, seat: Option<ClientId>, offence: Offence) {
+        let count = self.offences.entry(identity).or_insert(0);
+        *count += 1;
+        let offences = *count;
+        if self.config.ban_after == 0 || offences < self.config.ban_after || self.banned.contains_key(&identity) {
+            return;
+        }
+        tracing::warn!(?identity, offences, %offence, "identity banned for the session");
+        let ban = Ban { identity, seat, round: self.next_round, offences, reason: offence.clone() };
+        self.banned.insert(identity, offence);
+        self.unreported_bans.push(ban.clone());
+        self.out.push(Action::Event(SessionEvent::Banned(ban)));
+        if let Some(conn) = self.lobby.holder(&identity) {
+            self.close_conn(conn, CloseReason::Banned);
+        }
+    }
+
+    /// Offences counted against the identity `conn` is admitted as.
+    fn offences_of(&self, conn: ConnId) -> u32 {
+        match self.lobby.state(conn) {
+            Some(ConnState::Admitted { identity, .. }) => self.offences.get(&identity).copied().unwrap_or(0),
+            _ => 0,
         }
     }
 
@@ -839,6 +1070,7 @@ impl ServerSession {
             return;
         };
         let (bytes_in, bytes_out) = round.bytes();
+        let banned = std::mem::take(&mut self.unreported_bans);
         let commit = RoundCommit {
             round: round.number,
             attempt: round.attempt,
@@ -850,6 +1082,7 @@ impl ServerSession {
             total: now - round.started,
             bytes_in,
             bytes_out,
+            banned,
         };
         round.stage = Stage::Committing(protocol);
         self.out.push(Action::Commit(Box::new(commit)));
@@ -887,7 +1120,10 @@ impl ServerSession {
         if self.closed || self.round.is_some() || !enough {
             return;
         }
-        let first: Vec<ConnId> = self.lobby.queued().into_iter().take(size).collect();
+        // Clients that offended wait behind the others: a violator is never seated first.
+        let mut queued = self.lobby.queued();
+        queued.sort_by_key(|&c| self.offences_of(c));
+        let first: Vec<ConnId> = queued.into_iter().take(size).collect();
         self.seat_clients(now, &first);
     }
 

@@ -1,7 +1,7 @@
 //! The round in progress: its seats (which connection holds each, what was sent to it
 //! and what it sent, for the resend rule), its upload grants and its phase timings.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use privagg_protocol::cohort::Member;
@@ -11,7 +11,7 @@ use super::lobby::Seated;
 use super::{ConnId, Outbox};
 use crate::admission::ClientIdentity;
 use crate::frame::{FRAME_HEADER_LEN, Frame, MAX_CONTROL_FRAME};
-use crate::message::ServerServiceMessage;
+use crate::message::{IDENTITY_LEN, ServerServiceMessage};
 
 /// One seat of the round.
 pub(super) struct Seat {
@@ -19,6 +19,9 @@ pub(super) struct Seat {
     pub conn: ConnId,
     /// Who holds it, so that a client that reconnects gets it back.
     pub identity: ClientIdentity,
+    /// The random client identity of the `Hello` that took the seat: only a connection
+    /// presenting it again (or proving the identity otherwise) gets the seat back.
+    pub instance: [u8; IDENTITY_LEN],
     /// Frames sent to the seat this round.
     pub sent: u32,
     /// Frames received from the seat this round.
@@ -75,8 +78,10 @@ pub(super) struct ActiveRound {
     pub timings: Vec<(Phase, Duration)>,
     /// Seats whose masked input is ready, waiting for an upload slot.
     ready: VecDeque<ClientId>,
-    /// Seats allowed to upload now.
-    granted: HashSet<ClientId>,
+    /// Seats allowed to upload now, each until its deadline (`None`: no deadline).
+    granted: HashMap<ClientId, Option<Instant>>,
+    /// How long a grant lasts before its seat is dropped as stalled.
+    upload_timeout: Option<Duration>,
     /// The frame limit of a seat holding a grant.
     upload_limit: usize,
     /// Seats whose client reconnected during the round.
@@ -90,8 +95,10 @@ impl ActiveRound {
     pub fn preparing(number: u64, attempt: u32, seated: Vec<Seated>, now: Instant) -> Self {
         let (seats, members) = seated
             .into_iter()
-            .map(|Seated { conn, identity, member }| {
-                (Seat { conn, identity, sent: 0, received: 0, last_sent: None, bytes_in: 0, bytes_out: 0 }, member)
+            .map(|Seated { conn, identity, instance, member }| {
+                let seat =
+                    Seat { conn, identity, instance, sent: 0, received: 0, last_sent: None, bytes_in: 0, bytes_out: 0 };
+                (seat, member)
             })
             .unzip();
         Self {
@@ -105,7 +112,8 @@ impl ActiveRound {
             deadline: now,
             timings: Vec::new(),
             ready: VecDeque::new(),
-            granted: HashSet::new(),
+            granted: HashMap::new(),
+            upload_timeout: None,
             upload_limit: MAX_CONTROL_FRAME,
             reconnected: BTreeSet::new(),
             release: ReleaseCharge::NotYet,
@@ -122,7 +130,15 @@ impl ActiveRound {
     }
 
     /// Starts the protocol at `now`.
-    pub fn start(&mut self, mut protocol: ServerRound, upload_limit: usize, now: Instant, phase_timeout: Duration) {
+    pub fn start(
+        &mut self,
+        mut protocol: ServerRound,
+        upload_limit: usize,
+        now: Instant,
+        phase_timeout: Duration,
+        upload_timeout: Option<Duration>,
+    ) {
+        self.upload_timeout = upload_timeout;
         if let Stage::Preparing { early_drops, .. } = &mut self.stage {
             for (seat, reason) in early_drops.drain(..) {
                 protocol.drop_client(seat, reason);
@@ -139,7 +155,7 @@ impl ActiveRound {
         self.seats.get(seat.get() as usize - 1)
     }
 
-    fn seat_mut(&mut self, seat: ClientId) -> Option<&mut Seat> {
+    pub fn seat_mut(&mut self, seat: ClientId) -> Option<&mut Seat> {
         self.seats.get_mut(seat.get() as usize - 1)
     }
 
@@ -166,13 +182,13 @@ impl ActiveRound {
     }
 
     /// Drops `seat` from the round for `reason` (and frees its upload slot).
-    pub fn drop_seat(&mut self, seat: ClientId, reason: DropReason, slots: usize, out: &mut Outbox) {
+    pub fn drop_seat(&mut self, seat: ClientId, reason: DropReason, slots: usize, now: Instant, out: &mut Outbox) {
         match &mut self.stage {
             Stage::Running(p) => p.drop_client(seat, reason),
             Stage::Preparing { early_drops, .. } => early_drops.push((seat, reason)),
             Stage::Finalizing | Stage::Committing(_) => return,
         }
-        self.release_slot(seat, slots, out);
+        self.release_slot(seat, slots, now, out);
     }
 
     /// Sends `frame` to `seat` and remembers it for the resend rule.
@@ -225,7 +241,7 @@ impl ActiveRound {
 
     /// The frame limit `seat` needs now.
     pub fn frame_limit(&self, seat: ClientId) -> usize {
-        if self.granted.contains(&seat) { self.upload_limit } else { MAX_CONTROL_FRAME }
+        if self.granted.contains_key(&seat) { self.upload_limit } else { MAX_CONTROL_FRAME }
     }
 
     /// Sends what the state machine queued (unless the round is committing: its
@@ -270,7 +286,7 @@ impl ActiveRound {
         self.phase = phase;
         self.phase_started = now;
         self.deadline = now + phase_timeout;
-        for seat in std::mem::take(&mut self.granted) {
+        for seat in std::mem::take(&mut self.granted).into_keys() {
             if let Some(s) = self.seat(seat) {
                 out.set_frame_limit(s.conn, MAX_CONTROL_FRAME);
             }
@@ -281,44 +297,58 @@ impl ActiveRound {
 
     /// A seat announced its masked input: queue it for a slot, if the phase allows.
     /// Returns whether the announcement was in order.
-    pub fn upload_ready(&mut self, seat: ClientId, slots: usize, out: &mut Outbox) -> bool {
+    pub fn upload_ready(&mut self, seat: ClientId, slots: usize, now: Instant, out: &mut Outbox) -> bool {
         let uploaded = match &self.stage {
             Stage::Running(p) => p.has_answered(seat, Phase::MaskedInput),
             _ => true,
         };
         let in_phase = self.protocol_phase() == Some(Phase::MaskedInput) && self.is_active(seat);
-        if !in_phase || uploaded || self.ready.contains(&seat) || self.granted.contains(&seat) {
+        if !in_phase || uploaded || self.ready.contains(&seat) || self.granted.contains_key(&seat) {
             return false;
         }
         self.ready.push_back(seat);
-        self.grant_slots(slots, out);
+        self.grant_slots(slots, now, out);
         true
     }
 
     /// Whether `seat` may upload now.
     pub fn is_granted(&self, seat: ClientId) -> bool {
-        self.granted.contains(&seat)
+        self.granted.contains_key(&seat)
+    }
+
+    /// The earliest deadline of an upload grant, if any grant has one.
+    pub fn next_grant_deadline(&self) -> Option<Instant> {
+        self.granted.values().flatten().min().copied()
+    }
+
+    /// Seats whose upload grant expired at `now` (their uploads did not arrive in time),
+    /// seat order.
+    pub fn expired_grants(&self, now: Instant) -> Vec<ClientId> {
+        let mut expired: Vec<ClientId> =
+            self.granted.iter().filter(|(_, d)| d.is_some_and(|d| d <= now)).map(|(s, _)| *s).collect();
+        expired.sort_unstable();
+        expired
     }
 
     /// Grants upload slots to waiting seats while slots are free.
-    fn grant_slots(&mut self, slots: usize, out: &mut Outbox) {
+    fn grant_slots(&mut self, slots: usize, now: Instant, out: &mut Outbox) {
         while self.granted.len() < slots {
             let Some(seat) = self.ready.pop_front() else { return };
             let Some(conn) = self.seat(seat).map(|s| s.conn) else { continue };
             out.set_frame_limit(conn, self.upload_limit);
             self.send(seat, Frame::new(ServerServiceMessage::UploadGrant.encode()), out);
-            self.granted.insert(seat);
+            self.granted.insert(seat, self.upload_timeout.map(|t| now + t));
         }
     }
 
     /// Frees `seat`'s upload slot, if it held one, and grants free slots to waiting seats.
-    pub fn release_slot(&mut self, seat: ClientId, slots: usize, out: &mut Outbox) {
+    pub fn release_slot(&mut self, seat: ClientId, slots: usize, now: Instant, out: &mut Outbox) {
         self.ready.retain(|&s| s != seat);
-        if self.granted.remove(&seat) {
+        if self.granted.remove(&seat).is_some() {
             if let Some(s) = self.seat(seat) {
                 out.set_frame_limit(s.conn, MAX_CONTROL_FRAME);
             }
-            self.grant_slots(slots, out);
+            self.grant_slots(slots, now, out);
         }
     }
 
@@ -337,6 +367,11 @@ fn encode(message: &ServerMessage) -> Frame {
         }
         message => Frame::new(message.encode()),
     }
+}
+
+/// The violation of a client that held its upload grant past the deadline.
+pub(super) fn upload_stalled() -> DropReason {
+    DropReason::Violation(Violation::Transport("held an upload grant past its deadline".into()))
 }
 
 /// The violation of a client whose upload came without a grant.

@@ -73,6 +73,8 @@ impl Setup {
                 lobby_timeout: Duration::from_secs(30),
                 hello_timeout: Duration::from_secs(5),
                 upload_slots: 2,
+                upload_timeout: None,
+                ban_after: 0,
                 max_round_attempts: 3,
                 admission: Admission::certificates(),
                 limits: Limits { max_app_data: 0, ..Limits::default() },
@@ -222,6 +224,8 @@ pub struct Harness {
     pub limits: Vec<(ConnId, usize)>,
     /// Rewrites peers' frames.
     pub tamper: Option<Tamper>,
+    /// Connections the server admitted, in order.
+    pub admitted: Vec<ConnId>,
     /// Rewrites (or swallows) the server's frames to peer `i`: a server deviating from
     /// the protocol, played against the real client sessions.
     pub tamper_to_client: Option<Tamper>,
@@ -262,6 +266,7 @@ impl Harness {
             closes: Vec::new(),
             limits: Vec::new(),
             tamper: None,
+            admitted: Vec::new(),
             tamper_to_client: None,
             raw_received: HashMap::new(),
             hold_encode: Vec::new(),
@@ -353,6 +358,13 @@ impl Harness {
             .get(&conn)
             .map(|frames| frames.iter().filter_map(|f| FromServer::decode(f, &limits).ok()).collect())
             .unwrap_or_default()
+    }
+
+    /// Reports to the server that a transfer on `conn` stalled (what the shell's write or
+    /// read deadline does), then carries out the server's actions.
+    pub fn stall(&mut self, conn: ConnId, stall: privagg_service::Stall) {
+        self.server.handle_stalled(self.now, conn, stall);
+        while self.drain_server() {}
     }
 
     /// Whether the connection is still open.
@@ -509,6 +521,7 @@ impl Harness {
                 self.commits.push(Committed { commit: *commit, sum, peers, told_before_commit });
                 self.server.handle_committed(now);
             }
+            Action::Admitted { conn } => self.admitted.push(conn),
             Action::Event(e) => self.events.push(e),
             Action::Finished(end) => self.finished = Some(end),
         }
