@@ -78,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits { max_app_data: 0, ..Limits::default() },
         // An odd first byte runs random check-ins (every coin comes up, as replies are
         // the fuzzer's to choose).
-        check_ins: data.first().is_some_and(|b| b & 1 == 1).then_some(CheckInConfig { rate_ppb: 1_000_000_000, max_cohort: 2 }),
+        check_ins: data
+            .first()
+            .is_some_and(|b| b & 1 == 1)
+            .then_some(CheckInConfig { rate_ppb: 1_000_000_000, max_cohort: 2 }),
     });
     for conn in 1..=2u64 {
         session.handle_connected(now, conn, None);
