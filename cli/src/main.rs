@@ -121,7 +121,8 @@ struct ServeArgs {
     /// Clients per round N (with DP: the public FedAvg denominator) [default: 10].
     #[arg(long)]
     clients: Option<u32>,
-    /// Fewest clients a round may release a sum of (the DP n_min) [default: 8].
+    /// Fewest clients a round may release a sum of (the DP n_min) [default: 80 % of
+    /// --clients, rounded up: 8 of 10].
     #[arg(long)]
     min_clients: Option<u32>,
     /// Rounds in the session [default: 1].
@@ -445,6 +446,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -503,6 +505,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.dim, args.dim);
     set!(c.clients, args.clients);
     set!(c.min_clients, args.min_clients);
+    if let (None, Some(clients), None) = (&args.config, args.clients, args.min_clients) {
+        c.min_clients = (clients * 4).div_ceil(5).max(1);
+    }
     set!(c.rounds, args.rounds);
     set!(c.corrupt_fraction, args.corrupt_fraction);
     set!(c.dp.noise_multiplier, args.noise_multiplier);

@@ -217,6 +217,8 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     }
     let server = wait(server, limit);
     assert!(server.status.success(), "{}", String::from_utf8_lossy(&server.stderr));
+    // Its log went to a file: plain text, no terminal colour codes.
+    assert!(server.stderr.contains(&b'\n') && !server.stderr.contains(&0x1b), "ANSI codes in a redirected log");
     let model = privagg_server::storage::read_vector(&state.join("model-1.npy")).unwrap();
     for j in 0..dim {
         let mean = updates.iter().map(|u| u[j]).sum::<f64>() / 3.0;
@@ -236,6 +238,18 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let out = verify();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("model-1.npy hashes to"), "{out:?}");
+}
+
+#[test]
+fn min_clients_follows_clients_unless_given() {
+    // 80 % of --clients, rounded up: 5 clients plan rounds of at least 4 (the old fixed
+    // default of 8 refused any --clients below 8).
+    let out =
+        privagg().args(["plan", "--dim", "10", "--clients", "5", "--threat", "curious", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let given = ["plan", "--dim", "10", "--clients", "5", "--min-clients", "9", "--threat", "curious"];
+    let out = privagg().args(given).output().unwrap();
+    assert!(!out.status.success());
 }
 
 #[test]
