@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod demo;
+mod trainer;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -202,6 +203,10 @@ struct ServeArgs {
     /// Seconds each protocol phase may take [default: 30].
     #[arg(long)]
     phase_timeout: Option<f64>,
+    /// Seconds a seated client may train on the round's model before it must advertise
+    /// its keys; the first phase's deadline is this plus --phase-timeout [default: 60].
+    #[arg(long)]
+    train_timeout: Option<f64>,
     /// Seconds to wait for N clients before starting with at least the minimum [default: 60].
     #[arg(long)]
     lobby_timeout: Option<f64>,
@@ -278,9 +283,21 @@ struct ClientArgs {
     /// The server's certificate (DIR/cert.der), trusted exactly.
     #[arg(long)]
     ca: PathBuf,
-    /// The update: a 1-D float32 or float64 .npy file.
-    #[arg(long)]
-    update: PathBuf,
+    /// Take part in one round with this update: a 1-D float32 or float64 .npy file.
+    #[arg(long, required_unless_present = "train", conflicts_with = "train")]
+    update: Option<PathBuf>,
+    /// Take part in every round of the session, training with this command: before each
+    /// round the client writes the round's model to {model} (.npy, float32), runs the
+    /// command with `sh -c` ({model}, {update} and {round} replaced by the paths and the
+    /// round number), and sends the update the command wrote to {update} (a 1-D .npy
+    /// file, the model's length). Training must finish within the server's
+    /// --train-timeout. Example: --train 'python3 train.py {model} {update}'.
+    #[arg(long, value_name = "COMMAND")]
+    train: Option<String>,
+    /// With --train: also copy each round's model to this file (the last one written is
+    /// the model of the last round this client took part in, before that round's update).
+    #[arg(long, requires = "train")]
+    model_out: Option<PathBuf>,
     /// A file holding the admission token (the token may also come from the
     /// PRIVAGG_TOKEN environment variable).
     #[arg(long)]
@@ -519,6 +536,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.server_lr, args.server_lr);
     set!(c.server_momentum, args.server_momentum);
     set!(c.phase_timeout, args.phase_timeout);
+    set!(c.train_timeout, args.train_timeout);
     set!(c.lobby_timeout, args.lobby_timeout);
     set!(c.idle_timeout, args.idle_timeout);
     set!(c.upload_slots, args.upload_slots);
@@ -642,10 +660,7 @@ fn client_token(argv_token: Option<&str>, file: Option<&std::path::Path>) -> Res
 fn client(args: ClientArgs) -> Result<()> {
     warn_if_insecure_build();
     // Refuse a bad file before touching the network.
-    let update = privagg_server::storage::read_vector(&args.update)?;
-    if update.iter().any(|v| !v.is_finite()) {
-        bail!("{} holds NaN or infinity", args.update.display());
-    }
+    let update = args.update.as_deref().map(read_update).transpose()?;
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     let mut options = ClientOptions::new(args.server, read(&args.ca)?);
     options.token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
@@ -678,18 +693,38 @@ fn client(args: ClientArgs) -> Result<()> {
         DropPointArg::BeforeUnmaskResponse => DropPoint::BeforeUnmaskResponse,
         DropPointArg::AfterUnmaskResponse => DropPoint::AfterUnmaskResponse,
     });
+    let trainer = args.train.map(|command| trainer::Trainer::new(command, args.weight, args.model_out)).transpose()?;
     runtime()?.block_on(async move {
         let mut client = Client::connect(options).await?;
-        let result = client.submit(ndarray::ArrayView1::from(&update), args.weight).await;
+        let result = match (&update, &trainer) {
+            (Some(update), _) => client.submit(ndarray::ArrayView1::from(update), args.weight).await.map(|r| vec![r]),
+            (None, Some(trainer)) => client.run_with(|round| trainer.train(round)).await,
+            (None, None) => Ok(Vec::new()),
+        };
         // Close politely either way, so that the server hears a refusal at once.
         client.close().await;
-        let report = result?;
-        println!(
-            "round {} complete: {} inputs in the sum; sent {} bytes, received {} bytes",
-            report.round, report.inputs, report.bytes_sent, report.bytes_received
-        );
+        let reports = result?;
+        for report in &reports {
+            let epsilon = report.epsilon.map_or(String::new(), |e| format!("; this client's ε = {e:.3}"));
+            println!(
+                "round {} complete: {} inputs in the sum; sent {} bytes, received {} bytes{epsilon}",
+                report.round, report.inputs, report.bytes_sent, report.bytes_received
+            );
+        }
+        if trainer.is_some() {
+            println!("the session is complete; this client took part in {} rounds", reports.len());
+        }
         Ok(())
     })
+}
+
+/// Reads an update file and refuses NaN or infinity in it.
+fn read_update(path: &Path) -> Result<Vec<f32>> {
+    let update = privagg_server::storage::read_vector(path)?;
+    if update.iter().any(|v| !v.is_finite()) {
+        bail!("{} holds NaN or infinity", path.display());
+    }
+    Ok(update)
 }
 
 fn ca(command: CaCommand) -> Result<()> {

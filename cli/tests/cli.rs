@@ -240,6 +240,84 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     assert!(String::from_utf8_lossy(&out.stderr).contains("model-1.npy hashes to"), "{out:?}");
 }
 
+/// Issues an enrollment authority and credentials for `names` under `dir`; returns the
+/// root certificate and the directory of the credentials.
+fn credentials(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (authority, out) = (dir.join("authority"), dir.join("clients"));
+    assert!(privagg().args(["ca", "init", "--dir"]).arg(&authority).status().unwrap().success());
+    for name in names {
+        let mut issue = privagg();
+        issue.args(["ca", "issue", "--name", name, "--dir"]).arg(&authority).arg("--out").arg(&out);
+        assert!(issue.status().unwrap().success());
+    }
+    (authority.join("ca.der"), out)
+}
+
+#[test]
+fn a_five_round_session_driven_by_training_commands_improves_the_model_each_round() {
+    // The README's recipe: every client is a `privagg client --train` process that
+    // trains with a user command on the model it is given, for every round.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (dim, clients) = (12, 5);
+    let names: Vec<String> = (0..clients).map(|i| format!("client{i}")).collect();
+    let (root, credentials) = credentials(dir.path(), &names.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut serve = privagg();
+    serve
+        .args(["serve", "--listen", &listen, "--dim", &dim.to_string(), "--clients", "5", "--rounds", "5"])
+        .args(["--no-dp", "--server-lr", "1", "--lobby-timeout", "120", "--train-timeout", "60"])
+        .arg("--state")
+        .arg(&state)
+        .arg("--client-ca")
+        .arg(&root);
+    let server = spawn(serve, dir.path(), "server");
+    let cert = state.join("cert.der");
+    let start = Instant::now();
+    while !cert.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/toy_train.py");
+    let processes: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut client = privagg();
+            client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--allow-no-dp");
+            client.arg("--train").arg(format!("python3 '{}' {{model}} {{update}} {i}", script.display()));
+            client.arg("--model-out").arg(dir.path().join(format!("{name}-model.npy")));
+            client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+            client.arg("--key").arg(credentials.join(format!("{name}.key")));
+            client.arg("--client-ca").arg(&root).arg("--state").arg(dir.path().join(format!("{name}-memory")));
+            spawn(client, dir.path(), name)
+        })
+        .collect();
+    let limit = Duration::from_secs(120);
+    for process in processes {
+        let out = wait(process, limit);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout(&out).contains("took part in 5 rounds"), "{}", stdout(&out));
+    }
+    let server = wait(server, limit);
+    assert!(server.status.success(), "{}", String::from_utf8_lossy(&server.stderr));
+    // The mean of the clients' targets (toy_train.py): each round halves the distance.
+    let goal: Vec<f64> = (0..dim)
+        .map(|j| (0..clients).map(|i| ((i * dim + j) as f64 * 0.37).sin()).sum::<f64>() / clients as f64)
+        .collect();
+    let distance = |model: &[f32]| goal.iter().zip(model).map(|(g, &m)| (g - f64::from(m)).powi(2)).sum::<f64>().sqrt();
+    let mut last = distance(&vec![0.0; dim]);
+    for round in 1..=5 {
+        let model = privagg_server::storage::read_vector(&state.join(format!("model-{round}.npy"))).unwrap();
+        let now = distance(&model);
+        assert!((now - last / 2.0).abs() < 1e-3 * last, "round {round}: {last} -> {now}");
+        last = now;
+    }
+    // --model-out holds the model the last round trained on: the one after round 4.
+    let trained_on = privagg_server::storage::read_vector(&dir.path().join("client0-model.npy")).unwrap();
+    assert_eq!(trained_on, privagg_server::storage::read_vector(&state.join("model-4.npy")).unwrap());
+}
+
 #[test]
 fn min_clients_follows_clients_unless_given() {
     // 80 % of --clients, rounded up: 5 clients plan rounds of at least 4 (the old fixed

@@ -27,6 +27,7 @@ fn settings(round: u64) -> RoundSettings {
         mode: AggregationMode::Weighted { value_range: 4.0, max_weight: 10.0 },
         encoding: EncodingParams::without_dp(3, 1e-3, 32, Clipping::None, None).expect("valid"),
         model: vec![0.0; 2],
+        train_timeout_secs: 0,
     }
 }
 
@@ -68,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
         rounds: 3,
         completed_rounds: 0,
         phase_timeout: Duration::from_secs(10),
+        train_timeout: Duration::from_secs(10),
         lobby_timeout: Duration::from_secs(20),
         hello_timeout: Duration::from_secs(5),
         upload_slots: 1,

@@ -147,6 +147,9 @@ pub struct ServeConfig {
     pub model_init: Option<PathBuf>,
     /// Seconds each protocol phase may take.
     pub phase_timeout: f64,
+    /// Seconds a seated client may spend training on the round's model before the
+    /// first phase's deadline starts (that deadline is this plus `phase_timeout`).
+    pub train_timeout: f64,
     /// Seconds to wait for a full cohort before starting with at least `min_clients`.
     pub lobby_timeout: f64,
     /// Seconds of silence after which a connection counts as lost (the client may then
@@ -216,6 +219,7 @@ impl Default for ServeConfig {
             server_momentum: 0.0,
             model_init: None,
             phase_timeout: 30.0,
+            train_timeout: 60.0,
             lobby_timeout: 60.0,
             idle_timeout: 30.0,
             tokens: None,
@@ -247,6 +251,11 @@ impl ServeConfig {
     /// The per-phase deadline.
     pub fn phase_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.phase_timeout)
+    }
+
+    /// How long a seated client may train before the first phase's deadline starts.
+    pub fn train_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.train_timeout)
     }
 
     /// How long a silent connection lives.
@@ -305,6 +314,7 @@ impl ServeConfig {
         }
         for (name, secs) in [
             ("--phase-timeout", self.phase_timeout),
+            ("--train-timeout", self.train_timeout),
             ("--lobby-timeout", self.lobby_timeout),
             ("--idle-timeout", self.idle_timeout),
             ("--hello-timeout", self.hello_timeout),

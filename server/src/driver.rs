@@ -47,7 +47,7 @@ impl Driver {
     pub async fn run(mut self) -> Result<SessionSummary, ServeError> {
         let result = self.drive().await;
         if let Err(e) = &result {
-            self.session.close(&e.to_string());
+            self.session.close(e.end_reason(), &e.to_string());
             // A closed session only says goodbye; errors here change nothing.
             let _ = self.perform_actions().await;
         }

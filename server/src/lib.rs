@@ -230,6 +230,7 @@ impl Server {
             rounds: c.rounds,
             completed_rounds: self.resume.completed,
             phase_timeout: c.phase_timeout(),
+            train_timeout: c.train_timeout(),
             lobby_timeout: c.lobby_timeout(),
             hello_timeout: c.hello_timeout(),
             upload_slots: c.effective_upload_slots(self.upload),

@@ -96,13 +96,14 @@ impl Training {
             self.config.threat.adversary(),
         )?;
         let epsilon_spent = self.epsilon().unwrap_or(0.0);
-        let settings = self.aggregation.round_settings(
+        let mut settings = self.aggregation.round_settings(
             self.session,
             round,
             self.config.rounds,
             &self.model,
             (epsilon_spent, self.clip),
         )?;
+        settings.train_timeout_secs = self.config.train_timeout.ceil() as u32;
         let params = RoundParams {
             round,
             num_clients: clients,

@@ -93,6 +93,50 @@ pub enum ClientServiceMessage {
     },
 }
 
+/// Why a session ended, as the server tells its clients in
+/// [`ServerServiceMessage::SessionEnd`] (one byte on the wire, 1 ..= 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum EndReason {
+    /// Every round of the session completed.
+    #[error("every round completed")]
+    Complete,
+    /// Another round would exceed the server's privacy budget.
+    #[error("the server's privacy budget is spent")]
+    BudgetSpent,
+    /// A round aborted as many times as the server allows.
+    #[error("a round aborted too many times")]
+    RoundFailed,
+    /// The operator stopped the server.
+    #[error("the server was shut down")]
+    Shutdown,
+    /// The server failed (its storage, a round it could not plan).
+    #[error("the server failed")]
+    ServerError,
+}
+
+impl EndReason {
+    fn to_byte(self) -> u8 {
+        match self {
+            Self::Complete => 1,
+            Self::BudgetSpent => 2,
+            Self::RoundFailed => 3,
+            Self::Shutdown => 4,
+            Self::ServerError => 5,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        Ok(match b {
+            1 => Self::Complete,
+            2 => Self::BudgetSpent,
+            3 => Self::RoundFailed,
+            4 => Self::Shutdown,
+            5 => Self::ServerError,
+            _ => return Err(DecodeError::InvalidField("session end reason")),
+        })
+    }
+}
+
 /// Service messages the server sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerServiceMessage {
@@ -124,7 +168,9 @@ pub enum ServerServiceMessage {
     SessionEnd {
         /// Rounds the session completed.
         completed_rounds: u64,
-        /// Why it ended (at most [`MAX_TEXT`] bytes).
+        /// Why it ended.
+        end: EndReason,
+        /// What happened, for people (at most [`MAX_TEXT`] bytes).
         reason: String,
     },
 }
@@ -226,9 +272,10 @@ impl ServerServiceMessage {
                 w.u32(*rate_ppb);
                 w.into_bytes()
             }
-            Self::SessionEnd { completed_rounds, reason } => {
-                let mut w = Writer::message(tag::SESSION_END, 12 + reason.len());
+            Self::SessionEnd { completed_rounds, end, reason } => {
+                let mut w = Writer::message(tag::SESSION_END, 13 + reason.len());
                 w.u64(*completed_rounds);
+                w.u8(end.to_byte());
                 w.text(reason, MAX_TEXT);
                 w.into_bytes()
             }
@@ -249,9 +296,11 @@ impl ServerServiceMessage {
                 }
                 Self::CheckIn { round, attempt, rate_ppb }
             }
-            tag::SESSION_END => {
-                Self::SessionEnd { completed_rounds: r.u64()?, reason: r.text("reason", MAX_TEXT as u64)? }
-            }
+            tag::SESSION_END => Self::SessionEnd {
+                completed_rounds: r.u64()?,
+                end: EndReason::from_byte(r.u8()?)?,
+                reason: r.text("reason", MAX_TEXT as u64)?,
+            },
             other => return Err(DecodeError::UnknownMessageType(other)),
         };
         r.finish()?;
@@ -357,7 +406,7 @@ mod tests {
             ServerServiceMessage::Refused { reason: "unknown token".into() },
             ServerServiceMessage::UploadGrant,
             ServerServiceMessage::CheckIn { round: 4, attempt: 2, rate_ppb: 10_000_000 },
-            ServerServiceMessage::SessionEnd { completed_rounds: 5, reason: "done".into() },
+            ServerServiceMessage::SessionEnd { completed_rounds: 5, end: EndReason::Complete, reason: "done".into() },
         ]
     }
 

@@ -50,7 +50,7 @@ use self::lobby::{ConnState, Lobby};
 use self::round::{ActiveRound, ReleaseCharge, Stage, upload_stalled, upload_without_grant};
 use crate::admission::{Admission, ClientIdentity, Refusal};
 use crate::frame::{Frame, MAX_CONTROL_FRAME, upload_frame_limit};
-use crate::message::{ClientServiceMessage, FromClient, IDENTITY_LEN, Resume, ServerServiceMessage};
+use crate::message::{ClientServiceMessage, EndReason, FromClient, IDENTITY_LEN, Resume, ServerServiceMessage};
 
 /// A connection's number, unique for the session's lifetime; the shell assigns it.
 pub type ConnId = u64;
@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub completed_rounds: u64,
     /// How long each protocol phase may take.
     pub phase_timeout: Duration,
+    /// How long a seated client may train before the first phase's deadline starts: the
+    /// first phase (AdvertiseKeys) may take this plus `phase_timeout`.
+    pub train_timeout: Duration,
     /// How long to wait for a full cohort before starting with at least `min_clients`.
     pub lobby_timeout: Duration,
     /// How long a new connection may take to send its `Hello`.
@@ -646,7 +649,8 @@ impl ServerSession {
         let upload_limit = upload_frame_limit(params.dim, params.bits);
         let members = round.members().unwrap_or_default();
         let protocol = ServerRound::new(params.clone(), members, app_data)?;
-        round.start(protocol, upload_limit, now, self.config.phase_timeout, self.config.upload_timeout);
+        let first_phase = self.config.train_timeout + self.config.phase_timeout;
+        round.start(protocol, upload_limit, now, first_phase, self.config.upload_timeout);
         tracing::info!(
             round = round.number,
             attempt = round.attempt,
@@ -694,7 +698,7 @@ impl ServerSession {
         self.next_round += 1;
         self.attempt = 0;
         if self.next_round > self.config.rounds {
-            self.close("the session is complete");
+            self.close(EndReason::Complete, "the session is complete");
             self.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: self.completed_rounds() }));
             return;
         }
@@ -702,8 +706,8 @@ impl ServerSession {
     }
 
     /// Ends the session: the current round is cancelled (its clients hear why), every
-    /// client gets `SessionEnd` with `reason`, and every connection is closed.
-    pub fn close(&mut self, reason: &str) {
+    /// client gets `SessionEnd` with `end` and `reason`, and every connection is closed.
+    pub fn close(&mut self, end: EndReason, reason: &str) {
         if self.closed {
             return;
         }
@@ -716,7 +720,8 @@ impl ServerSession {
         }
         self.closed = true;
         self.check_in = None;
-        let end = ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), reason: reason.into() };
+        let end =
+            ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), end, reason: reason.into() };
         let end = Frame::new(end.encode());
         let conns: Vec<(ConnId, ConnState)> = self.lobby.conns().collect();
         for (conn, state) in conns {
@@ -1111,7 +1116,7 @@ impl ServerSession {
     /// Ends the session after the last allowed attempt at `round` failed.
     fn fail_round(&mut self, round: u64, attempts: u32, reason: RoundAbort) {
         let text = format!("round {round} aborted {attempts} times; last reason: {reason}");
-        self.close(&text);
+        self.close(EndReason::RoundFailed, &text);
         self.out.push(Action::Finished(SessionEnd::RoundFailed { round, attempts, reason }));
     }
 

@@ -19,7 +19,7 @@ use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
-use privagg_service::message::ClientServiceMessage;
+use privagg_service::message::{ClientServiceMessage, EndReason};
 use privagg_service::privacy::assumed_colluders;
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
@@ -70,6 +70,7 @@ impl Setup {
                 rounds: 1,
                 completed_rounds: 0,
                 phase_timeout: Duration::from_secs(10),
+                train_timeout: Duration::from_secs(10),
                 lobby_timeout: Duration::from_secs(30),
                 hello_timeout: Duration::from_secs(5),
                 upload_slots: 2,
@@ -121,6 +122,8 @@ pub struct Peer {
     pub silent: bool,
     /// Refuse to train (the training step fails).
     pub fail_training: bool,
+    /// How long its next training takes (simulated time; `None`: no time at all).
+    pub train_for: Option<Duration>,
     /// Ask for a round after being admitted and after each round, as the SDK's `run`
     /// does; a one-shot client stops asking after its first round.
     pub asks_for_rounds: bool,
@@ -171,9 +174,20 @@ struct Link {
 }
 
 enum Scheduled {
-    ServerNotices { conn: ConnId, transient: bool },
-    ClientNotices { peer: usize },
-    Reconnect { peer: usize },
+    ServerNotices {
+        conn: ConnId,
+        transient: bool,
+    },
+    ClientNotices {
+        peer: usize,
+    },
+    Reconnect {
+        peer: usize,
+    },
+    /// Peer `peer` finishes training.
+    Trained {
+        peer: usize,
+    },
 }
 
 /// A committed round: what the session handed the shell, and the sum decoded.
@@ -491,14 +505,14 @@ impl Harness {
                 }
                 Err(e) => {
                     self.plan_errors.push(e.clone());
-                    self.server.close(&e);
+                    self.server.close(EndReason::ServerError, &e);
                 }
             },
             Action::ChargeRelease { round, attempt, inputs } => {
                 let revealed = self.peers.iter().map(|p| p.unmask_responses).sum();
                 self.charges.push((round, attempt, inputs, revealed));
                 if std::mem::take(&mut self.fail_charge) {
-                    self.server.close("the privacy ledger could not be written");
+                    self.server.close(EndReason::ServerError, "the privacy ledger could not be written");
                 } else {
                     self.server.handle_release_charged(now);
                 }
@@ -566,7 +580,10 @@ impl Harness {
                 }
             }
             ClientAction::Train(_) if peer.fail_training => peer.session.abandon_round("training failed"),
-            ClientAction::Train(_) => peer.session.provide_update(peer.update.clone(), peer.weight),
+            ClientAction::Train(_) => match peer.train_for.take() {
+                Some(time) => self.agenda.push((self.now + time, Scheduled::Trained { peer: i })),
+                None => peer.session.provide_update(peer.update.clone(), peer.weight),
+            },
             ClientAction::Remember(memory) => peer.remembered = Some(memory),
             ClientAction::Encode(job) if self.hold_encode.contains(&i) => self.held_encodes.push((i, job)),
             ClientAction::Encode(job) => peer.session.handle_encoded(job.run()),
@@ -706,6 +723,10 @@ impl Harness {
                 self.peers[peer].conn = None;
                 self.peers[peer].session.handle_connection_lost();
             }
+            Scheduled::Trained { peer } => {
+                let peer = &mut self.peers[peer];
+                peer.session.provide_update(peer.update.clone(), peer.weight);
+            }
             Scheduled::Reconnect { peer } => {
                 if !self.peers[peer].session.is_ended() && !self.peers[peer].vanished {
                     self.join(peer);
@@ -800,6 +821,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         vanished: false,
         silent: false,
         fail_training: false,
+        train_for: None,
         asks_for_rounds: true,
         remembered: None,
         uploads: 0,
@@ -825,6 +847,7 @@ fn planner_for(setup: &Setup) -> Planner {
                 mode: AggregationMode::Weighted { value_range: VALUE_RANGE, max_weight: MAX_WEIGHT },
                 encoding: EncodingParams::without_dp(dim + 1, gamma, 48, Clipping::None, None).unwrap(),
                 model: vec![0.0; dim],
+                train_timeout_secs: 0,
             })
         }),
         Some(z) => Box::new(move |round, _| {
@@ -858,6 +881,7 @@ fn planner_for(setup: &Setup) -> Planner {
                 },
                 encoding: p.encoding_params([7; 32]),
                 model: vec![0.0; dim],
+                train_timeout_secs: 0,
             })
         }),
     }
