@@ -203,6 +203,18 @@ struct ServeArgs {
     /// Seconds each protocol phase may take [default: 30].
     #[arg(long)]
     phase_timeout: Option<f64>,
+    /// Attempts at a round before it counts as failed [default: 3].
+    #[arg(long)]
+    max_round_attempts: Option<u32>,
+    /// End the session when a round has failed (--max-round-attempts aborted attempts in
+    /// a row). By default the server keeps serving and tries the round again after a
+    /// back-off: one bad client never ends a session.
+    #[arg(long)]
+    stop_after_failed_round: bool,
+    /// Seconds to wait after an aborted attempt before the next one, doubling with each
+    /// further abort of the round (up to 64 times this) [default: 1].
+    #[arg(long)]
+    retry_backoff: Option<f64>,
     /// Seconds a seated client may train on the round's model before it must advertise
     /// its keys; the first phase's deadline is this plus --phase-timeout [default: 60].
     #[arg(long)]
@@ -537,6 +549,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.server_momentum, args.server_momentum);
     set!(c.phase_timeout, args.phase_timeout);
     set!(c.train_timeout, args.train_timeout);
+    set!(c.max_round_attempts, args.max_round_attempts);
+    set!(c.retry_backoff, args.retry_backoff);
+    c.stop_after_failed_round |= args.stop_after_failed_round;
     set!(c.lobby_timeout, args.lobby_timeout);
     set!(c.idle_timeout, args.idle_timeout);
     set!(c.upload_slots, args.upload_slots);

@@ -76,6 +76,8 @@ fuzz_target!(|data: &[u8]| {
         upload_timeout: Some(Duration::from_secs(3)),
         ban_after: 2,
         max_round_attempts: 2,
+        stop_after_failed_round: true,
+        retry_backoff: Duration::from_secs(1),
         admission: Admission::open(),
         limits: Limits { max_app_data: 0, ..Limits::default() },
         // An odd first byte runs random check-ins (every coin comes up, as replies are

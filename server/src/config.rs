@@ -196,6 +196,12 @@ pub struct ServeConfig {
     pub ban_after: u32,
     /// Attempts per round before the session fails.
     pub max_round_attempts: u32,
+    /// End the session when a round has aborted `max_round_attempts` times in a row;
+    /// otherwise keep serving and try it again after a back-off (check-ins always end it).
+    pub stop_after_failed_round: bool,
+    /// Seconds to wait after an aborted attempt before seating the next cohort, doubling
+    /// with each further abort of the round (up to 64 times this).
+    pub retry_backoff: f64,
     /// Resume a state directory whose rounds were committed with other settings (those
     /// of [`ServeConfig::plan`]); the change is recorded in `plan-changes.json`.
     pub force_resume: bool,
@@ -237,6 +243,8 @@ impl Default for ServeConfig {
             max_unadmitted_per_address: 256,
             ban_after: 2,
             max_round_attempts: 3,
+            stop_after_failed_round: false,
+            retry_backoff: 1.0,
             force_resume: false,
         }
     }
@@ -319,6 +327,7 @@ impl ServeConfig {
             ("--idle-timeout", self.idle_timeout),
             ("--hello-timeout", self.hello_timeout),
             ("--transfer-timeout", self.transfer_timeout.unwrap_or(self.phase_timeout)),
+            ("--retry-backoff", self.retry_backoff),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
                 return bad(format!("{name} must be a positive number of seconds"));

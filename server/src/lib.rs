@@ -237,6 +237,8 @@ impl Server {
             upload_timeout: Some(c.transfer_deadline(self.upload)),
             ban_after: c.ban_after,
             max_round_attempts: c.max_round_attempts,
+            stop_after_failed_round: c.stop_after_failed_round,
+            retry_backoff: Duration::from_secs_f64(c.retry_backoff),
             admission: self.admission,
             // Clients never send a Config, so they may send no application payload.
             limits: Limits { max_app_data: 0, ..Limits::default() },

@@ -1091,3 +1091,29 @@ fn a_client_that_trains_past_the_deadline_hears_why_and_joins_the_retry() {
         assert!(peer.completed(1));
     }
 }
+
+#[test]
+fn a_failed_round_does_not_end_the_session_the_server_backs_off_and_serves_on() {
+    // One client vanishes before revealing its nonce: the attempt aborts, and with one
+    // attempt allowed the round has failed. The server backs off and keeps serving
+    // instead of ending the session (`a_session_that_failed_starts_no_more_rounds` is
+    // the same with `stop_after_failed_round`).
+    let mut setup = Setup::new(5, 5, 4, 8);
+    setup.session.max_round_attempts = 1;
+    setup.session.stop_after_failed_round = false;
+    setup.session.rounds = 2;
+    let mut h = setup.build();
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    h.join_all();
+    let aborts =
+        |h: &harness::Harness| h.events.iter().filter(|e| matches!(e, SessionEvent::RoundAborted { .. })).count();
+    h.run_until(|h| aborts(h) == 1);
+    let first_abort = h.now;
+    h.run_until(|h| h.events.iter().filter(|e| matches!(e, SessionEvent::RoundStarted { .. })).count() == 2);
+    assert!(h.now >= first_abort + Duration::from_secs(1), "the retry did not wait");
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 2 }));
+    assert_eq!(h.commits.len(), 2);
+    assert!(aborts(&h) >= 1);
+    assert_all_exact(&h);
+}

@@ -87,8 +87,16 @@ pub struct SessionConfig {
     /// banned for the rest of the session: its connection is closed and its `Hello`s are
     /// refused. 0: never banned.
     pub ban_after: u32,
-    /// Attempts at one round before the session fails (at least 1).
+    /// Attempts at one round before it counts as failed (at least 1).
     pub max_round_attempts: u32,
+    /// End the session when a round fails (`max_round_attempts` aborted attempts in a
+    /// row). Otherwise the server keeps trying the round, backing off: one bad client
+    /// never ends a session. With check-ins the session always ends, since the sampling
+    /// argument counts on at most `max_round_attempts` check-ins per round.
+    pub stop_after_failed_round: bool,
+    /// The wait after an aborted attempt before the next cohort is seated: this for the
+    /// first abort of a round, doubling with each further one up to 64 times this.
+    pub retry_backoff: Duration,
     /// Who is admitted.
     pub admission: Admission,
     /// Decoder limits for client frames.
@@ -423,6 +431,8 @@ pub struct ServerSession {
     banned: HashMap<ClientIdentity, Offence>,
     /// Bans not yet reported in a commit.
     unreported_bans: Vec<Ban>,
+    /// No cohort is seated before this (backing off after an aborted attempt).
+    retry_at: Option<Instant>,
 }
 
 impl ServerSession {
@@ -443,6 +453,7 @@ impl ServerSession {
             offences: HashMap::new(),
             banned: HashMap::new(),
             unreported_bans: Vec::new(),
+            retry_at: None,
         };
         if next_round > session.config.rounds {
             session.closed = true;
@@ -480,7 +491,16 @@ impl ServerSession {
             None => match &self.check_in {
                 Some(window) => Some(window.deadline),
                 None if self.config.check_ins.is_some() => None,
-                None => self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout),
+                None => {
+                    let partial =
+                        self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout);
+                    // Backing off: the full cohort may wait too, until the retry is due.
+                    let retry = self.retry_at.filter(|_| self.lobby.waiting() >= self.config.min_clients as usize);
+                    match (partial, retry) {
+                        (Some(p), Some(r)) => Some(p.max(r)),
+                        (p, r) => p.or(r),
+                    }
+                }
             },
         };
         [self.lobby.next_hello_deadline(), round].into_iter().flatten().min()
@@ -1108,9 +1128,20 @@ impl ServerSession {
             reason: reason.clone(),
         }));
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
-        if round.attempt >= self.config.max_round_attempts {
-            self.fail_round(round.number, round.attempt, reason);
+        let stops = self.config.stop_after_failed_round || self.config.check_ins.is_some();
+        if round.attempt >= self.config.max_round_attempts && stops {
+            return self.fail_round(round.number, round.attempt, reason);
         }
+        let backoff = self.config.retry_backoff * (1u32 << round.attempt.saturating_sub(1).min(6));
+        if round.attempt >= self.config.max_round_attempts {
+            tracing::warn!(
+                round = round.number,
+                attempts = round.attempt,
+                retry_in = ?backoff,
+                "round failed; the server keeps serving and tries it again"
+            );
+        }
+        self.retry_at = self.now.map(|now| now + backoff);
     }
 
     /// Ends the session after the last allowed attempt at `round` failed.
@@ -1122,9 +1153,11 @@ impl ServerSession {
 
     fn seat_cohort(&mut self, now: Instant, size: usize) {
         let enough = size >= self.config.min_clients as usize && size <= self.lobby.waiting();
-        if self.closed || self.round.is_some() || !enough {
+        let backing_off = self.retry_at.is_some_and(|at| now < at);
+        if self.closed || self.round.is_some() || !enough || backing_off {
             return;
         }
+        self.retry_at = None;
         // Clients that offended wait behind the others: a violator is never seated first.
         let mut queued = self.lobby.queued();
         queued.sort_by_key(|&c| self.offences_of(c));

@@ -77,6 +77,8 @@ impl Setup {
                 upload_timeout: None,
                 ban_after: 0,
                 max_round_attempts: 3,
+                stop_after_failed_round: true,
+                retry_backoff: Duration::from_secs(1),
                 admission: Admission::certificates(),
                 limits: Limits { max_app_data: 0, ..Limits::default() },
                 check_ins: None,
