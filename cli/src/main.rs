@@ -306,9 +306,10 @@ struct ClientArgs {
     /// --train-timeout. Example: --train 'python3 train.py {model} {update}'.
     #[arg(long, value_name = "COMMAND")]
     train: Option<String>,
-    /// With --train: also copy each round's model to this file (the last one written is
-    /// the model of the last round this client took part in, before that round's update).
-    #[arg(long, requires = "train")]
+    /// Write the global model after each round this client completes to this file (.npy,
+    /// float32): at the end it holds the model after the last one. The server sends it
+    /// before the round's end (one more model download per round).
+    #[arg(long)]
     model_out: Option<PathBuf>,
     /// A file holding the admission token (the token may also come from the
     /// PRIVAGG_TOKEN environment variable).
@@ -708,7 +709,9 @@ fn client(args: ClientArgs) -> Result<()> {
         DropPointArg::BeforeUnmaskResponse => DropPoint::BeforeUnmaskResponse,
         DropPointArg::AfterUnmaskResponse => DropPoint::AfterUnmaskResponse,
     });
-    let trainer = args.train.map(|command| trainer::Trainer::new(command, args.weight, args.model_out)).transpose()?;
+    options.follow_model = args.model_out.is_some();
+    let trainer = args.train.map(|command| trainer::Trainer::new(command, args.weight)).transpose()?;
+    let model_out = args.model_out;
     runtime()?.block_on(async move {
         let mut client = Client::connect(options).await?;
         let result = match (&update, &trainer) {
@@ -719,6 +722,11 @@ fn client(args: ClientArgs) -> Result<()> {
         // Close politely either way, so that the server hears a refusal at once.
         client.close().await;
         let reports = result?;
+        if let (Some(path), Some(model)) = (&model_out, reports.last().and_then(|r| r.model.as_ref())) {
+            let bytes = privagg_server::storage::npy_bytes(&model.to_vec())?;
+            privagg_server::storage::write_atomically(path, &bytes)
+                .with_context(|| format!("--model-out {}", path.display()))?;
+        }
         for report in &reports {
             let epsilon = report.epsilon.map_or(String::new(), |e| format!("; this client's ε = {e:.3}"));
             println!(

@@ -1,7 +1,7 @@
 //! `privagg client --train COMMAND`: the user's training command, run once per round on
 //! the round's model, outside the protocol (before the client advertises its keys).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -13,15 +13,13 @@ use privagg_server::storage::{npy_bytes, write_atomically};
 pub struct Trainer {
     command: String,
     weight: f32,
-    model_out: Option<PathBuf>,
     scratch: tempfile::TempDir,
 }
 
 impl Trainer {
     /// A trainer that runs `command` (with `{model}`, `{update}` and `{round}`
-    /// placeholders), weights its updates by `weight` (DP off), and copies each round's
-    /// model to `model_out`.
-    pub fn new(command: String, weight: f32, model_out: Option<PathBuf>) -> Result<Self> {
+    /// placeholders) and weights its updates by `weight` (DP off).
+    pub fn new(command: String, weight: f32) -> Result<Self> {
         if !command.contains("{update}") {
             anyhow::bail!("--train: the command must contain {{update}}, the path where it writes the update");
         }
@@ -29,7 +27,7 @@ impl Trainer {
             .prefix("privagg-train-")
             .tempdir()
             .context("--train: cannot create a scratch directory")?;
-        Ok(Self { command, weight, model_out, scratch })
+        Ok(Self { command, weight, scratch })
     }
 
     /// One round's training: writes the model, runs the command, reads the update it
@@ -43,9 +41,6 @@ impl Trainer {
         let update_path = self.scratch.path().join(format!("update-{}.npy", round.round));
         let model = npy_bytes(&round.model.to_vec())?;
         write_atomically(&model_path, &model)?;
-        if let Some(out) = &self.model_out {
-            write_atomically(out, &model).with_context(|| format!("--model-out {}", out.display()))?;
-        }
         let command = self
             .command
             .replace("{model}", &quote(&model_path))

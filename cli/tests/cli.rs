@@ -313,9 +313,12 @@ fn a_five_round_session_driven_by_training_commands_improves_the_model_each_roun
         assert!((now - last / 2.0).abs() < 1e-3 * last, "round {round}: {last} -> {now}");
         last = now;
     }
-    // --model-out holds the model the last round trained on: the one after round 4.
-    let trained_on = privagg_server::storage::read_vector(&dir.path().join("client0-model.npy")).unwrap();
-    assert_eq!(trained_on, privagg_server::storage::read_vector(&state.join("model-4.npy")).unwrap());
+    // --model-out holds the model after the last round, as the server stored it.
+    let final_model = privagg_server::storage::read_vector(&state.join("model-5.npy")).unwrap();
+    for name in &names {
+        let model_out = privagg_server::storage::read_vector(&dir.path().join(format!("{name}-model.npy"))).unwrap();
+        assert_eq!(model_out, final_model, "{name}");
+    }
 }
 
 #[test]

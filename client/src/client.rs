@@ -72,6 +72,9 @@ pub struct ClientOptions {
     pub max_server_frame: usize,
     /// QUIC idle timeout; keep-alives go out at a quarter of it.
     pub idle_timeout: Duration,
+    /// Ask the server for the global model after each round this client completes
+    /// ([`RoundReport::model`]); it costs one model download per round. Default: off.
+    pub follow_model: bool,
     /// Testing only: vanish at this point of every round.
     #[cfg(feature = "testing")]
     pub drop_point: Option<privagg_protocol::DropPoint>,
@@ -97,6 +100,7 @@ impl ClientOptions {
             connect_deadline: Duration::from_secs(10),
             max_server_frame: 1 << 30,
             idle_timeout: Duration::from_secs(60),
+            follow_model: false,
             #[cfg(feature = "testing")]
             drop_point: None,
         }
@@ -142,6 +146,8 @@ pub struct RoundReport {
     /// attempt), at its policy's budget δ ([`PrivacyPolicy::budget_delta`]), by its own
     /// accounting; `None` if no round with DP was charged.
     pub epsilon: Option<f64>,
+    /// The global model after the round, with [`ClientOptions::follow_model`].
+    pub model: Option<Array1<f32>>,
 }
 
 impl From<RoundSummary> for RoundReport {
@@ -153,6 +159,7 @@ impl From<RoundSummary> for RoundReport {
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
             epsilon: s.epsilon,
+            model: s.model.map(|m| Array1::from(Arc::unwrap_or_clone(m))),
         }
     }
 }
@@ -257,6 +264,7 @@ impl Client {
             memory: memory.load()?,
             max_attempts: options.max_attempts_per_round.max(1),
             credentials,
+            follow_model: options.follow_model,
         };
         let rng = NoiseRng::from_os().map_err(|e| SdkError::Local(e.to_string()))?;
         #[allow(unused_mut)] // mutated with the `testing` feature

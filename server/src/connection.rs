@@ -194,7 +194,7 @@ impl Writer {
                 Outbound::Close(reason) => {
                     tracing::debug!(%reason, "closing connection");
                     drop(claim.take());
-                    quic::close_gracefully(&mut send, &self.connection, 0, &reason.to_string()).await;
+                    quic::close_after_peer(&mut send, &self.connection, 0, &reason.to_string()).await;
                     return;
                 }
             }

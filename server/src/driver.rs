@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use privagg_protocol::{Limits, ServerMessage};
 use privagg_service::frame::Frame;
-use privagg_service::message::FromServer;
+use privagg_service::message::{FromServer, ServerServiceMessage};
 use privagg_service::{Action, ConnId, ServerSession, SessionEnd, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -132,6 +132,13 @@ impl Driver {
                     .await
                     .map_err(|e| ServeError::Model(format!("unmasking task failed: {e}")))?;
                     self.session.handle_finalized(Instant::now(), job);
+                }
+                Action::SendModel { round, conns } => {
+                    let model = ServerServiceMessage::Model { round, values: self.training.model().to_vec() };
+                    let frame = Frame::new(model.encode());
+                    for conn in conns {
+                        self.to_conn(conn, Outbound::Frame(frame.clone()));
+                    }
                 }
                 Action::Commit(commit) => {
                     let record = self.training.commit(&commit)?;

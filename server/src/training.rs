@@ -75,6 +75,11 @@ impl Training {
         Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, log, settings: None })
     }
 
+    /// The current global model (after the last committed round).
+    pub fn model(&self) -> &[f32] {
+        &self.model
+    }
+
     /// ε spent so far at the configured δ (DP on).
     fn epsilon(&self) -> Option<f64> {
         self.aggregation.plan().and_then(|p| self.ledger.epsilon(p.input.delta).ok())

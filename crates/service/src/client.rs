@@ -121,6 +121,9 @@ pub struct ClientConfig {
     /// The client's certificate, key and the root that certifies its peers; required
     /// when `policy` assumes a malicious server.
     pub credentials: Option<Identity>,
+    /// Ask for the global model after each round this client completes: it comes with
+    /// the round's [`RoundSummary::model`].
+    pub follow_model: bool,
 }
 
 /// Why a round ended for this client without its input in a released sum, or why the
@@ -242,6 +245,9 @@ pub struct RoundSummary {
     /// every attempt), at its policy's budget δ, by its own accounting; `None` if no
     /// round with DP was charged.
     pub epsilon: Option<f64>,
+    /// The global model after the round, if the client follows the model
+    /// ([`ClientConfig::follow_model`]) and the server sent it.
+    pub model: Option<Arc<Vec<f32>>>,
 }
 
 /// What happened, for the shell.
@@ -420,6 +426,8 @@ pub struct ClientSession {
     ended: bool,
     /// The shell's clock, in Unix seconds ([`ClientSession::set_clock`]).
     clock: u64,
+    /// The model after a round, as the server sent it before the round's end.
+    model_after: Option<(u64, Arc<Vec<f32>>)>,
     actions: VecDeque<ClientAction>,
     #[cfg(feature = "testing")]
     drop_point: Option<DropPoint>,
@@ -444,6 +452,7 @@ impl ClientSession {
             check_in_rate: None,
             ended: false,
             clock: 0,
+            model_after: None,
             actions: VecDeque::new(),
             #[cfg(feature = "testing")]
             drop_point: None,
@@ -501,9 +510,13 @@ impl ClientSession {
         }
     }
 
-    /// Tells the server this client waits for a seat, committed to its next nonce.
+    /// Tells the server this client waits for a seat, committed to its next nonce (and,
+    /// if it wants the model after each round, says so first).
     fn send_ready(&mut self) {
         let Some(next) = &self.next else { return };
+        if self.config.follow_model {
+            self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::FollowModel.encode())));
+        }
         let ready = ClientServiceMessage::Ready { commitment: next.commitment() };
         self.actions.push_back(ClientAction::Send(Frame::new(ready.encode())));
     }
@@ -623,6 +636,9 @@ impl ClientSession {
                 self.ended = true;
                 self.round = None;
                 self.event(ClientEvent::SessionEnded { completed_rounds, end, reason });
+            }
+            ServerServiceMessage::Model { round, values } if self.config.follow_model => {
+                self.model_after = Some((round, Arc::new(values)));
             }
             ServerServiceMessage::CheckIn { round, attempt, rate_ppb } if self.round.is_none() => {
                 self.check_in(round, attempt, rate_ppb);
@@ -869,6 +885,7 @@ impl ClientSession {
         else {
             return;
         };
+        let model = self.model_after.take().filter(|(r, _)| *r == round.number).map(|(_, m)| m);
         self.event(ClientEvent::RoundCompleted(RoundSummary {
             round: round.number,
             inputs: round.inputs,
@@ -876,6 +893,7 @@ impl ClientSession {
             bytes_sent: round.bytes_sent,
             bytes_received: round.bytes_received,
             epsilon: self.config.memory.spent().epsilon(self.config.privacy.budget_delta),
+            model,
         }));
     }
 

@@ -255,6 +255,7 @@ fn vectors() -> Vec<Vector> {
         to_server("UploadReady", ClientServiceMessage::UploadReady),
         to_server("Ready", ClientServiceMessage::Ready { commitment: cohort::commitment(&[2; 32]) }),
         to_server("CheckInReply", ClientServiceMessage::CheckInReply { round: 3, attempt: 1, join: true }),
+        to_server("FollowModel", ClientServiceMessage::FollowModel),
         to_client("Welcome", ServerServiceMessage::Welcome { resumed: None }),
         to_client(
             "Welcome (resumed)",
@@ -263,6 +264,7 @@ fn vectors() -> Vec<Vector> {
         to_client("Refused", ServerServiceMessage::Refused { reason: "unknown token".into() }),
         to_client("UploadGrant", ServerServiceMessage::UploadGrant),
         to_client("CheckIn", ServerServiceMessage::CheckIn { round: 3, attempt: 1, rate_ppb: 10_000_000 }),
+        to_client("Model", ServerServiceMessage::Model { round: 3, values: vec![0.5, -1.25] }),
         to_client(
             "SessionEnd",
             ServerServiceMessage::SessionEnd { completed_rounds: 3, end: EndReason::Complete, reason: "done".into() },

@@ -1117,3 +1117,26 @@ fn a_failed_round_does_not_end_the_session_the_server_backs_off_and_serves_on() 
     assert!(aborts(&h) >= 1);
     assert_all_exact(&h);
 }
+
+#[test]
+fn a_client_that_follows_the_model_gets_it_with_each_round_it_completes() {
+    let mut h = Setup::new(4, 4, 3, 8).build();
+    h.configure(0, |c| c.follow_model = true);
+    h.join_all();
+    h.run();
+    assert_no_aborts(&h);
+    let summary = |p: &harness::Peer| {
+        p.events.iter().find_map(|e| match e {
+            ClientEvent::RoundCompleted(s) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    let followed = summary(&h.peers[0]).expect("round 1 completed");
+    let model = followed.model.expect("the model after round 1");
+    // The harness's "model" is the weighted mean of the round's inputs.
+    let (sum, weight) = h.expected(&[0, 1, 2, 3]);
+    for (m, s) in model.iter().zip(&sum) {
+        assert!((f64::from(*m) - s / weight).abs() < 1e-3);
+    }
+    assert!(summary(&h.peers[1]).expect("round 1 completed").model.is_none(), "not asked for");
+}

@@ -209,6 +209,14 @@ pub enum Action {
     /// The round's sum is recovered: apply and store it, then
     /// [`ServerSession::handle_committed`]. Its clients hear `RoundComplete` only then.
     Commit(Box<RoundCommit>),
+    /// Send the global model after round `round` (just committed) to `conns`, clients of
+    /// the round that asked to follow the model, before anything queued after this.
+    SendModel {
+        /// The round the model includes.
+        round: u64,
+        /// The connections.
+        conns: Vec<ConnId>,
+    },
     /// Something observers may want to know.
     Event(SessionEvent),
     /// The session ended on its own.
@@ -713,6 +721,10 @@ impl ServerSession {
     pub fn handle_committed(&mut self, now: Instant) {
         self.now = Some(now);
         let Some(mut round) = self.round.take_if(|r| matches!(r.stage, Stage::Committing(_))) else { return };
+        let followers: Vec<ConnId> = round.seats.iter().map(|s| s.conn).filter(|&c| self.lobby.follows(c)).collect();
+        if !followers.is_empty() {
+            self.out.push(Action::SendModel { round: round.number, conns: followers });
+        }
         round.release_completion(&mut self.out);
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         self.next_round += 1;
@@ -781,6 +793,7 @@ impl ServerSession {
             Ok(FromClient::Service(ClientServiceMessage::Ready { commitment })) => {
                 self.lobby.ready(now, conn, commitment);
             }
+            Ok(FromClient::Service(ClientServiceMessage::FollowModel)) => self.lobby.follow(conn),
             Ok(FromClient::Service(ClientServiceMessage::CheckInReply { round, attempt, join })) => {
                 // A late answer (after its window closed) is harmless: ignored.
                 if !self.check_in.as_mut().is_some_and(|w| w.reply(conn, (round, attempt), join)) {

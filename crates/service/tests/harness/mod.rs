@@ -19,13 +19,13 @@ use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
-use privagg_service::message::{ClientServiceMessage, EndReason};
+use privagg_service::message::{ClientServiceMessage, EndReason, ServerServiceMessage};
 use privagg_service::privacy::assumed_colluders;
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
 use privagg_service::{
-    Action, Admission, AggregationMode, ClientAction, ClientConfig, ClientEvent, ClientSession, ConnId, FromServer,
-    PrivacyPolicy, RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
+    Action, Admission, AggregationMode, ClientAction, ClientConfig, ClientEvent, ClientSession, ConnId, Frame,
+    FromServer, PrivacyPolicy, RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -537,6 +537,16 @@ impl Harness {
                 self.commits.push(Committed { commit: *commit, sum, peers, told_before_commit });
                 self.server.handle_committed(now);
             }
+            Action::SendModel { round, conns } => {
+                // The harness's model after a round: the decoded mean of the sum.
+                let sum = &self.commits.last().expect("a commit").sum;
+                let total = sum.total_weight.unwrap_or(1.0).max(f64::MIN_POSITIVE);
+                let values = sum.values.iter().map(|v| (v / total) as f32).collect();
+                let frame = Frame::new(ServerServiceMessage::Model { round, values }.encode());
+                for conn in conns {
+                    self.server_action(Action::Send { conn, frame: frame.clone() });
+                }
+            }
             Action::Admitted { conn } => self.admitted.push(conn),
             Action::Event(e) => self.events.push(e),
             Action::Finished(end) => self.finished = Some(end),
@@ -811,6 +821,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         memory: RoundMemory::default(),
         max_attempts: 3,
         credentials: Some(identity),
+        follow_model: false,
     };
     Peer {
         certificate,
