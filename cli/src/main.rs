@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use privagg_client::{
     Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey,
+    SdkError,
 };
 use privagg_dp::accountant::{DpEvent, epsilon_bounds};
 use privagg_dp::planner::Mechanism;
@@ -289,9 +290,9 @@ enum MechanismArg {
 
 #[derive(Args)]
 struct ClientArgs {
-    /// Server address.
+    /// The server's address, HOST:PORT (a host name or an IP address).
     #[arg(long)]
-    server: SocketAddr,
+    server: String,
     /// The server's certificate (DIR/cert.der), trusted exactly.
     #[arg(long)]
     ca: PathBuf,
@@ -678,7 +679,7 @@ fn client(args: ClientArgs) -> Result<()> {
     // Refuse a bad file before touching the network.
     let update = args.update.as_deref().map(read_update).transpose()?;
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
-    let mut options = ClientOptions::new(args.server, read(&args.ca)?);
+    let mut options = ClientOptions::new(resolve(&args.server)?, read_certificate(&args.ca)?);
     options.token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
     options.cert = args.cert.as_ref().map(read).transpose()?;
     options.key = args.key.as_ref().map(read).transpose()?.map(PrivateKey::from_pkcs8_der);
@@ -713,7 +714,7 @@ fn client(args: ClientArgs) -> Result<()> {
     let trainer = args.train.map(|command| trainer::Trainer::new(command, args.weight)).transpose()?;
     let model_out = args.model_out;
     runtime()?.block_on(async move {
-        let mut client = Client::connect(options).await?;
+        let mut client = Client::connect(options).await.map_err(|e| explain_handshake(e, &args.ca))?;
         let result = match (&update, &trainer) {
             (Some(update), _) => client.submit(ndarray::ArrayView1::from(update), args.weight).await.map(|r| vec![r]),
             (None, Some(trainer)) => client.run_with(|round| trainer.train(round)).await,
@@ -739,6 +740,43 @@ fn client(args: ClientArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The server's address: `HOST:PORT`, the host a name or an IP address.
+fn resolve(server: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = server
+        .to_socket_addrs()
+        .with_context(|| format!("--server {server}: not HOST:PORT, or the host does not resolve"))?
+        .collect();
+    // A server listening on 127.0.0.1 is not at ::1: IPv4 first, as `serve` listens.
+    let first = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first());
+    first.copied().with_context(|| format!("--server {server}: the host has no address"))
+}
+
+/// The pinned server certificate of `--ca`: DER, as `privagg serve` writes it.
+fn read_certificate(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("--ca {}: cannot read it", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        bail!(
+            "--ca {}: this is a PEM file; privagg pins the DER certificate the server writes (STATE/cert.der), or convert it: openssl x509 -in {} -outform der -out cert.der",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Says what to check when the TLS handshake fails: it is about certificates, not the
+/// network.
+fn explain_handshake(e: SdkError, ca: &Path) -> anyhow::Error {
+    match e {
+        SdkError::Handshake(detail) => anyhow::anyhow!(
+            "TLS handshake failed: {detail}. The server's certificate must be the one pinned by --ca {} (copy the server's current STATE/cert.der) and carry the --server-name; or the server refused this client's certificate",
+            ca.display()
+        ),
+        other => other.into(),
+    }
 }
 
 /// Reads an update file and refuses NaN or infinity in it.

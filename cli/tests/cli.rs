@@ -322,6 +322,60 @@ fn a_five_round_session_driven_by_training_commands_improves_the_model_each_roun
 }
 
 #[test]
+fn clients_find_the_server_by_host_name_and_name_what_is_wrong_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let (root, credentials) = credentials(dir.path(), &["a", "b"]);
+    let mut serve = privagg();
+    serve
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dim", "4", "--clients", "2", "--rounds", "1"])
+        .args(["--no-dp", "--lobby-timeout", "120", "--state"])
+        .arg(&state)
+        .arg("--client-ca")
+        .arg(&root);
+    let server = spawn(serve, dir.path(), "server");
+    let cert = state.join("cert.der");
+    let start = Instant::now();
+    while !cert.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let update = write_update(dir.path(), "u.npy", vec![0.5; 4]);
+    let client_at = |host: &str, name: &str, pinned: &Path| {
+        let mut client = privagg();
+        client.args(["client", "--server", host, "--ca"]).arg(pinned);
+        client.arg("--update").arg(&update).arg("--allow-no-dp").arg("--client-ca").arg(&root);
+        client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+        client.arg("--key").arg(credentials.join(format!("{name}.key")));
+        client.arg("--state").arg(dir.path().join(format!("{name}-memory")));
+        client
+    };
+    let local = format!("localhost:{port}");
+    let client = |name: &str, pinned: &Path| client_at(&local, name, pinned);
+    // Another certificate pinned (here the authority's root): a TLS failure that says
+    // which option to check, not "unreachable".
+    let out = client("a", &root).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS handshake failed") && err.contains("--ca"), "{err}");
+    // A PEM file is named as one before anything is sent.
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    let out = client("a", &pem).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PEM"), "{out:?}");
+    // A host that does not resolve is named with its option.
+    let out = client_at("no-such-host.invalid:1", "a", &cert).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server no-such-host.invalid:1"), "{out:?}");
+    // `localhost:PORT` reaches the server.
+    let (a, b) = (spawn(client("a", &cert), dir.path(), "a"), spawn(client("b", &cert), dir.path(), "b"));
+    for out in [wait(a, Duration::from_secs(60)), wait(b, Duration::from_secs(60))] {
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(wait(server, Duration::from_secs(60)).status.success());
+}
+
+#[test]
 fn min_clients_follows_clients_unless_given() {
     // 80 % of --clients, rounded up: 5 clients plan rounds of at least 4 (the old fixed
     // default of 8 refused any --clients below 8).
