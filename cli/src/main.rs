@@ -34,8 +34,12 @@ struct Cli {
 enum Command {
     /// Run the aggregation server for a session of FedAvg rounds.
     Serve(Box<ServeArgs>),
-    /// Take part in one round with an update from a .npy file.
+    /// Take part in one round with an update from a .npy file, or in every round of the
+    /// session with a training command.
     Client(Box<ClientArgs>),
+    /// Print the fingerprint round records and logs name a client by (its token's or
+    /// certificate's), to tell who held which seat.
+    Identity(IdentityArgs),
     /// Run a server and simulated clients on loopback: DP training with a dropout.
     Demo(DemoArgs),
     /// Print ε of the Poisson-subsampled Gaussian mechanism over R rounds.
@@ -289,6 +293,31 @@ enum MechanismArg {
 }
 
 #[derive(Args)]
+struct IdentityArgs {
+    /// A client certificate (DER, as `privagg ca issue` writes it).
+    #[arg(long, conflicts_with = "token_file", required_unless_present = "token_file")]
+    cert: Option<PathBuf>,
+    /// A file holding an admission token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+fn identity(args: &IdentityArgs) -> Result<()> {
+    use privagg_service::ClientIdentity;
+    let identity = match (&args.cert, &args.token_file) {
+        (Some(cert), _) => ClientIdentity::of_certificate(
+            &std::fs::read(cert).with_context(|| format!("--cert {}: cannot read it", cert.display()))?,
+        ),
+        (None, Some(file)) => ClientIdentity::of_token(
+            client_token(None, Some(file))?.as_deref().with_context(|| format!("--token-file {}", file.display()))?,
+        ),
+        (None, None) => bail!("give --cert or --token-file"),
+    };
+    println!("{}", identity.fingerprint());
+    Ok(())
+}
+
+#[derive(Args)]
 struct ClientArgs {
     /// The server's address, HOST:PORT (a host name or an IP address).
     #[arg(long)]
@@ -508,6 +537,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => params(args),
         Command::Plan(args) => plan(*args),
         Command::Ca(command) => ca(command),
+        Command::Identity(args) => identity(&args),
         Command::Log(LogCommand::Verify { state, key, since }) => verify_log(&state, key.as_deref(), &since),
     }
 }

@@ -227,6 +227,16 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("round-1.json")).unwrap()).unwrap();
     assert_eq!(record["included"].as_array().unwrap().len(), 3);
+    // Every seat is traced to its holder: the certificate's name and the fingerprint
+    // `privagg identity` prints for it.
+    let holders = record["clients"].as_object().unwrap();
+    assert_eq!(holders.len(), 4, "{record}");
+    for name in ["client0", "client1", "client2", "wrong"] {
+        let out = privagg().args(["identity", "--cert"]).arg(credentials.join(format!("{name}.der"))).output().unwrap();
+        let fingerprint = stdout(&out).trim().to_owned();
+        let holder = holders.values().find(|h| h["name"] == name).unwrap_or_else(|| panic!("{name} in {record}"));
+        assert_eq!(holder["identity"], fingerprint.as_str());
+    }
     assert!(record["dropped"][0]["reason"].as_str().unwrap().starts_with("left"), "{record}");
 
     // The round is in the log; `log verify` says so, and names a changed model.

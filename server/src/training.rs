@@ -13,7 +13,7 @@ use privagg_service::{Ban, Offence, RoundCommit, RoundSettings};
 use crate::aggregation::{Aggregation, Applied, graph_for};
 use crate::config::ServeConfig;
 use crate::error::ServeError;
-use crate::record::{BanReason, BanRecord, DroppedRecord, PrivacyRecord, RoundRecord};
+use crate::record::{BanReason, BanRecord, DroppedRecord, HolderRecord, PrivacyRecord, RoundRecord};
 use crate::round_log::RoundLog;
 use crate::storage::StateDir;
 
@@ -216,6 +216,14 @@ fn record(commit: &RoundCommit, applied: &Applied, privacy: Option<PrivacyRecord
         round: commit.round,
         attempt: commit.attempt,
         participants: params.num_clients,
+        clients: commit
+            .holders
+            .iter()
+            .map(|h| {
+                let name = h.certificate.as_deref().and_then(privagg_ca::subject_name);
+                (h.seat.get(), HolderRecord { identity: h.identity.fingerprint(), name })
+            })
+            .collect(),
         included: commit.output.included.iter().map(|c| c.get()).collect(),
         dropped: commit.dropped.iter().map(dropped_record).collect(),
         reconnected: commit.reconnected.iter().map(|c| c.get()).collect(),

@@ -48,6 +48,7 @@ pub use frame::{Frame, FrameError};
 pub use message::{ClientServiceMessage, EndReason, FromClient, FromServer, Resume, ServerServiceMessage};
 pub use privacy::PrivacyPolicy;
 pub use server::{
-    Action, Ban, ConnId, Offence, RoundCommit, ServerSession, SessionConfig, SessionEnd, SessionEvent, Stall,
+    Action, Ban, ConnId, Offence, RoundCommit, SeatHolder, ServerSession, SessionConfig, SessionEnd, SessionEvent,
+    Stall,
 };
 pub use settings::{AggregationMode, RoundSettings};

@@ -375,6 +375,19 @@ pub struct RoundCommit {
     /// Identities banned since the previous commit (during this round's attempts, or
     /// between rounds).
     pub banned: Vec<Ban>,
+    /// Who held each seat (seat 1 first): the round's client ids mapped to identities.
+    pub holders: Vec<SeatHolder>,
+}
+
+/// Who held a seat of a committed round.
+#[derive(Clone, Debug)]
+pub struct SeatHolder {
+    /// The seat (the client's id in the round).
+    pub seat: ClientId,
+    /// The identity admitted to it.
+    pub identity: ClientIdentity,
+    /// The certificate it presented, if it has one (its subject names the client).
+    pub certificate: Option<Arc<[u8]>>,
 }
 
 /// Why [`ServerSession::start_round`] refused the parameters.
@@ -1121,6 +1134,15 @@ impl ServerSession {
             bytes_in,
             bytes_out,
             banned,
+            holders: round
+                .seats
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let seat = ClientId::new(u32::try_from(i + 1).ok()?)?;
+                    Some(SeatHolder { seat, identity: s.identity, certificate: s.certificate.clone() })
+                })
+                .collect(),
         };
         round.stage = Stage::Committing(protocol);
         self.out.push(Action::Commit(Box::new(commit)));
