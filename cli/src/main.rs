@@ -286,8 +286,10 @@ enum ThreatArg {
     Curious,
 }
 
+/// The noise mechanism, spelled as in the TOML file too (`discrete_gaussian`).
 #[derive(Clone, Copy, ValueEnum)]
 enum MechanismArg {
+    #[value(alias = "discrete_gaussian")]
     DiscreteGaussian,
     Skellam,
 }
@@ -745,12 +747,21 @@ fn client(args: ClientArgs) -> Result<()> {
     let model_out = args.model_out;
     runtime()?.block_on(async move {
         let mut client = Client::connect(options).await.map_err(|e| explain_handshake(e, &args.ca))?;
-        let result = match (&update, &trainer) {
-            (Some(update), _) => client.submit(ndarray::ArrayView1::from(update), args.weight).await.map(|r| vec![r]),
-            (None, Some(trainer)) => client.run_with(|round| trainer.train(round)).await,
-            (None, None) => Ok(Vec::new()),
+        let take_part = async {
+            match (&update, &trainer) {
+                (Some(update), _) => {
+                    client.submit(ndarray::ArrayView1::from(update), args.weight).await.map(|r| vec![r])
+                }
+                (None, Some(trainer)) => client.run_with(|round| trainer.train(round)).await,
+                (None, None) => Ok(Vec::new()),
+            }
         };
-        // Close politely either way, so that the server hears a refusal at once.
+        let result = tokio::select! {
+            result = take_part => result.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; left the session")),
+        };
+        // Close politely either way (Ctrl-C included), so that the server drops this
+        // client from its round at once instead of waiting for a deadline.
         client.close().await;
         let reports = result?;
         if let (Some(path), Some(model)) = (&model_out, reports.last().and_then(|r| r.model.as_ref())) {

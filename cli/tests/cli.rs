@@ -132,7 +132,11 @@ fn a_client_refuses_a_file_that_is_not_a_vector_before_connecting() {
     let ints = dir.path().join("i.npy");
     write_npy(&ints, &Array1::<i32>::zeros(3)).unwrap();
     std::fs::write(dir.path().join("cert.der"), b"not even a certificate").unwrap();
-    for file in [&matrix, &ints, &dir.path().join("missing.npy")] {
+    // Each error says what is wrong with the file: its shape, its dtype, or that it is
+    // not there.
+    for (file, says) in
+        [(&matrix, "has 2 dimensions"), (&ints, "expected float32"), (&dir.path().join("missing.npy"), "missing.npy")]
+    {
         let out = privagg()
             .args(["client", "--server", "127.0.0.1:9", "--ca"])
             .arg(dir.path().join("cert.der"))
@@ -142,7 +146,7 @@ fn a_client_refuses_a_file_that_is_not_a_vector_before_connecting() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("npy") || err.contains("missing"), "{err}");
+        assert!(err.contains(says), "{err}");
     }
 }
 
@@ -383,6 +387,15 @@ fn clients_find_the_server_by_host_name_and_name_what_is_wrong_with_a_certificat
         assert!(out.status.success(), "{out:?}");
     }
     assert!(wait(server, Duration::from_secs(60)).status.success());
+}
+
+#[test]
+fn flags_accept_the_toml_spelling_of_the_mechanism() {
+    for spelling in ["discrete-gaussian", "discrete_gaussian"] {
+        let args = ["plan", "--dim", "10", "--clients", "5", "--threat", "curious", "--mechanism", spelling, "--json"];
+        let out = privagg().args(args).output().unwrap();
+        assert!(out.status.success(), "{spelling}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

@@ -94,6 +94,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An update whose norm is more than this many times the clip draws a warning: most of it
+/// is lost to clipping.
+const HEAVY_CLIPPING: f64 = 4.0;
+
 /// What a client tells the server when it leaves a round, whatever the reason: why it
 /// could not encode its update may depend on the update (a bit the accounting does not
 /// cover), so the reason stays with the client.
@@ -604,6 +608,17 @@ impl ClientSession {
             Err(e) => return self.leave(RoundError::InvalidUpdate(e.to_string())),
         };
         round.pre_clip_norm = input.pre_clip_norm;
+        if let privagg_dp::encoding::Clipping::L2(clip) = round.settings.encoding.clipping
+            && input.pre_clip_norm > HEAVY_CLIPPING * clip
+        {
+            tracing::warn!(
+                round = round.number,
+                norm = input.pre_clip_norm,
+                clip,
+                "the update's norm is {:.1}x the clip: it was scaled down that much before noising; a smaller local learning rate (or a larger clip on the server) keeps more of it",
+                input.pre_clip_norm / clip
+            );
+        }
         round.input = Input::Ready;
         let set = round.protocol.as_mut().map(|p| p.set_input(input.words));
         if let Some(Err(e)) = set {
