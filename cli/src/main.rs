@@ -10,7 +10,7 @@ mod demo;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use privagg_client::{
-    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey,
+    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, IdentityFiles, PrivacyPolicy,
 };
 use privagg_dp::accountant::{DpEvent, epsilon_bounds};
 use privagg_dp::planner::Mechanism;
@@ -626,17 +626,7 @@ fn client_token(argv_token: Option<&str>, file: Option<&std::path::Path>) -> Res
             "--token is no longer accepted: a token on the command line is visible in the process list; put it in a file and pass --token-file FILE, or set PRIVAGG_TOKEN"
         );
     }
-    let token = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(text.trim().to_owned())
-        }
-        None => std::env::var("PRIVAGG_TOKEN").ok().map(|t| t.trim().to_owned()),
-    };
-    match token {
-        Some(t) if t.is_empty() => bail!("the admission token is empty"),
-        other => Ok(other),
-    }
+    Ok(privagg_client::load_token(file)?)
 }
 
 fn client(args: ClientArgs) -> Result<()> {
@@ -648,10 +638,14 @@ fn client(args: ClientArgs) -> Result<()> {
     }
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     let mut options = ClientOptions::new(args.server, read(&args.ca)?);
-    options.token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
-    options.cert = args.cert.as_ref().map(read).transpose()?;
-    options.key = args.key.as_ref().map(read).transpose()?.map(PrivateKey::from_pkcs8_der);
-    options.client_ca = args.client_ca.as_ref().map(read).transpose()?;
+    // Refuses a token on the command line; the SDK reads the token file and the rest.
+    client_token(args.token.as_deref(), None)?;
+    let mut files = IdentityFiles::new();
+    files.token_file = args.token_file;
+    files.cert = args.cert;
+    files.key = args.key;
+    files.client_ca = args.client_ca;
+    options.load_identity(&files)?;
     options.server_name = args.server_name;
     if args.state.is_some() {
         options.state_dir = args.state;
