@@ -619,14 +619,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The admission token: from `--token-file`, else `PRIVAGG_TOKEN`; never from argv.
-fn client_token(argv_token: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+/// Refuses `--token`: the admission token comes from `--token-file` or `PRIVAGG_TOKEN`
+/// (read by the SDK's [`ClientOptions::load_identity`]), never from argv.
+fn refuse_argv_token(argv_token: Option<&str>) -> Result<()> {
     if argv_token.is_some() {
         bail!(
             "--token is no longer accepted: a token on the command line is visible in the process list; put it in a file and pass --token-file FILE, or set PRIVAGG_TOKEN"
         );
     }
-    Ok(privagg_client::load_token(file)?)
+    Ok(())
 }
 
 fn client(args: ClientArgs) -> Result<()> {
@@ -638,8 +639,7 @@ fn client(args: ClientArgs) -> Result<()> {
     }
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     let mut options = ClientOptions::new(args.server, read(&args.ca)?);
-    // Refuses a token on the command line; the SDK reads the token file and the rest.
-    client_token(args.token.as_deref(), None)?;
+    refuse_argv_token(args.token.as_deref())?;
     let mut files = IdentityFiles::new();
     files.token_file = args.token_file;
     files.cert = args.cert;
@@ -857,13 +857,14 @@ mod tests {
 
     #[test]
     fn a_token_on_the_command_line_is_refused_and_a_token_file_is_read() {
-        let err = client_token(Some("secret"), None).unwrap_err().to_string();
+        let err = refuse_argv_token(Some("secret")).unwrap_err().to_string();
         assert!(err.contains("--token-file"), "{err}");
+        assert!(refuse_argv_token(None).is_ok());
         let path = std::env::temp_dir().join(format!("privagg-token-test-{}", std::process::id()));
         std::fs::write(&path, "alpha\n").unwrap();
-        assert_eq!(client_token(None, Some(&path)).unwrap().as_deref(), Some("alpha"));
+        assert_eq!(privagg_client::load_token(Some(&path)).unwrap().as_deref(), Some("alpha"));
         std::fs::write(&path, "  \n").unwrap();
-        assert!(client_token(None, Some(&path)).is_err());
+        assert!(privagg_client::load_token(Some(&path)).is_err());
         let _ = std::fs::remove_file(&path);
     }
 }
