@@ -220,7 +220,20 @@ impl PyRoundReport {
     }
 }
 
-/// A connection to a privagg aggregation server (`privagg.Client`).
+/// A connection to a privagg aggregation server, admitted and ready for rounds.
+///
+/// `Client(server, server_cert, *, token_file=None, cert=None, key=None, client_ca=None,
+/// allow_no_dp=False, min_noise_multiplier=DEFAULT_MIN_NOISE_MULTIPLIER,
+/// max_epsilon=DEFAULT_MAX_EPSILON, max_participations=None, threat="malicious",
+/// corrupt_fraction=None, server_name="localhost", state_dir=None, remember=True,
+/// connect_timeout=10.0, max_attempts_per_round=3)` connects to `server` ("HOST:PORT"),
+/// pinning the DER certificate file `server_cert`, and gets admitted. The identity and
+/// policy options are those of `privagg client`; the default policy requires DP with at
+/// least the default noise multiplier and keeps an ε budget per server. Blocking calls
+/// release the GIL; Ctrl-C stops one and closes the client. Raises `OSError` for an
+/// unreadable `server_cert`, `ValueError` for bad options, and `privagg.Unreachable`,
+/// `Refused`, `HandshakeError`, `TlsError` or `IdentityError`. Full contract:
+/// `privagg/_native.pyi`.
 #[pyclass(module = "privagg", name = "Client", frozen)]
 pub struct PyClient {
     /// The SDK client; `None` once closed (or stopped by an interrupt).
@@ -296,7 +309,7 @@ fn resolve(server: &str) -> PyResult<SocketAddr> {
 
 #[pymethods]
 impl PyClient {
-    /// Connects to `server` and gets admitted; see `privagg/_native.pyi` for the contract.
+    /// Connects to `server` and gets admitted (see the class documentation).
     #[new]
     #[pyo3(signature = (
         server, server_cert, *, token_file=None, cert=None, key=None, client_ca=None,
@@ -388,7 +401,12 @@ impl PyClient {
         Ok(Self { inner: Mutex::new(Some(client)), cancel, server: address })
     }
 
-    /// Takes part in the next round with `update`; see `privagg/_native.pyi`.
+    /// Takes part in the next round with `update` (1-D float32 or float64, finite, the
+    /// model's length; copied once) and `weight` (> 0; counts only without DP), and
+    /// returns its `RoundReport` once the round completed with this input in the sum.
+    /// Raises `privagg.InvalidUpdate`/`UpdateTypeError` before sending anything for a bad
+    /// update, `DimensionMismatch`, `PolicyRefused`, `RoundAborted`/`RoundError`,
+    /// `SessionEnded`, `ConnectionLost` or `ClientClosed`.
     #[pyo3(signature = (update, weight=1.0))]
     fn submit(&self, py: Python<'_>, update: &Bound<'_, PyAny>, weight: f32) -> PyResult<PyRoundReport> {
         let update = read_update(py, "update", update)?;
@@ -400,7 +418,11 @@ impl PyClient {
         })
     }
 
-    /// Takes part in every round until the session ends; see `privagg/_native.pyi`.
+    /// Takes part in every round until the session ends and returns the reports of the
+    /// rounds this client's input was summed in. `train(model)` gets the current global
+    /// model (a fresh float32 array) and returns the update, or `(update, weight)`; it
+    /// runs on the calling thread. Rounds that abort or lose the connection are skipped;
+    /// an exception `train` raises leaves the round and is re-raised unchanged.
     fn run(&self, py: Python<'_>, train: Py<PyAny>) -> PyResult<Vec<PyRoundReport>> {
         // The exception `train` raised (or its bad result's), re-raised as it was.
         let raised: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
@@ -503,9 +525,28 @@ fn train_result(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<(Array1<f32>
     Ok((Array1::from(read_update(py, "the update train returned", out)?), 1.0))
 }
 
-/// The native module: `Client`, `RoundReport` and the SDK's policy defaults.
+/// Sends the SDK's log (reconnects, skipped rounds, protocol progress) to standard error,
+/// filtered by `filter` (`tracing` env-filter syntax, e.g. "info" or
+/// "privagg_client=debug"). Returns False if a logger was already installed. Nothing
+/// secret is logged.
+#[pyfunction]
+#[pyo3(signature = (filter="info"))]
+fn enable_logging(filter: &str) -> PyResult<bool> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| PyValueError::new_err(format!("bad log filter {filter:?}: {e}")))?;
+    Ok(tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init()
+        .is_ok())
+}
+
+/// The native module: `Client`, `RoundReport`, `enable_logging` and the SDK's policy
+/// defaults.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(enable_logging, m)?)?;
     m.add_class::<PyClient>()?;
     m.add_class::<PyRoundReport>()?;
     m.add("DEFAULT_MIN_NOISE_MULTIPLIER", DEFAULT_MIN_NOISE_MULTIPLIER)?;
