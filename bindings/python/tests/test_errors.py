@@ -194,3 +194,9 @@ def test_async_cancellation_closes_the_client(local_server):
         assert client.client.closed
 
     asyncio.run(main())
+
+
+def test_enable_logging_checks_its_filter():
+    with pytest.raises(ValueError, match="bad log filter"):
+        privagg.enable_logging("privagg_client=[[")
+    assert isinstance(privagg.enable_logging("warn"), bool)

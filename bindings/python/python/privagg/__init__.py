@@ -15,6 +15,7 @@ clients' noisy updates and applies it as a FedAvg step.
 - :class:`Client`: blocking; releases the GIL while it waits; Ctrl-C stops it.
 - :class:`AsyncClient`: the same for asyncio applications.
 - :mod:`privagg.errors`: the exceptions, all derived from :class:`PrivaggError`.
+- :func:`enable_logging`: the SDK's log on standard error.
 - :mod:`privagg.testing`: :class:`~privagg.testing.LocalServer` starts a real
   ``privagg serve`` process for tests and notebooks.
 """
@@ -27,6 +28,7 @@ from ._native import (
     Client,
     RoundReport,
     __version__,
+    enable_logging,
 )
 from .aio import AsyncClient
 from .errors import *  # noqa: F401,F403
@@ -38,6 +40,7 @@ __all__ = [
     "RoundReport",
     "DEFAULT_MAX_EPSILON",
     "DEFAULT_MIN_NOISE_MULTIPLIER",
+    "enable_logging",
     "__version__",
     *_errors_all,
 ]

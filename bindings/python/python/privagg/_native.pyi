@@ -18,6 +18,12 @@ DEFAULT_MAX_EPSILON: float
 """The client's default budget: the most ε (at δ = 1e-5) one server may cost it over all
 its sessions."""
 
+def enable_logging(filter: str = "info") -> bool:
+    """Sends the SDK's log (reconnects, skipped rounds, protocol progress) to standard
+    error, filtered by ``filter`` (``tracing`` env-filter syntax, e.g. ``"info"`` or
+    ``"privagg_client=debug"``). Returns ``False`` if a logger was already installed.
+    Nothing secret is logged. Raises ``ValueError`` for a malformed filter."""
+
 _Path = Union[str, "os.PathLike[str]"]
 _Update = npt.NDArray[Union[np.float32, np.float64]]
 _TrainResult = Union[_Update, Tuple[_Update, float]]
