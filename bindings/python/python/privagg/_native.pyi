@@ -5,10 +5,19 @@
 
 import os
 from types import TracebackType
-from typing import Callable, List, Optional, Tuple, Type, Union
+from typing import Callable, List, Optional, Tuple, Type, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "Client",
+    "RoundReport",
+    "enable_logging",
+    "DEFAULT_MIN_NOISE_MULTIPLIER",
+    "DEFAULT_MAX_EPSILON",
+    "__version__",
+]
 
 __version__: str
 DEFAULT_MIN_NOISE_MULTIPLIER: float
@@ -28,6 +37,7 @@ _Path = Union[str, "os.PathLike[str]"]
 _Update = npt.NDArray[Union[np.float32, np.float64]]
 _TrainResult = Union[_Update, Tuple[_Update, float]]
 
+@final
 class RoundReport:
     """What one round did for this client (immutable; compares by value)."""
 
@@ -47,6 +57,7 @@ class RoundReport:
     def bytes_received(self) -> int:
         """Bytes it received."""
 
+@final
 class Client:
     """A connection to a privagg aggregation server, admitted and ready for rounds.
 
@@ -96,8 +107,8 @@ class Client:
         privagg.TlsError, privagg.IdentityError: as their names say.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         server: str,
         server_cert: _Path,
         *,
@@ -116,7 +127,7 @@ class Client:
         remember: bool = True,
         connect_timeout: float = 10.0,
         max_attempts_per_round: int = 3,
-    ) -> None: ...
+    ) -> "Client": ...
     def submit(self, update: _Update, weight: float = 1.0) -> RoundReport:
         """Takes part in the next round with ``update`` and returns once the round
         completed with this client's input in the released sum.
