@@ -284,16 +284,18 @@ impl PyClient {
         py.detach(|| {
             let mut guard = self.lock();
             let Some(client) = guard.as_mut() else { return Outcome::Closed };
-            match wait_for(rt, &self.cancel, call(client)) {
+            let outcome = match wait_for(rt, &self.cancel, call(client)) {
                 Ok(Ok(v)) => Outcome::Done(v),
                 Ok(Err(e)) => Outcome::Failed(e),
-                Err(stop) => {
-                    let _enter = rt.enter();
-                    // Dropping the SDK client closes its connection at once.
-                    guard.take();
-                    Outcome::Stopped(stop)
-                }
+                Err(stop) => Outcome::Stopped(stop),
+            };
+            // A cancellation closes the client, even one that came as the call finished.
+            if matches!(outcome, Outcome::Stopped(_)) || self.cancel.load(Ordering::Acquire) {
+                let _enter = rt.enter();
+                // Dropping the SDK client closes its connection at once.
+                guard.take();
             }
+            outcome
         })
         .into_py(py)
     }
@@ -468,10 +470,19 @@ impl PyClient {
         py.detach(|| self.inner.try_lock().map(|c| c.is_none()).unwrap_or(false))
     }
 
-    /// Stops the call in progress (it raises `privagg.Cancelled`) and closes the client.
-    /// Safe from any thread; used by `AsyncClient` when its task is cancelled.
-    fn _cancel(&self) {
+    /// Stops the call in progress (it raises `privagg.Cancelled`) and closes the client;
+    /// with no call in progress, closes it at once. Safe from any thread; used by
+    /// `AsyncClient` when its task is cancelled.
+    fn _cancel(&self, py: Python<'_>) {
         self.cancel.store(true, Ordering::Release);
+        // No call in progress (it holds the lock): close now.
+        py.detach(|| {
+            let idle = self.inner.try_lock().ok().and_then(|mut guard| guard.take());
+            if let (Some(client), Ok(rt)) = (idle, runtime()) {
+                let _enter = rt.enter();
+                drop(client);
+            }
+        });
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

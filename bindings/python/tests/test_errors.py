@@ -200,3 +200,11 @@ def test_enable_logging_checks_its_filter():
     with pytest.raises(ValueError, match="bad log filter"):
         privagg.enable_logging("privagg_client=[[")
     assert isinstance(privagg.enable_logging("warn"), bool)
+
+
+def test_cancel_without_a_call_in_progress_closes_the_client(connected):
+    connected._cancel()
+    assert connected.closed
+    with pytest.raises(privagg.ClientClosed):
+        connected.submit(np.zeros(4, dtype=np.float32))
+    connected.close()  # idempotent

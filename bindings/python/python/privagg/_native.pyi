@@ -169,7 +169,7 @@ class Client:
         """Whether the client is closed (by ``close``, an interrupt or a cancellation)."""
     def _cancel(self) -> None:
         """Stops the call in progress (it raises ``privagg.Cancelled``) and closes the
-        client. Safe from any thread."""
+        client; with no call in progress, closes it at once. Safe from any thread."""
     def __enter__(self) -> "Client": ...
     def __exit__(
         self,
