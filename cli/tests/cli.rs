@@ -166,15 +166,7 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let init = dir.path().join("init.npy");
     write_npy(&init, &Array1::<f32>::from_elem(dim, 0.25)).unwrap();
     // Clients are admitted, and know each other, by certificates from the enrollment authority.
-    let authority = dir.path().join("authority");
-    let credentials = dir.path().join("clients");
-    assert!(privagg().args(["ca", "init", "--dir"]).arg(&authority).status().unwrap().success());
-    for name in ["client0", "client1", "client2", "wrong"] {
-        let mut issue = privagg();
-        issue.args(["ca", "issue", "--name", name, "--dir"]).arg(&authority).arg("--out").arg(&credentials);
-        assert!(issue.status().unwrap().success());
-    }
-    let root = authority.join("ca.der");
+    let (root, credentials) = credentials(dir.path(), &["client0", "client1", "client2", "wrong"]);
     let mut serve = privagg();
     serve
         .args(["serve", "--listen", &listen, "--dim", "16", "--clients", "4", "--min-clients", "3", "--rounds", "1"])
@@ -185,13 +177,7 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
         .arg(&init)
         .arg("--client-ca")
         .arg(&root);
-    let server = spawn(serve, dir.path(), "server");
-    let cert = state.join("cert.der");
-    let start = Instant::now();
-    while !cert.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (server, cert) = start_server(serve, dir.path(), &state);
     let updates: Vec<Vec<f64>> =
         (0..3).map(|i| (0..dim).map(|j| ((i * dim + j) as f64 * 0.37).sin()).collect()).collect();
     let spawn_client = |file: &Path, name: &str| {
@@ -254,6 +240,19 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     assert!(String::from_utf8_lossy(&out.stderr).contains("model-1.npy hashes to"), "{out:?}");
 }
 
+/// Starts `serve` as a child process and waits until it has written its certificate
+/// (it listens by then); returns the process and the certificate's path.
+fn start_server(serve: Command, dir: &Path, state: &Path) -> (Child, std::path::PathBuf) {
+    let server = spawn(serve, dir, "server");
+    let cert = state.join("cert.der");
+    let start = Instant::now();
+    while !cert.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, cert)
+}
+
 /// Issues an enrollment authority and credentials for `names` under `dir`; returns the
 /// root certificate and the directory of the credentials.
 fn credentials(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -285,13 +284,7 @@ fn a_five_round_session_driven_by_training_commands_improves_the_model_each_roun
         .arg(&state)
         .arg("--client-ca")
         .arg(&root);
-    let server = spawn(serve, dir.path(), "server");
-    let cert = state.join("cert.der");
-    let start = Instant::now();
-    while !cert.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (server, cert) = start_server(serve, dir.path(), &state);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/toy_train.py");
     let processes: Vec<_> = names
         .iter()
@@ -348,13 +341,7 @@ fn clients_find_the_server_by_host_name_and_name_what_is_wrong_with_a_certificat
         .arg(&state)
         .arg("--client-ca")
         .arg(&root);
-    let server = spawn(serve, dir.path(), "server");
-    let cert = state.join("cert.der");
-    let start = Instant::now();
-    while !cert.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (server, cert) = start_server(serve, dir.path(), &state);
     let update = write_update(dir.path(), "u.npy", vec![0.5; 4]);
     let client_at = |host: &str, name: &str, pinned: &Path| {
         let mut client = privagg();
