@@ -11,7 +11,7 @@ mod trainer;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use privagg_client::{
-    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey,
+    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, IdentityFiles, PrivacyPolicy,
     SdkError,
 };
 use privagg_dp::accountant::{DpEvent, epsilon_bounds};
@@ -311,7 +311,9 @@ fn identity(args: &IdentityArgs) -> Result<()> {
             &std::fs::read(cert).with_context(|| format!("--cert {}: cannot read it", cert.display()))?,
         ),
         (None, Some(file)) => ClientIdentity::of_token(
-            client_token(None, Some(file))?.as_deref().with_context(|| format!("--token-file {}", file.display()))?,
+            privagg_client::load_token(Some(file))?
+                .as_deref()
+                .with_context(|| format!("--token-file {}", file.display()))?,
         ),
         (None, None) => bail!("give --cert or --token-file"),
     };
@@ -686,36 +688,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The admission token: from `--token-file`, else `PRIVAGG_TOKEN`; never from argv.
-fn client_token(argv_token: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+/// Refuses `--token`: the admission token comes from `--token-file` or `PRIVAGG_TOKEN`
+/// (read by the SDK's [`ClientOptions::load_identity`]), never from argv.
+fn refuse_argv_token(argv_token: Option<&str>) -> Result<()> {
     if argv_token.is_some() {
         bail!(
             "--token is no longer accepted: a token on the command line is visible in the process list; put it in a file and pass --token-file FILE, or set PRIVAGG_TOKEN"
         );
     }
-    let token = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(text.trim().to_owned())
-        }
-        None => std::env::var("PRIVAGG_TOKEN").ok().map(|t| t.trim().to_owned()),
-    };
-    match token {
-        Some(t) if t.is_empty() => bail!("the admission token is empty"),
-        other => Ok(other),
-    }
+    Ok(())
 }
 
 fn client(args: ClientArgs) -> Result<()> {
     warn_if_insecure_build();
     // Refuse a bad file before touching the network.
     let update = args.update.as_deref().map(read_update).transpose()?;
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     let mut options = ClientOptions::new(resolve(&args.server)?, read_certificate(&args.ca)?);
-    options.token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
-    options.cert = args.cert.as_ref().map(read).transpose()?;
-    options.key = args.key.as_ref().map(read).transpose()?.map(PrivateKey::from_pkcs8_der);
-    options.client_ca = args.client_ca.as_ref().map(read).transpose()?;
+    refuse_argv_token(args.token.as_deref())?;
+    let mut files = IdentityFiles::new();
+    files.token_file = args.token_file;
+    files.cert = args.cert;
+    files.key = args.key;
+    files.client_ca = args.client_ca;
+    options.load_identity(&files)?;
     options.server_name = args.server_name;
     if args.state.is_some() {
         options.state_dir = args.state;
@@ -1000,13 +995,14 @@ mod tests {
 
     #[test]
     fn a_token_on_the_command_line_is_refused_and_a_token_file_is_read() {
-        let err = client_token(Some("secret"), None).unwrap_err().to_string();
+        let err = refuse_argv_token(Some("secret")).unwrap_err().to_string();
         assert!(err.contains("--token-file"), "{err}");
+        assert!(refuse_argv_token(None).is_ok());
         let path = std::env::temp_dir().join(format!("privagg-token-test-{}", std::process::id()));
         std::fs::write(&path, "alpha\n").unwrap();
-        assert_eq!(client_token(None, Some(&path)).unwrap().as_deref(), Some("alpha"));
+        assert_eq!(privagg_client::load_token(Some(&path)).unwrap().as_deref(), Some("alpha"));
         std::fs::write(&path, "  \n").unwrap();
-        assert!(client_token(None, Some(&path)).is_err());
+        assert!(privagg_client::load_token(Some(&path)).is_err());
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -35,11 +35,13 @@
 
 mod client;
 mod error;
+mod files;
 mod link;
 mod memory;
 
 pub use client::{Client, ClientOptions, PrivateKey, RoundContext, RoundReport};
 pub use error::SdkError;
+pub use files::{IdentityFiles, TOKEN_ENV, load_token};
 pub use memory::default_state_dir;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
