@@ -7,21 +7,22 @@
 //! pure-Python package around it (`python/privagg`) adds the asyncio wrapper, the local
 //! server helper and the type stubs.
 //!
-//! Every network or cryptographic wait runs with the GIL released, on one tokio runtime
-//! shared by all clients of the process. While it waits, the calling thread wakes every
-//! 100 ms to run Python's signal handlers (Ctrl-C raises `KeyboardInterrupt`) and to see
-//! whether the call was cancelled (`Client._cancel`, used by `AsyncClient`); either stops
-//! the call and closes the client, since a round left half-way cannot be resumed.
+//! Every call runs as a task on one tokio runtime shared by all clients of the process,
+//! while the calling thread waits without the GIL. It wakes every 100 ms to run Python's
+//! signal handlers (Ctrl-C raises `KeyboardInterrupt`) and to see whether the call was
+//! cancelled (`Client._cancel`, used by `AsyncClient`); either aborts the task and closes
+//! the client, since a round left half-way cannot be resumed. `run`'s `train` callback
+//! is sent back to the calling thread, so it runs there, as Python code expects.
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::Duration;
 
 use ndarray::{Array1, ArrayView1};
-use numpy::{PyArray1, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods, ToPyArray};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use privagg_client::{
     AbortCode, AdversaryClass, Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, EndReason,
     IdentityFiles, PrivacyPolicy, RoundError, RoundReport, SdkError,
@@ -48,33 +49,90 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the privagg runtime: {e}")))
 }
 
-/// Why a blocking call stopped before its future finished.
+/// Why a blocking call stopped before its task finished.
 enum Stop {
     /// A Python signal handler raised (Ctrl-C: `KeyboardInterrupt`).
     Signal(PyErr),
     /// `Client._cancel` was called.
     Cancelled,
+    /// The task ended without an answer: a panic in privagg, a bug.
+    Crashed,
 }
 
-/// Runs `future` to completion on the shared runtime, from a thread without the GIL,
-/// waking every [`POLL_INTERVAL`] to run signal handlers and check `cancel`.
-fn wait_for<F: Future>(rt: &tokio::runtime::Runtime, cancel: &AtomicBool, future: F) -> Result<F::Output, Stop> {
-    rt.block_on(async {
-        tokio::pin!(future);
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                out = &mut future => return Ok(out),
-                _ = tick.tick() => {
-                    if cancel.load(Ordering::Acquire) {
-                        return Err(Stop::Cancelled);
-                    }
-                    Python::attach(|py| py.check_signals()).map_err(Stop::Signal)?;
-                }
+/// What a call's task tells the thread that waits for it.
+enum Event<T> {
+    /// The call finished with this.
+    Done(T),
+    /// `run` needs `train(model)`, on the calling thread; the answer goes to `reply`.
+    Train { model: Array1<f32>, reply: mpsc::SyncSender<TrainResult> },
+}
+
+/// What `train` gave: the update and its weight, or why there is none.
+type TrainResult = Result<(Array1<f32>, f32), String>;
+
+/// A task's way to have `train` run on the thread that waits for it.
+struct Trainer<T>(mpsc::Sender<Event<T>>);
+
+impl<T> Trainer<T> {
+    /// Blocks the task's thread (the SDK calls `train` off the runtime) until the
+    /// waiting thread has run `train(model)`.
+    fn train(&self, model: ArrayView1<'_, f32>) -> TrainResult {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.0
+            .send(Event::Train { model: model.to_owned(), reply })
+            .map_err(|_| "the calling thread stopped waiting".to_string())?;
+        answer.recv().map_err(|_| "the calling thread stopped waiting".to_string())?
+    }
+}
+
+/// Runs the future `make` builds as a task on the shared runtime and waits for it on
+/// this thread (which holds no GIL), waking every [`POLL_INTERVAL`] to run Python's
+/// signal handlers and check `cancel`, and running `train` here whenever the task asks.
+/// A signal or a cancellation aborts the task: it is dropped on the runtime at its next
+/// await, which closes any client it owns.
+///
+/// The task owns everything it touches, so waiting depends on no timer of the runtime:
+/// Ctrl-C is honoured even if the runtime's threads are busy.
+fn wait_for<T, F>(
+    rt: &tokio::runtime::Runtime,
+    cancel: &AtomicBool,
+    make: impl FnOnce(Trainer<T>) -> F,
+    mut train: impl FnMut(Python<'_>, Array1<f32>) -> TrainResult,
+) -> Result<T, Stop>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let (events, received) = mpsc::channel();
+    let future = make(Trainer(events.clone()));
+    let task = rt.spawn(async move {
+        let _ = events.send(Event::Done(future.await));
+    });
+    let stop = |why: Stop| {
+        task.abort();
+        Err(why)
+    };
+    loop {
+        match received.recv_timeout(POLL_INTERVAL) {
+            Ok(Event::Done(out)) => return Ok(out),
+            Ok(Event::Train { model, reply }) => {
+                let _ = reply.send(Python::attach(|py| train(py, model)));
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return stop(Stop::Crashed),
         }
-    })
+        if cancel.load(Ordering::Acquire) {
+            return stop(Stop::Cancelled);
+        }
+        if let Err(interrupt) = Python::attach(|py| py.check_signals()) {
+            return stop(Stop::Signal(interrupt));
+        }
+    }
+}
+
+/// For calls that never train.
+fn no_training(_: Python<'_>, _: Array1<f32>) -> TrainResult {
+    Err("this call does not train".into())
 }
 
 /// An exception of `privagg.errors` by class name, with `message` and attributes.
@@ -279,6 +337,9 @@ impl<T> Outcome<T> {
             Self::Stopped(Stop::Cancelled) => {
                 Err(error(py, "Cancelled", "the call was cancelled; the client is closed".into(), &[]))
             }
+            Self::Stopped(Stop::Crashed) => Err(PyRuntimeError::new_err(
+                "privagg's client task ended without an answer (a bug in privagg); the client is closed",
+            )),
             Self::Closed => Err(error(py, "ClientClosed", "the client is closed".into(), &[])),
         }
     }
@@ -291,29 +352,37 @@ impl PyClient {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `call` on the connected client without the GIL. An interrupt or cancellation
-    /// closes the client.
-    fn with_client<T: Send>(
+    /// Runs `call` on the connected client, as a task on the runtime, without the GIL
+    /// (see [`wait_for`]); `train` answers the task's training requests. The task hands
+    /// the client back when it is done; an interrupt or a cancellation closes it.
+    fn with_client<T, F>(
         &self,
         py: Python<'_>,
-        call: impl AsyncFnOnce(&mut Client) -> Result<T, SdkError> + Send,
-    ) -> PyResult<T> {
+        call: impl FnOnce(Client, Trainer<(Client, Result<T, SdkError>)>) -> F + Send,
+        train: impl FnMut(Python<'_>, Array1<f32>) -> TrainResult + Send,
+    ) -> PyResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = (Client, Result<T, SdkError>)> + Send + 'static,
+    {
         let rt = runtime()?;
         py.detach(|| {
+            // Held for the whole call: a second call waits, and `closed` reads "busy".
             let mut guard = self.lock();
-            let Some(client) = guard.as_mut() else { return Outcome::Closed };
-            let outcome = match wait_for(rt, &self.cancel, call(client)) {
-                Ok(Ok(v)) => Outcome::Done(v),
-                Ok(Err(e)) => Outcome::Failed(e),
+            let Some(client) = guard.take() else { return Outcome::Closed };
+            match wait_for(rt, &self.cancel, |trainer| call(client, trainer), train) {
+                Ok((client, result)) => {
+                    // A cancellation that came as the call finished still closes the client.
+                    if self.cancel.load(Ordering::Acquire) {
+                        let _enter = rt.enter();
+                        drop(client);
+                    } else {
+                        *guard = Some(client);
+                    }
+                    result.map_or_else(Outcome::Failed, Outcome::Done)
+                }
                 Err(stop) => Outcome::Stopped(stop),
-            };
-            // A cancellation closes the client, even one that came as the call finished.
-            if matches!(outcome, Outcome::Stopped(_)) || self.cancel.load(Ordering::Acquire) {
-                let _enter = rt.enter();
-                // Dropping the SDK client closes its connection at once.
-                guard.take();
             }
-            outcome
         })
         .into_py(py)
     }
@@ -412,7 +481,7 @@ impl PyClient {
         options.max_attempts_per_round = max_attempts_per_round.max(1);
         let rt = runtime()?;
         let cancel = AtomicBool::new(false);
-        let connected = py.detach(|| match wait_for(rt, &cancel, Client::connect(options)) {
+        let connected = py.detach(|| match wait_for(rt, &cancel, |_| Client::connect(options), no_training) {
             Ok(Ok(client)) => Outcome::Done(client),
             Ok(Err(e)) => Outcome::Failed(e),
             Err(stop) => Outcome::Stopped(stop),
@@ -433,9 +502,11 @@ impl PyClient {
         if !(weight.is_finite() && weight > 0.0) {
             return Err(error(py, "InvalidUpdate", format!("weight must be a finite number > 0, got {weight}"), &[]));
         }
-        self.with_client(py, async move |client: &mut Client| {
-            client.submit(ArrayView1::from(&update), weight).await.map(PyRoundReport::from)
-        })
+        let call = move |mut client: Client, _| async move {
+            let result = client.submit(ArrayView1::from(&update), weight).await.map(PyRoundReport::from);
+            (client, result)
+        };
+        self.with_client(py, call, no_training)
     }
 
     /// Takes part in every round until the session ends and returns the reports of the
@@ -444,24 +515,21 @@ impl PyClient {
     /// runs on the calling thread. Rounds that abort or lose the connection are skipped;
     /// an exception `train` raises leaves the round and is re-raised unchanged.
     fn run(&self, py: Python<'_>, train: Py<PyAny>) -> PyResult<Vec<PyRoundReport>> {
-        // The exception `train` raised (or its bad result's), re-raised as it was.
-        let raised: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
-        let stash = Arc::clone(&raised);
-        let step = move |model: ArrayView1<'_, f32>| -> Result<(Array1<f32>, f32), String> {
-            Python::attach(|py| {
-                let result = train.call1(py, (model.to_pyarray(py),)).and_then(|out| train_result(py, out.bind(py)));
-                result.map_err(|e| {
-                    let message = e.to_string();
-                    *stash.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    message
-                })
-            })
+        let call = |mut client: Client, trainer: Trainer<_>| async move {
+            let result = client.run_weighted(move |model| trainer.train(model)).await;
+            (client, result.map(|reports| reports.into_iter().map(PyRoundReport::from).collect()))
         };
-        let result = self.with_client(py, async move |client: &mut Client| {
-            client.run_weighted(step).await.map(|reports| reports.into_iter().map(PyRoundReport::from).collect())
+        // The exception `train` raised (or its bad result's), re-raised as it was.
+        let mut raised = None;
+        let result = self.with_client(py, call, |py, model| {
+            let out = train.call1(py, (model.into_pyarray(py),)).and_then(|out| train_result(py, out.bind(py)));
+            out.map_err(|e| {
+                let message = e.to_string();
+                raised = Some(e);
+                message
+            })
         });
-        let stashed = raised.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match (result, stashed) {
+        match (result, raised) {
             (Err(_), Some(original)) => Err(original),
             (result, _) => result,
         }
@@ -475,7 +543,7 @@ impl PyClient {
             if let Some(client) = client {
                 // Closing has its own short deadline; an interrupt only cuts it shorter.
                 let never = AtomicBool::new(false);
-                let _ = wait_for(rt, &never, client.close());
+                let _ = wait_for(rt, &never, |_| client.close(), no_training);
             }
         });
         Ok(())

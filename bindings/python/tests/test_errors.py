@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -171,6 +172,37 @@ def test_ctrl_c_stops_a_waiting_call_and_closes_the_client(connected):
     finally:
         timer.cancel()
     assert connected.closed
+
+
+def test_ctrl_c_during_train_interrupts_train_itself(local_server):
+    """`train` runs on the calling thread, so Ctrl-C while it trains raises inside it
+    (where a training loop can clean up); `run` re-raises it, and the others finish."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    server = local_server(dim=3, clients=3, min_clients=2, dp=False)
+    interrupted_in_train = []
+
+    def train(model):
+        try:
+            _thread.interrupt_main()  # the user presses Ctrl-C while the model trains
+            time.sleep(60)
+        except KeyboardInterrupt:
+            interrupted_in_train.append(True)
+            raise
+        return model
+
+    def good(i):
+        with privagg.Client(server.address, server.cert, allow_no_dp=True, **server.client_options(i)) as c:
+            return c.run(lambda model: np.ones(3, dtype=np.float32) * i)
+
+    workers = in_threads(lambda: good(1), lambda: good(2))
+    with privagg.Client(server.address, server.cert, allow_no_dp=True, **server.client_options(0)) as c:
+        with pytest.raises(KeyboardInterrupt):
+            c.run(train)
+    assert interrupted_in_train == [True]
+    reports = [w.outcome() for w in workers]
+    assert [[r.inputs for r in rs] for rs in reports] == [[2], [2]]
+    assert server.wait() == 0
 
 
 def test_async_cancellation_closes_the_client(local_server):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,10 @@ def test_run_trains_on_the_current_model_every_round(local_server):
     seen = [[], []]
 
     def client(i):
+        caller = threading.get_ident()
+
         def train(model):
+            assert threading.get_ident() == caller, "train runs on the thread that called run"
             assert model.dtype == np.float32 and model.shape == (3,)
             seen[i].append(model.copy())
             return (targets[i] - model).astype(np.float32), 1.0 + i
