@@ -8,7 +8,7 @@ use std::process::ExitCode;
 mod demo;
 mod trainer;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use privagg_client::{
     Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, IdentityFiles, PrivacyPolicy,
@@ -16,8 +16,7 @@ use privagg_client::{
 };
 use privagg_dp::accountant::{DpEvent, epsilon_bounds};
 use privagg_dp::planner::Mechanism;
-use privagg_protocol::{AdversaryClass, ThreatModel, find_graph_parameters};
-use privagg_server::aggregation::{Aggregation, session_graph};
+use privagg_server::aggregation::{Aggregation, graph_for, session_graph};
 use privagg_server::config::Threat;
 use privagg_server::{ServeConfig, Server};
 
@@ -282,6 +281,7 @@ struct ServeArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ThreatArg {
+    #[value(alias = "semi-malicious")]
     Malicious,
     Curious,
 }
@@ -463,30 +463,29 @@ struct PlanArgs {
     json: bool,
 }
 
+/// The inputs of `privagg params`, spelled as `privagg serve` spells them.
 #[derive(Args)]
 struct ParamsArgs {
     /// Clients per round.
     #[arg(long)]
     clients: u32,
-    /// Fraction of clients that may be corrupt.
+    /// Fewest inputs a round may sum (the server's dropout tolerance)
+    /// [default: 4/5 of --clients, rounded up, as `serve` uses].
+    #[arg(long, conflicts_with = "dropout_fraction")]
+    min_clients: Option<u32>,
+    /// Fraction of clients that may drop out; sets --min-clients to the clients left.
     #[arg(long)]
+    dropout_fraction: Option<f64>,
+    /// Fraction of clients that may be corrupt [default: 0.05].
+    #[arg(long, default_value_t = 0.05)]
     corrupt_fraction: f64,
-    /// Fraction of clients that may drop out.
-    #[arg(long)]
-    dropout_fraction: f64,
-    /// What the server may do: only watch (curious) or also lie about who dropped out
-    /// (semi-malicious, what `privagg serve` sizes for by default).
-    #[arg(long, value_enum, default_value = "semi-malicious")]
-    adversary: AdversaryArg,
+    /// What the server is assumed able to do, as for `serve --threat`: lie about who
+    /// dropped out (malicious) or only watch (curious).
+    #[arg(long, alias = "adversary", value_enum, default_value = "malicious")]
+    threat: ThreatArg,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum AdversaryArg {
-    Curious,
-    SemiMalicious,
 }
 
 impl From<ThreatArg> for Threat {
@@ -958,32 +957,53 @@ fn privacy(args: PrivacyArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints the k and t that `privagg serve` would choose for these settings (the
+/// server's own [`graph_for`]), and the `serve` flags that reproduce them.
 fn params(args: ParamsArgs) -> Result<()> {
-    let threat = ThreatModel {
-        corrupt_fraction: args.corrupt_fraction,
-        dropout_fraction: args.dropout_fraction,
-        adversary: match args.adversary {
-            AdversaryArg::Curious => AdversaryClass::CuriousServer,
-            AdversaryArg::SemiMalicious => AdversaryClass::SemiMaliciousServer,
-        },
+    let n = args.clients;
+    if n < 2 {
+        bail!("--clients must be at least 2, got {n}");
+    }
+    if !(0.0..1.0).contains(&args.corrupt_fraction) {
+        bail!("--corrupt-fraction must be in [0, 1), got {}", args.corrupt_fraction);
+    }
+    let min_clients = match (args.min_clients, args.dropout_fraction) {
+        (Some(m), _) if m == 0 || m > n => bail!("--min-clients must be in 1..={n}, got {m}"),
+        (Some(m), _) => m,
+        (None, Some(d)) if !(0.0..1.0).contains(&d) => bail!("--dropout-fraction must be in [0, 1), got {d}"),
+        // The clients left when a fraction d drops, at least one.
+        (None, Some(d)) => ((f64::from(n) * (1.0 - d)).ceil() as u32).clamp(1, n),
+        (None, None) => (n * 4).div_ceil(5).max(1),
     };
-    let p = find_graph_parameters(args.clients, &threat).context("no safe neighbour graph for this cohort")?;
+    let threat = Threat::from(args.threat);
+    let (k, t) = graph_for(n, min_clients, None, args.corrupt_fraction, threat.adversary())
+        .map_err(|e| anyhow!("{e}"))
+        .context("no safe neighbour graph for these settings")?;
+    let threat_flag = match args.threat {
+        ThreatArg::Malicious => "malicious",
+        ThreatArg::Curious => "curious",
+    };
+    let flags = format!(
+        "--clients {n} --min-clients {min_clients} --corrupt-fraction {} --threat {threat_flag}",
+        args.corrupt_fraction
+    );
+    let complete = k + 1 == n;
     if args.json {
         println!(
             "{}",
             serde_json::json!({
-                "k": p.neighbours,
-                "t": p.threshold,
-                "clients": p.num_clients,
-                "complete_graph": p.is_complete(),
+                "k": k,
+                "t": t,
+                "clients": n,
+                "min_clients": min_clients,
+                "complete_graph": complete,
+                "serve_flags": flags,
             })
         );
     } else {
-        let graph = if p.is_complete() { "complete graph (original SecAgg)" } else { "Harary graph (SecAgg+)" };
-        println!(
-            "k = {} neighbours, threshold t = {} — {graph} for {} clients",
-            p.neighbours, p.threshold, p.num_clients
-        );
+        let graph = if complete { "complete graph (original SecAgg)" } else { "Harary graph (SecAgg+)" };
+        println!("k = {k} neighbours, threshold t = {t} — {graph} for {n} clients, at least {min_clients} per sum");
+        println!("privagg serve {flags}   # gives this k and t");
     }
     Ok(())
 }

@@ -99,21 +99,40 @@ fn privacy_prints_epsilon_as_json() {
 }
 
 #[test]
-fn params_prints_k_and_t_or_the_reason() {
+fn params_prints_k_and_t_and_the_serve_flags_that_reproduce_them() {
     let out = privagg()
         .args(["params", "--clients", "1000", "--corrupt-fraction", "0.05", "--dropout-fraction", "0.33"])
-        .args(["--adversary", "curious", "--json"])
+        .args(["--threat", "curious", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!((v["k"].as_u64(), v["t"].as_u64().map(|t| t <= 24)), (Some(72), Some(true)));
+    assert_eq!(v["min_clients"].as_u64(), Some(670));
+    assert_eq!(v["serve_flags"], "--clients 1000 --min-clients 670 --corrupt-fraction 0.05 --threat curious");
+
+    // What `params` prints is what `serve` runs: the same flags give the same k and t
+    // in `serve`'s plan (`privagg plan` is `serve` without the serving).
+    for (clients, extra) in [("10", None), ("40", Some("--min-clients=30"))] {
+        let mut params = privagg();
+        params.args(["params", "--clients", clients, "--json"]).args(extra);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&params.output().unwrap())).unwrap();
+        let flags: Vec<String> = v["serve_flags"].as_str().unwrap().split(' ').map(String::from).collect();
+        let plan = privagg().args(["plan", "--dim", "4", "--json"]).args(&flags).output().unwrap();
+        assert!(plan.status.success(), "{plan:?}");
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&plan)).unwrap();
+        assert_eq!((&plan["k"], &plan["t"]), (&v["k"], &v["t"]), "{clients} clients: {plan}");
+    }
+
+    // Settings no graph is safe for are refused with serve's own reason.
     let bad = privagg()
         .args(["params", "--clients", "100", "--corrupt-fraction", "0.5", "--dropout-fraction", "0.5"])
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("infeasible"), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--min-clients 50"), "{bad:?}");
+    let zero = privagg().args(["params", "--clients", "10", "--min-clients", "0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--min-clients must be in 1..=10"), "{zero:?}");
 }
 
 #[test]
