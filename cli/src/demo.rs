@@ -229,7 +229,7 @@ impl<'a> Display<'a> {
                     lines.push(self.round_line(&record));
                 }
                 ServerEvent::Session(
-                    SessionEvent::RoundAborted { round, attempt, reason }
+                    SessionEvent::RoundAborted { round, attempt, reason, .. }
                     | SessionEvent::CheckInFailed { round, attempt, reason },
                 ) => {
                     self.clear_bar();

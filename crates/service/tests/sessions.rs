@@ -83,7 +83,9 @@ fn a_client_vanishing_at_any_point_leaves_the_exact_sum_of_the_others() {
                     assert_eq!(reason, expected_reason, "{case}");
                 }
                 // Vanishing before revealing its nonce, it left the first attempt
-                // unlabelled: that attempt aborted and the second ran without it.
+                // unlabelled: that attempt aborted and the second ran without it. A
+                // client that closed its connection was leaving: the attempt lost to it
+                // is not counted against the round; a silent one's is.
                 [] if point == DropPoint::BeforeAdvertiseKeys => {
                     let aborted = |e: &SessionEvent| {
                         matches!(
@@ -91,8 +93,9 @@ fn a_client_vanishing_at_any_point_leaves_the_exact_sum_of_the_others() {
                             SessionEvent::RoundAborted {
                                 attempt: 1,
                                 reason: RoundAbort::CohortIncomplete { missing: 1 },
+                                counted,
                                 ..
-                            }
+                            } if *counted == silent
                         )
                     };
                     assert!(h.events.iter().any(aborted), "{case}: {:?}", h.events);
@@ -697,11 +700,38 @@ fn a_session_that_failed_starts_no_more_rounds() {
     setup.session.max_round_attempts = 1;
     let mut h = setup.build();
     h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    h.peers[0].silent = true; // connected but mute: the attempt counts
     h.join_all();
     h.run();
     assert!(matches!(h.finished, Some(SessionEnd::RoundFailed { attempts: 1, .. })));
     let starts = h.events.iter().filter(|e| matches!(e, SessionEvent::RoundStarted { .. })).count();
     assert_eq!(starts, 1, "{:?}", h.events);
+}
+
+#[test]
+fn an_attempt_lost_to_clients_that_left_does_not_count_against_the_round() {
+    // The same session as above, but the client closes its connection (Ctrl-C, a
+    // one-shot process exiting): it was leaving anyway, so the attempt lost to it is
+    // not counted, and even with one attempt allowed the retry completes the round.
+    let mut setup = Setup::new(6, 4, 4, 8);
+    setup.session.max_round_attempts = 1;
+    let mut h = setup.build();
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    h.join_all();
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 1 }));
+    let aborts: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::RoundAborted { attempt, reason, counted, .. } => Some((*attempt, reason.clone(), *counted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(aborts, [(1, RoundAbort::CohortIncomplete { missing: 1 }, false)]);
+    assert_eq!(h.commits.len(), 1);
+    assert!(!h.commits[0].peers.contains(&0));
+    assert_all_exact(&h);
 }
 
 #[test]
@@ -1104,6 +1134,7 @@ fn a_failed_round_does_not_end_the_session_the_server_backs_off_and_serves_on() 
     setup.session.rounds = 2;
     let mut h = setup.build();
     h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    h.peers[0].silent = true; // connected but mute: the attempt counts
     h.join_all();
     let aborts =
         |h: &harness::Harness| h.events.iter().filter(|e| matches!(e, SessionEvent::RoundAborted { .. })).count();

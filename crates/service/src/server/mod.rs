@@ -252,6 +252,10 @@ pub enum SessionEvent {
         attempt: u32,
         /// Why.
         reason: RoundAbort,
+        /// Whether it counts against `max_round_attempts`: not when every client it lost
+        /// closed its connection before advertising its keys, since those were leaving
+        /// anyway and the retry goes on without them.
+        counted: bool,
     },
     /// With random check-ins: too few or too many clients checked in; nobody was seated
     /// and the attempt failed.
@@ -441,7 +445,10 @@ pub struct ServerSession {
     /// The check-in for the next round, while clients answer.
     check_in: Option<CheckInWindow>,
     next_round: u64,
+    /// The last attempt at `next_round` (numbers every attempt, counted or not).
     attempt: u32,
+    /// Aborted attempts at `next_round` that count against `max_round_attempts`.
+    counted_aborts: u32,
     out: Outbox,
     closed: bool,
     /// The time of the input being handled.
@@ -468,6 +475,7 @@ impl ServerSession {
             check_in: None,
             next_round,
             attempt: 0,
+            counted_aborts: 0,
             out: Outbox::default(),
             closed: false,
             now: None,
@@ -742,6 +750,7 @@ impl ServerSession {
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         self.next_round += 1;
         self.attempt = 0;
+        self.counted_aborts = 0;
         if self.next_round > self.config.rounds {
             self.close(EndReason::Complete, "the session is complete");
             self.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: self.completed_rounds() }));
@@ -1090,14 +1099,15 @@ impl ServerSession {
                 };
                 // Nobody is seated, nothing is released; the next attempt asks again.
                 self.attempt += 1;
+                self.counted_aborts += 1;
                 tracing::info!(round = self.next_round, joined = joined.len(), %reason, "check-in failed");
                 self.out.push(Action::Event(SessionEvent::CheckInFailed {
                     round: self.next_round,
                     attempt: self.attempt,
                     reason: reason.clone(),
                 }));
-                if self.attempt >= self.config.max_round_attempts {
-                    self.fail_round(self.next_round, self.attempt, reason);
+                if self.counted_aborts >= self.config.max_round_attempts {
+                    self.fail_round(self.next_round, self.counted_aborts, reason);
                 } else {
                     self.check_ins(now, check_ins);
                 }
@@ -1148,30 +1158,44 @@ impl ServerSession {
         self.out.push(Action::Commit(Box::new(commit)));
     }
 
-    /// An attempt aborted: its clients return to the lobby; the session fails after the
-    /// last allowed attempt.
+    /// An attempt aborted: its clients return to the lobby and the next attempt waits
+    /// out a back-off. An attempt lost only to clients that closed their connection
+    /// before advertising their keys (they were leaving when seated) is not counted
+    /// against the round — unlike one that says it leaves but stays, to be seated again,
+    /// or one that leaves later, when others' inputs may be out; with `stop_after_failed_round` (or check-ins), the session
+    /// fails after the last counted attempt.
     fn end_attempt(&mut self) {
         let Some(mut round) = self.round.take() else { return };
-        let reason = round
-            .protocol()
-            .and_then(|p| p.abort_reason().cloned())
-            .unwrap_or_else(|| RoundAbort::Cancelled("unknown".into()));
-        tracing::warn!(round = round.number, attempt = round.attempt, %reason, "round aborted");
+        let (reason, dropped) = match round.protocol() {
+            Some(p) => (p.abort_reason().cloned(), p.dropped()),
+            None => (None, Vec::new()),
+        };
+        let reason = reason.unwrap_or_else(|| RoundAbort::Cancelled("unknown".into()));
+        // Check-in sessions count every attempt: their sampling argument bounds the
+        // check-ins per round by `max_round_attempts`.
+        let was_leaving = |d: &DroppedClient| d.phase == Phase::AdvertiseKeys && d.reason == DropReason::ConnectionLost;
+        let counted = self.config.check_ins.is_some() || dropped.is_empty() || !dropped.iter().all(was_leaving);
+        tracing::warn!(round = round.number, attempt = round.attempt, %reason, counted, "round aborted");
         self.out.push(Action::Event(SessionEvent::RoundAborted {
             round: round.number,
             attempt: round.attempt,
             reason: reason.clone(),
+            counted,
         }));
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
-        let stops = self.config.stop_after_failed_round || self.config.check_ins.is_some();
-        if round.attempt >= self.config.max_round_attempts && stops {
-            return self.fail_round(round.number, round.attempt, reason);
+        if counted {
+            self.counted_aborts += 1;
         }
-        let backoff = self.config.retry_backoff * (1u32 << round.attempt.saturating_sub(1).min(6));
-        if round.attempt >= self.config.max_round_attempts {
+        let stops = self.config.stop_after_failed_round || self.config.check_ins.is_some();
+        let failed = self.counted_aborts >= self.config.max_round_attempts;
+        if failed && stops {
+            return self.fail_round(round.number, self.counted_aborts, reason);
+        }
+        let backoff = self.config.retry_backoff * (1u32 << self.counted_aborts.saturating_sub(1).min(6));
+        if failed {
             tracing::warn!(
                 round = round.number,
-                attempts = round.attempt,
+                attempts = self.counted_aborts,
                 retry_in = ?backoff,
                 "round failed; the server keeps serving and tries it again"
             );
