@@ -741,6 +741,18 @@ fn client(args: ClientArgs) -> Result<()> {
     let model_out = args.model_out;
     runtime()?.block_on(async move {
         let mut client = Client::connect(options).await.map_err(|e| explain_handshake(e, &args.ca))?;
+        if let Some(stop_command) = trainer.as_ref().map(trainer::Trainer::interrupt_flag) {
+            // Training blocks the round's task, so a Ctrl-C then reaches the command and
+            // the client through these, not through the `select!` below: the command
+            // stops, and the client leaves without a word rather than abandoning a round.
+            let leave = client.interrupt_handle();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    leave.interrupt();
+                    stop_command.store(true, std::sync::atomic::Ordering::Release);
+                }
+            });
+        }
         let take_part = async {
             match (&update, &trainer) {
                 (Some(update), _) => {

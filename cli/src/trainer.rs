@@ -1,8 +1,12 @@
 //! `privagg client --train COMMAND`: the user's training command, run once per round on
 //! the round's model, outside the protocol (before the client advertises its keys).
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ndarray::Array1;
@@ -14,7 +18,12 @@ pub struct Trainer {
     command: String,
     weight: f32,
     scratch: tempfile::TempDir,
+    /// Set on Ctrl-C: the running command is stopped and training fails at once.
+    interrupted: Arc<AtomicBool>,
 }
+
+/// How often a running training command is checked on (exit, Ctrl-C).
+const POLL: Duration = Duration::from_millis(50);
 
 impl Trainer {
     /// A trainer that runs `command` (with `{model}`, `{update}` and `{round}`
@@ -27,7 +36,14 @@ impl Trainer {
             .prefix("privagg-train-")
             .tempdir()
             .context("--train: cannot create a scratch directory")?;
-        Ok(Self { command, weight, scratch })
+        Ok(Self { command, weight, scratch, interrupted: Arc::default() })
+    }
+
+    /// A flag that, once set, stops the running training command (its whole process
+    /// group) and makes training fail: what Ctrl-C sets. The command runs in a
+    /// process group of its own, so this is the only way a signal reaches it.
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.interrupted)
     }
 
     /// One round's training: writes the model, runs the command, reads the update it
@@ -47,12 +63,14 @@ impl Trainer {
             .replace("{update}", &quote(&update_path))
             .replace("{round}", &round.round.to_string());
         tracing::info!(round = round.round, %command, "training");
-        let status = Command::new("sh")
+        let child = Command::new("sh")
             .arg("-c")
             .arg(&command)
             .stdin(Stdio::null())
-            .status()
+            .process_group(0)
+            .spawn()
             .context("--train: cannot run `sh`")?;
+        let status = self.wait(child, round.round)?;
         if !status.success() {
             anyhow::bail!("--train: the training command failed for round {} ({status})", round.round);
         }
@@ -61,6 +79,26 @@ impl Trainer {
         let _ = std::fs::remove_file(&model_path);
         let _ = std::fs::remove_file(&update_path);
         Ok((Array1::from(update), self.weight))
+    }
+}
+
+impl Trainer {
+    /// Waits for the training command, stopping its process group if interrupted.
+    fn wait(&self, mut child: Child, round: u64) -> Result<std::process::ExitStatus> {
+        loop {
+            if let Some(status) = child.try_wait().context("--train: cannot wait for the command")? {
+                return Ok(status);
+            }
+            if self.interrupted.load(Ordering::Acquire) {
+                // The group is the command's (process_group(0)): `sh` and what it started.
+                let group = format!("-{}", child.id());
+                let _ = Command::new("kill").args(["-s", "TERM", "--", &group]).status();
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("--train: interrupted while training for round {round}; the command was stopped");
+            }
+            std::thread::sleep(POLL);
+        }
     }
 }
 

@@ -348,6 +348,81 @@ fn a_five_round_session_driven_by_training_commands_improves_the_model_each_roun
 }
 
 #[test]
+fn a_client_interrupted_while_training_stops_its_command_leaves_at_once_and_costs_the_round_no_attempt() {
+    // Rounds of 3, all needed, one attempt allowed and the session stopping on a failed
+    // round; every timeout is 10 minutes, so only a client that leaves politely lets
+    // this finish. Client 0 is interrupted (SIGINT, as Ctrl-C sends) while its training
+    // command runs: the command is stopped, the client closes its connection, the
+    // attempt aborts without counting, and the retry with a newcomer completes.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let names = ["client0", "client1", "client2", "client3"];
+    let (root, credentials) = credentials(dir.path(), &names);
+    let mut serve = privagg();
+    serve
+        .args(["serve", "--listen", &listen, "--dim", "4", "--clients", "3", "--min-clients", "3", "--rounds", "1"])
+        .args(["--no-dp", "--max-round-attempts", "1", "--stop-after-failed-round"])
+        .args(["--phase-timeout", "600", "--train-timeout", "600", "--lobby-timeout", "600"])
+        .arg("--state")
+        .arg(&state)
+        .arg("--client-ca")
+        .arg(&root);
+    let (server, cert) = start_server(serve, dir.path(), &state);
+    let client = |name: &str| {
+        let mut client = privagg();
+        client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--allow-no-dp");
+        client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+        client.arg("--key").arg(credentials.join(format!("{name}.key")));
+        client.arg("--client-ca").arg(&root).arg("--state").arg(dir.path().join(format!("{name}-memory")));
+        client
+    };
+    let started = dir.path().join("training-started");
+    let survivor = dir.path().join("survived");
+    let mut trainer = client("client0");
+    // `sleep` outlives `sh` unless the whole process group is stopped; no update is
+    // ever written to {update}.
+    trainer.arg("--train").arg(format!(
+        "touch '{}'; sleep 600; touch '{}' {{update}}",
+        started.display(),
+        survivor.display()
+    ));
+    let trainer = spawn(trainer, dir.path(), "client0");
+    let submitters: Vec<_> = (1..3)
+        .map(|i| {
+            let mut c = client(names[i]);
+            c.arg("--update").arg(write_update(dir.path(), &format!("u{i}.npy"), vec![i as f64; 4]));
+            spawn(c, dir.path(), names[i])
+        })
+        .collect();
+    let start = Instant::now();
+    while !started.exists() {
+        let log = std::fs::read_to_string(&trainer.err).unwrap_or_default();
+        assert!(start.elapsed() < Duration::from_secs(60), "client 0 never started training: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = trainer.process.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let limit = Duration::from_secs(120);
+    let interrupted = wait(trainer, limit);
+    assert!(!interrupted.status.success());
+    let said = String::from_utf8_lossy(&interrupted.stderr);
+    assert!(said.contains("interrupted"), "{said}");
+    let mut newcomer = client("client3");
+    newcomer.arg("--update").arg(write_update(dir.path(), "u3.npy", vec![3.0; 4]));
+    let newcomer = spawn(newcomer, dir.path(), "client3");
+    for process in submitters.into_iter().chain([newcomer]) {
+        let out = wait(process, limit);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let server = wait(server, limit);
+    assert!(server.status.success(), "{}", String::from_utf8_lossy(&server.stderr));
+    let model = privagg_server::storage::read_vector(&state.join("model-1.npy")).unwrap();
+    assert_eq!(model, vec![2.0f32; 4], "the mean of clients 1, 2 and 3");
+    assert!(!survivor.exists(), "the training command kept running after the interrupt");
+}
+
+#[test]
 fn clients_find_the_server_by_host_name_and_name_what_is_wrong_with_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");

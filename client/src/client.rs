@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ndarray::{Array1, ArrayView1};
@@ -212,6 +212,24 @@ pub struct Client {
     /// round on the same model reuses it instead of training again (and overrunning the
     /// training deadline again).
     trained: Option<(TrainedFor, (Vec<f32>, f32))>,
+    /// Set through an [`Interrupt`]: the client leaves once training returns.
+    interrupted: Arc<AtomicBool>,
+}
+
+/// Interrupts a client from another thread or task while its training closure runs
+/// (Ctrl-C in a program that trains): once the closure returns, whatever it returned,
+/// the client closes its connection at once, sends nothing more, and the call returns
+/// [`SdkError::Interrupted`]. The server sees a client that left, not one that broke a
+/// round, and does not count the attempt it cost against the round. Outside training,
+/// cancel the call (drop its future) and [`Client::close`] instead.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    /// Asks the client to leave as soon as its training closure returns.
+    pub fn interrupt(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// What an update was trained for: a round of a session, on a model (its digest).
@@ -273,8 +291,17 @@ impl Client {
         session.set_drop_point(options.drop_point);
         let frame_limit = Arc::new(AtomicUsize::new(options.max_server_frame));
         let link = Link::open(&endpoint, &options, &frame_limit).await?;
-        let mut client =
-            Self { options, endpoint, link, session, memory, pending: VecDeque::new(), frame_limit, trained: None };
+        let mut client = Self {
+            options,
+            endpoint,
+            link,
+            session,
+            memory,
+            pending: VecDeque::new(),
+            frame_limit,
+            trained: None,
+            interrupted: Arc::default(),
+        };
         client.admit().await?;
         Ok(client)
     }
@@ -411,6 +438,11 @@ impl Client {
         }
     }
 
+    /// A handle that interrupts this client while it trains (see [`Interrupt`]).
+    pub fn interrupt_handle(&self) -> Interrupt {
+        Interrupt(Arc::clone(&self.interrupted))
+    }
+
     /// Closes the connection politely: what was sent is delivered first.
     pub async fn close(mut self) {
         self.link.close(0, "bye").await;
@@ -461,6 +493,10 @@ impl Client {
                         Some((_, result)) => Ok(result),
                         None => train_off_the_runtime(|| provide(&settings)).map_err(|e| e.to_string()),
                     };
+                    if self.interrupted.load(Ordering::Acquire) {
+                        self.link.connection.close(quinn::VarInt::from_u32(0), b"interrupted");
+                        return Some(Err(SdkError::Interrupted));
+                    }
                     match result {
                         Ok((update, weight)) => {
                             self.trained = Some((key, (update.clone(), weight)));

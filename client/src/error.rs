@@ -63,6 +63,9 @@ pub enum SdkError {
     /// A local resource failed (socket, OS randomness, worker thread).
     #[error("local failure: {0}")]
     Local(String),
+    /// The client was interrupted while it trained ([`crate::Interrupt`]) and left.
+    #[error("interrupted while training; left the session")]
+    Interrupted,
     /// The client left on purpose, as a test asked (feature `testing`).
     #[cfg(feature = "testing")]
     #[error("left the round as the test asked")]

@@ -39,7 +39,7 @@ mod files;
 mod link;
 mod memory;
 
-pub use client::{Client, ClientOptions, PrivateKey, RoundContext, RoundReport};
+pub use client::{Client, ClientOptions, Interrupt, PrivateKey, RoundContext, RoundReport};
 pub use error::SdkError;
 pub use files::{IdentityFiles, TOKEN_ENV, load_token};
 pub use memory::default_state_dir;

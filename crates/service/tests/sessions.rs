@@ -735,6 +735,31 @@ fn an_attempt_lost_to_clients_that_left_does_not_count_against_the_round() {
 }
 
 #[test]
+fn a_client_that_leaves_again_and_again_is_forgiven_once_per_round() {
+    // Rounds of 4, all needed: client 0 comes back after leaving and leaves the retry
+    // the same way. The first attempt it cost is forgiven, the second counts.
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.max_round_attempts = 1;
+    let mut h = setup.build();
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    h.join_all();
+    h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::RoundAborted { .. })));
+    h.peers[0].vanished = false;
+    h.join(0);
+    h.run();
+    let counted: Vec<bool> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::RoundAborted { counted, .. } => Some(*counted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, [false, true]);
+    assert!(matches!(h.finished, Some(SessionEnd::RoundFailed { attempts: 1, .. })), "{:?}", h.finished);
+}
+
+#[test]
 fn a_client_that_left_the_lobby_does_not_shorten_the_lobby_timeout() {
     // Found in review: the lobby remembered since when a client that had left waited.
     let mut h = Setup::new(4, 4, 3, 8).build();
@@ -1170,4 +1195,26 @@ fn a_client_that_follows_the_model_gets_it_with_each_round_it_completes() {
         assert!((f64::from(*m) - s / weight).abs() < 1e-3);
     }
     assert!(summary(&h.peers[1]).expect("round 1 completed").model.is_none(), "not asked for");
+}
+
+#[test]
+fn a_full_cohort_is_seated_when_the_back_off_ends_not_at_the_lobby_timeout() {
+    // Found by the CLI's Ctrl-C test: with a long lobby timeout, the retry of a round
+    // whose cohort was full again waited for the lobby timeout instead of the back-off.
+    let mut setup = Setup::new(4, 3, 3, 8);
+    setup.session.lobby_timeout = Duration::from_secs(600);
+    let mut h = setup.build();
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    for i in 0..3 {
+        h.join(i);
+    }
+    h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::RoundAborted { .. })));
+    let aborted = h.now;
+    h.join(3);
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 1 }), "{:?}", h.events);
+    let retry = h.commits[0].commit.attempt;
+    assert_eq!(retry, 2);
+    // Simulated time: the retry came after the back-off, long before the lobby timeout.
+    assert!(h.now - aborted < Duration::from_secs(600), "{:?}", h.now - aborted);
 }

@@ -253,8 +253,8 @@ pub enum SessionEvent {
         /// Why.
         reason: RoundAbort,
         /// Whether it counts against `max_round_attempts`: not when every client it lost
-        /// closed its connection before advertising its keys, since those were leaving
-        /// anyway and the retry goes on without them.
+        /// closed its connection before advertising its keys (each identity once per round),
+        /// since those were leaving anyway and the retry goes on without them.
         counted: bool,
     },
     /// With random check-ins: too few or too many clients checked in; nobody was seated
@@ -449,6 +449,9 @@ pub struct ServerSession {
     attempt: u32,
     /// Aborted attempts at `next_round` that count against `max_round_attempts`.
     counted_aborts: u32,
+    /// Identities that cost `next_round` an attempt that did not count: each is forgiven
+    /// once per round, so a client cannot stall a round by leaving again and again.
+    forgiven: HashSet<ClientIdentity>,
     out: Outbox,
     closed: bool,
     /// The time of the input being handled.
@@ -476,6 +479,7 @@ impl ServerSession {
             next_round,
             attempt: 0,
             counted_aborts: 0,
+            forgiven: HashSet::new(),
             out: Outbox::default(),
             closed: false,
             now: None,
@@ -523,9 +527,12 @@ impl ServerSession {
                 None => {
                     let partial =
                         self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout);
-                    // Backing off: the full cohort may wait too, until the retry is due.
-                    let retry = self.retry_at.filter(|_| self.lobby.waiting() >= self.config.min_clients as usize);
+                    // Backing off: a full cohort is seated when the retry is due, a partial
+                    // one when both the retry and its lobby timeout are.
+                    let waiting = self.lobby.waiting();
+                    let retry = self.retry_at.filter(|_| waiting >= self.config.min_clients as usize);
                     match (partial, retry) {
+                        (_, Some(r)) if waiting >= self.config.clients as usize => Some(r),
                         (Some(p), Some(r)) => Some(p.max(r)),
                         (p, r) => p.or(r),
                     }
@@ -751,6 +758,7 @@ impl ServerSession {
         self.next_round += 1;
         self.attempt = 0;
         self.counted_aborts = 0;
+        self.forgiven.clear();
         if self.next_round > self.config.rounds {
             self.close(EndReason::Complete, "the session is complete");
             self.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: self.completed_rounds() }));
@@ -1160,9 +1168,10 @@ impl ServerSession {
 
     /// An attempt aborted: its clients return to the lobby and the next attempt waits
     /// out a back-off. An attempt lost only to clients that closed their connection
-    /// before advertising their keys (they were leaving when seated) is not counted
-    /// against the round — unlike one that says it leaves but stays, to be seated again,
-    /// or one that leaves later, when others' inputs may be out; with `stop_after_failed_round` (or check-ins), the session
+    /// before advertising their keys (a Ctrl-C, a process exiting) is not counted against
+    /// the round, once per identity and round — unlike one lost to a silent client, to
+    /// one that refuses the round but stays, or to one that leaves later, when others'
+    /// inputs may be out; with `stop_after_failed_round` (or check-ins), the session
     /// fails after the last counted attempt.
     fn end_attempt(&mut self) {
         let Some(mut round) = self.round.take() else { return };
@@ -1173,8 +1182,21 @@ impl ServerSession {
         let reason = reason.unwrap_or_else(|| RoundAbort::Cancelled("unknown".into()));
         // Check-in sessions count every attempt: their sampling argument bounds the
         // check-ins per round by `max_round_attempts`.
-        let was_leaving = |d: &DroppedClient| d.phase == Phase::AdvertiseKeys && d.reason == DropReason::ConnectionLost;
-        let counted = self.config.check_ins.is_some() || dropped.is_empty() || !dropped.iter().all(was_leaving);
+        let leaver = |d: &DroppedClient| {
+            // A client that says it leaves but stays (refusing the round's parameters,
+            // say) would be seated again: only a closed connection is a client leaving.
+            let left = d.reason == DropReason::ConnectionLost;
+            let identity = round.seat(d.client).map(|s| s.identity);
+            identity.filter(|id| left && d.phase == Phase::AdvertiseKeys && !self.forgiven.contains(id))
+        };
+        let leavers: Option<Vec<ClientIdentity>> = dropped.iter().map(leaver).collect();
+        let counted = match leavers {
+            Some(leavers) if !leavers.is_empty() && self.config.check_ins.is_none() => {
+                self.forgiven.extend(leavers);
+                false
+            }
+            _ => true,
+        };
         tracing::warn!(round = round.number, attempt = round.attempt, %reason, counted, "round aborted");
         self.out.push(Action::Event(SessionEvent::RoundAborted {
             round: round.number,
