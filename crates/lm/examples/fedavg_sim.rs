@@ -1,6 +1,6 @@
 //! FedAvg in one process, without privagg (no masking, no DP): for tuning the demo's
 //! defaults quickly. `cargo run --release -p privagg-lm --example fedavg_sim --
-//! ROUNDS CLIENTS STEPS LR HIDDEN [SERVER_LR]`.
+//! ROUNDS CLIENTS STEPS LR HIDDEN DECAY_ROUNDS`.
 
 use std::time::Instant;
 
@@ -11,8 +11,8 @@ fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
 }
 
 fn main() -> Result<(), privagg_lm::LmError> {
-    let (rounds, clients, steps, lr, hidden, server_lr) =
-        (arg(1, 30usize), arg(2, 10usize), arg(3, 20usize), arg(4, 3e-3f64), arg(5, 128usize), arg(6, 1.0f32));
+    let (rounds, clients, steps, lr, hidden, decay) =
+        (arg(1, 30usize), arg(2, 10usize), arg(3, 20usize), arg(4, 3e-3f64), arg(5, 128usize), arg(6, 8.0f64));
     let data = split(TINY_SHAKESPEARE, &SplitOptions { clients, ..SplitOptions::default() })?;
     let config = ModelConfig { vocab: data.vocab.len(), embed: 32, hidden };
     let mut global = config.init(1);
@@ -28,7 +28,7 @@ fn main() -> Result<(), privagg_lm::LmError> {
                             .step_by(2)
                             .map(|c| {
                                 let seed = (round * 1000 + c) as u64;
-                                local_update(config, global, &data.clients[c].tokens, &options, seed).map(|l| l.update)
+                                local_update(config, global, &data.clients[c].tokens, &options.at_round(round as u64 - 1, decay), seed).map(|l| l.update)
                             })
                             .collect::<Vec<_>>()
                     })
@@ -39,7 +39,7 @@ fn main() -> Result<(), privagg_lm::LmError> {
         let n = updates.len() as f32;
         for u in updates {
             let u = u?;
-            global.iter_mut().zip(&u).for_each(|(g, d)| *g += server_lr * d / n);
+            global.iter_mut().zip(&u).for_each(|(g, d)| *g += d / n);
         }
         let e = evaluate(config, &global, &data.test, 50, 100)?;
         println!(

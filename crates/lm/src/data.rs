@@ -8,8 +8,13 @@
 //! text, grouped by role; the ones after it are the test text, which no client sees.
 //! Roles of the same name in different plays are one role here (the file has no play
 //! boundaries).
+//!
+//! Every role with enough training text is a client of the population, as in LEAF; a
+//! federated round trains a sample of them ([`sample_roles`]), one per seat.
 
 use std::collections::BTreeMap;
+
+use rand::{RngExt, SeedableRng};
 
 use crate::LmError;
 use crate::vocab::Vocab;
@@ -30,8 +35,10 @@ pub struct Speech {
 /// How the corpus becomes clients and a test set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplitOptions {
-    /// Clients: the roles with the most training text, largest first.
-    pub clients: usize,
+    /// Roles with fewer training characters than this are left out of the population.
+    pub min_chars: usize,
+    /// At most this many roles (the largest) make the population; `None`: all.
+    pub max_clients: Option<usize>,
     /// Fraction of the text (from the end) held out for testing, in (0, 1).
     pub test_fraction: f64,
     /// Characters of held-out text to keep (the first ones after the cut); `None`: all.
@@ -40,7 +47,7 @@ pub struct SplitOptions {
 
 impl Default for SplitOptions {
     fn default() -> Self {
-        Self { clients: 20, test_fraction: 0.1, test_chars: Some(50_000) }
+        Self { min_chars: 2000, max_clients: None, test_fraction: 0.1, test_chars: Some(50_000) }
     }
 }
 
@@ -128,11 +135,12 @@ pub fn split(text: &str, options: &SplitOptions) -> Result<FederatedData, LmErro
     roles.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
     let clients = roles
         .into_iter()
-        .take(options.clients)
+        .filter(|(_, t)| t.len() >= options.min_chars)
+        .take(options.max_clients.unwrap_or(usize::MAX))
         .map(|(role, t)| Ok(ClientData { role: role.to_owned(), tokens: vocab.encode(&t)? }))
         .collect::<Result<Vec<_>, LmError>>()?;
     if clients.is_empty() {
-        return Err(LmError::Data("no role has training text".into()));
+        return Err(LmError::Data(format!("no role has {} characters of training text", options.min_chars)));
     }
     let mut test_text: String = held_out.iter().map(|s| s.text.as_str()).collect();
     if let Some(n) = options.test_chars {
@@ -141,6 +149,25 @@ pub fn split(text: &str, options: &SplitOptions) -> Result<FederatedData, LmErro
     }
     let test = vocab.encode(&test_text)?;
     Ok(FederatedData { vocab, clients, test })
+}
+
+/// The roles that `seats` seats train in round `round`: distinct indices into a
+/// population of `population` roles, drawn uniformly without replacement from `seed` and
+/// the round (LEAF's client sampling; every seat a different role). Errors when there
+/// are fewer roles than seats.
+pub fn sample_roles(population: usize, seats: usize, round: u64, seed: u64) -> Result<Vec<usize>, LmError> {
+    if seats > population {
+        return Err(LmError::Config(format!("{seats} seats need at least as many roles; the text has {population}")));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut all: Vec<usize> = (0..population).collect();
+    // A partial Fisher–Yates shuffle: the first `seats` entries are the sample.
+    for i in 0..seats {
+        let j = rng.random_range(i..population);
+        all.swap(i, j);
+    }
+    all.truncate(seats);
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -174,7 +201,7 @@ First Citizen:\nWe are undone already.\n\nMENENIUS:\nI tell you, friends, most c
 
     #[test]
     fn roles_become_clients_with_their_own_text_only() {
-        let options = SplitOptions { clients: 10, test_fraction: 0.2, test_chars: None };
+        let options = SplitOptions { min_chars: 1, max_clients: None, test_fraction: 0.2, test_chars: None };
         let data = split(PLAY, &options).expect("split");
         let roles: Vec<&str> = data.clients.iter().map(|c| c.role.as_str()).collect();
         assert_eq!(roles, ["First Citizen", "MENENIUS", "All"], "largest role first");
@@ -191,7 +218,8 @@ First Citizen:\nWe are undone already.\n\nMENENIUS:\nI tell you, friends, most c
     fn the_real_corpus_is_non_iid_and_its_test_text_is_held_out() {
         let data = split(TINY_SHAKESPEARE, &SplitOptions::default()).expect("split");
         assert_eq!(data.vocab.len(), 65);
-        assert_eq!(data.clients.len(), 20);
+        assert!(data.clients.len() >= 50, "{} roles", data.clients.len());
+        assert!(data.clients.iter().all(|c| c.tokens.len() >= 2000));
         assert!(data.clients.windows(2).all(|w| w[0].tokens.len() >= w[1].tokens.len()));
         assert_eq!(data.test.len(), 50_000);
         // Held out: a long stretch of test text occurs in no client's text.
@@ -211,6 +239,20 @@ First Citizen:\nWe are undone already.\n\nMENENIUS:\nI tell you, friends, most c
         for c in &data.clients {
             assert!(data.vocab.decode(&c.tokens[..c.role.len() + 1]).starts_with(&format!("{}:", c.role)));
         }
+    }
+
+    #[test]
+    fn a_round_samples_distinct_roles() {
+        let a = sample_roles(50, 8, 3, 7).expect("sample");
+        assert_eq!(a.len(), 8);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 8, "distinct");
+        assert!(a.iter().all(|&i| i < 50));
+        assert_eq!(a, sample_roles(50, 8, 3, 7).expect("sample"), "a function of seed and round");
+        assert_ne!(a, sample_roles(50, 8, 4, 7).expect("sample"), "another round, another sample");
+        assert!(sample_roles(5, 8, 0, 0).is_err());
     }
 
     #[test]

@@ -7,10 +7,11 @@
 
 pub mod data;
 pub mod model;
+pub mod svg;
 pub mod train;
 pub mod vocab;
 
-pub use data::{ClientData, FederatedData, SplitOptions, TINY_SHAKESPEARE, split};
+pub use data::{ClientData, FederatedData, SplitOptions, TINY_SHAKESPEARE, sample_roles, split};
 pub use model::{CharGru, ModelConfig};
 pub use train::{Evaluation, LocalUpdate, TrainOptions, evaluate, local_update};
 pub use vocab::Vocab;

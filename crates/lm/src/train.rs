@@ -26,6 +26,17 @@ pub struct TrainOptions {
     pub grad_clip: Option<f64>,
 }
 
+impl TrainOptions {
+    /// These options with the learning rate of round `round` (from 0) of a schedule that
+    /// divides `lr` by 1 + round / `decay_rounds` (halved after `decay_rounds` rounds).
+    /// Adam's moments restart every round, so its first steps are about `lr` in every
+    /// coordinate whatever the gradient: without decay that sets a floor on the loss.
+    pub fn at_round(&self, round: u64, decay_rounds: f64) -> Self {
+        let factor = if decay_rounds > 0.0 { 1.0 + round as f64 / decay_rounds } else { 1.0 };
+        Self { lr: self.lr / factor, ..*self }
+    }
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self { steps: 20, batch: 32, seq_len: 64, lr: 3e-3, grad_clip: Some(1.0) }
