@@ -397,10 +397,10 @@ struct DemoArgs {
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
     /// Local Adam learning rate (shakespeare).
-    #[arg(long, default_value_t = 8e-3)]
+    #[arg(long, default_value_t = 1e-2)]
     lr: f64,
     /// The local learning rate is divided by 1 + round / this (shakespeare; 0: constant).
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 3.0)]
     lr_decay_rounds: f64,
     /// Held-out characters scored each round (shakespeare).
     #[arg(long, default_value_t = 50_000)]

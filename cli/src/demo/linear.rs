@@ -68,8 +68,7 @@ impl Linear {
         let clients = (0..clients)
             .map(|_| {
                 let shift: Vec<f32> = (0..d).map(|j| if j < support { normal(&mut rng) * 0.8 } else { 0.0 }).collect();
-                let drift: Vec<f32> =
-                    (0..d).map(|j| if j < support { normal(&mut rng) * 0.05 } else { 0.0 }).collect();
+                let drift: Vec<f32> = (0..d).map(|j| if j < support { normal(&mut rng) * 0.05 } else { 0.0 }).collect();
                 make(examples, &shift, &drift, &mut rng)
             })
             .collect();

@@ -221,9 +221,9 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     }
     let privacy = PrivacyPolicy {
         allow_no_dp: !options.dp,
-        min_noise_multiplier: options
-            .noise_multiplier
-            .map_or(privagg_client::DEFAULT_MIN_NOISE_MULTIPLIER, |z| z.min(privagg_client::DEFAULT_MIN_NOISE_MULTIPLIER)),
+        min_noise_multiplier: options.noise_multiplier.map_or(privagg_client::DEFAULT_MIN_NOISE_MULTIPLIER, |z| {
+            z.min(privagg_client::DEFAULT_MIN_NOISE_MULTIPLIER)
+        }),
         ..PrivacyPolicy::default()
     };
     let mut server = Server::bind(config).await?;
@@ -323,9 +323,16 @@ struct Display<'a> {
 }
 
 impl<'a> Display<'a> {
-    fn new(options: &'a DemoOptions, state: &'a std::path::Path, task: Arc<dyn Task>, started: Instant) -> Result<Self> {
+    fn new(
+        options: &'a DemoOptions,
+        state: &'a std::path::Path,
+        task: Arc<dyn Task>,
+        started: Instant,
+    ) -> Result<Self> {
         let report = match &options.report {
-            Some(path) => Some(std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?),
+            Some(path) => {
+                Some(std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?)
+            }
             None => None,
         };
         Ok(Self { options, state, task, started, bar: None, participants: 0, report })
@@ -414,15 +421,11 @@ impl<'a> Display<'a> {
             (Some(p), Some(a)) => format!(", perplexity {p:.2}, accuracy {:.1} %", 100.0 * a),
             _ => String::new(),
         };
-        let epsilon = if self.options.dp { format!("ε = {:.2} (δ = 1e-5)", line.epsilon) } else { "no DP".to_owned() };
+        let epsilon =
+            if self.options.dp { format!("ε = {:.2} (δ = 1e-5)", line.epsilon) } else { "no DP".to_owned() };
         println!(
             "round {}/{}: test loss {:.4}{lm}, {}/{} inputs in the sum, {epsilon}{clip}, {:.2} s",
-            line.round,
-            self.options.rounds,
-            line.metrics.loss,
-            line.survivors,
-            line.participants,
-            line.seconds
+            line.round, self.options.rounds, line.metrics.loss, line.survivors, line.participants, line.seconds
         );
         if let Some(file) = self.report.as_mut()
             && let Err(e) = writeln!(file, "{}", line.json())
@@ -437,7 +440,12 @@ impl<'a> Display<'a> {
 /// `gate` has a free slot. With a task that drops out, client 0 vanishes in round 2 once
 /// it has shared its keys (on receiving its neighbours' shares), then reconnects for the
 /// rounds after.
-async fn run_client(index: usize, task: Arc<dyn Task>, gate: Arc<Gate>, options: ClientOptions) -> Result<(), SdkError> {
+async fn run_client(
+    index: usize,
+    task: Arc<dyn Task>,
+    gate: Arc<Gate>,
+    options: ClientOptions,
+) -> Result<(), SdkError> {
     let mut round = 0u64;
     let mut train = |model: ArrayView1<'_, f32>| {
         let r = round;

@@ -33,8 +33,8 @@ impl Default for ShakespeareOptions {
         Self {
             hidden: 128,
             embed: 32,
-            train: TrainOptions { steps: 40, batch: 32, seq_len: 64, lr: 8e-3, grad_clip: Some(1.0) },
-            decay_rounds: 8.0,
+            train: TrainOptions { steps: 40, batch: 32, seq_len: 64, lr: 1e-2, grad_clip: Some(1.0) },
+            decay_rounds: 3.0,
             test_chars: 50_000,
         }
     }
@@ -90,8 +90,14 @@ impl Task for Shakespeare {
         let data = &self.data.clients[role];
         let global = model.to_vec();
         let seed = self.seed ^ (round << 20) ^ client as u64;
-        let local = privagg_lm::local_update(self.config, &global, &data.tokens, &self.options.train.at_round(round, self.options.decay_rounds), seed)
-            .map_err(|e| e.to_string())?;
+        let local = privagg_lm::local_update(
+            self.config,
+            &global,
+            &data.tokens,
+            &self.options.train.at_round(round, self.options.decay_rounds),
+            seed,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Array1::from(local.update))
     }
 

@@ -1,6 +1,6 @@
 //! FedAvg in one process, without privagg (no masking, no DP): for tuning the demo's
 //! defaults quickly. `cargo run --release -p privagg-lm --example fedavg_sim --
-//! ROUNDS CLIENTS STEPS LR HIDDEN DECAY_ROUNDS`.
+//! ROUNDS SEATS STEPS LR HIDDEN DECAY_ROUNDS MOMENTUM`.
 
 use std::time::Instant;
 
@@ -13,9 +13,11 @@ fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
 fn main() -> Result<(), privagg_lm::LmError> {
     let (rounds, clients, steps, lr, hidden, decay) =
         (arg(1, 30usize), arg(2, 10usize), arg(3, 20usize), arg(4, 3e-3f64), arg(5, 128usize), arg(6, 8.0f64));
-    let data = split(TINY_SHAKESPEARE, &SplitOptions { clients, ..SplitOptions::default() })?;
+    let momentum = arg(7, 0.0f32);
+    let data = split(TINY_SHAKESPEARE, &SplitOptions::default())?;
     let config = ModelConfig { vocab: data.vocab.len(), embed: 32, hidden };
     let mut global = config.init(1);
+    let mut velocity = vec![0f32; global.len()];
     let options = TrainOptions { steps, lr, ..TrainOptions::default() };
     let started = Instant::now();
     for round in 1..=rounds {
@@ -24,11 +26,20 @@ fn main() -> Result<(), privagg_lm::LmError> {
                 .map(|w| {
                     let (data, global) = (&data, &global);
                     s.spawn(move || {
-                        (w..data.clients.len())
+                        let sample = privagg_lm::sample_roles(data.clients.len(), clients, round as u64, 7);
+                        (w..clients)
                             .step_by(2)
+                            .filter_map(|i| sample.as_ref().ok().map(|s| s[i]))
                             .map(|c| {
                                 let seed = (round * 1000 + c) as u64;
-                                local_update(config, global, &data.clients[c].tokens, &options.at_round(round as u64 - 1, decay), seed).map(|l| l.update)
+                                local_update(
+                                    config,
+                                    global,
+                                    &data.clients[c].tokens,
+                                    &options.at_round(round as u64 - 1, decay),
+                                    seed,
+                                )
+                                .map(|l| l.update)
                             })
                             .collect::<Vec<_>>()
                     })
@@ -37,9 +48,14 @@ fn main() -> Result<(), privagg_lm::LmError> {
             halves.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
         });
         let n = updates.len() as f32;
+        let mut mean = vec![0f32; global.len()];
         for u in updates {
             let u = u?;
-            global.iter_mut().zip(&u).for_each(|(g, d)| *g += d / n);
+            mean.iter_mut().zip(&u).for_each(|(m, d)| *m += d / n);
+        }
+        for ((g, v), m) in global.iter_mut().zip(velocity.iter_mut()).zip(&mean) {
+            *v = momentum * *v + m;
+            *g += *v;
         }
         let e = evaluate(config, &global, &data.test, 50, 100)?;
         println!(

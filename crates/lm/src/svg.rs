@@ -51,7 +51,8 @@ impl LineChart {
     /// The chart as an SVG document. Axes span the finite points (x from its minimum,
     /// y from 0 when all y are non-negative); an empty chart gets unit axes.
     pub fn to_svg(&self) -> String {
-        let points = || self.series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+        let points =
+            || self.series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
         for &(x, y) in points() {
             (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
@@ -90,13 +91,11 @@ impl LineChart {
         }
         for t in ticks(y0, y1) {
             let y = sy(t);
-            let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, LEFT + pw);
+            let _ =
+                writeln!(svg, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, LEFT + pw);
             let _ = writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, t);
         }
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-        );
+        let _ = writeln!(svg, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
         let _ = writeln!(
             svg,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
@@ -170,6 +169,7 @@ mod tests {
     #[test]
     fn ticks_are_round() {
         assert_eq!(ticks(0.0, 1.0), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-        assert_eq!(ticks(1.0, 30.0), vec![5.0, 10.0, 15.0, 20.0, 25.0, 30.0]);
+        assert_eq!(ticks(1.0, 30.0), vec![10.0, 20.0, 30.0]);
+        assert_eq!(ticks(0.0, 45.0), vec![0.0, 10.0, 20.0, 30.0, 40.0]);
     }
 }

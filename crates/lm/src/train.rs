@@ -3,8 +3,8 @@
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use rand::SeedableRng;
 use rand::RngExt;
+use rand::SeedableRng;
 
 use crate::LmError;
 use crate::model::{CharGru, ModelConfig};
@@ -106,7 +106,11 @@ pub fn local_update(
 }
 
 /// A batch of random windows: inputs and the next characters, both [batch, seq_len].
-fn batch(tokens: &[u32], options: &TrainOptions, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(Tensor, Tensor), LmError> {
+fn batch(
+    tokens: &[u32],
+    options: &TrainOptions,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<(Tensor, Tensor), LmError> {
     let (b, t) = (options.batch, options.seq_len);
     let mut inputs = Vec::with_capacity(b * t);
     let mut targets = Vec::with_capacity(b * t);
@@ -185,7 +189,8 @@ mod tests {
 
     #[test]
     fn training_steps_reduce_the_loss_on_a_tiny_text() {
-        let text: Vec<u32> = b"abcabdabcabdabcabdabcabdabcabdabcabdabcabd".iter().map(|&c| u32::from(c - b'a')).collect();
+        let text: Vec<u32> =
+            b"abcabdabcabdabcabdabcabdabcabdabcabdabcabd".iter().map(|&c| u32::from(c - b'a')).collect();
         let config = ModelConfig { vocab: 4, embed: 4, hidden: 8 };
         let global = config.init(3);
         let before = evaluate(config, &global, &text, 2, 8).expect("evaluate");
