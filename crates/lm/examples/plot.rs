@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(args.next().ok_or("usage: plot OUT_DIR NAME=REPORT ...")?);
     let (mut by_round, mut by_epsilon) = (Vec::new(), Vec::new());
     for arg in args {
-        let (name, path) = arg.split_once('=').ok_or("each report is NAME=PATH")?;
+        let (name, path) = arg.rsplit_once('=').ok_or("each report is NAME=PATH")?;
         let text = std::fs::read_to_string(path)?;
         let rows: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
         let get = |r: &serde_json::Value, k: &str| r.get(k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
