@@ -402,6 +402,10 @@ struct DemoArgs {
     /// The local learning rate is divided by 1 + round / this (shakespeare; 0: constant).
     #[arg(long, default_value_t = 3.0)]
     lr_decay_rounds: f64,
+    /// At most this many passes over a role's text per round (shakespeare; 0: always
+    /// --local-steps).
+    #[arg(long, default_value_t = 0.0)]
+    max_epochs: f64,
     /// Held-out characters scored each round (shakespeare).
     #[arg(long, default_value_t = 50_000)]
     test_chars: usize,
@@ -540,6 +544,7 @@ fn demo_options(args: DemoArgs) -> DemoOptions {
             },
             test_chars: args.test_chars,
             decay_rounds: args.lr_decay_rounds,
+            max_epochs: args.max_epochs,
             ..ShakespeareOptions::default()
         })
     } else {

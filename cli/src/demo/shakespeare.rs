@@ -26,6 +26,11 @@ pub struct ShakespeareOptions {
     pub decay_rounds: f64,
     /// Held-out characters scored after each round.
     pub test_chars: usize,
+    /// With a value above 0: a role trains at most this many passes over its text per
+    /// round (steps = ⌈epochs · len / (batch · seq_len)⌉, at least 1, at most
+    /// `train.steps`), so small roles are not trained for dozens of epochs; 0: always
+    /// `train.steps`.
+    pub max_epochs: f64,
 }
 
 impl Default for ShakespeareOptions {
@@ -36,6 +41,7 @@ impl Default for ShakespeareOptions {
             train: TrainOptions { steps: 40, batch: 32, seq_len: 64, lr: 1e-2, grad_clip: Some(1.0) },
             decay_rounds: 3.0,
             test_chars: 50_000,
+            max_epochs: 0.0,
         }
     }
 }
@@ -90,14 +96,14 @@ impl Task for Shakespeare {
         let data = &self.data.clients[role];
         let global = model.to_vec();
         let seed = self.seed ^ (round << 20) ^ client as u64;
-        let local = privagg_lm::local_update(
-            self.config,
-            &global,
-            &data.tokens,
-            &self.options.train.at_round(round, self.options.decay_rounds),
-            seed,
-        )
-        .map_err(|e| e.to_string())?;
+        let mut train = self.options.train.at_round(round, self.options.decay_rounds);
+        if self.options.max_epochs > 0.0 {
+            let per_step = (train.batch * train.seq_len).max(1) as f64;
+            let steps = (self.options.max_epochs * data.tokens.len() as f64 / per_step).ceil() as usize;
+            train.steps = steps.clamp(1, train.steps);
+        }
+        let local =
+            privagg_lm::local_update(self.config, &global, &data.tokens, &train, seed).map_err(|e| e.to_string())?;
         Ok(Array1::from(local.update))
     }
 
