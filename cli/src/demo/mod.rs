@@ -8,9 +8,9 @@
 //! round ([`linear`]); and `shakespeare`, a character-level GRU on Tiny Shakespeare split
 //! by speaking role ([`shakespeare`]).
 //!
-//! Local training is CPU-heavy: it runs outside the async workers
-//! (`tokio::task::block_in_place`), at most `trainers` clients at once, and the demo's
-//! phase deadline leaves room for a whole cohort's training.
+//! Local training is CPU-heavy: the SDK runs it outside the async workers
+//! (`block_in_place`), here at most `trainers` clients at once, and the demo's training
+//! deadline (`--train-timeout` of the server) leaves room for a whole cohort's training.
 
 pub mod linear;
 pub mod shakespeare;
@@ -203,6 +203,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
         min_clients: (options.clients * 3).div_ceil(4).max(2),
         rounds: options.rounds,
         phase_timeout: options.phase_timeout,
+        train_timeout: options.phase_timeout,
         lobby_timeout: 5.0,
         client_ca: Some(root.clone()),
         model_init: model_init.clone(),
@@ -450,7 +451,7 @@ async fn run_client(
     let mut train = |model: ArrayView1<'_, f32>| {
         let r = round;
         round += 1;
-        tokio::task::block_in_place(|| gate.run(|| task.train(index, r, model)))
+        gate.run(|| task.train(index, r, model))
     };
     let mut client = Client::connect(options).await?;
     if index == 0 && task.drops_out() {
@@ -464,6 +465,9 @@ async fn run_client(
         client.set_drop_point(None);
         client.reconnect().await?;
     }
-    client.run(&mut train).await?;
-    Ok(())
+    match client.run(&mut train).await {
+        // The server says why it ended (its privacy budget, say) and the demo reports it.
+        Ok(_) | Err(SdkError::SessionEnded { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
