@@ -3,7 +3,7 @@
 //! (where the error used to be dropped and the driver spun on a deadline in the past).
 #![allow(clippy::unwrap_used)] // test code
 
-use privagg_client::SdkError;
+use privagg_client::{EndReason, SdkError};
 use privagg_e2e::{PATIENCE, config, start, submit};
 use privagg_server::ServeError;
 
@@ -21,7 +21,12 @@ async fn a_spent_budget_ends_the_session_whether_the_cohort_is_full_or_partial()
         assert!(matches!(result, Err(ServeError::Budget(_))), "partial: {partial}: {result:?}");
         for c in clients {
             let ended = c.await.unwrap();
-            assert!(matches!(ended, Err(SdkError::SessionEnded { completed_rounds: 0 })), "{ended:?}");
+            // The client hears a typed reason, not a plain end of the session.
+            let budget = EndReason::BudgetSpent;
+            assert!(
+                matches!(&ended, Err(SdkError::SessionEnded { completed_rounds: 0, end, .. }) if *end == budget),
+                "{ended:?}"
+            );
         }
     }
 }

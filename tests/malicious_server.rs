@@ -108,6 +108,7 @@ async fn a_split_view_of_who_dropped_is_refused_by_every_holder_it_is_told_to() 
     let mut c = config("split-view", 8, 10, 8);
     c.neighbors = Some(6);
     c.max_round_attempts = 1;
+    c.stop_after_failed_round = true;
     let running = start_deviating(c, Some(deviation)).await;
     let results = run_clients(&running, 10).await;
     let inconsistent =

@@ -148,6 +148,7 @@ async fn a_client_refuses_a_round_the_server_rolled_back_to_run_again() {
     std::fs::remove_file(state.join("model-1.npy")).unwrap();
     std::fs::remove_dir_all(state.join("log")).unwrap();
     cfg.max_round_attempts = 1;
+    cfg.stop_after_failed_round = true;
     let running = start(cfg).await;
     let (a, b) = (submit_as(&running, "alpha", Some(memory)), submit_as(&running, "beta", None));
     let replayed = a.await.unwrap();

@@ -49,6 +49,7 @@ pub fn config(name: &str, dim: usize, clients: u32, min_clients: u32) -> ServeCo
         min_clients,
         rounds: 1,
         phase_timeout: 10.0,
+        train_timeout: 10.0,
         lobby_timeout: 10.0,
         ..ServeConfig::default()
     };

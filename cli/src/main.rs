@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod demo;
+mod trainer;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use privagg_client::{
-    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, PrivacyPolicy, PrivateKey,
+    Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, IdentityFiles, PrivacyPolicy,
+    SdkError,
 };
 use privagg_dp::accountant::{DpEvent, epsilon_bounds};
 use privagg_dp::planner::Mechanism;
@@ -32,8 +34,12 @@ struct Cli {
 enum Command {
     /// Run the aggregation server for a session of FedAvg rounds.
     Serve(Box<ServeArgs>),
-    /// Take part in one round with an update from a .npy file.
+    /// Take part in one round with an update from a .npy file, or in every round of the
+    /// session with a training command.
     Client(Box<ClientArgs>),
+    /// Print the fingerprint round records and logs name a client by (its token's or
+    /// certificate's), to tell who held which seat.
+    Identity(IdentityArgs),
     /// Run a server and simulated clients on loopback: DP training with a dropout.
     Demo(DemoArgs),
     /// Print ε of the Poisson-subsampled Gaussian mechanism over R rounds.
@@ -202,6 +208,22 @@ struct ServeArgs {
     /// Seconds each protocol phase may take [default: 30].
     #[arg(long)]
     phase_timeout: Option<f64>,
+    /// Attempts at a round before it counts as failed [default: 3].
+    #[arg(long)]
+    max_round_attempts: Option<u32>,
+    /// End the session when a round has failed (--max-round-attempts aborted attempts in
+    /// a row). By default the server keeps serving and tries the round again after a
+    /// back-off: one bad client never ends a session.
+    #[arg(long)]
+    stop_after_failed_round: bool,
+    /// Seconds to wait after an aborted attempt before the next one, doubling with each
+    /// further abort of the round (up to 64 times this) [default: 1].
+    #[arg(long)]
+    retry_backoff: Option<f64>,
+    /// Seconds a seated client may train on the round's model before it must advertise
+    /// its keys; the first phase's deadline is this plus --phase-timeout [default: 60].
+    #[arg(long)]
+    train_timeout: Option<f64>,
     /// Seconds to wait for N clients before starting with at least the minimum [default: 60].
     #[arg(long)]
     lobby_timeout: Option<f64>,
@@ -264,23 +286,65 @@ enum ThreatArg {
     Curious,
 }
 
+/// The noise mechanism, spelled as in the TOML file too (`discrete_gaussian`).
 #[derive(Clone, Copy, ValueEnum)]
 enum MechanismArg {
+    #[value(alias = "discrete_gaussian")]
     DiscreteGaussian,
     Skellam,
 }
 
 #[derive(Args)]
-struct ClientArgs {
-    /// Server address.
+struct IdentityArgs {
+    /// A client certificate (DER, as `privagg ca issue` writes it).
+    #[arg(long, conflicts_with = "token_file", required_unless_present = "token_file")]
+    cert: Option<PathBuf>,
+    /// A file holding an admission token.
     #[arg(long)]
-    server: SocketAddr,
+    token_file: Option<PathBuf>,
+}
+
+fn identity(args: &IdentityArgs) -> Result<()> {
+    use privagg_service::ClientIdentity;
+    let identity = match (&args.cert, &args.token_file) {
+        (Some(cert), _) => ClientIdentity::of_certificate(
+            &std::fs::read(cert).with_context(|| format!("--cert {}: cannot read it", cert.display()))?,
+        ),
+        (None, Some(file)) => ClientIdentity::of_token(
+            privagg_client::load_token(Some(file))?
+                .as_deref()
+                .with_context(|| format!("--token-file {}", file.display()))?,
+        ),
+        (None, None) => bail!("give --cert or --token-file"),
+    };
+    println!("{}", identity.fingerprint());
+    Ok(())
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The server's address, HOST:PORT (a host name or an IP address).
+    #[arg(long)]
+    server: String,
     /// The server's certificate (DIR/cert.der), trusted exactly.
     #[arg(long)]
     ca: PathBuf,
-    /// The update: a 1-D float32 or float64 .npy file.
+    /// Take part in one round with this update: a 1-D float32 or float64 .npy file.
+    #[arg(long, required_unless_present = "train", conflicts_with = "train")]
+    update: Option<PathBuf>,
+    /// Take part in every round of the session, training with this command: before each
+    /// round the client writes the round's model to {model} (.npy, float32), runs the
+    /// command with `sh -c` ({model}, {update} and {round} replaced by the paths and the
+    /// round number), and sends the update the command wrote to {update} (a 1-D .npy
+    /// file, the model's length). Training must finish within the server's
+    /// --train-timeout. Example: --train 'python3 train.py {model} {update}'.
+    #[arg(long, value_name = "COMMAND")]
+    train: Option<String>,
+    /// Write the global model after each round this client completes to this file (.npy,
+    /// float32): at the end it holds the model after the last one. The server sends it
+    /// before the round's end (one more model download per round).
     #[arg(long)]
-    update: PathBuf,
+    model_out: Option<PathBuf>,
     /// A file holding the admission token (the token may also come from the
     /// PRIVAGG_TOKEN environment variable).
     #[arg(long)]
@@ -525,6 +589,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => params(args),
         Command::Plan(args) => plan(*args),
         Command::Ca(command) => ca(command),
+        Command::Identity(args) => identity(&args),
         Command::Log(LogCommand::Verify { state, key, since }) => verify_log(&state, key.as_deref(), &since),
     }
 }
@@ -605,6 +670,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.server_lr, args.server_lr);
     set!(c.server_momentum, args.server_momentum);
     set!(c.phase_timeout, args.phase_timeout);
+    set!(c.train_timeout, args.train_timeout);
+    set!(c.max_round_attempts, args.max_round_attempts);
+    set!(c.retry_backoff, args.retry_backoff);
+    c.stop_after_failed_round |= args.stop_after_failed_round;
     set!(c.lobby_timeout, args.lobby_timeout);
     set!(c.idle_timeout, args.idle_timeout);
     set!(c.upload_slots, args.upload_slots);
@@ -705,39 +774,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The admission token: from `--token-file`, else `PRIVAGG_TOKEN`; never from argv.
-fn client_token(argv_token: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+/// Refuses `--token`: the admission token comes from `--token-file` or `PRIVAGG_TOKEN`
+/// (read by the SDK's [`ClientOptions::load_identity`]), never from argv.
+fn refuse_argv_token(argv_token: Option<&str>) -> Result<()> {
     if argv_token.is_some() {
         bail!(
             "--token is no longer accepted: a token on the command line is visible in the process list; put it in a file and pass --token-file FILE, or set PRIVAGG_TOKEN"
         );
     }
-    let token = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(text.trim().to_owned())
-        }
-        None => std::env::var("PRIVAGG_TOKEN").ok().map(|t| t.trim().to_owned()),
-    };
-    match token {
-        Some(t) if t.is_empty() => bail!("the admission token is empty"),
-        other => Ok(other),
-    }
+    Ok(())
 }
 
 fn client(args: ClientArgs) -> Result<()> {
     warn_if_insecure_build();
     // Refuse a bad file before touching the network.
-    let update = privagg_server::storage::read_vector(&args.update)?;
-    if update.iter().any(|v| !v.is_finite()) {
-        bail!("{} holds NaN or infinity", args.update.display());
-    }
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
-    let mut options = ClientOptions::new(args.server, read(&args.ca)?);
-    options.token = client_token(args.token.as_deref(), args.token_file.as_deref())?;
-    options.cert = args.cert.as_ref().map(read).transpose()?;
-    options.key = args.key.as_ref().map(read).transpose()?.map(PrivateKey::from_pkcs8_der);
-    options.client_ca = args.client_ca.as_ref().map(read).transpose()?;
+    let update = args.update.as_deref().map(read_update).transpose()?;
+    let mut options = ClientOptions::new(resolve(&args.server)?, read_certificate(&args.ca)?);
+    refuse_argv_token(args.token.as_deref())?;
+    let mut files = IdentityFiles::new();
+    files.token_file = args.token_file;
+    files.cert = args.cert;
+    files.key = args.key;
+    files.client_ca = args.client_ca;
+    options.load_identity(&files)?;
     options.server_name = args.server_name;
     if args.state.is_some() {
         options.state_dir = args.state;
@@ -764,18 +823,91 @@ fn client(args: ClientArgs) -> Result<()> {
         DropPointArg::BeforeUnmaskResponse => DropPoint::BeforeUnmaskResponse,
         DropPointArg::AfterUnmaskResponse => DropPoint::AfterUnmaskResponse,
     });
+    options.follow_model = args.model_out.is_some();
+    let trainer = args.train.map(|command| trainer::Trainer::new(command, args.weight)).transpose()?;
+    let model_out = args.model_out;
     runtime()?.block_on(async move {
-        let mut client = Client::connect(options).await?;
-        let result = client.submit(ndarray::ArrayView1::from(&update), args.weight).await;
-        // Close politely either way, so that the server hears a refusal at once.
+        let mut client = Client::connect(options).await.map_err(|e| explain_handshake(e, &args.ca))?;
+        let take_part = async {
+            match (&update, &trainer) {
+                (Some(update), _) => {
+                    client.submit(ndarray::ArrayView1::from(update), args.weight).await.map(|r| vec![r])
+                }
+                (None, Some(trainer)) => client.run_with(|round| trainer.train(round)).await,
+                (None, None) => Ok(Vec::new()),
+            }
+        };
+        let result = tokio::select! {
+            result = take_part => result.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; left the session")),
+        };
+        // Close politely either way (Ctrl-C included), so that the server drops this
+        // client from its round at once instead of waiting for a deadline.
         client.close().await;
-        let report = result?;
-        println!(
-            "round {} complete: {} inputs in the sum; sent {} bytes, received {} bytes",
-            report.round, report.inputs, report.bytes_sent, report.bytes_received
-        );
+        let reports = result?;
+        if let (Some(path), Some(model)) = (&model_out, reports.last().and_then(|r| r.model.as_ref())) {
+            let bytes = privagg_server::storage::npy_bytes(&model.to_vec())?;
+            privagg_server::storage::write_atomically(path, &bytes)
+                .with_context(|| format!("--model-out {}", path.display()))?;
+        }
+        for report in &reports {
+            let epsilon = report.epsilon.map_or(String::new(), |e| format!("; this client's ε = {e:.3}"));
+            println!(
+                "round {} complete: {} inputs in the sum; sent {} bytes, received {} bytes{epsilon}",
+                report.round, report.inputs, report.bytes_sent, report.bytes_received
+            );
+        }
+        if trainer.is_some() {
+            println!("the session is complete; this client took part in {} rounds", reports.len());
+        }
         Ok(())
     })
+}
+
+/// The server's address: `HOST:PORT`, the host a name or an IP address.
+fn resolve(server: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = server
+        .to_socket_addrs()
+        .with_context(|| format!("--server {server}: not HOST:PORT, or the host does not resolve"))?
+        .collect();
+    // A server listening on 127.0.0.1 is not at ::1: IPv4 first, as `serve` listens.
+    let first = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first());
+    first.copied().with_context(|| format!("--server {server}: the host has no address"))
+}
+
+/// The pinned server certificate of `--ca`: DER, as `privagg serve` writes it.
+fn read_certificate(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("--ca {}: cannot read it", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        bail!(
+            "--ca {}: this is a PEM file; privagg pins the DER certificate the server writes (STATE/cert.der), or convert it: openssl x509 -in {} -outform der -out cert.der",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Says what to check when the TLS handshake fails: it is about certificates, not the
+/// network.
+fn explain_handshake(e: SdkError, ca: &Path) -> anyhow::Error {
+    match e {
+        SdkError::Handshake(detail) => anyhow::anyhow!(
+            "TLS handshake failed: {detail}. The server's certificate must be the one pinned by --ca {} (copy the server's current STATE/cert.der) and carry the --server-name; or the server refused this client's certificate",
+            ca.display()
+        ),
+        other => other.into(),
+    }
+}
+
+/// Reads an update file and refuses NaN or infinity in it.
+fn read_update(path: &Path) -> Result<Vec<f32>> {
+    let update = privagg_server::storage::read_vector(path)?;
+    if update.iter().any(|v| !v.is_finite()) {
+        bail!("{} holds NaN or infinity", path.display());
+    }
+    Ok(update)
 }
 
 fn ca(command: CaCommand) -> Result<()> {
@@ -949,13 +1081,14 @@ mod tests {
 
     #[test]
     fn a_token_on_the_command_line_is_refused_and_a_token_file_is_read() {
-        let err = client_token(Some("secret"), None).unwrap_err().to_string();
+        let err = refuse_argv_token(Some("secret")).unwrap_err().to_string();
         assert!(err.contains("--token-file"), "{err}");
+        assert!(refuse_argv_token(None).is_ok());
         let path = std::env::temp_dir().join(format!("privagg-token-test-{}", std::process::id()));
         std::fs::write(&path, "alpha\n").unwrap();
-        assert_eq!(client_token(None, Some(&path)).unwrap().as_deref(), Some("alpha"));
+        assert_eq!(privagg_client::load_token(Some(&path)).unwrap().as_deref(), Some("alpha"));
         std::fs::write(&path, "  \n").unwrap();
-        assert!(client_token(None, Some(&path)).is_err());
+        assert!(privagg_client::load_token(Some(&path)).is_err());
         let _ = std::fs::remove_file(&path);
     }
 }

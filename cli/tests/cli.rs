@@ -132,7 +132,11 @@ fn a_client_refuses_a_file_that_is_not_a_vector_before_connecting() {
     let ints = dir.path().join("i.npy");
     write_npy(&ints, &Array1::<i32>::zeros(3)).unwrap();
     std::fs::write(dir.path().join("cert.der"), b"not even a certificate").unwrap();
-    for file in [&matrix, &ints, &dir.path().join("missing.npy")] {
+    // Each error says what is wrong with the file: its shape, its dtype, or that it is
+    // not there.
+    for (file, says) in
+        [(&matrix, "has 2 dimensions"), (&ints, "expected float32"), (&dir.path().join("missing.npy"), "missing.npy")]
+    {
         let out = privagg()
             .args(["client", "--server", "127.0.0.1:9", "--ca"])
             .arg(dir.path().join("cert.der"))
@@ -142,7 +146,7 @@ fn a_client_refuses_a_file_that_is_not_a_vector_before_connecting() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("npy") || err.contains("missing"), "{err}");
+        assert!(err.contains(says), "{err}");
     }
 }
 
@@ -162,15 +166,7 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let init = dir.path().join("init.npy");
     write_npy(&init, &Array1::<f32>::from_elem(dim, 0.25)).unwrap();
     // Clients are admitted, and know each other, by certificates from the enrollment authority.
-    let authority = dir.path().join("authority");
-    let credentials = dir.path().join("clients");
-    assert!(privagg().args(["ca", "init", "--dir"]).arg(&authority).status().unwrap().success());
-    for name in ["client0", "client1", "client2", "wrong"] {
-        let mut issue = privagg();
-        issue.args(["ca", "issue", "--name", name, "--dir"]).arg(&authority).arg("--out").arg(&credentials);
-        assert!(issue.status().unwrap().success());
-    }
-    let root = authority.join("ca.der");
+    let (root, credentials) = credentials(dir.path(), &["client0", "client1", "client2", "wrong"]);
     let mut serve = privagg();
     serve
         .args(["serve", "--listen", &listen, "--dim", "16", "--clients", "4", "--min-clients", "3", "--rounds", "1"])
@@ -181,13 +177,7 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
         .arg(&init)
         .arg("--client-ca")
         .arg(&root);
-    let server = spawn(serve, dir.path(), "server");
-    let cert = state.join("cert.der");
-    let start = Instant::now();
-    while !cert.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (server, cert) = start_server(serve, dir.path(), &state);
     let updates: Vec<Vec<f64>> =
         (0..3).map(|i| (0..dim).map(|j| ((i * dim + j) as f64 * 0.37).sin()).collect()).collect();
     let spawn_client = |file: &Path, name: &str| {
@@ -227,6 +217,16 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("round-1.json")).unwrap()).unwrap();
     assert_eq!(record["included"].as_array().unwrap().len(), 3);
+    // Every seat is traced to its holder: the certificate's name and the fingerprint
+    // `privagg identity` prints for it.
+    let holders = record["clients"].as_object().unwrap();
+    assert_eq!(holders.len(), 4, "{record}");
+    for name in ["client0", "client1", "client2", "wrong"] {
+        let out = privagg().args(["identity", "--cert"]).arg(credentials.join(format!("{name}.der"))).output().unwrap();
+        let fingerprint = stdout(&out).trim().to_owned();
+        let holder = holders.values().find(|h| h["name"] == name).unwrap_or_else(|| panic!("{name} in {record}"));
+        assert_eq!(holder["identity"], fingerprint.as_str());
+    }
     assert!(record["dropped"][0]["reason"].as_str().unwrap().starts_with("left"), "{record}");
 
     // The round is in the log; `log verify` says so, and names a changed model.
@@ -238,6 +238,151 @@ fn serve_and_clients_as_processes_give_the_mean_and_a_wrong_length_leaves_at_onc
     let out = verify();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("model-1.npy hashes to"), "{out:?}");
+}
+
+/// Starts `serve` as a child process and waits until it has written its certificate
+/// (it listens by then); returns the process and the certificate's path.
+fn start_server(serve: Command, dir: &Path, state: &Path) -> (Child, std::path::PathBuf) {
+    let server = spawn(serve, dir, "server");
+    let cert = state.join("cert.der");
+    let start = Instant::now();
+    while !cert.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no certificate written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, cert)
+}
+
+/// Issues an enrollment authority and credentials for `names` under `dir`; returns the
+/// root certificate and the directory of the credentials.
+fn credentials(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (authority, out) = (dir.join("authority"), dir.join("clients"));
+    assert!(privagg().args(["ca", "init", "--dir"]).arg(&authority).status().unwrap().success());
+    for name in names {
+        let mut issue = privagg();
+        issue.args(["ca", "issue", "--name", name, "--dir"]).arg(&authority).arg("--out").arg(&out);
+        assert!(issue.status().unwrap().success());
+    }
+    (authority.join("ca.der"), out)
+}
+
+#[test]
+fn a_five_round_session_driven_by_training_commands_improves_the_model_each_round() {
+    // The README's recipe: every client is a `privagg client --train` process that
+    // trains with a user command on the model it is given, for every round.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (dim, clients) = (12, 5);
+    let names: Vec<String> = (0..clients).map(|i| format!("client{i}")).collect();
+    let (root, credentials) = credentials(dir.path(), &names.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut serve = privagg();
+    serve
+        .args(["serve", "--listen", &listen, "--dim", &dim.to_string(), "--clients", "5", "--rounds", "5"])
+        .args(["--no-dp", "--server-lr", "1", "--lobby-timeout", "120", "--train-timeout", "60"])
+        .arg("--state")
+        .arg(&state)
+        .arg("--client-ca")
+        .arg(&root);
+    let (server, cert) = start_server(serve, dir.path(), &state);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/toy_train.py");
+    let processes: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut client = privagg();
+            client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--allow-no-dp");
+            client.arg("--train").arg(format!("python3 '{}' {{model}} {{update}} {i}", script.display()));
+            client.arg("--model-out").arg(dir.path().join(format!("{name}-model.npy")));
+            client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+            client.arg("--key").arg(credentials.join(format!("{name}.key")));
+            client.arg("--client-ca").arg(&root).arg("--state").arg(dir.path().join(format!("{name}-memory")));
+            spawn(client, dir.path(), name)
+        })
+        .collect();
+    let limit = Duration::from_secs(120);
+    for process in processes {
+        let out = wait(process, limit);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout(&out).contains("took part in 5 rounds"), "{}", stdout(&out));
+    }
+    let server = wait(server, limit);
+    assert!(server.status.success(), "{}", String::from_utf8_lossy(&server.stderr));
+    // The mean of the clients' targets (toy_train.py): each round halves the distance.
+    let goal: Vec<f64> = (0..dim)
+        .map(|j| (0..clients).map(|i| ((i * dim + j) as f64 * 0.37).sin()).sum::<f64>() / clients as f64)
+        .collect();
+    let distance = |model: &[f32]| goal.iter().zip(model).map(|(g, &m)| (g - f64::from(m)).powi(2)).sum::<f64>().sqrt();
+    let mut last = distance(&vec![0.0; dim]);
+    for round in 1..=5 {
+        let model = privagg_server::storage::read_vector(&state.join(format!("model-{round}.npy"))).unwrap();
+        let now = distance(&model);
+        assert!((now - last / 2.0).abs() < 1e-3 * last, "round {round}: {last} -> {now}");
+        last = now;
+    }
+    // --model-out holds the model after the last round, as the server stored it.
+    let final_model = privagg_server::storage::read_vector(&state.join("model-5.npy")).unwrap();
+    for name in &names {
+        let model_out = privagg_server::storage::read_vector(&dir.path().join(format!("{name}-model.npy"))).unwrap();
+        assert_eq!(model_out, final_model, "{name}");
+    }
+}
+
+#[test]
+fn clients_find_the_server_by_host_name_and_name_what_is_wrong_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let (root, credentials) = credentials(dir.path(), &["a", "b"]);
+    let mut serve = privagg();
+    serve
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dim", "4", "--clients", "2", "--rounds", "1"])
+        .args(["--no-dp", "--lobby-timeout", "120", "--state"])
+        .arg(&state)
+        .arg("--client-ca")
+        .arg(&root);
+    let (server, cert) = start_server(serve, dir.path(), &state);
+    let update = write_update(dir.path(), "u.npy", vec![0.5; 4]);
+    let client_at = |host: &str, name: &str, pinned: &Path| {
+        let mut client = privagg();
+        client.args(["client", "--server", host, "--ca"]).arg(pinned);
+        client.arg("--update").arg(&update).arg("--allow-no-dp").arg("--client-ca").arg(&root);
+        client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+        client.arg("--key").arg(credentials.join(format!("{name}.key")));
+        client.arg("--state").arg(dir.path().join(format!("{name}-memory")));
+        client
+    };
+    let local = format!("localhost:{port}");
+    let client = |name: &str, pinned: &Path| client_at(&local, name, pinned);
+    // Another certificate pinned (here the authority's root): a TLS failure that says
+    // which option to check, not "unreachable".
+    let out = client("a", &root).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS handshake failed") && err.contains("--ca"), "{err}");
+    // A PEM file is named as one before anything is sent.
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    let out = client("a", &pem).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PEM"), "{out:?}");
+    // A host that does not resolve is named with its option.
+    let out = client_at("no-such-host.invalid:1", "a", &cert).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server no-such-host.invalid:1"), "{out:?}");
+    // `localhost:PORT` reaches the server.
+    let (a, b) = (spawn(client("a", &cert), dir.path(), "a"), spawn(client("b", &cert), dir.path(), "b"));
+    for out in [wait(a, Duration::from_secs(60)), wait(b, Duration::from_secs(60))] {
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(wait(server, Duration::from_secs(60)).status.success());
+}
+
+#[test]
+fn flags_accept_the_toml_spelling_of_the_mechanism() {
+    for spelling in ["discrete-gaussian", "discrete_gaussian"] {
+        let args = ["plan", "--dim", "10", "--clients", "5", "--threat", "curious", "--mechanism", spelling, "--json"];
+        let out = privagg().args(args).output().unwrap();
+        assert!(out.status.success(), "{spelling}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ use privagg_service::client::{ClientEvent, Encoded, RoundSummary};
 use privagg_service::message::IDENTITY_LEN;
 use privagg_service::quic::{self, WireError};
 use privagg_service::{
-    ClientAction, ClientConfig, ClientSession, Frame, FromServer, PrivacyPolicy, RoundError, RoundSettings,
+    ClientAction, ClientConfig, ClientSession, EndReason, Frame, FromServer, PrivacyPolicy, RoundError, RoundSettings,
 };
 use rand::RngExt;
 use tokio::task::JoinHandle;
@@ -72,6 +72,9 @@ pub struct ClientOptions {
     pub max_server_frame: usize,
     /// QUIC idle timeout; keep-alives go out at a quarter of it.
     pub idle_timeout: Duration,
+    /// Ask the server for the global model after each round this client completes
+    /// ([`RoundReport::model`]); it costs one model download per round. Default: off.
+    pub follow_model: bool,
     /// Testing only: vanish at this point of every round.
     #[cfg(feature = "testing")]
     pub drop_point: Option<privagg_protocol::DropPoint>,
@@ -97,6 +100,7 @@ impl ClientOptions {
             connect_deadline: Duration::from_secs(10),
             max_server_frame: 1 << 30,
             idle_timeout: Duration::from_secs(60),
+            follow_model: false,
             #[cfg(feature = "testing")]
             drop_point: None,
         }
@@ -138,6 +142,12 @@ pub struct RoundReport {
     pub bytes_sent: u64,
     /// Bytes it received.
     pub bytes_received: u64,
+    /// The ε this client accounts for everything it sent this server (every session and
+    /// attempt), at its policy's budget δ ([`PrivacyPolicy::budget_delta`]), by its own
+    /// accounting; `None` if no round with DP was charged.
+    pub epsilon: Option<f64>,
+    /// The global model after the round, with [`ClientOptions::follow_model`].
+    pub model: Option<Array1<f32>>,
 }
 
 impl From<RoundSummary> for RoundReport {
@@ -148,6 +158,41 @@ impl From<RoundSummary> for RoundReport {
             pre_clip_norm: s.pre_clip_norm,
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
+            epsilon: s.epsilon,
+            model: s.model.map(|m| Array1::from(Arc::unwrap_or_clone(m))),
+        }
+    }
+}
+
+/// What a training closure sees of the round it trains for.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RoundContext<'a> {
+    /// The round number (1-based).
+    pub round: u64,
+    /// Rounds in the session.
+    pub total_rounds: u64,
+    /// The current global model.
+    pub model: ArrayView1<'a, f32>,
+    /// Whether the round runs with differential privacy (the update is clipped and
+    /// noised; the weight is ignored).
+    pub dp: bool,
+    /// How long the server allows for training, from the round's start (0: not stated);
+    /// past it the round goes on without this client ([`RoundError::TrainingOverran`]).
+    pub train_timeout: Duration,
+    /// Everything the server sent about the round.
+    pub settings: &'a RoundSettings,
+}
+
+impl<'a> RoundContext<'a> {
+    fn of(settings: &'a RoundSettings) -> Self {
+        Self {
+            round: settings.round,
+            total_rounds: settings.total_rounds,
+            model: ArrayView1::from(&settings.model),
+            dp: !settings.is_weighted(),
+            train_timeout: Duration::from_secs(settings.train_timeout_secs.into()),
+            settings,
         }
     }
 }
@@ -163,6 +208,29 @@ pub struct Client {
     pending: VecDeque<ClientAction>,
     /// The largest frame the reader accepts now.
     frame_limit: Arc<AtomicUsize>,
+    /// The last update training gave, and the round and model it is for: a retry of the
+    /// round on the same model reuses it instead of training again (and overrunning the
+    /// training deadline again).
+    trained: Option<(TrainedFor, (Vec<f32>, f32))>,
+}
+
+/// What an update was trained for: a round of a session, on a model (its digest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TrainedFor {
+    session: [u8; 16],
+    round: u64,
+    model: [u8; 32],
+}
+
+impl TrainedFor {
+    fn of(settings: &RoundSettings) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for v in &settings.model {
+            digest.update(v.to_le_bytes());
+        }
+        Self { session: settings.session, round: settings.round, model: digest.finalize().into() }
+    }
 }
 
 impl Client {
@@ -196,6 +264,7 @@ impl Client {
             memory: memory.load()?,
             max_attempts: options.max_attempts_per_round.max(1),
             credentials,
+            follow_model: options.follow_model,
         };
         let rng = NoiseRng::from_os().map_err(|e| SdkError::Local(e.to_string()))?;
         #[allow(unused_mut)] // mutated with the `testing` feature
@@ -204,7 +273,8 @@ impl Client {
         session.set_drop_point(options.drop_point);
         let frame_limit = Arc::new(AtomicUsize::new(options.max_server_frame));
         let link = Link::open(&endpoint, &options, &frame_limit).await?;
-        let mut client = Self { options, endpoint, link, session, memory, pending: VecDeque::new(), frame_limit };
+        let mut client =
+            Self { options, endpoint, link, session, memory, pending: VecDeque::new(), frame_limit, trained: None };
         client.admit().await?;
         Ok(client)
     }
@@ -259,8 +329,9 @@ impl Client {
 
     /// Takes part in the next round with `update` (the model delta, the model's length)
     /// and `weight` (used only when the server runs without DP; e.g. the number of
-    /// local examples). Returns when the round completed with this client's input in the
-    /// sum.
+    /// local examples). Returns when a round completed with this client's input in the
+    /// sum; an attempt the server aborts is followed into its retry (up to
+    /// [`ClientOptions::max_attempts_per_round`]).
     pub async fn submit(&mut self, update: ArrayView1<'_, f32>, weight: f32) -> Result<RoundReport, SdkError> {
         let update = update.to_vec();
         self.take_part(|_| Ok::<_, String>((update.clone(), weight))).await
@@ -286,12 +357,20 @@ impl Client {
     /// Takes part in every round until the session ends: `train` gets the current
     /// global model and returns the update. Rounds that abort, or that this client loses
     /// its connection in, are skipped (after reconnecting); other errors end the loop.
+    /// Returns each round's report once every round of the session completed; a session
+    /// that ended otherwise (the server's budget, a failed round, a shutdown) is
+    /// [`SdkError::SessionEnded`], with the reports.
+    ///
+    /// Training runs before the client joins the round's key phases, within the
+    /// round's training time ([`RoundContext::train_timeout`]). On a multi-threaded
+    /// runtime it runs in place of the async task (`block_in_place`), so a long closure
+    /// stalls no other task; on a current-thread runtime it blocks the runtime.
     pub async fn run<F, E>(&mut self, mut train: F) -> Result<Vec<RoundReport>, SdkError>
     where
         F: FnMut(ArrayView1<'_, f32>) -> Result<Array1<f32>, E>,
         E: std::fmt::Display,
     {
-        self.run_weighted(|model| train(model).map(|u| (u, 1.0))).await
+        self.run_with(|round| train(round.model).map(|u| (u, 1.0))).await
     }
 
     /// Like [`Client::run`], with `train` also returning the update's weight (used when
@@ -301,13 +380,26 @@ impl Client {
         F: FnMut(ArrayView1<'_, f32>) -> Result<(Array1<f32>, f32), E>,
         E: std::fmt::Display,
     {
+        self.run_with(|round| train(round.model)).await
+    }
+
+    /// Like [`Client::run_weighted`], with `train` seeing the whole [`RoundContext`]
+    /// (round number, DP or not, the training deadline, the settings).
+    pub async fn run_with<F, E>(&mut self, mut train: F) -> Result<Vec<RoundReport>, SdkError>
+    where
+        F: FnMut(RoundContext<'_>) -> Result<(Array1<f32>, f32), E>,
+        E: std::fmt::Display,
+    {
         let mut reports = Vec::new();
         loop {
             let result =
-                self.take_part(|settings| train(ArrayView1::from(&settings.model)).map(|(u, w)| (u.to_vec(), w))).await;
+                self.take_part(|settings| train(RoundContext::of(settings)).map(|(u, w)| (u.to_vec(), w))).await;
             match result {
                 Ok(report) => reports.push(report),
-                Err(SdkError::SessionEnded { .. }) => return Ok(reports),
+                Err(SdkError::SessionEnded { end: EndReason::Complete, .. }) => return Ok(reports),
+                Err(SdkError::SessionEnded { completed_rounds, end, reason, .. }) => {
+                    return Err(SdkError::SessionEnded { completed_rounds, end, reason, reports });
+                }
                 Err(e) if e.is_round_local() => {
                     tracing::warn!(error = %e, "round lost; waiting for the next one");
                     if e.lost_connection() {
@@ -326,9 +418,9 @@ impl Client {
     }
 
     /// Runs one round. `provide` turns the round's settings into (update, weight), or
-    /// says why it cannot. An attempt the server aborted as a whole (too few clients, a
-    /// seat that never revealed its nonce) is one the server runs again, until it gives
-    /// up and ends the session: the client takes part in the next attempt.
+    /// says why it cannot. An attempt the server aborted (too few clients, a peer that
+    /// broke the protocol, shares that did not rebuild a secret) is one the server runs
+    /// again: the client takes part in the next attempt, within its own limit of attempts.
     async fn take_part<F, E>(&mut self, mut provide: F) -> Result<RoundReport, SdkError>
     where
         F: FnMut(&RoundSettings) -> Result<(Vec<f32>, f32), E>,
@@ -338,7 +430,8 @@ impl Client {
         self.session.request_round(unix_now());
         loop {
             match self.perform_actions(&mut provide, &mut encoding).await {
-                Some(Err(SdkError::Round(RoundError::Aborted { code: AbortCode::TooFewClients, .. }))) => {
+                Some(Err(SdkError::Round(RoundError::Aborted { code, detail }))) if code != AbortCode::Shutdown => {
+                    tracing::info!(?code, %detail, "attempt aborted; waiting for the retry");
                     self.session.request_round(unix_now());
                 }
                 Some(end) => return end,
@@ -360,10 +453,22 @@ impl Client {
         while let Some(action) = self.pending.pop_front().or_else(|| self.session.poll_action()) {
             match action {
                 ClientAction::Send(frame) => self.send(&frame).await,
-                ClientAction::Train(settings) => match provide(&settings) {
-                    Ok((update, weight)) => self.session.provide_update(update, weight),
-                    Err(e) => self.session.abandon_round(&e.to_string()),
-                },
+                ClientAction::Train(settings) => {
+                    let key = TrainedFor::of(&settings);
+                    let cached = self.trained.take().filter(|(k, _)| *k == key);
+                    let result = match cached {
+                        // A retry of the round, on the same model: what training gave last time.
+                        Some((_, result)) => Ok(result),
+                        None => train_off_the_runtime(|| provide(&settings)).map_err(|e| e.to_string()),
+                    };
+                    match result {
+                        Ok((update, weight)) => {
+                            self.trained = Some((key, (update.clone(), weight)));
+                            self.session.provide_update(update, weight)
+                        }
+                        Err(e) => self.session.abandon_round(&e),
+                    }
+                }
                 // Encoding overlaps the key exchange; masking is needed before anything else.
                 ClientAction::Remember(memory) => {
                     if let Err(e) = self.memory.store(&memory) {
@@ -385,8 +490,13 @@ impl Client {
                     ClientEvent::Refused(reason) => return Some(Err(SdkError::Refused(reason))),
                     ClientEvent::RoundCompleted(summary) => return Some(Ok(summary.into())),
                     ClientEvent::RoundFailed(e) => return Some(Err(e.into())),
-                    ClientEvent::SessionEnded { completed_rounds, .. } => {
-                        return Some(Err(SdkError::SessionEnded { completed_rounds }));
+                    ClientEvent::SessionEnded { completed_rounds, end, reason } => {
+                        return Some(Err(SdkError::SessionEnded {
+                            completed_rounds,
+                            end,
+                            reason,
+                            reports: Vec::new(),
+                        }));
                     }
                 },
             }
@@ -441,6 +551,17 @@ impl Client {
         if let Err(e) = quic::write_frame(&mut self.link.send, frame).await {
             tracing::debug!(error = %e, "write failed");
         }
+    }
+}
+
+/// Runs a training step where it cannot stall the async runtime: in place of the current
+/// task on a multi-threaded runtime (its other tasks move to other workers), inline on a
+/// current-thread runtime (which `block_in_place` does not allow).
+fn train_off_the_runtime<T>(train: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(train),
+        _ => train(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The SDK's typed errors.
 
-use privagg_service::{FrameError, RoundError};
+use privagg_service::{EndReason, FrameError, RoundError};
+
+use crate::RoundReport;
 
 /// Why taking part failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +22,19 @@ pub enum SdkError {
     /// its policy or its update, aborted by the server, or broken by the server.
     #[error(transparent)]
     Round(#[from] RoundError),
-    /// The session ended: no more rounds.
-    #[error("the session ended after {completed_rounds} rounds")]
+    /// The session ended before this client's round (for [`Client::run`](crate::Client::run):
+    /// any end but [`EndReason::Complete`]): no more rounds.
+    #[error("the session ended after {completed_rounds} rounds: {end} ({reason})")]
     SessionEnded {
         /// Rounds the server completed.
         completed_rounds: u64,
+        /// Why, as the server says.
+        end: EndReason,
+        /// The server's explanation.
+        reason: String,
+        /// The rounds this call took part in before the end (those of
+        /// [`Client::run`](crate::Client::run); empty for a single round).
+        reports: Vec<RoundReport>,
     },
     /// The connection dropped and could not be resumed.
     #[error("connection lost: {0}")]

@@ -35,14 +35,16 @@
 
 mod client;
 mod error;
+mod files;
 mod link;
 mod memory;
 
-pub use client::{Client, ClientOptions, PrivateKey, RoundReport};
+pub use client::{Client, ClientOptions, PrivateKey, RoundContext, RoundReport};
 pub use error::SdkError;
+pub use files::{IdentityFiles, TOKEN_ENV, load_token};
 pub use memory::default_state_dir;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
 pub use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy};
 pub use privagg_service::privacy::{DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER};
-pub use privagg_service::{PrivacyPolicy, RoundError};
+pub use privagg_service::{EndReason, PrivacyPolicy, RoundError, RoundSettings};

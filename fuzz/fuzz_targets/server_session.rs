@@ -27,6 +27,7 @@ fn settings(round: u64) -> RoundSettings {
         mode: AggregationMode::Weighted { value_range: 4.0, max_weight: 10.0 },
         encoding: EncodingParams::without_dp(3, 1e-3, 32, Clipping::None, None).expect("valid"),
         model: vec![0.0; 2],
+        train_timeout_secs: 0,
     }
 }
 
@@ -68,12 +69,15 @@ fuzz_target!(|data: &[u8]| {
         rounds: 3,
         completed_rounds: 0,
         phase_timeout: Duration::from_secs(10),
+        train_timeout: Duration::from_secs(10),
         lobby_timeout: Duration::from_secs(20),
         hello_timeout: Duration::from_secs(5),
         upload_slots: 1,
         upload_timeout: Some(Duration::from_secs(3)),
         ban_after: 2,
         max_round_attempts: 2,
+        stop_after_failed_round: true,
+        retry_backoff: Duration::from_secs(1),
         admission: Admission::open(),
         limits: Limits { max_app_data: 0, ..Limits::default() },
         // An odd first byte runs random check-ins (every coin comes up, as replies are

@@ -227,7 +227,7 @@ impl Aggregation {
                     .map_err(|e| ServeError::Config(format!("quantization: {e}")))?,
             ),
         };
-        Ok(RoundSettings { session, round, total_rounds, mode, encoding, model: model.to_vec() })
+        Ok(RoundSettings { session, round, total_rounds, mode, encoding, model: model.to_vec(), train_timeout_secs: 0 })
     }
 
     /// Decodes the round's sum and applies the FedAvg step to `model`:

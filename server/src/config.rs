@@ -147,6 +147,9 @@ pub struct ServeConfig {
     pub model_init: Option<PathBuf>,
     /// Seconds each protocol phase may take.
     pub phase_timeout: f64,
+    /// Seconds a seated client may spend training on the round's model before the
+    /// first phase's deadline starts (that deadline is this plus `phase_timeout`).
+    pub train_timeout: f64,
     /// Seconds to wait for a full cohort before starting with at least `min_clients`.
     pub lobby_timeout: f64,
     /// Seconds of silence after which a connection counts as lost (the client may then
@@ -193,6 +196,12 @@ pub struct ServeConfig {
     pub ban_after: u32,
     /// Attempts per round before the session fails.
     pub max_round_attempts: u32,
+    /// End the session when a round has aborted `max_round_attempts` times in a row;
+    /// otherwise keep serving and try it again after a back-off (check-ins always end it).
+    pub stop_after_failed_round: bool,
+    /// Seconds to wait after an aborted attempt before seating the next cohort, doubling
+    /// with each further abort of the round (up to 64 times this).
+    pub retry_backoff: f64,
     /// Resume a state directory whose rounds were committed with other settings (those
     /// of [`ServeConfig::plan`]); the change is recorded in `plan-changes.json`.
     pub force_resume: bool,
@@ -216,6 +225,7 @@ impl Default for ServeConfig {
             server_momentum: 0.0,
             model_init: None,
             phase_timeout: 30.0,
+            train_timeout: 60.0,
             lobby_timeout: 60.0,
             idle_timeout: 30.0,
             tokens: None,
@@ -233,6 +243,8 @@ impl Default for ServeConfig {
             max_unadmitted_per_address: 256,
             ban_after: 2,
             max_round_attempts: 3,
+            stop_after_failed_round: false,
+            retry_backoff: 1.0,
             force_resume: false,
         }
     }
@@ -247,6 +259,11 @@ impl ServeConfig {
     /// The per-phase deadline.
     pub fn phase_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.phase_timeout)
+    }
+
+    /// How long a seated client may train before the first phase's deadline starts.
+    pub fn train_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.train_timeout)
     }
 
     /// How long a silent connection lives.
@@ -305,10 +322,12 @@ impl ServeConfig {
         }
         for (name, secs) in [
             ("--phase-timeout", self.phase_timeout),
+            ("--train-timeout", self.train_timeout),
             ("--lobby-timeout", self.lobby_timeout),
             ("--idle-timeout", self.idle_timeout),
             ("--hello-timeout", self.hello_timeout),
             ("--transfer-timeout", self.transfer_timeout.unwrap_or(self.phase_timeout)),
+            ("--retry-backoff", self.retry_backoff),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
                 return bad(format!("{name} must be a positive number of seconds"));

@@ -114,25 +114,41 @@ async fn run(
         }
     };
     let writer = Writer { conn, connection: connection.clone(), events: events.clone(), shell: shell.clone() };
-    let writer = tokio::spawn(writer.run(send, rx, claim));
-    read_loop(&mut recv, conn, frame_limit, events, &shell).await;
+    let mut writer = tokio::spawn(writer.run(send, rx, claim));
+    if read_loop(&mut recv, conn, frame_limit, events, &shell).await == ReadEnd::DriverGone {
+        // The session is over and the driver gone, maybe while the writer still delivers
+        // its goodbye (the session's end, then a graceful close): a client that sent a
+        // frame just then must still learn that the session ended. The writer ends once
+        // its queue is drained, within its own deadlines.
+        let _ = tokio::time::timeout(quic::CLOSE_GRACE + quic::PEER_CLOSE_GRACE, &mut writer).await;
+    }
     writer.abort();
 }
 
-/// Reads frames until the stream ends, breaks, or announces an oversized frame.
+/// Why the reading half of a connection stopped.
+#[derive(Debug, PartialEq)]
+enum ReadEnd {
+    /// The client's stream ended, broke, or misbehaved.
+    Peer,
+    /// The driver no longer takes events: the session is over.
+    DriverGone,
+}
+
+/// Reads frames until the stream ends, breaks, or announces an oversized frame, or the
+/// driver is gone.
 async fn read_loop(
     recv: &mut quinn::RecvStream,
     conn: ConnId,
     frame_limit: &AtomicUsize,
     events: &mpsc::Sender<ConnEvent>,
     shell: &Shell,
-) {
+) -> ReadEnd {
     loop {
         let limit = || frame_limit.load(Ordering::Acquire);
         let deadline = |len| Some(shell.config.transfer_deadline(len));
         let event = match quic::read_frame_within(recv, limit, deadline).await {
             Ok(Some(frame)) => ConnEvent::Frame { conn, frame },
-            Ok(None) => return,
+            Ok(None) => return ReadEnd::Peer,
             Err(WireError::Frame(FrameError::TooLarge { len, limit })) => ConnEvent::Oversized { conn, len, limit },
             Err(WireError::TimedOut { len }) => {
                 tracing::info!(conn, len, "a frame did not arrive within its deadline");
@@ -140,12 +156,15 @@ async fn read_loop(
             }
             Err(e) => {
                 tracing::debug!(conn, error = %e, "read failed");
-                return;
+                return ReadEnd::Peer;
             }
         };
         let last = matches!(event, ConnEvent::Oversized { .. } | ConnEvent::Stalled { .. });
-        if events.send(event).await.is_err() || last {
-            return;
+        if events.send(event).await.is_err() {
+            return ReadEnd::DriverGone;
+        }
+        if last {
+            return ReadEnd::Peer;
         }
     }
 }
@@ -194,7 +213,7 @@ impl Writer {
                 Outbound::Close(reason) => {
                     tracing::debug!(%reason, "closing connection");
                     drop(claim.take());
-                    quic::close_gracefully(&mut send, &self.connection, 0, &reason.to_string()).await;
+                    quic::close_after_peer(&mut send, &self.connection, 0, &reason.to_string()).await;
                     return;
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use privagg_protocol::{Limits, ServerMessage};
 use privagg_service::frame::Frame;
-use privagg_service::message::FromServer;
+use privagg_service::message::{FromServer, ServerServiceMessage};
 use privagg_service::{Action, ConnId, ServerSession, SessionEnd, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -47,7 +47,7 @@ impl Driver {
     pub async fn run(mut self) -> Result<SessionSummary, ServeError> {
         let result = self.drive().await;
         if let Err(e) = &result {
-            self.session.close(&e.to_string());
+            self.session.close(e.end_reason(), &e.to_string());
             // A closed session only says goodbye; errors here change nothing.
             let _ = self.perform_actions().await;
         }
@@ -132,6 +132,13 @@ impl Driver {
                     .await
                     .map_err(|e| ServeError::Model(format!("unmasking task failed: {e}")))?;
                     self.session.handle_finalized(Instant::now(), job);
+                }
+                Action::SendModel { round, conns } => {
+                    let model = ServerServiceMessage::Model { round, values: self.training.model().to_vec() };
+                    let frame = Frame::new(model.encode());
+                    for conn in conns {
+                        self.to_conn(conn, Outbound::Frame(frame.clone()));
+                    }
                 }
                 Action::Commit(commit) => {
                     let record = self.training.commit(&commit)?;

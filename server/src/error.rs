@@ -63,4 +63,15 @@ impl ServeError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.to_owned(), source }
     }
+
+    /// What the server tells its clients when this error ends the session.
+    pub fn end_reason(&self) -> privagg_service::EndReason {
+        use privagg_service::EndReason;
+        match self {
+            Self::Budget(_) => EndReason::BudgetSpent,
+            Self::RoundFailed { .. } => EndReason::RoundFailed,
+            Self::Shutdown { .. } => EndReason::Shutdown,
+            _ => EndReason::ServerError,
+        }
+    }
 }

@@ -77,6 +77,9 @@ use crate::training::Training;
 /// How long the server waits, after its session, for clients to receive their goodbye.
 const GOODBYE_GRACE: Duration = Duration::from_secs(3);
 
+/// A session ε above this draws a warning when the server starts.
+const LARGE_EPSILON: f64 = 10.0;
+
 /// A bound server, ready to run its session.
 pub struct Server {
     /// The largest upload frame.
@@ -160,6 +163,12 @@ impl Server {
                 tau_dim = s.tau_dim,
                 "DP plan for the session (ε against the server; `privagg plan` prints it all)"
             );
+            if s.epsilon > LARGE_EPSILON {
+                tracing::warn!(
+                    epsilon = s.epsilon,
+                    "ε over the session is above {LARGE_EPSILON}: a weak guarantee against the server; a larger --noise-multiplier, fewer --rounds or more --min-clients lower it"
+                );
+            }
             if let Some(c) = &s.check_ins {
                 tracing::info!(
                     rate = c.rate,
@@ -230,12 +239,15 @@ impl Server {
             rounds: c.rounds,
             completed_rounds: self.resume.completed,
             phase_timeout: c.phase_timeout(),
+            train_timeout: c.train_timeout(),
             lobby_timeout: c.lobby_timeout(),
             hello_timeout: c.hello_timeout(),
             upload_slots: c.effective_upload_slots(self.upload),
             upload_timeout: Some(c.transfer_deadline(self.upload)),
             ban_after: c.ban_after,
             max_round_attempts: c.max_round_attempts,
+            stop_after_failed_round: c.stop_after_failed_round,
+            retry_backoff: Duration::from_secs_f64(c.retry_backoff),
             admission: self.admission,
             // Clients never send a Config, so they may send no application payload.
             limits: Limits { max_app_data: 0, ..Limits::default() },

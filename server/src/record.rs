@@ -17,6 +17,17 @@ pub struct DroppedRecord {
     pub in_sum: bool,
 }
 
+/// Who held a seat: the identity behind a round's client id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderRecord {
+    /// The identity's fingerprint: the first 8 bytes, in hex, of SHA-256 of the token,
+    /// or of "certificate:" ‖ the certificate's DER (`privagg identity` prints it).
+    pub identity: String,
+    /// The common name of its certificate's subject, if it presented one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// Why an identity was banned (a typed reason, as the session gives it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -82,6 +93,10 @@ pub struct RoundRecord {
     pub attempt: u32,
     /// Clients that were given a seat.
     pub participants: u32,
+    /// Who held each seat, by client id: the ids of `included`, `dropped` and the rest
+    /// mapped to identities (never a token).
+    #[serde(default)]
+    pub clients: BTreeMap<u32, HolderRecord>,
     /// Ids of the clients whose inputs are in the sum.
     pub included: Vec<u32>,
     /// Clients that left, when and why.

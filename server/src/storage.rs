@@ -57,16 +57,29 @@ fn parse_session(hex: &str) -> Option<[u8; 16]> {
     Some(session)
 }
 
-/// Reads a 1-D float32 or float64 `.npy` file as f32.
+/// Reads a 1-D float32 or float64 `.npy` file as f32. The error says what is wrong: not
+/// a .npy file, the wrong number of dimensions, or the wrong element type.
 pub fn read_vector(path: &Path) -> Result<Vec<f32>, ServeError> {
+    use ndarray_npy::ReadNpyError;
     let bytes = std::fs::read(path).map_err(|e| ServeError::io(path, e))?;
-    if let Ok(a) = Array1::<f32>::read_npy(bytes.as_slice()) {
-        return Ok(a.to_vec());
-    }
-    match Array1::<f64>::read_npy(bytes.as_slice()) {
-        Ok(a) => Ok(a.iter().map(|&v| v as f32).collect()),
-        Err(e) => Err(ServeError::Model(format!("{} is not a 1-D float32/float64 .npy file: {e}", path.display()))),
-    }
+    let as_f32 = match Array1::<f32>::read_npy(bytes.as_slice()) {
+        Ok(a) => return Ok(a.to_vec()),
+        Err(e) => e,
+    };
+    let as_f64 = match Array1::<f64>::read_npy(bytes.as_slice()) {
+        Ok(a) => return Ok(a.iter().map(|&v| v as f32).collect()),
+        Err(e) => e,
+    };
+    let problem = match (&as_f32, &as_f64) {
+        (ReadNpyError::WrongNdim(_, ndim), _) | (_, ReadNpyError::WrongNdim(_, ndim)) => {
+            format!("has {ndim} dimensions; a model or update is a 1-D array (flatten it first)")
+        }
+        (ReadNpyError::WrongDescriptor(dtype), ReadNpyError::WrongDescriptor(_)) => {
+            format!("holds elements of type {dtype}; expected float32 ('<f4') or float64 ('<f8')")
+        }
+        _ => format!("is not a 1-D float32/float64 .npy file ({as_f64})"),
+    };
+    Err(ServeError::Model(format!("{} {problem}", path.display())))
 }
 
 /// What the state directory says about progress.

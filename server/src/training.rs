@@ -13,7 +13,7 @@ use privagg_service::{Ban, Offence, RoundCommit, RoundSettings};
 use crate::aggregation::{Aggregation, Applied, graph_for};
 use crate::config::ServeConfig;
 use crate::error::ServeError;
-use crate::record::{BanReason, BanRecord, DroppedRecord, PrivacyRecord, RoundRecord};
+use crate::record::{BanReason, BanRecord, DroppedRecord, HolderRecord, PrivacyRecord, RoundRecord};
 use crate::round_log::RoundLog;
 use crate::storage::StateDir;
 
@@ -75,6 +75,11 @@ impl Training {
         Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, log, settings: None })
     }
 
+    /// The current global model (after the last committed round).
+    pub fn model(&self) -> &[f32] {
+        &self.model
+    }
+
     /// ε spent so far at the configured δ (DP on).
     fn epsilon(&self) -> Option<f64> {
         self.aggregation.plan().and_then(|p| self.ledger.epsilon(p.input.delta).ok())
@@ -96,13 +101,14 @@ impl Training {
             self.config.threat.adversary(),
         )?;
         let epsilon_spent = self.epsilon().unwrap_or(0.0);
-        let settings = self.aggregation.round_settings(
+        let mut settings = self.aggregation.round_settings(
             self.session,
             round,
             self.config.rounds,
             &self.model,
             (epsilon_spent, self.clip),
         )?;
+        settings.train_timeout_secs = self.config.train_timeout.ceil() as u32;
         let params = RoundParams {
             round,
             num_clients: clients,
@@ -210,6 +216,14 @@ fn record(commit: &RoundCommit, applied: &Applied, privacy: Option<PrivacyRecord
         round: commit.round,
         attempt: commit.attempt,
         participants: params.num_clients,
+        clients: commit
+            .holders
+            .iter()
+            .map(|h| {
+                let name = h.certificate.as_deref().and_then(privagg_ca::subject_name);
+                (h.seat.get(), HolderRecord { identity: h.identity.fingerprint(), name })
+            })
+            .collect(),
         included: commit.output.included.iter().map(|c| c.get()).collect(),
         dropped: commit.dropped.iter().map(dropped_record).collect(),
         reconnected: commit.reconnected.iter().map(|c| c.get()).collect(),

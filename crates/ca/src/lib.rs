@@ -21,6 +21,14 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
+/// The common name in a certificate's subject (the NAME `privagg ca issue` was given), if
+/// the certificate parses and has one: how round records name certificate holders.
+pub fn subject_name(der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = certificate.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_owned())
+}
+
 /// Why a certificate could not be made, read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -198,5 +206,12 @@ mod tests {
             assert!(matches!(ca.issue(bad, 1), Err(CaError::BadName(_))), "{bad:?}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_names_its_holder() {
+        let ca = Authority::create("privagg test authority", 30).unwrap();
+        assert_eq!(subject_name(&ca.issue("clinic-3", 1).unwrap().cert).as_deref(), Some("clinic-3"));
+        assert_eq!(subject_name(b"not a certificate"), None);
     }
 }

@@ -27,6 +27,16 @@ use crate::message::IDENTITY_LEN;
 pub struct ClientIdentity([u8; 32]);
 
 impl ClientIdentity {
+    /// The identity of a client admitted by its certificate (DER).
+    pub fn of_certificate(der: &[u8]) -> Self {
+        Self(digest(&[b"certificate:".as_slice(), der].concat()))
+    }
+
+    /// The identity of a client admitted by its token.
+    pub fn of_token(token: &str) -> Self {
+        Self(digest(token.as_bytes()))
+    }
+
     /// The first 8 bytes of the digest in hex: enough to tell identities apart in logs
     /// and records, useless to guess a token from.
     pub fn fingerprint(&self) -> String {
@@ -136,13 +146,11 @@ impl Admission {
     ) -> Result<ClientIdentity, Refusal> {
         match &self.rule {
             Rule::Open => Ok(ClientIdentity(digest(&[b"anonymous:".as_slice(), identity].concat()))),
-            Rule::Certificates => certificate
-                .map(|c| ClientIdentity(digest(&[b"certificate:".as_slice(), c].concat())))
-                .ok_or(Refusal::CertificateRequired),
+            Rule::Certificates => certificate.map(ClientIdentity::of_certificate).ok_or(Refusal::CertificateRequired),
             Rule::Tokens(_) if token.is_empty() => Err(Refusal::TokenRequired),
             Rule::Tokens(tokens) => {
-                let d = digest(token.as_bytes());
-                if tokens.contains(&d) { Ok(ClientIdentity(d)) } else { Err(Refusal::UnknownToken) }
+                let identity = ClientIdentity::of_token(token);
+                if tokens.contains(&identity.0) { Ok(identity) } else { Err(Refusal::UnknownToken) }
             }
         }
     }

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{FRAME_HEADER_LEN, Frame};
 use crate::message::{
-    CHECK_IN_RATE_UNIT, ClientServiceMessage, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage,
+    CHECK_IN_RATE_UNIT, ClientServiceMessage, EndReason, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage,
 };
 use crate::privacy::{PrivacyPolicy, PrivacySpent};
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
@@ -94,6 +94,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An update whose norm is more than this many times the clip draws a warning: most of it
+/// is lost to clipping.
+const HEAVY_CLIPPING: f64 = 4.0;
+
 /// What a client tells the server when it leaves a round, whatever the reason: why it
 /// could not encode its update may depend on the update (a bit the accounting does not
 /// cover), so the reason stays with the client.
@@ -121,6 +125,9 @@ pub struct ClientConfig {
     /// The client's certificate, key and the root that certifies its peers; required
     /// when `policy` assumes a malicious server.
     pub credentials: Option<Identity>,
+    /// Ask for the global model after each round this client completes: it comes with
+    /// the round's [`RoundSummary::model`].
+    pub follow_model: bool,
 }
 
 /// Why a round ended for this client without its input in a released sum, or why the
@@ -188,6 +195,18 @@ pub enum RoundError {
         /// The round.
         round: u64,
     },
+    /// Training took longer than the server allows before the first phase's deadline
+    /// (`train_timeout_secs` of the round's settings, plus the phase timeout): the round
+    /// went on without this client, which had revealed nothing but its nonce.
+    #[error(
+        "training for round {round} overran the server's deadline ({allowed_secs} s for training, plus the phase timeout); the round went on without this client"
+    )]
+    TrainingOverran {
+        /// The round.
+        round: u64,
+        /// The seconds the round's settings allowed for training.
+        allowed_secs: u32,
+    },
     /// In a session with random check-ins, the server seated this client in a round its
     /// own coin did not choose it for: refused, since the sampling the second ε figure
     /// relies on would not hold.
@@ -204,6 +223,7 @@ impl RoundError {
         matches!(
             self,
             Self::Aborted { .. }
+                | Self::TrainingOverran { .. }
                 | Self::SeatLost { .. }
                 | Self::ReplayedRound { .. }
                 | Self::TooManyAttempts { .. }
@@ -225,6 +245,13 @@ pub struct RoundSummary {
     pub bytes_sent: u64,
     /// Bytes it received.
     pub bytes_received: u64,
+    /// The ε this client accounts for everything it sent this server (every session,
+    /// every attempt), at its policy's budget δ, by its own accounting; `None` if no
+    /// round with DP was charged.
+    pub epsilon: Option<f64>,
+    /// The global model after the round, if the client follows the model
+    /// ([`ClientConfig::follow_model`]) and the server sent it.
+    pub model: Option<Arc<Vec<f32>>>,
 }
 
 /// What happened, for the shell.
@@ -243,6 +270,8 @@ pub enum ClientEvent {
         /// Rounds the server completed.
         completed_rounds: u64,
         /// Why.
+        end: EndReason,
+        /// What happened, in the server's words.
         reason: String,
     },
 }
@@ -353,6 +382,11 @@ struct Round {
     protocol: Option<ClientRound>,
     settings: Arc<RoundSettings>,
     input: Input,
+    /// The round's `Config`, held back while the client trains: the protocol sees it,
+    /// and the client advertises its keys, once the update is there.
+    config: Option<Config>,
+    /// The shell's clock (Unix seconds) when the `Config` arrived.
+    configured_at: u64,
     /// Forwarded shares waiting for the input to be encoded.
     pending_shares: Option<ServerMessage>,
     /// The masked input, sent when the server grants an upload slot.
@@ -394,6 +428,10 @@ pub struct ClientSession {
     last_check_in: Option<(u64, u32)>,
     check_in_rate: Option<u32>,
     ended: bool,
+    /// The shell's clock, in Unix seconds ([`ClientSession::set_clock`]).
+    clock: u64,
+    /// The model after a round, as the server sent it before the round's end.
+    model_after: Option<(u64, Arc<Vec<f32>>)>,
     actions: VecDeque<ClientAction>,
     #[cfg(feature = "testing")]
     drop_point: Option<DropPoint>,
@@ -417,6 +455,8 @@ impl ClientSession {
             last_check_in: None,
             check_in_rate: None,
             ended: false,
+            clock: 0,
+            model_after: None,
             actions: VecDeque::new(),
             #[cfg(feature = "testing")]
             drop_point: None,
@@ -467,15 +507,20 @@ impl ClientSession {
     /// The shell's clock, in seconds since the Unix epoch: peers' certificates are checked
     /// against it. Call it before feeding each frame.
     pub fn set_clock(&mut self, unix_now: u64) {
+        self.clock = unix_now;
         let current = self.round.as_mut().and_then(|r| r.protocol.as_mut());
         for protocol in self.next.iter_mut().chain(current) {
             protocol.set_clock(unix_now);
         }
     }
 
-    /// Tells the server this client waits for a seat, committed to its next nonce.
+    /// Tells the server this client waits for a seat, committed to its next nonce (and,
+    /// if it wants the model after each round, says so first).
     fn send_ready(&mut self) {
         let Some(next) = &self.next else { return };
+        if self.config.follow_model {
+            self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::FollowModel.encode())));
+        }
         let ready = ClientServiceMessage::Ready { commitment: next.commitment() };
         self.actions.push_back(ClientAction::Send(Frame::new(ready.encode())));
     }
@@ -527,6 +572,8 @@ impl ClientSession {
 
     /// The answer to [`ClientAction::Train`]: the update (the model's length) and its
     /// weight (used without DP).
+    /// The client now advertises its keys: training happens before it joins the key
+    /// phases, within the time the round's settings allow for it.
     pub fn provide_update(&mut self, update: Vec<f32>, weight: f32) {
         let Some(round) = &mut self.round else { return };
         let Input::AwaitingUpdate = round.input else { return };
@@ -536,9 +583,14 @@ impl ClientSession {
             self.leave(RoundError::DimensionMismatch { expected, got: update.len() });
             return;
         }
-        let job =
-            EncodeJob { serial: round.serial, settings: round.settings.clone(), update, weight, rng: self.rng.fork() };
-        self.actions.push_back(ClientAction::Encode(Box::new(job)));
+        let (serial, settings, config) = (round.serial, round.settings.clone(), round.config.take());
+        if let Some(config) = config {
+            self.receive(ServerMessage::Config(config));
+        }
+        if self.round.is_some() {
+            let job = EncodeJob { serial, settings, update, weight, rng: self.rng.fork() };
+            self.actions.push_back(ClientAction::Encode(Box::new(job)));
+        }
     }
 
     /// The answer to [`ClientAction::Train`] when no update can be given.
@@ -556,6 +608,17 @@ impl ClientSession {
             Err(e) => return self.leave(RoundError::InvalidUpdate(e.to_string())),
         };
         round.pre_clip_norm = input.pre_clip_norm;
+        if let privagg_dp::encoding::Clipping::L2(clip) = round.settings.encoding.clipping
+            && input.pre_clip_norm > HEAVY_CLIPPING * clip
+        {
+            tracing::warn!(
+                round = round.number,
+                norm = input.pre_clip_norm,
+                clip,
+                "the update's norm is {:.1}x the clip: it was scaled down that much before noising; a smaller local learning rate (or a larger clip on the server) keeps more of it",
+                input.pre_clip_norm / clip
+            );
+        }
         round.input = Input::Ready;
         let set = round.protocol.as_mut().map(|p| p.set_input(input.words));
         if let Some(Err(e)) = set {
@@ -584,10 +647,13 @@ impl ClientSession {
                 self.round = None;
                 self.event(ClientEvent::Refused(reason));
             }
-            ServerServiceMessage::SessionEnd { completed_rounds, reason } => {
+            ServerServiceMessage::SessionEnd { completed_rounds, end, reason } => {
                 self.ended = true;
                 self.round = None;
-                self.event(ClientEvent::SessionEnded { completed_rounds, reason });
+                self.event(ClientEvent::SessionEnded { completed_rounds, end, reason });
+            }
+            ServerServiceMessage::Model { round, values } if self.config.follow_model => {
+                self.model_after = Some((round, Arc::new(values)));
             }
             ServerServiceMessage::CheckIn { round, attempt, rate_ppb } if self.round.is_none() => {
                 self.check_in(round, attempt, rate_ppb);
@@ -657,12 +723,40 @@ impl ClientSession {
                 }
                 self.start_round(config);
             }
+            // The server went on while this client trained: dropped at the deadline.
+            ServerMessage::Abort(abort) if abort.code == AbortCode::Dropped && self.overran_training() => {
+                if let Some(round) = self.round.take() {
+                    let allowed_secs = round.settings.train_timeout_secs;
+                    self.event(ClientEvent::RoundFailed(RoundError::TrainingOverran {
+                        round: round.number,
+                        allowed_secs,
+                    }));
+                }
+            }
+            ServerMessage::Abort(abort) if self.round.as_ref().is_some_and(|r| r.config.is_some()) => {
+                self.round = None;
+                self.event(ClientEvent::RoundFailed(RoundError::Aborted { code: abort.code, detail: abort.detail }));
+            }
+            msg if self.round.as_ref().is_some_and(|r| r.config.is_some()) => {
+                self.leave(RoundError::UnexpectedMessage(msg.name()));
+            }
             ServerMessage::ForwardedShares(_) if self.round.is_some() => match &mut self.round {
                 Some(round) if !matches!(round.input, Input::Ready) => round.pending_shares = Some(msg),
                 _ => self.start_masking(msg),
             },
             msg => self.receive(msg),
         }
+    }
+
+    /// Whether a drop from the current round is due to training: it came while the
+    /// client trained, or in the first phase after training took the time allowed for it
+    /// (a shell that trains in place of its task reads the drop only afterwards).
+    fn overran_training(&self) -> bool {
+        let Some(round) = &self.round else { return false };
+        let first_phase = round.protocol.as_ref().is_some_and(|p| p.state() == ClientState::AwaitingKeyList);
+        let allowed = u64::from(round.settings.train_timeout_secs);
+        round.config.is_some()
+            || (first_phase && allowed > 0 && self.clock.saturating_sub(round.configured_at) >= allowed)
     }
 
     /// Checks a round's settings against the local policy and asks the shell for the
@@ -711,6 +805,8 @@ impl ClientSession {
             protocol: Some(protocol),
             settings: settings.clone(),
             input: Input::AwaitingUpdate,
+            config: Some(config),
+            configured_at: self.clock,
             pending_shares: None,
             upload: None,
             sent: 0,
@@ -724,10 +820,7 @@ impl ClientSession {
         });
         // The attempt counts from the moment the nonce is revealed, before anything goes out.
         self.remember(|m, round| *m.attempts.entry(round).or_default() += 1);
-        self.receive(ServerMessage::Config(config));
-        if self.round.is_some() {
-            self.actions.push_back(ClientAction::Train(settings));
-        }
+        self.actions.push_back(ClientAction::Train(settings));
     }
 
     /// Refuses a round before taking part in it: tells the server it leaves (revealing
@@ -807,12 +900,15 @@ impl ClientSession {
         else {
             return;
         };
+        let model = self.model_after.take().filter(|(r, _)| *r == round.number).map(|(_, m)| m);
         self.event(ClientEvent::RoundCompleted(RoundSummary {
             round: round.number,
             inputs: round.inputs,
             pre_clip_norm: round.pre_clip_norm,
             bytes_sent: round.bytes_sent,
             bytes_received: round.bytes_received,
+            epsilon: self.config.memory.spent().epsilon(self.config.privacy.budget_delta),
+            model,
         }));
     }
 

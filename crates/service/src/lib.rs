@@ -45,9 +45,10 @@ pub mod settings;
 pub use admission::{Admission, ClientIdentity, Refusal};
 pub use client::{ClientAction, ClientConfig, ClientEvent, ClientSession, RoundError, RoundMemory, RoundSummary};
 pub use frame::{Frame, FrameError};
-pub use message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
+pub use message::{ClientServiceMessage, EndReason, FromClient, FromServer, Resume, ServerServiceMessage};
 pub use privacy::PrivacyPolicy;
 pub use server::{
-    Action, Ban, ConnId, Offence, RoundCommit, ServerSession, SessionConfig, SessionEnd, SessionEvent, Stall,
+    Action, Ban, ConnId, Offence, RoundCommit, SeatHolder, ServerSession, SessionConfig, SessionEnd, SessionEvent,
+    Stall,
 };
 pub use settings::{AggregationMode, RoundSettings};

@@ -17,6 +17,8 @@
 //! | `0x37` | client → server | [`ClientServiceMessage::Ready`] |
 //! | `0x38` | server → client | [`ServerServiceMessage::CheckIn`] |
 //! | `0x39` | client → server | [`ClientServiceMessage::CheckInReply`] |
+//! | `0x3a` | client → server | [`ClientServiceMessage::FollowModel`] |
+//! | `0x3b` | server → client | [`ServerServiceMessage::Model`] |
 //!
 //! Bodies are encoded with the protocol's bounded codec; `protocol/PROTOCOL.md` gives
 //! the byte layout.
@@ -40,6 +42,8 @@ mod tag {
     pub const READY: u8 = 0x37;
     pub const CHECK_IN: u8 = 0x38;
     pub const CHECK_IN_REPLY: u8 = 0x39;
+    pub const FOLLOW_MODEL: u8 = 0x3a;
+    pub const MODEL: u8 = 0x3b;
 }
 
 /// The unit of check-in rates on the wire: parts per billion.
@@ -91,10 +95,58 @@ pub enum ClientServiceMessage {
         /// Takes part.
         join: bool,
     },
+    /// Send this client the global model after each round it completes, before the
+    /// round's `RoundComplete` (for the connection's lifetime). Sent from the lobby
+    /// (before a `Ready`); a seated client that sends it breaks the protocol.
+    FollowModel,
+}
+
+/// Why a session ended, as the server tells its clients in
+/// [`ServerServiceMessage::SessionEnd`] (one byte on the wire, 1 ..= 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum EndReason {
+    /// Every round of the session completed.
+    #[error("every round completed")]
+    Complete,
+    /// Another round would exceed the server's privacy budget.
+    #[error("the server's privacy budget is spent")]
+    BudgetSpent,
+    /// A round aborted as many times as the server allows.
+    #[error("a round aborted too many times")]
+    RoundFailed,
+    /// The operator stopped the server.
+    #[error("the server was shut down")]
+    Shutdown,
+    /// The server failed (its storage, a round it could not plan).
+    #[error("the server failed")]
+    ServerError,
+}
+
+impl EndReason {
+    fn to_byte(self) -> u8 {
+        match self {
+            Self::Complete => 1,
+            Self::BudgetSpent => 2,
+            Self::RoundFailed => 3,
+            Self::Shutdown => 4,
+            Self::ServerError => 5,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        Ok(match b {
+            1 => Self::Complete,
+            2 => Self::BudgetSpent,
+            3 => Self::RoundFailed,
+            4 => Self::Shutdown,
+            5 => Self::ServerError,
+            _ => return Err(DecodeError::InvalidField("session end reason")),
+        })
+    }
 }
 
 /// Service messages the server sends.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ServerServiceMessage {
     /// Admitted. With `resumed`, the client holds a seat in that round and the server has
     /// handled `received` of its frames there.
@@ -120,11 +172,21 @@ pub enum ServerServiceMessage {
         /// The probability of taking part, in parts per billion (1 ..= 10⁹).
         rate_ppb: u32,
     },
+    /// The global model after `round` (to a client that asked with
+    /// [`ClientServiceMessage::FollowModel`]).
+    Model {
+        /// The round whose update the model includes.
+        round: u64,
+        /// The model's values (finite).
+        values: Vec<f32>,
+    },
     /// No more rounds; the connection closes.
     SessionEnd {
         /// Rounds the session completed.
         completed_rounds: u64,
-        /// Why it ended (at most [`MAX_TEXT`] bytes).
+        /// Why it ended.
+        end: EndReason,
+        /// What happened, for people (at most [`MAX_TEXT`] bytes).
         reason: String,
     },
 }
@@ -137,6 +199,7 @@ impl ClientServiceMessage {
             Self::UploadReady => "UploadReady",
             Self::Ready { .. } => "Ready",
             Self::CheckInReply { .. } => "CheckInReply",
+            Self::FollowModel => "FollowModel",
         }
     }
 
@@ -151,6 +214,7 @@ impl ClientServiceMessage {
                 w.into_bytes()
             }
             Self::UploadReady => Writer::message(tag::UPLOAD_READY, 0).into_bytes(),
+            Self::FollowModel => Writer::message(tag::FOLLOW_MODEL, 0).into_bytes(),
             Self::Ready { commitment } => {
                 let mut w = Writer::message(tag::READY, 32);
                 w.bytes(commitment);
@@ -176,6 +240,7 @@ impl ClientServiceMessage {
                 resume: decode_resume(&mut r)?,
             },
             tag::UPLOAD_READY => Self::UploadReady,
+            tag::FOLLOW_MODEL => Self::FollowModel,
             tag::READY => Self::Ready { commitment: r.array()? },
             tag::CHECK_IN_REPLY => Self::CheckInReply {
                 round: r.u64()?,
@@ -201,6 +266,7 @@ impl ServerServiceMessage {
             Self::Refused { .. } => "Refused",
             Self::UploadGrant => "UploadGrant",
             Self::CheckIn { .. } => "CheckIn",
+            Self::Model { .. } => "Model",
             Self::SessionEnd { .. } => "SessionEnd",
         }
     }
@@ -226,9 +292,19 @@ impl ServerServiceMessage {
                 w.u32(*rate_ppb);
                 w.into_bytes()
             }
-            Self::SessionEnd { completed_rounds, reason } => {
-                let mut w = Writer::message(tag::SESSION_END, 12 + reason.len());
+            Self::Model { round, values } => {
+                let mut w = Writer::message(tag::MODEL, 12 + 4 * values.len());
+                w.u64(*round);
+                w.u32(values.len() as u32);
+                for v in values {
+                    w.bytes(&v.to_le_bytes());
+                }
+                w.into_bytes()
+            }
+            Self::SessionEnd { completed_rounds, end, reason } => {
+                let mut w = Writer::message(tag::SESSION_END, 13 + reason.len());
                 w.u64(*completed_rounds);
+                w.u8(end.to_byte());
                 w.text(reason, MAX_TEXT);
                 w.into_bytes()
             }
@@ -249,9 +325,22 @@ impl ServerServiceMessage {
                 }
                 Self::CheckIn { round, attempt, rate_ppb }
             }
-            tag::SESSION_END => {
-                Self::SessionEnd { completed_rounds: r.u64()?, reason: r.text("reason", MAX_TEXT as u64)? }
+            tag::MODEL => {
+                let round = r.u64()?;
+                let len = r.u32()? as usize;
+                let bytes = r.take(len.checked_mul(4).ok_or(DecodeError::InvalidField("model length"))?)?;
+                let values: Vec<f32> =
+                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(DecodeError::InvalidField("model value"));
+                }
+                Self::Model { round, values }
             }
+            tag::SESSION_END => Self::SessionEnd {
+                completed_rounds: r.u64()?,
+                end: EndReason::from_byte(r.u8()?)?,
+                reason: r.text("reason", MAX_TEXT as u64)?,
+            },
             other => return Err(DecodeError::UnknownMessageType(other)),
         };
         r.finish()?;
@@ -312,7 +401,7 @@ impl FromClient {
 }
 
 /// A frame the client receives: every message a server may send.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum FromServer {
     /// A protocol message.
     Protocol(ServerMessage),
@@ -346,6 +435,7 @@ mod tests {
             ClientServiceMessage::UploadReady,
             ClientServiceMessage::Ready { commitment: [0x5c; 32] },
             ClientServiceMessage::CheckInReply { round: 4, attempt: 1, join: true },
+            ClientServiceMessage::FollowModel,
             ClientServiceMessage::CheckInReply { round: 5, attempt: 3, join: false },
         ]
     }
@@ -357,7 +447,8 @@ mod tests {
             ServerServiceMessage::Refused { reason: "unknown token".into() },
             ServerServiceMessage::UploadGrant,
             ServerServiceMessage::CheckIn { round: 4, attempt: 2, rate_ppb: 10_000_000 },
-            ServerServiceMessage::SessionEnd { completed_rounds: 5, reason: "done".into() },
+            ServerServiceMessage::Model { round: 3, values: vec![0.5, -1.25, 0.0] },
+            ServerServiceMessage::SessionEnd { completed_rounds: 5, end: EndReason::Complete, reason: "done".into() },
         ]
     }
 

@@ -122,6 +122,15 @@ impl PrivacySpent {
             .collect()
     }
 
+    /// ε at `delta` of what was spent; `None` if no round with DP was charged (or the
+    /// conversion failed).
+    pub fn epsilon(&self, delta: f64) -> Option<f64> {
+        if self.rdp.is_empty() {
+            return None;
+        }
+        self.epsilon_with(None, delta).ok()
+    }
+
     /// ε at `delta` of what was spent, with `next` added.
     pub fn epsilon_with(&self, next: Option<&DpEvent>, delta: f64) -> Result<f64, String> {
         let rdp = self.composed_with(next);

@@ -235,6 +235,22 @@ pub async fn close_gracefully(send: &mut quinn::SendStream, connection: &quinn::
     connection.close(quinn::VarInt::from_u32(code), reason.as_bytes());
 }
 
+/// How long the server waits, after its last words are acknowledged, for the client to
+/// read them and close the connection itself.
+pub const PEER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The server's goodbye: finishes the stream, waits until the peer has everything and
+/// then (at most [`PEER_CLOSE_GRACE`]) until it closes the connection after reading it,
+/// and only then closes. A peer that receives CONNECTION_CLOSE may drop stream data it
+/// has not read yet, such as a `SessionEnd` acknowledged but still in its buffers.
+pub async fn close_after_peer(send: &mut quinn::SendStream, connection: &quinn::Connection, code: u32, reason: &str) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, send.stopped()).await;
+        let _ = tokio::time::timeout(PEER_CLOSE_GRACE, connection.closed()).await;
+    }
+    connection.close(quinn::VarInt::from_u32(code), reason.as_bytes());
+}
+
 /// Runs `attempt` until it succeeds, fails with an error `retryable` refuses, or
 /// `patience` has passed; waits 100 ms after the first failure, doubling up to 2 s.
 pub async fn retry<T, E, Fut>(

@@ -69,6 +69,9 @@ pub struct RoundSettings {
     pub encoding: EncodingParams,
     /// The current global model.
     pub model: Vec<f32>,
+    /// Seconds the server gives a seated client to train before it must advertise its
+    /// keys (the first phase's deadline is this plus the phase timeout); 0: not stated.
+    pub train_timeout_secs: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,6 +82,12 @@ struct Header {
     mode: AggregationMode,
     encoding: EncodingParams,
     model_dim: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    train_timeout_secs: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Why a settings payload was refused.
@@ -170,6 +179,7 @@ impl RoundSettings {
             mode: self.mode.clone(),
             encoding: self.encoding.clone(),
             model_dim: self.model.len(),
+            train_timeout_secs: self.train_timeout_secs,
         })?;
         let mut w = Writer::with_capacity(4 + header.len() + 4 * self.model.len());
         w.len_prefixed(&header);
@@ -204,6 +214,7 @@ impl RoundSettings {
             mode: header.mode,
             encoding: header.encoding,
             model,
+            train_timeout_secs: header.train_timeout_secs,
         };
         let expected = settings.model_dim() + usize::from(settings.is_weighted());
         if settings.encoding.dim != expected {
@@ -304,6 +315,7 @@ mod tests {
             mode: AggregationMode::Weighted { value_range: 8.0, max_weight: 1000.0 },
             encoding: EncodingParams::without_dp(dim + 1, 1e-6, 48, Clipping::None, None).unwrap(),
             model: (0..dim).map(|i| i as f32 * 0.5).collect(),
+            train_timeout_secs: 0,
         }
     }
 

@@ -22,7 +22,7 @@ use privagg_protocol::{
     ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
-use privagg_service::{AggregationMode, RoundSettings};
+use privagg_service::{AggregationMode, EndReason, RoundSettings};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::{Value, json};
@@ -82,6 +82,7 @@ fn weighted_settings() -> RoundSettings {
         mode: AggregationMode::Weighted { value_range: 8.0, max_weight: 1000.0 },
         encoding: EncodingParams::without_dp(3, 0.5, 48, Clipping::None, None).unwrap(),
         model: vec![0.5, -1.25],
+        train_timeout_secs: 0,
     }
 }
 
@@ -109,6 +110,7 @@ fn dp_settings() -> RoundSettings {
             noise: NoiseSpec::DiscreteGaussian { variance: Ratio::new(25, 2).unwrap() },
         },
         model: vec![0.25, 0.0, -0.75],
+        train_timeout_secs: 0,
     }
 }
 
@@ -253,6 +255,7 @@ fn vectors() -> Vec<Vector> {
         to_server("UploadReady", ClientServiceMessage::UploadReady),
         to_server("Ready", ClientServiceMessage::Ready { commitment: cohort::commitment(&[2; 32]) }),
         to_server("CheckInReply", ClientServiceMessage::CheckInReply { round: 3, attempt: 1, join: true }),
+        to_server("FollowModel", ClientServiceMessage::FollowModel),
         to_client("Welcome", ServerServiceMessage::Welcome { resumed: None }),
         to_client(
             "Welcome (resumed)",
@@ -261,7 +264,11 @@ fn vectors() -> Vec<Vector> {
         to_client("Refused", ServerServiceMessage::Refused { reason: "unknown token".into() }),
         to_client("UploadGrant", ServerServiceMessage::UploadGrant),
         to_client("CheckIn", ServerServiceMessage::CheckIn { round: 3, attempt: 1, rate_ppb: 10_000_000 }),
-        to_client("SessionEnd", ServerServiceMessage::SessionEnd { completed_rounds: 3, reason: "done".into() }),
+        to_client("Model", ServerServiceMessage::Model { round: 3, values: vec![0.5, -1.25] }),
+        to_client(
+            "SessionEnd",
+            ServerServiceMessage::SessionEnd { completed_rounds: 3, end: EndReason::Complete, reason: "done".into() },
+        ),
         settings("RoundSettings (weighted)", weighted_settings()),
         settings("RoundSettings (DP)", dp_settings()),
         Vector { name: "frame header (300 bytes)", bytes: header, decodes_back: Box::new(|b| b == [44, 1, 0, 0]) },

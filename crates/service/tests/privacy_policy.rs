@@ -32,6 +32,7 @@ fn honest() -> (RoundSettings, RoundParams, Plan) {
         },
         encoding: p.encoding_params([3; 32]),
         model: vec![0.0; dim],
+        train_timeout_secs: 0,
     };
     let params = RoundParams {
         round: 1,

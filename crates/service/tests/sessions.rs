@@ -14,7 +14,7 @@ use privagg_protocol::{
 use privagg_service::frame::{MAX_CONTROL_FRAME, upload_frame_limit};
 use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
 use privagg_service::server::{CheckInConfig, CloseReason};
-use privagg_service::{Admission, ClientEvent, RoundError, SessionEnd, SessionEvent};
+use privagg_service::{Admission, ClientEvent, EndReason, RoundError, SessionEnd, SessionEvent};
 
 /// The session completed every round at its first attempt.
 fn assert_no_aborts(h: &Harness) {
@@ -405,7 +405,7 @@ fn an_aborted_round_is_retried_and_fails_the_session_after_the_last_attempt() {
 fn closing_the_session_mid_round_tells_every_client() {
     let mut h = Setup::new(4, 4, 4, 8).start();
     h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::PhaseChanged { .. })));
-    h.server.close("shutting down");
+    h.server.close(EndReason::Shutdown, "shutting down");
     h.run();
     assert!(h.commits.is_empty());
     for p in &h.peers {
@@ -1053,4 +1053,90 @@ fn a_server_that_asks_the_same_attempt_again_gets_no_second_coin() {
         assert!(p.check_ins[1..].iter().all(|&(round, join)| round == 1 && !join), "{:?}", p.check_ins);
     }
     assert!(matches!(h.finished, Some(SessionEnd::RoundFailed { round: 1, attempts: 3, .. })));
+}
+
+#[test]
+fn training_longer_than_a_phase_fits_in_the_training_time() {
+    // Clients train on the round's model before they advertise their keys, and the
+    // first phase gives them the training time on top of the phase timeout: 15 s of
+    // training against 10 s phases costs nobody anything.
+    let mut h = Setup::new(4, 4, 3, 8).build();
+    for peer in &mut h.peers {
+        peer.train_for = Some(Duration::from_secs(15));
+    }
+    h.join_all();
+    h.run();
+    assert_no_aborts(&h);
+    assert_all_exact(&h);
+    assert_eq!(h.commits[0].peers, vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn a_client_that_trains_past_the_deadline_hears_why_and_joins_the_retry() {
+    // 25 s of training against 10 s + 10 s: the round cannot wait. The client revealed
+    // nothing (not even its nonce), so the attempt is redone without waiting for it; the
+    // client is told that its training overran, not that the server misbehaved.
+    let mut h = Setup::new(4, 4, 3, 8).build();
+    h.peers[0].train_for = Some(Duration::from_secs(25));
+    h.join_all();
+    h.run();
+    assert!(
+        matches!(h.peers[0].failures().first(), Some(RoundError::TrainingOverran { round: 1, .. })),
+        "{:?}",
+        h.peers[0].events
+    );
+    assert_eq!(h.commits.len(), 1);
+    assert_all_exact(&h);
+    for peer in &h.peers[1..] {
+        assert!(peer.completed(1));
+    }
+}
+
+#[test]
+fn a_failed_round_does_not_end_the_session_the_server_backs_off_and_serves_on() {
+    // One client vanishes before revealing its nonce: the attempt aborts, and with one
+    // attempt allowed the round has failed. The server backs off and keeps serving
+    // instead of ending the session (`a_session_that_failed_starts_no_more_rounds` is
+    // the same with `stop_after_failed_round`).
+    let mut setup = Setup::new(5, 5, 4, 8);
+    setup.session.max_round_attempts = 1;
+    setup.session.stop_after_failed_round = false;
+    setup.session.rounds = 2;
+    let mut h = setup.build();
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeAdvertiseKeys));
+    h.join_all();
+    let aborts =
+        |h: &harness::Harness| h.events.iter().filter(|e| matches!(e, SessionEvent::RoundAborted { .. })).count();
+    h.run_until(|h| aborts(h) == 1);
+    let first_abort = h.now;
+    h.run_until(|h| h.events.iter().filter(|e| matches!(e, SessionEvent::RoundStarted { .. })).count() == 2);
+    assert!(h.now >= first_abort + Duration::from_secs(1), "the retry did not wait");
+    h.run();
+    assert_eq!(h.finished, Some(SessionEnd::Complete { completed_rounds: 2 }));
+    assert_eq!(h.commits.len(), 2);
+    assert!(aborts(&h) >= 1);
+    assert_all_exact(&h);
+}
+
+#[test]
+fn a_client_that_follows_the_model_gets_it_with_each_round_it_completes() {
+    let mut h = Setup::new(4, 4, 3, 8).build();
+    h.configure(0, |c| c.follow_model = true);
+    h.join_all();
+    h.run();
+    assert_no_aborts(&h);
+    let summary = |p: &harness::Peer| {
+        p.events.iter().find_map(|e| match e {
+            ClientEvent::RoundCompleted(s) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    let followed = summary(&h.peers[0]).expect("round 1 completed");
+    let model = followed.model.expect("the model after round 1");
+    // The harness's "model" is the weighted mean of the round's inputs.
+    let (sum, weight) = h.expected(&[0, 1, 2, 3]);
+    for (m, s) in model.iter().zip(&sum) {
+        assert!((f64::from(*m) - s / weight).abs() < 1e-3);
+    }
+    assert!(summary(&h.peers[1]).expect("round 1 completed").model.is_none(), "not asked for");
 }

@@ -60,6 +60,8 @@ pub(super) struct Lobby {
     queue: VecDeque<ConnId>,
     /// Since when the clients in the queue have been waiting (`None`: nobody waits).
     waiting_since: Option<Instant>,
+    /// Connections that asked for the model after each round they complete.
+    followers: HashSet<ConnId>,
 }
 
 impl Lobby {
@@ -100,6 +102,7 @@ impl Lobby {
         self.dequeue(conn);
         self.certificates.remove(&conn);
         self.commitments.remove(&conn);
+        self.followers.remove(&conn);
         self.conns.remove(&conn)
     }
 
@@ -147,6 +150,16 @@ impl Lobby {
             self.waiting_since.get_or_insert(now);
         }
         true
+    }
+
+    /// `conn` asked for the model after each round it completes.
+    pub(super) fn follow(&mut self, conn: ConnId) {
+        self.followers.insert(conn);
+    }
+
+    /// Whether `conn` asked for the model after each round.
+    pub(super) fn follows(&self, conn: ConnId) -> bool {
+        self.followers.contains(&conn)
     }
 
     /// Connections not yet admitted (their `Hello` is due).

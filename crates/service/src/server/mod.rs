@@ -50,7 +50,7 @@ use self::lobby::{ConnState, Lobby};
 use self::round::{ActiveRound, ReleaseCharge, Stage, upload_stalled, upload_without_grant};
 use crate::admission::{Admission, ClientIdentity, Refusal};
 use crate::frame::{Frame, MAX_CONTROL_FRAME, upload_frame_limit};
-use crate::message::{ClientServiceMessage, FromClient, IDENTITY_LEN, Resume, ServerServiceMessage};
+use crate::message::{ClientServiceMessage, EndReason, FromClient, IDENTITY_LEN, Resume, ServerServiceMessage};
 
 /// A connection's number, unique for the session's lifetime; the shell assigns it.
 pub type ConnId = u64;
@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub completed_rounds: u64,
     /// How long each protocol phase may take.
     pub phase_timeout: Duration,
+    /// How long a seated client may train before the first phase's deadline starts: the
+    /// first phase (AdvertiseKeys) may take this plus `phase_timeout`.
+    pub train_timeout: Duration,
     /// How long to wait for a full cohort before starting with at least `min_clients`.
     pub lobby_timeout: Duration,
     /// How long a new connection may take to send its `Hello`.
@@ -84,8 +87,16 @@ pub struct SessionConfig {
     /// banned for the rest of the session: its connection is closed and its `Hello`s are
     /// refused. 0: never banned.
     pub ban_after: u32,
-    /// Attempts at one round before the session fails (at least 1).
+    /// Attempts at one round before it counts as failed (at least 1).
     pub max_round_attempts: u32,
+    /// End the session when a round fails (`max_round_attempts` aborted attempts in a
+    /// row). Otherwise the server keeps trying the round, backing off: one bad client
+    /// never ends a session. With check-ins the session always ends, since the sampling
+    /// argument counts on at most `max_round_attempts` check-ins per round.
+    pub stop_after_failed_round: bool,
+    /// The wait after an aborted attempt before the next cohort is seated: this for the
+    /// first abort of a round, doubling with each further one up to 64 times this.
+    pub retry_backoff: Duration,
     /// Who is admitted.
     pub admission: Admission,
     /// Decoder limits for client frames.
@@ -198,6 +209,14 @@ pub enum Action {
     /// The round's sum is recovered: apply and store it, then
     /// [`ServerSession::handle_committed`]. Its clients hear `RoundComplete` only then.
     Commit(Box<RoundCommit>),
+    /// Send the global model after round `round` (just committed) to `conns`, clients of
+    /// the round that asked to follow the model, before anything queued after this.
+    SendModel {
+        /// The round the model includes.
+        round: u64,
+        /// The connections.
+        conns: Vec<ConnId>,
+    },
     /// Something observers may want to know.
     Event(SessionEvent),
     /// The session ended on its own.
@@ -356,6 +375,19 @@ pub struct RoundCommit {
     /// Identities banned since the previous commit (during this round's attempts, or
     /// between rounds).
     pub banned: Vec<Ban>,
+    /// Who held each seat (seat 1 first): the round's client ids mapped to identities.
+    pub holders: Vec<SeatHolder>,
+}
+
+/// Who held a seat of a committed round.
+#[derive(Clone, Debug)]
+pub struct SeatHolder {
+    /// The seat (the client's id in the round).
+    pub seat: ClientId,
+    /// The identity admitted to it.
+    pub identity: ClientIdentity,
+    /// The certificate it presented, if it has one (its subject names the client).
+    pub certificate: Option<Arc<[u8]>>,
 }
 
 /// Why [`ServerSession::start_round`] refused the parameters.
@@ -420,6 +452,8 @@ pub struct ServerSession {
     banned: HashMap<ClientIdentity, Offence>,
     /// Bans not yet reported in a commit.
     unreported_bans: Vec<Ban>,
+    /// No cohort is seated before this (backing off after an aborted attempt).
+    retry_at: Option<Instant>,
 }
 
 impl ServerSession {
@@ -440,6 +474,7 @@ impl ServerSession {
             offences: HashMap::new(),
             banned: HashMap::new(),
             unreported_bans: Vec::new(),
+            retry_at: None,
         };
         if next_round > session.config.rounds {
             session.closed = true;
@@ -477,7 +512,16 @@ impl ServerSession {
             None => match &self.check_in {
                 Some(window) => Some(window.deadline),
                 None if self.config.check_ins.is_some() => None,
-                None => self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout),
+                None => {
+                    let partial =
+                        self.lobby.partial_cohort_deadline(self.config.min_clients as usize, self.config.lobby_timeout);
+                    // Backing off: the full cohort may wait too, until the retry is due.
+                    let retry = self.retry_at.filter(|_| self.lobby.waiting() >= self.config.min_clients as usize);
+                    match (partial, retry) {
+                        (Some(p), Some(r)) => Some(p.max(r)),
+                        (p, r) => p.or(r),
+                    }
+                }
             },
         };
         [self.lobby.next_hello_deadline(), round].into_iter().flatten().min()
@@ -646,7 +690,8 @@ impl ServerSession {
         let upload_limit = upload_frame_limit(params.dim, params.bits);
         let members = round.members().unwrap_or_default();
         let protocol = ServerRound::new(params.clone(), members, app_data)?;
-        round.start(protocol, upload_limit, now, self.config.phase_timeout, self.config.upload_timeout);
+        let first_phase = self.config.train_timeout + self.config.phase_timeout;
+        round.start(protocol, upload_limit, now, first_phase, self.config.upload_timeout);
         tracing::info!(
             round = round.number,
             attempt = round.attempt,
@@ -689,12 +734,16 @@ impl ServerSession {
     pub fn handle_committed(&mut self, now: Instant) {
         self.now = Some(now);
         let Some(mut round) = self.round.take_if(|r| matches!(r.stage, Stage::Committing(_))) else { return };
+        let followers: Vec<ConnId> = round.seats.iter().map(|s| s.conn).filter(|&c| self.lobby.follows(c)).collect();
+        if !followers.is_empty() {
+            self.out.push(Action::SendModel { round: round.number, conns: followers });
+        }
         round.release_completion(&mut self.out);
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
         self.next_round += 1;
         self.attempt = 0;
         if self.next_round > self.config.rounds {
-            self.close("the session is complete");
+            self.close(EndReason::Complete, "the session is complete");
             self.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: self.completed_rounds() }));
             return;
         }
@@ -702,8 +751,8 @@ impl ServerSession {
     }
 
     /// Ends the session: the current round is cancelled (its clients hear why), every
-    /// client gets `SessionEnd` with `reason`, and every connection is closed.
-    pub fn close(&mut self, reason: &str) {
+    /// client gets `SessionEnd` with `end` and `reason`, and every connection is closed.
+    pub fn close(&mut self, end: EndReason, reason: &str) {
         if self.closed {
             return;
         }
@@ -716,7 +765,8 @@ impl ServerSession {
         }
         self.closed = true;
         self.check_in = None;
-        let end = ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), reason: reason.into() };
+        let end =
+            ServerServiceMessage::SessionEnd { completed_rounds: self.completed_rounds(), end, reason: reason.into() };
         let end = Frame::new(end.encode());
         let conns: Vec<(ConnId, ConnState)> = self.lobby.conns().collect();
         for (conn, state) in conns {
@@ -756,6 +806,7 @@ impl ServerSession {
             Ok(FromClient::Service(ClientServiceMessage::Ready { commitment })) => {
                 self.lobby.ready(now, conn, commitment);
             }
+            Ok(FromClient::Service(ClientServiceMessage::FollowModel)) => self.lobby.follow(conn),
             Ok(FromClient::Service(ClientServiceMessage::CheckInReply { round, attempt, join })) => {
                 // A late answer (after its window closed) is harmless: ignored.
                 if !self.check_in.as_mut().is_some_and(|w| w.reply(conn, (round, attempt), join)) {
@@ -1083,6 +1134,15 @@ impl ServerSession {
             bytes_in,
             bytes_out,
             banned,
+            holders: round
+                .seats
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let seat = ClientId::new(u32::try_from(i + 1).ok()?)?;
+                    Some(SeatHolder { seat, identity: s.identity, certificate: s.certificate.clone() })
+                })
+                .collect(),
         };
         round.stage = Stage::Committing(protocol);
         self.out.push(Action::Commit(Box::new(commit)));
@@ -1103,23 +1163,36 @@ impl ServerSession {
             reason: reason.clone(),
         }));
         self.lobby.unseat(round.seats.iter().map(|s| s.conn));
-        if round.attempt >= self.config.max_round_attempts {
-            self.fail_round(round.number, round.attempt, reason);
+        let stops = self.config.stop_after_failed_round || self.config.check_ins.is_some();
+        if round.attempt >= self.config.max_round_attempts && stops {
+            return self.fail_round(round.number, round.attempt, reason);
         }
+        let backoff = self.config.retry_backoff * (1u32 << round.attempt.saturating_sub(1).min(6));
+        if round.attempt >= self.config.max_round_attempts {
+            tracing::warn!(
+                round = round.number,
+                attempts = round.attempt,
+                retry_in = ?backoff,
+                "round failed; the server keeps serving and tries it again"
+            );
+        }
+        self.retry_at = self.now.map(|now| now + backoff);
     }
 
     /// Ends the session after the last allowed attempt at `round` failed.
     fn fail_round(&mut self, round: u64, attempts: u32, reason: RoundAbort) {
         let text = format!("round {round} aborted {attempts} times; last reason: {reason}");
-        self.close(&text);
+        self.close(EndReason::RoundFailed, &text);
         self.out.push(Action::Finished(SessionEnd::RoundFailed { round, attempts, reason }));
     }
 
     fn seat_cohort(&mut self, now: Instant, size: usize) {
         let enough = size >= self.config.min_clients as usize && size <= self.lobby.waiting();
-        if self.closed || self.round.is_some() || !enough {
+        let backing_off = self.retry_at.is_some_and(|at| now < at);
+        if self.closed || self.round.is_some() || !enough || backing_off {
             return;
         }
+        self.retry_at = None;
         // Clients that offended wait behind the others: a violator is never seated first.
         let mut queued = self.lobby.queued();
         queued.sort_by_key(|&c| self.offences_of(c));

@@ -2,6 +2,7 @@
 //! and what it sent, for the resend rule), its upload grants and its phase timings.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use privagg_protocol::cohort::Member;
@@ -22,6 +23,8 @@ pub(super) struct Seat {
     /// The random client identity of the `Hello` that took the seat: only a connection
     /// presenting it again (or proving the identity otherwise) gets the seat back.
     pub instance: [u8; IDENTITY_LEN],
+    /// The certificate it presented, if it has one.
+    pub certificate: Option<Arc<[u8]>>,
     /// Frames sent to the seat this round.
     pub sent: u32,
     /// Frames received from the seat this round.
@@ -96,8 +99,18 @@ impl ActiveRound {
         let (seats, members) = seated
             .into_iter()
             .map(|Seated { conn, identity, instance, member }| {
-                let seat =
-                    Seat { conn, identity, instance, sent: 0, received: 0, last_sent: None, bytes_in: 0, bytes_out: 0 };
+                let certificate = member.certificate.clone();
+                let seat = Seat {
+                    conn,
+                    identity,
+                    instance,
+                    certificate,
+                    sent: 0,
+                    received: 0,
+                    last_sent: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                };
                 (seat, member)
             })
             .unzip();

@@ -19,13 +19,13 @@ use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
-use privagg_service::message::ClientServiceMessage;
+use privagg_service::message::{ClientServiceMessage, EndReason, ServerServiceMessage};
 use privagg_service::privacy::assumed_colluders;
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
 use privagg_service::{
-    Action, Admission, AggregationMode, ClientAction, ClientConfig, ClientEvent, ClientSession, ConnId, FromServer,
-    PrivacyPolicy, RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
+    Action, Admission, AggregationMode, ClientAction, ClientConfig, ClientEvent, ClientSession, ConnId, Frame,
+    FromServer, PrivacyPolicy, RoundSettings, ServerSession, SessionConfig, SessionEnd, SessionEvent,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -70,12 +70,15 @@ impl Setup {
                 rounds: 1,
                 completed_rounds: 0,
                 phase_timeout: Duration::from_secs(10),
+                train_timeout: Duration::from_secs(10),
                 lobby_timeout: Duration::from_secs(30),
                 hello_timeout: Duration::from_secs(5),
                 upload_slots: 2,
                 upload_timeout: None,
                 ban_after: 0,
                 max_round_attempts: 3,
+                stop_after_failed_round: true,
+                retry_backoff: Duration::from_secs(1),
                 admission: Admission::certificates(),
                 limits: Limits { max_app_data: 0, ..Limits::default() },
                 check_ins: None,
@@ -121,6 +124,8 @@ pub struct Peer {
     pub silent: bool,
     /// Refuse to train (the training step fails).
     pub fail_training: bool,
+    /// How long its next training takes (simulated time; `None`: no time at all).
+    pub train_for: Option<Duration>,
     /// Ask for a round after being admitted and after each round, as the SDK's `run`
     /// does; a one-shot client stops asking after its first round.
     pub asks_for_rounds: bool,
@@ -171,9 +176,20 @@ struct Link {
 }
 
 enum Scheduled {
-    ServerNotices { conn: ConnId, transient: bool },
-    ClientNotices { peer: usize },
-    Reconnect { peer: usize },
+    ServerNotices {
+        conn: ConnId,
+        transient: bool,
+    },
+    ClientNotices {
+        peer: usize,
+    },
+    Reconnect {
+        peer: usize,
+    },
+    /// Peer `peer` finishes training.
+    Trained {
+        peer: usize,
+    },
 }
 
 /// A committed round: what the session handed the shell, and the sum decoded.
@@ -491,14 +507,14 @@ impl Harness {
                 }
                 Err(e) => {
                     self.plan_errors.push(e.clone());
-                    self.server.close(&e);
+                    self.server.close(EndReason::ServerError, &e);
                 }
             },
             Action::ChargeRelease { round, attempt, inputs } => {
                 let revealed = self.peers.iter().map(|p| p.unmask_responses).sum();
                 self.charges.push((round, attempt, inputs, revealed));
                 if std::mem::take(&mut self.fail_charge) {
-                    self.server.close("the privacy ledger could not be written");
+                    self.server.close(EndReason::ServerError, "the privacy ledger could not be written");
                 } else {
                     self.server.handle_release_charged(now);
                 }
@@ -520,6 +536,16 @@ impl Harness {
                     (0..self.peers.len()).filter(|&i| self.peers[i].completed(commit.round)).collect();
                 self.commits.push(Committed { commit: *commit, sum, peers, told_before_commit });
                 self.server.handle_committed(now);
+            }
+            Action::SendModel { round, conns } => {
+                // The harness's model after a round: the decoded mean of the sum.
+                let sum = &self.commits.last().expect("a commit").sum;
+                let total = sum.total_weight.unwrap_or(1.0).max(f64::MIN_POSITIVE);
+                let values = sum.values.iter().map(|v| (v / total) as f32).collect();
+                let frame = Frame::new(ServerServiceMessage::Model { round, values }.encode());
+                for conn in conns {
+                    self.server_action(Action::Send { conn, frame: frame.clone() });
+                }
             }
             Action::Admitted { conn } => self.admitted.push(conn),
             Action::Event(e) => self.events.push(e),
@@ -566,7 +592,10 @@ impl Harness {
                 }
             }
             ClientAction::Train(_) if peer.fail_training => peer.session.abandon_round("training failed"),
-            ClientAction::Train(_) => peer.session.provide_update(peer.update.clone(), peer.weight),
+            ClientAction::Train(_) => match peer.train_for.take() {
+                Some(time) => self.agenda.push((self.now + time, Scheduled::Trained { peer: i })),
+                None => peer.session.provide_update(peer.update.clone(), peer.weight),
+            },
             ClientAction::Remember(memory) => peer.remembered = Some(memory),
             ClientAction::Encode(job) if self.hold_encode.contains(&i) => self.held_encodes.push((i, job)),
             ClientAction::Encode(job) => peer.session.handle_encoded(job.run()),
@@ -706,6 +735,10 @@ impl Harness {
                 self.peers[peer].conn = None;
                 self.peers[peer].session.handle_connection_lost();
             }
+            Scheduled::Trained { peer } => {
+                let peer = &mut self.peers[peer];
+                peer.session.provide_update(peer.update.clone(), peer.weight);
+            }
             Scheduled::Reconnect { peer } => {
                 if !self.peers[peer].session.is_ended() && !self.peers[peer].vanished {
                     self.join(peer);
@@ -788,6 +821,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         memory: RoundMemory::default(),
         max_attempts: 3,
         credentials: Some(identity),
+        follow_model: false,
     };
     Peer {
         certificate,
@@ -800,6 +834,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         vanished: false,
         silent: false,
         fail_training: false,
+        train_for: None,
         asks_for_rounds: true,
         remembered: None,
         uploads: 0,
@@ -825,6 +860,7 @@ fn planner_for(setup: &Setup) -> Planner {
                 mode: AggregationMode::Weighted { value_range: VALUE_RANGE, max_weight: MAX_WEIGHT },
                 encoding: EncodingParams::without_dp(dim + 1, gamma, 48, Clipping::None, None).unwrap(),
                 model: vec![0.0; dim],
+                train_timeout_secs: 0,
             })
         }),
         Some(z) => Box::new(move |round, _| {
@@ -858,6 +894,7 @@ fn planner_for(setup: &Setup) -> Planner {
                 },
                 encoding: p.encoding_params([7; 32]),
                 model: vec![0.0; dim],
+                train_timeout_secs: 0,
             })
         }),
     }
