@@ -423,7 +423,7 @@ struct DemoArgs {
     /// Simulated clients [default: 20 (linear), 8 (shakespeare)].
     #[arg(long)]
     clients: Option<u32>,
-    /// Rounds [default: 5 (linear), 30 (shakespeare)].
+    /// Rounds [default: 5 (linear), 110 (shakespeare)].
     #[arg(long)]
     rounds: Option<u64>,
     /// Model dimension (linear).
@@ -445,9 +445,9 @@ struct DemoArgs {
     /// L2 clip C of each update [default: the server's (linear), 1 (shakespeare)].
     #[arg(long, conflicts_with = "no_dp")]
     clip: Option<f64>,
-    /// Server learning rate η.
-    #[arg(long, default_value_t = 1.0)]
-    server_lr: f64,
+    /// Server learning rate η [default: 1 (linear), 1.5 (shakespeare)].
+    #[arg(long)]
+    server_lr: Option<f64>,
     /// GRU hidden width (shakespeare).
     #[arg(long, default_value_t = 128)]
     hidden: usize,
@@ -464,18 +464,25 @@ struct DemoArgs {
     #[arg(long, default_value_t = 1e-2)]
     lr: f64,
     /// The local learning rate is divided by 1 + round / this (shakespeare; 0: constant).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 30.0)]
     lr_decay_rounds: f64,
+    /// The local learning rate also falls linearly over this fraction of the rounds at the
+    /// end (K = ⌊fraction · rounds⌋ rounds), to 1/K of itself in the last round
+    /// (shakespeare; 0: no cooldown).
+    #[arg(long, default_value_t = 0.35)]
+    lr_cooldown: f64,
     /// At most this many passes over a role's text per round (shakespeare; 0: always
     /// --local-steps).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 4.0)]
     max_epochs: f64,
     /// Held-out characters scored each round (shakespeare).
     #[arg(long, default_value_t = 50_000)]
     test_chars: usize,
-    /// Clients that train at once (each on one core).
-    #[arg(long, default_value_t = 2)]
-    trainers: usize,
+    /// Clients that train at once [default: 2 (linear), all of them (shakespeare: the
+    /// operating system shares the cores, so a round is not held up by the largest role
+    /// training last)].
+    #[arg(long)]
+    trainers: Option<usize>,
     /// Seconds each protocol phase may take [default: 20 (linear), 600 (shakespeare)].
     #[arg(long)]
     phase_timeout: Option<f64>,
@@ -597,6 +604,7 @@ fn run(cli: Cli) -> Result<()> {
 /// The demo's options from its flags, with each task's defaults.
 fn demo_options(args: DemoArgs) -> DemoOptions {
     let shakespeare = args.task == DemoTask::Shakespeare;
+    let rounds = args.rounds.unwrap_or(if shakespeare { 110 } else { 5 });
     let task = if shakespeare {
         TaskOptions::Shakespeare(ShakespeareOptions {
             hidden: args.hidden,
@@ -609,24 +617,27 @@ fn demo_options(args: DemoArgs) -> DemoOptions {
             },
             test_chars: args.test_chars,
             decay_rounds: args.lr_decay_rounds,
+            cooldown: args.lr_cooldown,
+            rounds,
             max_epochs: args.max_epochs,
             ..ShakespeareOptions::default()
         })
     } else {
         TaskOptions::Linear { dim: args.dim, examples: 40 }
     };
+    let clients = args.clients.unwrap_or(if shakespeare { 8 } else { 20 });
     DemoOptions {
-        clients: args.clients.unwrap_or(if shakespeare { 8 } else { 20 }),
-        rounds: args.rounds.unwrap_or(if shakespeare { 30 } else { 5 }),
+        clients,
+        rounds,
         task,
         seed: args.seed,
         adaptive_clip: args.adaptive_clip,
         dp: !args.no_dp,
         noise_multiplier: args.noise_multiplier,
         clip: args.clip.or(shakespeare.then_some(1.0)),
-        server_lr: args.server_lr,
+        server_lr: args.server_lr.unwrap_or(if shakespeare { 1.5 } else { 1.0 }),
         phase_timeout: args.phase_timeout.unwrap_or(if shakespeare { 600.0 } else { 20.0 }),
-        trainers: args.trainers,
+        trainers: args.trainers.unwrap_or(if shakespeare { clients as usize } else { 2 }),
         report: args.report,
         ..DemoOptions::default()
     }

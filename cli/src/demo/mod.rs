@@ -256,7 +256,16 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
     };
     let display = Display::new(&options, &state, task.clone(), started)?;
     let lines = display.follow(events).await;
-    let summary = server_task.await.context("the server task failed")??;
+    // A session that the privacy budget ends is a normal end of the demo: its rounds are
+    // reported like any other's.
+    let (completed, epsilon) = match server_task.await.context("the server task failed")? {
+        Ok(summary) => (summary.completed_rounds, summary.epsilon),
+        Err(privagg_server::ServeError::Budget(why)) => {
+            println!("the session ended on its privacy budget: {why}");
+            (lines.len() as u64, lines.last().map(|l| l.epsilon))
+        }
+        Err(e) => return Err(e.into()),
+    };
     for client in clients {
         let _ = client.await;
     }
@@ -265,14 +274,14 @@ pub async fn run_demo(options: DemoOptions) -> Result<Vec<DemoRound>> {
         (Some(a), Some(b)) => format!(", accuracy {:.1} % → {:.1} %", 100.0 * a, 100.0 * b),
         _ => String::new(),
     };
-    let epsilon = match summary.epsilon {
+    let epsilon = match epsilon {
         Some(e) if options.dp => format!("ε = {e:.2} at δ = 1e-5"),
         _ => "no DP".to_owned(),
     };
     println!(
         "done in {:.1} s: {} rounds, test loss {:.4} → {:.4}{accuracy}, {epsilon}",
         started.elapsed().as_secs_f64(),
-        summary.completed_rounds,
+        completed,
         initial.loss,
         last.loss,
     );

@@ -24,6 +24,12 @@ pub struct ShakespeareOptions {
     pub train: TrainOptions,
     /// The local learning rate is divided by 1 + round / `decay_rounds` (0: constant).
     pub decay_rounds: f64,
+    /// The local learning rate also falls linearly over the last `cooldown` fraction of
+    /// the `rounds` (⌊cooldown · rounds⌋ rounds, K), to 1/K of itself in the last round
+    /// (0: no cooldown; a short session may have none).
+    pub cooldown: f64,
+    /// The session's rounds (for the cooldown).
+    pub rounds: u64,
     /// Held-out characters scored after each round.
     pub test_chars: usize,
     /// With a value above 0: a role trains at most this many passes over its text per
@@ -39,9 +45,11 @@ impl Default for ShakespeareOptions {
             hidden: 128,
             embed: 32,
             train: TrainOptions { steps: 40, batch: 32, seq_len: 64, lr: 1e-2, grad_clip: Some(1.0) },
-            decay_rounds: 3.0,
+            decay_rounds: 30.0,
+            cooldown: 0.35,
+            rounds: 110,
             test_chars: 50_000,
-            max_epochs: 0.0,
+            max_epochs: 4.0,
         }
     }
 }
@@ -96,7 +104,11 @@ impl Task for Shakespeare {
         let data = &self.data.clients[role];
         let global = model.to_vec();
         let seed = self.seed ^ (round << 20) ^ client as u64;
-        let mut train = self.options.train.at_round(round, self.options.decay_rounds);
+        let mut train = self.options.train.at_round(round, self.options.decay_rounds).cooled_down(
+            round,
+            self.options.rounds,
+            (self.options.cooldown * self.options.rounds as f64).floor() as u64,
+        );
         if self.options.max_epochs > 0.0 {
             let per_step = (train.batch * train.seq_len).max(1) as f64;
             let steps = (self.options.max_epochs * data.tokens.len() as f64 / per_step).ceil() as usize;

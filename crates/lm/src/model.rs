@@ -127,11 +127,13 @@ impl CharGru {
     pub fn forward(&self, tokens: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor), LmError> {
         let (b, t) = tokens.dims2()?;
         let h = self.config.hidden;
-        let embed = self.p(0);
-        let w_ih = self.p(1).t()?;
-        let b_ih = self.p(3);
-        // Step-major ids, so each step's ids are one contiguous slice. (Embedding each
-        // step apart keeps back-propagation linear in T: the gradient of a narrow of one
+        // The input side of the gates depends on the character alone, so it is one table
+        // of V rows (embed · W_ihᵀ + b_ih, [V, 3H]) computed once per call, and each step
+        // looks its characters up in it: the same model as projecting each step's
+        // embeddings, without a [B, E] × [E, 3H] product per step (forward and backward).
+        let table = self.p(0).matmul(&self.p(1).t()?)?.broadcast_add(self.p(3))?;
+        // Step-major ids, so each step's ids are one contiguous slice. (Looking each step
+        // up apart keeps back-propagation linear in T: the gradient of a narrow of one
         // [B, T, 3H] projection would be a zero-padded copy of the whole at every step.)
         let ids = tokens.t()?.contiguous()?;
         let w_hh = self.p(2).t()?;
@@ -142,8 +144,7 @@ impl CharGru {
         };
         let mut outputs = Vec::with_capacity(t);
         for step in 0..t {
-            let x = embed.index_select(&ids.get(step)?, 0)?; // [B, E]
-            let gi = x.matmul(&w_ih)?.broadcast_add(b_ih)?; // [B, 3H]
+            let gi = table.index_select(&ids.get(step)?, 0)?; // [B, 3H]
             let gh = state.matmul(&w_hh)?.broadcast_add(b_hh)?;
             let rz = candle_nn::ops::sigmoid(&(gi.narrow(1, 0, 2 * h)? + gh.narrow(1, 0, 2 * h)?)?)?;
             let r = rz.narrow(1, 0, h)?;
@@ -187,6 +188,58 @@ mod tests {
         }
         assert_eq!(offset, flat.len());
         assert!(matches!(CharGru::from_flat(config, &flat[1..]), Err(LmError::Dimension { .. })));
+    }
+
+    /// The GRU of the module docs in plain arithmetic, one sequence: the logits of every
+    /// position, row-major [T, V].
+    fn reference_logits(config: ModelConfig, flat: &[f32], tokens: &[u32]) -> Vec<f32> {
+        let (v, e, h) = (config.vocab, config.embed, config.hidden);
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let s = &flat[at..at + n];
+            at += n;
+            s
+        };
+        let (embed, w_ih, w_hh, b_ih, b_hh, head_w, head_b) =
+            (take(v * e), take(3 * h * e), take(3 * h * h), take(3 * h), take(3 * h), take(v * h), take(v));
+        let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+        let mut state = vec![0f32; h];
+        let mut logits = Vec::new();
+        for &c in tokens {
+            let x = &embed[c as usize * e..(c as usize + 1) * e];
+            let gi: Vec<f32> =
+                (0..3 * h).map(|g| b_ih[g] + (0..e).map(|k| w_ih[g * e + k] * x[k]).sum::<f32>()).collect();
+            let gh: Vec<f32> =
+                (0..3 * h).map(|g| b_hh[g] + (0..h).map(|k| w_hh[g * h + k] * state[k]).sum::<f32>()).collect();
+            state = (0..h)
+                .map(|j| {
+                    let r = sigmoid(gi[j] + gh[j]);
+                    let z = sigmoid(gi[h + j] + gh[h + j]);
+                    let n = (gi[2 * h + j] + r * gh[2 * h + j]).tanh();
+                    (1.0 - z) * n + z * state[j]
+                })
+                .collect();
+            logits.extend((0..v).map(|o| head_b[o] + (0..h).map(|k| head_w[o * h + k] * state[k]).sum::<f32>()));
+        }
+        logits
+    }
+
+    #[test]
+    fn forward_matches_the_gate_equations() {
+        let config = ModelConfig { vocab: 6, embed: 3, hidden: 5 };
+        let flat = config.init(4);
+        let model = CharGru::from_flat(config, &flat).expect("model");
+        let seqs = [[0u32, 5, 2, 2, 1], [3, 4, 0, 1, 5]];
+        let tokens = Tensor::from_iter(seqs.iter().flatten().copied(), &Device::Cpu)
+            .and_then(|t| t.reshape((2, 5)))
+            .expect("tokens");
+        let (logits, _) = model.forward(&tokens, None).expect("forward");
+        let got = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("logits");
+        let want: Vec<f32> = seqs.iter().flat_map(|s| reference_logits(config, &flat, s)).collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
     }
 
     #[test]

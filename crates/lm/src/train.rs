@@ -37,6 +37,21 @@ impl TrainOptions {
     }
 }
 
+impl TrainOptions {
+    /// These options with the learning rate scaled down linearly over the last
+    /// `cooldown` rounds of `rounds` (rounds counted from 0): × (rounds − round) /
+    /// `cooldown` once that is below 1, so the last round trains at 1/`cooldown` of the
+    /// rate. The noise of the last rounds' updates settles instead of staying at the level
+    /// the learning rate sets. `cooldown` = 0: unchanged.
+    pub fn cooled_down(&self, round: u64, rounds: u64, cooldown: u64) -> Self {
+        if cooldown == 0 {
+            return *self;
+        }
+        let factor = (rounds.saturating_sub(round) as f64 / cooldown as f64).clamp(0.0, 1.0);
+        Self { lr: self.lr * factor, ..*self }
+    }
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self { steps: 20, batch: 32, seq_len: 64, lr: 3e-3, grad_clip: Some(1.0) }
@@ -219,6 +234,17 @@ mod tests {
         let local = local_update(config, &global, &text, &options, 9).expect("train");
         let new: Vec<f32> = global.iter().zip(&local.update).map(|(g, u)| g + u).collect();
         assert!(loss_of(&new) < loss_of(&global));
+    }
+
+    #[test]
+    fn the_cooldown_scales_the_last_rounds_down() {
+        let o = TrainOptions { lr: 1.0, ..TrainOptions::default() };
+        assert_eq!(o.cooled_down(5, 10, 0).lr, 1.0);
+        assert_eq!(o.cooled_down(0, 10, 4).lr, 1.0);
+        assert_eq!(o.cooled_down(6, 10, 4).lr, 1.0);
+        assert_eq!(o.cooled_down(7, 10, 4).lr, 0.75);
+        assert_eq!(o.cooled_down(9, 10, 4).lr, 0.25);
+        assert_eq!(o.cooled_down(12, 10, 4).lr, 0.0);
     }
 
     #[test]
