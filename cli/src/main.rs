@@ -20,7 +20,7 @@ use privagg_server::aggregation::{Aggregation, graph_for, session_graph};
 use privagg_server::config::Threat;
 use privagg_server::{ServeConfig, Server};
 
-use crate::demo::{DemoOptions, run_demo};
+use crate::demo::{DemoOptions, ShakespeareOptions, TaskOptions, run_demo};
 
 #[derive(Parser)]
 #[command(name = "privagg", version, about = "Secure aggregation with differential privacy for federated learning")]
@@ -416,22 +416,85 @@ enum DropPointArg {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Simulated clients.
-    #[arg(long, default_value_t = 20)]
-    clients: u32,
-    /// Rounds.
-    #[arg(long, default_value_t = 5)]
-    rounds: u64,
-    /// Model dimension.
+    /// What to train: a linear model on synthetic data, or a character-level GRU on Tiny
+    /// Shakespeare split by speaking role.
+    #[arg(long, value_enum, default_value = "linear")]
+    task: DemoTask,
+    /// Simulated clients [default: 20 (linear), 8 (shakespeare)].
+    #[arg(long)]
+    clients: Option<u32>,
+    /// Rounds [default: 5 (linear), 110 (shakespeare)].
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Model dimension (linear).
     #[arg(long, default_value_t = 10_000)]
     dim: usize,
-    /// Seed of the synthetic data.
+    /// Seed of the data and of the initial model.
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Adapt the clip to the median update norm inside secure aggregation (each client
     /// adds its noised clip indicator to the sum).
     #[arg(long)]
     adaptive_clip: bool,
+    /// Run without differential privacy: secure aggregation only, weighted FedAvg.
+    #[arg(long)]
+    no_dp: bool,
+    /// Noise multiplier z [default: the server's, 1].
+    #[arg(long, conflicts_with = "no_dp")]
+    noise_multiplier: Option<f64>,
+    /// L2 clip C of each update [default: the server's (linear), 1 (shakespeare)].
+    #[arg(long, conflicts_with = "no_dp")]
+    clip: Option<f64>,
+    /// Server learning rate η [default: 1 (linear), 1.5 (shakespeare)].
+    #[arg(long)]
+    server_lr: Option<f64>,
+    /// GRU hidden width (shakespeare).
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Adam steps per client per round (shakespeare).
+    #[arg(long, default_value_t = 40)]
+    local_steps: usize,
+    /// Windows per local batch (shakespeare).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Characters per window (shakespeare).
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Local Adam learning rate (shakespeare).
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f64,
+    /// The local learning rate is divided by 1 + round / this (shakespeare; 0: constant).
+    #[arg(long, default_value_t = 30.0)]
+    lr_decay_rounds: f64,
+    /// The local learning rate also falls linearly over this fraction of the rounds at the
+    /// end (K = ⌊fraction · rounds⌋ rounds), to 1/K of itself in the last round
+    /// (shakespeare; 0: no cooldown).
+    #[arg(long, default_value_t = 0.35)]
+    lr_cooldown: f64,
+    /// At most this many passes over a role's text per round (shakespeare; 0: always
+    /// --local-steps).
+    #[arg(long, default_value_t = 4.0)]
+    max_epochs: f64,
+    /// Held-out characters scored each round (shakespeare).
+    #[arg(long, default_value_t = 50_000)]
+    test_chars: usize,
+    /// Clients that train at once [default: 2 (linear), all of them (shakespeare: the
+    /// operating system shares the cores, so a round is not held up by the largest role
+    /// training last)].
+    #[arg(long)]
+    trainers: Option<usize>,
+    /// Seconds each protocol phase may take [default: 20 (linear), 600 (shakespeare)].
+    #[arg(long)]
+    phase_timeout: Option<f64>,
+    /// Write each round's figures to this file as JSON lines.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DemoTask {
+    Linear,
+    Shakespeare,
 }
 
 #[derive(Args)]
@@ -525,15 +588,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => runtime()?.block_on(serve(*args)),
         Command::Client(args) => client(*args),
         Command::Demo(args) => {
-            let options = DemoOptions {
-                clients: args.clients,
-                rounds: args.rounds,
-                dim: args.dim,
-                seed: args.seed,
-                adaptive_clip: args.adaptive_clip,
-                ..DemoOptions::default()
-            };
-            runtime()?.block_on(run_demo(options))?;
+            runtime()?.block_on(run_demo(demo_options(args)))?;
             Ok(())
         }
         Command::Privacy(args) => privacy(args),
@@ -542,6 +597,48 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ca(command) => ca(command),
         Command::Identity(args) => identity(&args),
         Command::Log(LogCommand::Verify { state, key, since }) => verify_log(&state, key.as_deref(), &since),
+    }
+}
+
+/// The demo's options from its flags, with each task's defaults.
+fn demo_options(args: DemoArgs) -> DemoOptions {
+    let shakespeare = args.task == DemoTask::Shakespeare;
+    let rounds = args.rounds.unwrap_or(if shakespeare { 110 } else { 5 });
+    let task = if shakespeare {
+        TaskOptions::Shakespeare(ShakespeareOptions {
+            hidden: args.hidden,
+            train: privagg_lm::TrainOptions {
+                steps: args.local_steps,
+                batch: args.batch,
+                seq_len: args.seq_len,
+                lr: args.lr,
+                ..ShakespeareOptions::default().train
+            },
+            test_chars: args.test_chars,
+            decay_rounds: args.lr_decay_rounds,
+            cooldown: args.lr_cooldown,
+            rounds,
+            max_epochs: args.max_epochs,
+            ..ShakespeareOptions::default()
+        })
+    } else {
+        TaskOptions::Linear { dim: args.dim, examples: 40 }
+    };
+    let clients = args.clients.unwrap_or(if shakespeare { 8 } else { 20 });
+    DemoOptions {
+        clients,
+        rounds,
+        task,
+        seed: args.seed,
+        adaptive_clip: args.adaptive_clip,
+        dp: !args.no_dp,
+        noise_multiplier: args.noise_multiplier,
+        clip: args.clip.or(shakespeare.then_some(1.0)),
+        server_lr: args.server_lr.unwrap_or(if shakespeare { 1.5 } else { 1.0 }),
+        phase_timeout: args.phase_timeout.unwrap_or(if shakespeare { 600.0 } else { 20.0 }),
+        trainers: args.trainers.unwrap_or(if shakespeare { clients as usize } else { 2 }),
+        report: args.report,
+        ..DemoOptions::default()
     }
 }
 
