@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The OS error is part of the message and not
+    /// a `source`, so that a report of the error chain does not repeat it.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The configuration is inconsistent or infeasible.
     #[error("invalid configuration: {0}")]
@@ -61,7 +62,7 @@ pub enum ServeError {
 impl ServeError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_owned(), source }
+        Self::Io { path: path.to_owned(), error: source }
     }
 
     /// What the server tells its clients when this error ends the session.

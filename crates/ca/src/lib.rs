@@ -36,13 +36,14 @@ pub enum CaError {
     /// rcgen refused to make or parse a certificate or key.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A file could not be read or written (the OS error is in the message, not a
+    /// `source`, so that a report of the error chain does not repeat it).
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file exists that would be overwritten.
     #[error("{} exists; an authority's key is never overwritten", .0.display())]
@@ -70,7 +71,7 @@ impl Credential {
     /// Writes `DIR/NAME.der` and `DIR/NAME.key` (owner-only); returns their paths.
     pub fn save(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CaError> {
         check_name(name)?;
-        std::fs::create_dir_all(dir).map_err(|source| CaError::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| CaError::Io { path: dir.to_owned(), error })?;
         let (cert, key) = (dir.join(format!("{name}.der")), dir.join(format!("{name}.key")));
         write(&key, &self.key, Access::Private)?;
         write(&cert, &self.cert, Access::Shared)?;
@@ -159,11 +160,11 @@ fn check_name(name: &str) -> Result<(), CaError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CaError> {
-    std::fs::read(path).map_err(|source| CaError::Io { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|error| CaError::Io { path: path.to_owned(), error })
 }
 
 fn write(path: &Path, bytes: &[u8], access: Access) -> Result<(), CaError> {
-    write_atomically(path, bytes, access).map_err(|source| CaError::Io { path: path.to_owned(), source })
+    write_atomically(path, bytes, access).map_err(|error| CaError::Io { path: path.to_owned(), error })
 }
 
 #[cfg(test)]
