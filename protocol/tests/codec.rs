@@ -62,6 +62,7 @@ fn server_messages() -> Vec<ServerMessage> {
             params,
             client_id: id(17),
             cohort: [0xc0; 32],
+            client_data: b"log proof".to_vec(),
             app_data: Arc::from(&b"model and dp parameters"[..]),
         }),
         ServerMessage::KeyList(KeyList {
