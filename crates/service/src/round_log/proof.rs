@@ -202,6 +202,11 @@ impl LogState {
         &self.note
     }
 
+    /// Leaf `index`'s bytes, if the log holds it.
+    pub fn leaf(&self, index: usize) -> Option<&[u8]> {
+        self.leaves.get(index).map(Vec::as_slice)
+    }
+
     /// The leaf hashes, leaf 0 first.
     pub fn hashes(&self) -> &[Hash] {
         &self.hashes
