@@ -155,16 +155,17 @@ impl RoundLog {
             }
             Err(e) => return Err(ServeError::io(&key_path, e)),
         };
-        let mut log = LogState::new(*session_id, &key);
+        let mut leaves = Vec::new();
         loop {
-            let path = leaf_path(&state, log.hashes().len());
+            let path = leaf_path(&state, leaves.len());
             match std::fs::read(&path) {
-                Ok(bytes) => log.append(bytes, &key),
+                Ok(bytes) => leaves.push(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e) => return Err(ServeError::io(&path, e)),
             }
         }
-        let mut log = Self { state, session, key, log: Arc::new(log) };
+        let log = Arc::new(LogState::with_leaves(*session_id, &key, leaves));
+        let mut log = Self { state, session, key, log };
         let committed = storage.last_completed_round()?.unwrap_or(0);
         let held = log.log.hashes().len() as u64;
         if held > committed {

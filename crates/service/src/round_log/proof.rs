@@ -28,7 +28,7 @@ const PROOF_V1: u8 = 1;
 /// What a client asks the log to prove, from what it accepted before: the checkpoint of
 /// `size` leaves of the log of `session`, and the rounds (of that session) in which it
 /// revealed unmasking shares and has not yet seen proven. All zero: nothing held.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LogRequest {
     /// The training session whose log the client holds a checkpoint of.
     pub session: [u8; 16],
@@ -177,6 +177,15 @@ impl LogState {
             leaves: Vec::new(),
             hashes: Vec::new(),
         };
+        state.note = key.sign(&state.checkpoint());
+        state
+    }
+
+    /// The log of `session` holding `leaves` (their canonical bytes, leaf 0 first),
+    /// its checkpoint signed once with `key`.
+    pub fn with_leaves(session: [u8; 16], key: &LogKey, leaves: Vec<Vec<u8>>) -> Self {
+        let hashes = leaves.iter().map(|l| leaf_hash(l)).collect();
+        let mut state = Self { session, key: key.verifier().to_string(), note: String::new(), leaves, hashes };
         state.note = key.sign(&state.checkpoint());
         state
     }

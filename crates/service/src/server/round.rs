@@ -284,11 +284,17 @@ impl ActiveRound {
     }
 
     fn send_all(&mut self, outgoing: Vec<Outgoing>, out: &mut Outbox) {
+        // Most clients ask the same (the checkpoint of the last round, and that round):
+        // each distinct request is proven once.
+        let mut proofs: HashMap<LogRequest, Vec<u8>> = HashMap::new();
         for mut o in outgoing {
             if let (ServerMessage::Config(config), Some(log)) = (&mut o.message, &self.log)
                 && let Some(seat) = self.seat(o.to)
             {
-                config.client_data = LogProof::encode(Some(&log.prove(&seat.log_request)));
+                config.client_data = proofs
+                    .entry(seat.log_request.clone())
+                    .or_insert_with(|| LogProof::encode(Some(&log.prove(&seat.log_request))))
+                    .clone();
             }
             self.send(o.to, encode(&o.message), out);
         }
