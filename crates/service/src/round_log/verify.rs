@@ -256,3 +256,98 @@ fn check_budget(privacy: Option<&super::leaf::LeafPrivacy>, check: &LogCheck<'_>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use privagg_log::LogKey;
+
+    use super::*;
+    use crate::round_log::leaf::{LEAF_FORMAT, LeafPrivacy};
+    use crate::round_log::proof::LogState;
+
+    const SESSION: [u8; 16] = [0x11; 16];
+
+    fn leaf(round: u64, privacy: Option<LeafPrivacy>) -> Vec<u8> {
+        RoundLeaf {
+            format: LEAF_FORMAT.into(),
+            software: "test".into(),
+            session: hex::encode(SESSION),
+            round,
+            attempt: 1,
+            participants: 3,
+            neighbours: 2,
+            threshold: 2,
+            bits: 20,
+            survivors: String::new(),
+            survivor_count: 3,
+            denominator: 3.0,
+            model_sha256: String::new(),
+            privacy,
+        }
+        .encode()
+        .unwrap()
+    }
+
+    /// The check of round 2 by a new client, the log holding round 1 with `logged`
+    /// (ε_total, δ), this round accounted as `event`.
+    fn check_with(logged: (f64, f64), event: Option<&DpEvent>) -> Result<LogMemory, LogRefusal> {
+        let key = LogKey::generate(&origin(&hex::encode(SESSION))).unwrap();
+        let privacy =
+            LeafPrivacy { delta: logged.1, releases: Vec::new(), epsilon_round: 1.0, epsilon_total: logged.0 };
+        let log = LogState::with_leaves(SESSION, &key, vec![leaf(1, Some(privacy))]);
+        let proof = log.prove(&LogRequest::default());
+        let policy = PrivacyPolicy::default();
+        let memory = LogMemory::default();
+        check(&LogCheck {
+            proof: Some(&proof),
+            session: SESSION,
+            round: 2,
+            trust: &LogTrust::TrustOnFirstUse,
+            memory: &memory,
+            policy: &policy,
+            event,
+        })
+    }
+
+    #[test]
+    fn the_logged_epsilon_and_this_rounds_must_fit_the_budget_at_its_delta() {
+        let gaussian = DpEvent::Gaussian { noise_multiplier: 2.0, sampling_rate: 1.0 };
+        let this_round = PrivacySpent::default().epsilon_with(Some(&gaussian), 1e-5).unwrap();
+        assert!(this_round > 1.0 && this_round < 8.0, "{this_round}");
+        // Room for this round: accepted, and the key trusted on first use is kept.
+        let accepted = check_with((8.0, 1e-5), Some(&gaussian)).unwrap();
+        assert_eq!((accepted.size, accepted.key.is_some()), (1, true));
+        // The logged ε alone fits the budget of 16; with this round's it does not.
+        let logged = 16.0 - this_round / 2.0;
+        assert!(matches!(
+            check_with((logged, 1e-5), Some(&gaussian)),
+            Err(LogRefusal::Budget { would_reach, .. }) if (would_reach - logged - this_round).abs() < 1e-9
+        ));
+        assert!(check_with((logged, 1e-5), None).is_ok(), "a round without DP adds nothing");
+        // A figure at a looser δ than the budget's says nothing about it: refused.
+        assert!(matches!(check_with((1.0, 1e-3), None), Err(LogRefusal::Budget { .. })));
+        // A NaN is no figure at all (JSON has none: the leaf does not even parse).
+        assert!(check_with((f64::NAN, 1e-5), None).is_err());
+    }
+
+    #[test]
+    fn no_proof_or_a_key_of_another_log_is_refused() {
+        let memory = LogMemory::default();
+        let policy = PrivacyPolicy::default();
+        let mut args = LogCheck {
+            proof: None,
+            session: SESSION,
+            round: 1,
+            trust: &LogTrust::TrustOnFirstUse,
+            memory: &memory,
+            policy: &policy,
+            event: None,
+        };
+        assert_eq!(check(&args), Err(LogRefusal::Missing));
+        // A log of another session, trusted on first use: its key's name gives it away.
+        let key = LogKey::generate(&origin(&hex::encode([0x22; 16]))).unwrap();
+        let proof = LogState::new([0x22; 16], &key).prove(&LogRequest::default());
+        args.proof = Some(&proof);
+        assert!(matches!(check(&args), Err(LogRefusal::BadSignature(_))));
+    }
+}
