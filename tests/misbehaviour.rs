@@ -47,7 +47,7 @@ impl RawClient {
                     _ => None,
                 };
                 let round = ClientRound::new(options.policy.clone(), identity.map(Result::unwrap), &mut rand::rng());
-                let ready = ClientServiceMessage::Ready { commitment: round.commitment() };
+                let ready = ClientServiceMessage::Ready { commitment: round.commitment(), log: Default::default() };
                 write_frame(&mut send, &Frame::new(ready.encode())).await.unwrap();
                 Ok(Self { _endpoint: endpoint, send, recv, round })
             }

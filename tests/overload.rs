@@ -49,7 +49,7 @@ impl Staller {
         write_frame(&mut send, &Frame::new(hello.encode())).await.unwrap();
         let welcome = read_frame(&mut recv, || 1 << 10).await.unwrap().unwrap();
         assert!(matches!(ServerServiceMessage::decode(&welcome).unwrap(), ServerServiceMessage::Welcome { .. }));
-        let ready = ClientServiceMessage::Ready { commitment: rand::random() };
+        let ready = ClientServiceMessage::Ready { commitment: rand::random(), log: Default::default() };
         write_frame(&mut send, &Frame::new(ready.encode())).await.unwrap();
         Self { _endpoint: endpoint, _conn: conn, _send: send, _recv: recv }
     }

@@ -1,15 +1,18 @@
 //! The verifiable round log, attacked: a real three-round DP session, then one copy of
 //! its state directory per kind of tampering, each of which `round_log::verify` must
-//! catch and name.
+//! catch and name; and real clients that check the log before every round, keep the
+//! checkpoint they accepted, and catch a server whose state was rolled back.
 #![allow(clippy::unwrap_used)] // test code
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, ArrayView1};
-use privagg_client::Client;
+use privagg_client::{Client, ClientOptions, LogRefusal, RoundError, SdkError};
 use privagg_e2e::{Running, config, start, state_dir};
 use privagg_log::VerifierKey;
 use privagg_server::round_log::{LogError, RoundLeaf, verify};
+use privagg_service::RoundMemory;
+use privagg_service::round_log::LogMemory;
 
 fn copy_dir(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
@@ -170,4 +173,110 @@ async fn every_kind_of_tampering_with_the_round_log_is_caught() {
     assert!(matches!(verify(&state, Some(&other), &[]), Err(LogError::Checkpoint { .. })));
     let dir = tampered(&state, "unsigned", |d| edit(&d.join("log/checkpoint"), |t| t.replacen("\n3\n", "\n2\n", 1)));
     checkpoint_problem(&dir, &[], "no valid signature");
+}
+
+/// Clients that take part in every round of `running`, remembering rounds in `dir`.
+fn options_in(running: &Running, n: usize, dir: &Path) -> Vec<ClientOptions> {
+    (0..n)
+        .map(|_| {
+            let mut o = running.options();
+            o.state_dir = Some(dir.to_owned());
+            o
+        })
+        .collect()
+}
+
+/// What each client in `dir` remembers of `session`'s log.
+fn client_logs(dir: &Path, session: &[u8; 16]) -> Vec<LogMemory> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            let memory: RoundMemory = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+            memory.session(session).log
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_check_the_log_every_round_and_catch_it_rolled_back_after_a_restart() {
+    // An honest session of four rounds: the clients check the log before each round
+    // (trusting its key on first use) and keep the last checkpoint they accepted.
+    let mut cfg = config("log-rollback", 4, 3, 3);
+    cfg.rounds = 4;
+    let state = cfg.state.clone();
+    let clients_dir = state.with_extension("clients");
+    let _ = std::fs::remove_dir_all(&clients_dir);
+    let running = start(cfg.clone()).await;
+    let options = options_in(&running, 3, &clients_dir);
+    let cert = running.cert.clone();
+    let tasks: Vec<_> = options
+        .iter()
+        .cloned()
+        .map(|o| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(o).await?;
+                let reports = client.run(|m| Ok::<_, String>(Array1::from_elem(m.len(), 0.01f32))).await;
+                client.close().await;
+                reports
+            })
+        })
+        .collect();
+    running.finish().await;
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 4);
+    }
+    let key = VerifierKey::parse(&std::fs::read_to_string(state.join("log.pub")).unwrap()).unwrap();
+    let session = privagg_server::storage::StateDir::open(&state).unwrap().session().unwrap();
+    let logs = client_logs(&clients_dir, &session);
+    assert_eq!(logs.len(), 3);
+    let mut kept = Vec::new();
+    for log in logs {
+        // Accepted before round 4: rounds 1–3, signed by the server's key; round 4 is
+        // proven before the client's next round.
+        assert_eq!((log.size, log.unproven.into_iter().collect::<Vec<_>>()), (3, vec![4]));
+        assert_eq!(log.key, Some(key.to_string()));
+        kept.push(log.checkpoint.unwrap());
+    }
+    // An auditor holding the clients' checkpoints finds the log consistent with them.
+    assert_eq!(verify(&state, Some(&key), &kept).unwrap().rounds, 4);
+
+    // The operator rolls the state back to after round 2 and restarts the server, which
+    // runs rounds 3 and 4 again: its log of 2 rounds is properly signed, and consistent
+    // with itself. The clients, restarted from their stores with the key pinned, refuse
+    // before they take part.
+    for f in ["round-3.json", "round-4.json", "model-3.npy", "model-4.npy"] {
+        std::fs::remove_file(state.join(f)).unwrap();
+    }
+    for f in ["leaf-2.json", "leaf-3.json", "checkpoint-3", "checkpoint-4"] {
+        std::fs::remove_file(state.join("log").join(f)).unwrap();
+    }
+    std::fs::copy(state.join("log/checkpoint-2"), state.join("log/checkpoint")).unwrap();
+    verify(&state, Some(&key), &[]).unwrap();
+    let mut again = cfg;
+    again.client_ca = Some(state.with_extension("client-ca.der"));
+    let running = start(again).await;
+    assert_eq!(running.cert, cert, "the same server (certificate) as before");
+    let tasks: Vec<_> = options
+        .into_iter()
+        .map(|mut o| {
+            o.server = running.addr;
+            o.log_key = Some(key.clone());
+            tokio::spawn(async move {
+                let mut client = Client::connect(o).await?;
+                let result = client.submit(ndarray::ArrayView1::from(&[0.5f32; 4][..]), 1.0).await;
+                client.close().await;
+                result
+            })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(SdkError::Round(RoundError::LogRefused(LogRefusal::Truncated { held: 3, presented: 2 }))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    running.shutdown.shutdown();
+    let _ = tokio::time::timeout(privagg_e2e::PATIENCE, running.task).await.unwrap();
+    assert!(!state.join("round-3.json").exists(), "no round ran again with these clients");
 }

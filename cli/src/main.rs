@@ -396,6 +396,11 @@ struct ClientArgs {
     /// that a server cannot replay one [default: ~/.local/state/privagg/client].
     #[arg(long)]
     state: Option<PathBuf>,
+    /// The round log's verifier key (the server's `log.pub`): the client checks the
+    /// server's signed round log against it before every round. Without it, the key the
+    /// log first presents is trusted and remembered in --state (trust on first use).
+    #[arg(long, value_name = "FILE")]
+    log_key: Option<PathBuf>,
     /// Seconds to keep trying to reach the server.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
@@ -810,6 +815,13 @@ fn client(args: ClientArgs) -> Result<()> {
     options.server_name = args.server_name;
     if args.state.is_some() {
         options.state_dir = args.state;
+    }
+    if let Some(path) = &args.log_key {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        options.log_key = Some(
+            privagg_log::VerifierKey::parse(&text)
+                .with_context(|| format!("{} is not a round-log key", path.display()))?,
+        );
     }
     options.privacy = PrivacyPolicy {
         allow_no_dp: args.allow_no_dp,

@@ -12,10 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ndarray::{Array1, ArrayView1};
 use privagg_dp::NoiseRng;
+use privagg_log::VerifierKey;
 use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy, Identity, Limits, ServerMessage};
 use privagg_service::client::{ClientEvent, Encoded, RoundSummary};
 use privagg_service::message::IDENTITY_LEN;
 use privagg_service::quic::{self, WireError};
+use privagg_service::round_log::LogTrust;
 use privagg_service::{
     ClientAction, ClientConfig, ClientSession, EndReason, Frame, FromServer, PrivacyPolicy, RoundError, RoundSettings,
 };
@@ -75,6 +77,14 @@ pub struct ClientOptions {
     /// Ask the server for the global model after each round this client completes
     /// ([`RoundReport::model`]); it costs one model download per round. Default: off.
     pub follow_model: bool,
+    /// The round log's verifier key (the server's `log.pub`, obtained out of band). The
+    /// client checks the server's signed log before every round — that it only grew
+    /// since the checkpoint the client accepted last, that the rounds it took part in
+    /// are in it, and that the logged ε leaves room in its budget — and leaves with
+    /// [`RoundError::LogRefused`] otherwise. `None` (the default): the key the session's
+    /// log first presents is trusted, and kept in the client's memory (trust on first
+    /// use).
+    pub log_key: Option<VerifierKey>,
     /// Testing only: vanish at this point of every round.
     #[cfg(feature = "testing")]
     pub drop_point: Option<privagg_protocol::DropPoint>,
@@ -101,6 +111,7 @@ impl ClientOptions {
             max_server_frame: 1 << 30,
             idle_timeout: Duration::from_secs(60),
             follow_model: false,
+            log_key: None,
             #[cfg(feature = "testing")]
             drop_point: None,
         }
@@ -283,6 +294,7 @@ impl Client {
             max_attempts: options.max_attempts_per_round.max(1),
             credentials,
             follow_model: options.follow_model,
+            log: options.log_key.clone().map_or(LogTrust::TrustOnFirstUse, LogTrust::Pinned),
         };
         let rng = NoiseRng::from_os().map_err(|e| SdkError::Local(e.to_string()))?;
         #[allow(unused_mut)] // mutated with the `testing` feature

@@ -43,8 +43,10 @@ pub use client::{Client, ClientOptions, Interrupt, PrivateKey, RoundContext, Rou
 pub use error::SdkError;
 pub use files::{IdentityFiles, TOKEN_ENV, load_token};
 pub use memory::default_state_dir;
+pub use privagg_log::VerifierKey;
 #[cfg(feature = "testing")]
 pub use privagg_protocol::DropPoint;
 pub use privagg_protocol::{AbortCode, AdversaryClass, ClientPolicy};
 pub use privagg_service::privacy::{DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER};
+pub use privagg_service::round_log::LogRefusal;
 pub use privagg_service::{EndReason, PrivacyPolicy, RoundError, RoundSettings};

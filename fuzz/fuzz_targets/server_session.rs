@@ -91,7 +91,11 @@ fuzz_target!(|data: &[u8]| {
         session.handle_connected(now, conn, None);
         let hello = ClientServiceMessage::Hello { token: String::new(), identity: [conn as u8; 16], resume: None };
         session.handle_frame(now, conn, &hello.encode());
-        session.handle_frame(now, conn, &ClientServiceMessage::Ready { commitment: [0; 32] }.encode());
+        session.handle_frame(
+            now,
+            conn,
+            &ClientServiceMessage::Ready { commitment: [0; 32], log: Default::default() }.encode(),
+        );
     }
     drain(&mut session, now);
     let mut rest = data;
@@ -123,7 +127,11 @@ fuzz_target!(|data: &[u8]| {
                 let reply = ClientServiceMessage::CheckInReply { round, attempt, join };
                 session.handle_frame(now, conn, &reply.encode());
             }
-            5 => session.handle_frame(now, conn, &ClientServiceMessage::Ready { commitment: [0; 32] }.encode()),
+            5 => session.handle_frame(
+                now,
+                conn,
+                &ClientServiceMessage::Ready { commitment: [0; 32], log: Default::default() }.encode(),
+            ),
             _ => {
                 let identity: [u8; 16] = rest.get(1..17).and_then(|b| b.try_into().ok()).unwrap_or([0; 16]);
                 let hello = ClientServiceMessage::Hello { token: String::new(), identity, resume: None };

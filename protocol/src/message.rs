@@ -186,6 +186,9 @@ pub struct Config {
     pub client_id: ClientId,
     /// The cohort hash `C`: parameters, and every seat's fingerprint and commitment.
     pub cohort: [u8; 32],
+    /// Application payload for this recipient alone (for privagg: the round log's proof
+    /// for this client); opaque to the protocol, empty unless the application fills it.
+    pub client_data: Vec<u8>,
     /// Application payload, shared by all recipients (hence the `Arc`).
     pub app_data: Arc<[u8]>,
 }
@@ -426,10 +429,11 @@ impl Config {
     /// is exactly `ServerMessage::Config(self).encode()`. A server sending one payload to
     /// many clients writes the shared bytes without copying them per client.
     pub fn encode_split(&self) -> (Vec<u8>, Arc<[u8]>) {
-        let mut w = Writer::message(tag::CONFIG, 64);
+        let mut w = Writer::message(tag::CONFIG, 72 + self.client_data.len());
         encode_params(&mut w, &self.params);
         w.u32(self.client_id.get());
         w.bytes(&self.cohort);
+        w.len_prefixed(&self.client_data);
         w.u32(u32::try_from(self.app_data.len()).unwrap_or(u32::MAX));
         (w.into_bytes(), self.app_data.clone())
     }
@@ -528,8 +532,9 @@ impl ServerMessage {
                 let params = decode_params(&mut r)?;
                 let client_id = decode_id(&mut r)?;
                 let cohort = r.array()?;
+                let client_data = r.len_prefixed("client data", limits.max_app_data)?.to_vec();
                 let app_data = r.len_prefixed("application data", limits.max_app_data)?;
-                Self::Config(Config { params, client_id, cohort, app_data: Arc::from(app_data) })
+                Self::Config(Config { params, client_id, cohort, client_data, app_data: Arc::from(app_data) })
             }
             tag::KEY_LIST => {
                 let seats = r.count("cohort seats", limits.max_clients.into(), SEAT_LEN)?;

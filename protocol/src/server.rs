@@ -196,6 +196,7 @@ impl ServerRound {
                     params: params.clone(),
                     client_id: to,
                     cohort,
+                    client_data: Vec::new(),
                     app_data: app_data.clone(),
                 }),
             })

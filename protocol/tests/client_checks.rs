@@ -217,7 +217,13 @@ fn tampered_or_misaddressed_envelopes_are_refused() {
 fn configs_are_checked_against_the_protocol_and_the_policy() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let config = |p| {
-        ServerMessage::Config(Config { params: p, client_id: id(1), cohort: [0; 32], app_data: Arc::from(&b""[..]) })
+        ServerMessage::Config(Config {
+            params: p,
+            client_id: id(1),
+            cohort: [0; 32],
+            client_data: Vec::new(),
+            app_data: Arc::from(&b""[..]),
+        })
     };
     let mut c = ClientRound::new(ClientPolicy::default(), None, &mut rng);
     assert!(matches!(c.receive(config(params(5, 3, 3, 8, 32)), &mut rng), Err(ClientError::InvalidParams(_))));
@@ -240,6 +246,7 @@ fn configs_are_checked_against_the_protocol_and_the_policy() {
         params: params(5, 4, 3, 8, 32),
         client_id: id(6),
         cohort: [0; 32],
+        client_data: Vec::new(),
         app_data: Arc::from(&b""[..]),
     });
     assert_eq!(c.receive(msg, &mut rng), Err(ClientError::InvalidClientId(6)));
@@ -261,6 +268,7 @@ fn inputs_are_checked() {
         params: params(5, 4, 3, 4, 8),
         client_id: id(2),
         cohort: [0; 32],
+        client_data: Vec::new(),
         app_data: Arc::from(&b"m"[..]),
     });
     assert!(matches!(c.receive(config, &mut rng), Ok(Some(ClientMessage::AdvertiseKeys(_)))));

@@ -62,6 +62,7 @@ fn server_messages() -> Vec<ServerMessage> {
             params,
             client_id: id(17),
             cohort: [0xc0; 32],
+            client_data: b"log proof".to_vec(),
             app_data: Arc::from(&b"model and dp parameters"[..]),
         }),
         ServerMessage::KeyList(KeyList {
@@ -243,6 +244,10 @@ fn counts_are_bounded_before_allocation() {
     let err = ClientMessage::decode(&client_messages()[2].encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "vector length", .. }));
     let err = ServerMessage::decode(&server_messages()[0].encode(), &tight).unwrap_err();
+    assert!(matches!(err, DecodeError::LimitExceeded { what: "client data", .. }));
+    let ServerMessage::Config(mut config) = server_messages()[0].clone() else { unreachable!() };
+    config.client_data.clear();
+    let err = ServerMessage::decode(&ServerMessage::Config(config).encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "application data", .. }));
     let err = ClientMessage::decode(&client_messages()[5].encode(), &tight).unwrap_err();
     assert!(matches!(err, DecodeError::LimitExceeded { what: "leave detail", .. }));

@@ -142,6 +142,8 @@ impl Driver {
                 }
                 Action::Commit(commit) => {
                     let record = self.training.commit(&commit)?;
+                    // The next round's `Config`s prove the log with this round in it.
+                    self.session.set_log(self.training.log_state());
                     self.notify(ServerEvent::RoundCompleted(Box::new(record)));
                     self.session.handle_committed(Instant::now());
                 }

@@ -233,7 +233,7 @@ impl Server {
     /// a failing round or a shutdown ended it).
     pub async fn run(self) -> Result<SessionSummary, ServeError> {
         let c = &self.config;
-        let session = ServerSession::new(SessionConfig {
+        let mut session = ServerSession::new(SessionConfig {
             clients: c.clients,
             min_clients: c.min_clients,
             rounds: c.rounds,
@@ -262,6 +262,7 @@ impl Server {
         });
         let accept = tokio::spawn(accept_loop(self.endpoint.clone(), events_tx, shell));
         let training = Training::new(self.config.clone(), self.aggregation, self.storage, self.resume)?;
+        session.set_log(training.log_state());
         let driver = Driver {
             session,
             training,

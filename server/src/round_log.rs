@@ -20,67 +20,18 @@
 //! in their shortest round-trip form: the same facts always give the same bytes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use privagg_dp::ledger::{PrivacyLedger, Release};
 use privagg_log::{Checkpoint, Hash, LogKey, VerifierKey, leaf_hash, root};
-use serde::{Deserialize, Serialize};
+use privagg_service::round_log::{LogState, origin};
 use sha2::{Digest, Sha256};
 
 use crate::error::ServeError;
 use crate::record::RoundRecord;
 use crate::storage::{StateDir, write_atomically, write_private};
 
-/// The leaf format's name and version (the first field of every leaf).
-pub const LEAF_FORMAT: &str = "privagg-round-leaf/1";
-
-/// One round's public facts, as logged.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoundLeaf {
-    /// [`LEAF_FORMAT`].
-    pub format: String,
-    /// The server software that wrote it (`privagg <version>`).
-    pub software: String,
-    /// The training session (hex).
-    pub session: String,
-    /// Round number (1-based; leaf index + 1).
-    pub round: u64,
-    /// The attempt that completed.
-    pub attempt: u32,
-    /// Clients seated (n).
-    pub participants: u32,
-    /// Neighbours per client (k).
-    pub neighbours: u32,
-    /// Shamir threshold (t).
-    pub threshold: u32,
-    /// Bits per word of the modular sum.
-    pub bits: u8,
-    /// SHA-256 of the sorted ids of the clients in the sum, each 4 bytes big-endian (hex).
-    pub survivors: String,
-    /// How many clients are in the sum.
-    pub survivor_count: usize,
-    /// What the sum was divided by.
-    pub denominator: f64,
-    /// SHA-256 of `model-<round>.npy` (hex): the model after the round.
-    pub model_sha256: String,
-    /// With DP: what the round charged and the total so far.
-    pub privacy: Option<LeafPrivacy>,
-}
-
-/// The privacy a round spent, as logged.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeafPrivacy {
-    /// δ of both ε figures.
-    pub delta: f64,
-    /// Every release charged for this round: the completed attempt and any aborted one
-    /// that was unmasked, or released before a crash.
-    pub releases: Vec<Release>,
-    /// ε of this round's releases alone.
-    pub epsilon_round: f64,
-    /// ε of every release up to and including this round's.
-    pub epsilon_total: f64,
-}
+pub use privagg_service::round_log::{LEAF_FORMAT, LeafPrivacy, RoundLeaf};
 
 /// A log that does not verify: the first problem found.
 #[derive(Debug, thiserror::Error)]
@@ -172,28 +123,24 @@ pub fn leaf_of(session: &str, record: &RoundRecord, model: &[u8], ledger: &Priva
 }
 
 fn encode(leaf: &RoundLeaf) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(leaf).map_err(|e| e.to_string())
+    leaf.encode().map_err(|e| e.to_string())
 }
 
-/// The log's origin line (and key name): unique per session.
-fn origin(session: &str) -> String {
-    format!("privagg/{session}")
-}
-
-/// The log of a state directory, as the server keeps it.
+/// The log of a state directory, as the server keeps it: the files, and in memory the
+/// [`LogState`] that proves the log to clients.
 pub struct RoundLog {
     state: PathBuf,
     session: String,
     key: LogKey,
-    leaves: Vec<Hash>,
+    log: Arc<LogState>,
 }
 
 impl RoundLog {
     /// Opens the log of `storage` (making its key the first time), and appends the
     /// leaves of committed rounds it lacks (a crash between commit and log).
-    pub fn open(storage: &StateDir, session: &[u8; 16]) -> Result<Self, ServeError> {
+    pub fn open(storage: &StateDir, session_id: &[u8; 16]) -> Result<Self, ServeError> {
         let state = storage.path().to_owned();
-        let session = hex::encode(session);
+        let session = hex::encode(session_id);
         let dir = log_dir(&state);
         std::fs::create_dir_all(&dir).map_err(|e| ServeError::io(&dir, e))?;
         let key_path = state.join("log-key.pk8");
@@ -212,23 +159,24 @@ impl RoundLog {
         loop {
             let path = leaf_path(&state, leaves.len());
             match std::fs::read(&path) {
-                Ok(bytes) => leaves.push(leaf_hash(&bytes)),
+                Ok(bytes) => leaves.push(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e) => return Err(ServeError::io(&path, e)),
             }
         }
-        let mut log = Self { state, session, key, leaves };
+        let log = Arc::new(LogState::with_leaves(*session_id, &key, leaves));
+        let mut log = Self { state, session, key, log };
         let committed = storage.last_completed_round()?.unwrap_or(0);
-        if log.leaves.len() as u64 > committed {
+        let held = log.log.hashes().len() as u64;
+        if held > committed {
             return Err(ServeError::Model(format!(
-                "the round log holds {} rounds but {} only {committed}: a committed round's record or model is gone (restore it; `privagg log verify` names what is missing)",
-                log.leaves.len(),
+                "the round log holds {held} rounds but {} only {committed}: a committed round's record or model is gone (restore it; `privagg log verify` names what is missing)",
                 log.state.display()
             )));
         }
-        if (log.leaves.len() as u64) < committed {
+        if held < committed {
             let ledger = storage.load_ledger()?;
-            for round in log.leaves.len() as u64 + 1..=committed {
+            for round in held + 1..=committed {
                 let record = storage.load_record(round)?;
                 log.append(&record, &ledger)?;
             }
@@ -239,7 +187,7 @@ impl RoundLog {
     /// Appends committed round `record.round` (the next one) and signs the new
     /// checkpoint: leaf first, then the checkpoint's history file, then the latest.
     pub fn append(&mut self, record: &RoundRecord, ledger: &PrivacyLedger) -> Result<(), ServeError> {
-        let index = self.leaves.len();
+        let index = self.log.hashes().len();
         if record.round != index as u64 + 1 {
             return Err(ServeError::Model(format!(
                 "the log holds {index} rounds; cannot append round {}",
@@ -251,15 +199,21 @@ impl RoundLog {
         let bytes =
             leaf_of(&self.session, record, &model, ledger).and_then(|l| encode(&l)).map_err(ServeError::Model)?;
         write_atomically(&leaf_path(&self.state, index), &bytes)?;
-        self.leaves.push(leaf_hash(&bytes));
-        let note = self.key.sign(&self.checkpoint());
-        write_atomically(&log_dir(&self.state).join(format!("checkpoint-{}", self.leaves.len())), note.as_bytes())?;
+        let log = Arc::make_mut(&mut self.log);
+        log.append(bytes, &self.key);
+        let note = log.note().to_owned();
+        write_atomically(&log_dir(&self.state).join(format!("checkpoint-{}", index + 1)), note.as_bytes())?;
         write_atomically(&log_dir(&self.state).join("checkpoint"), note.as_bytes())
     }
 
     /// The current checkpoint (unsigned).
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint { origin: origin(&self.session), size: self.leaves.len() as u64, root: root(&self.leaves) }
+        self.log.checkpoint()
+    }
+
+    /// The log in memory, as the session proves it to clients.
+    pub fn state(&self) -> Arc<LogState> {
+        self.log.clone()
     }
 }
 

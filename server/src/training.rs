@@ -75,6 +75,11 @@ impl Training {
         Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, log, settings: None })
     }
 
+    /// The round log as it stands, for the session to prove to clients.
+    pub fn log_state(&self) -> Arc<privagg_service::round_log::LogState> {
+        self.log.state()
+    }
+
     /// The current global model (after the last committed round).
     pub fn model(&self) -> &[f32] {
         &self.model

@@ -46,6 +46,7 @@ use crate::message::{
     CHECK_IN_RATE_UNIT, ClientServiceMessage, EndReason, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage,
 };
 use crate::privacy::{PrivacyPolicy, PrivacySpent};
+use crate::round_log::{self, LogCheck, LogMemory, LogProof, LogRefusal, LogRequest, LogTrust};
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 
 /// What a client remembers of a server's training sessions, so that the server cannot
@@ -57,6 +58,10 @@ use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 pub struct RoundMemory {
     /// Per training session (its id in hexadecimal).
     sessions: BTreeMap<String, SessionMemory>,
+    /// The session whose round log the client checked last (hex): its `Ready` says what
+    /// it holds of that log.
+    #[serde(default)]
+    log_session: Option<String>,
 }
 
 /// What a client did in one training session.
@@ -72,6 +77,10 @@ pub struct SessionMemory {
     /// attempt of a round included, whether or not a sum was released.
     #[serde(default)]
     pub spent: PrivacySpent,
+    /// What the client accepted of the session's round log, and the rounds it still
+    /// wants proven.
+    #[serde(default)]
+    pub log: LogMemory,
 }
 
 impl RoundMemory {
@@ -87,6 +96,16 @@ impl RoundMemory {
 
     fn session_mut(&mut self, session: &[u8; 16]) -> &mut SessionMemory {
         self.sessions.entry(hex(session)).or_default()
+    }
+
+    /// What the client asks of the round log in its `Ready`: about the session whose log
+    /// it checked last (nothing if none).
+    pub fn log_request(&self) -> LogRequest {
+        let session = self.log_session.as_deref().and_then(|s| <[u8; 16]>::try_from(::hex::decode(s).ok()?).ok());
+        match session {
+            Some(session) => self.session(&session).log.request(session),
+            None => LogRequest::default(),
+        }
     }
 }
 
@@ -128,6 +147,9 @@ pub struct ClientConfig {
     /// Ask for the global model after each round this client completes: it comes with
     /// the round's [`RoundSummary::model`].
     pub follow_model: bool,
+    /// How the client trusts the round log's key: pinned, or on first use. The client
+    /// checks the log before every round ([`crate::round_log::verify`]).
+    pub log: LogTrust,
 }
 
 /// Why a round ended for this client without its input in a released sum, or why the
@@ -207,6 +229,12 @@ pub enum RoundError {
         /// The seconds the round's settings allowed for training.
         allowed_secs: u32,
     },
+    /// The server's round log failed the client's check before the round (a checkpoint
+    /// not signed by the trusted key, a truncated or forked log, a round this client took
+    /// part in not proven, a logged ε beyond its budget): it left before revealing
+    /// anything but its nonce, and takes part in no more rounds of this server.
+    #[error("round log refused: {0}")]
+    LogRefused(#[from] LogRefusal),
     /// In a session with random check-ins, the server seated this client in a round its
     /// own coin did not choose it for: refused, since the sampling the second ε figure
     /// relies on would not hold.
@@ -521,7 +549,8 @@ impl ClientSession {
         if self.config.follow_model {
             self.actions.push_back(ClientAction::Send(Frame::new(ClientServiceMessage::FollowModel.encode())));
         }
-        let ready = ClientServiceMessage::Ready { commitment: next.commitment() };
+        let ready =
+            ClientServiceMessage::Ready { commitment: next.commitment(), log: self.config.memory.log_request() };
         self.actions.push_back(ClientAction::Send(Frame::new(ready.encode())));
     }
 
@@ -788,6 +817,22 @@ impl ClientSession {
             Ok(event) => event,
             Err(e) => return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string())),
         };
+        let log = match LogProof::decode(&config.client_data) {
+            Ok(proof) => round_log::check(&LogCheck {
+                proof: proof.as_ref(),
+                session: settings.session,
+                round,
+                trust: &self.config.log,
+                memory: &memory.log,
+                policy: &self.config.privacy,
+                event: accounted.as_ref(),
+            }),
+            Err(e) => Err(LogRefusal::Malformed(e.to_string())),
+        };
+        let log = match log {
+            Ok(log) => log,
+            Err(e) => return self.refuse_round(&mut protocol, RoundError::LogRefused(e)),
+        };
         if let Err(e) = self.config.privacy.check_budget(&self.config.memory.spent(), accounted.as_ref()) {
             return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
         }
@@ -798,6 +843,8 @@ impl ClientSession {
         if attempts >= self.config.max_attempts {
             return self.refuse_round(&mut protocol, RoundError::TooManyAttempts { round, attempts });
         }
+        self.config.memory.session_mut(&settings.session).log = log;
+        self.config.memory.log_session = Some(hex(&settings.session));
         self.round = Some(Round {
             serial: self.serial,
             number: config.params.round,
@@ -881,6 +928,7 @@ impl ClientSession {
                     self.remember(|m, round| {
                         m.finished = m.finished.max(round);
                         m.attempts.retain(|&r, _| r > round);
+                        m.log.unproven.insert(round);
                     });
                 }
                 self.send(Frame::new(reply.encode()));

@@ -25,6 +25,7 @@
 //! | [`admission`] | tokens and client identities |
 //! | [`server`] | [`ServerSession`]: lobby, seats, reconnection and resends, upload grants, deadlines |
 //! | [`client`] | [`ClientSession`]: a client's rounds, its local policy and memory, the resend rule |
+//! | [`round_log`] | the round log's leaves, the proof a client gets before each round, and its check |
 //! | [`durable`] | atomic file writes (the shells' checkpoints and memories) |
 //! | `quic` (feature `quic`) | ALPN, TLS and transport configurations, frame I/O on quinn streams |
 //!
@@ -39,6 +40,7 @@ pub mod message;
 pub mod privacy;
 #[cfg(feature = "quic")]
 pub mod quic;
+pub mod round_log;
 pub mod server;
 pub mod settings;
 

@@ -26,6 +26,8 @@
 use privagg_protocol::codec::{Reader, Writer};
 use privagg_protocol::{ClientMessage, DecodeError, Limits, SERVICE_TYPES, ServerMessage};
 
+use crate::round_log::LogRequest;
+
 /// Longest token or reason text, in bytes; longer texts are cut on encoding.
 pub const MAX_TEXT: usize = 1024;
 
@@ -80,10 +82,14 @@ pub enum ClientServiceMessage {
     /// The client wants to take part in the next round. Only clients that said so are
     /// seated; a client says it again after each round it took part in. It carries the
     /// commitment to the nonce the client reveals once seated, from which the round's
-    /// graph is labelled (`privagg_protocol::cohort`).
+    /// graph is labelled (`privagg_protocol::cohort`). It also says what the client
+    /// holds of the round log, which the server proves the log against in the client's
+    /// next `Config` ([`crate::round_log`]).
     Ready {
         /// SHA-256("privagg/v1 nonce" ‖ nonce).
         commitment: [u8; 32],
+        /// The checkpoint the client accepted and the rounds it wants proven.
+        log: LogRequest,
     },
     /// The answer to [`ServerServiceMessage::CheckIn`]: whether the client's own coin
     /// says it takes part in `round`, at `attempt`.
@@ -215,9 +221,10 @@ impl ClientServiceMessage {
             }
             Self::UploadReady => Writer::message(tag::UPLOAD_READY, 0).into_bytes(),
             Self::FollowModel => Writer::message(tag::FOLLOW_MODEL, 0).into_bytes(),
-            Self::Ready { commitment } => {
-                let mut w = Writer::message(tag::READY, 32);
+            Self::Ready { commitment, log } => {
+                let mut w = Writer::message(tag::READY, 32 + log.encoded_len());
                 w.bytes(commitment);
+                log.encode_into(&mut w);
                 w.into_bytes()
             }
             Self::CheckInReply { round, attempt, join } => {
@@ -241,7 +248,7 @@ impl ClientServiceMessage {
             },
             tag::UPLOAD_READY => Self::UploadReady,
             tag::FOLLOW_MODEL => Self::FollowModel,
-            tag::READY => Self::Ready { commitment: r.array()? },
+            tag::READY => Self::Ready { commitment: r.array()?, log: LogRequest::decode_from(&mut r)? },
             tag::CHECK_IN_REPLY => Self::CheckInReply {
                 round: r.u64()?,
                 attempt: r.u32()?,
@@ -433,7 +440,11 @@ mod tests {
                 resume: Some(Resume { round: 7, received: 3 }),
             },
             ClientServiceMessage::UploadReady,
-            ClientServiceMessage::Ready { commitment: [0x5c; 32] },
+            ClientServiceMessage::Ready { commitment: [0x5c; 32], log: LogRequest::default() },
+            ClientServiceMessage::Ready {
+                commitment: [0x5d; 32],
+                log: LogRequest { session: [0x5e; 16], size: 7, rounds: vec![6, 7] },
+            },
             ClientServiceMessage::CheckInReply { round: 4, attempt: 1, join: true },
             ClientServiceMessage::FollowModel,
             ClientServiceMessage::CheckInReply { round: 5, attempt: 3, join: false },

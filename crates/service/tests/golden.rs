@@ -22,6 +22,7 @@ use privagg_protocol::{
     ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
+use privagg_service::round_log::{LogProof, LogRequest, ProvenLeaf};
 use privagg_service::{AggregationMode, EndReason, RoundSettings};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -194,8 +195,24 @@ fn vectors() -> Vec<Vector> {
     let advertisement = cohort::advertisement_message(&hash, id(2), &keys(2), &[2; 32]);
     let survivors = cohort::survivors_message(&labelling.session_id, 3, &[id(1), id(2), id(4)]);
     let commitment_digest = commitments(2).digest(&labelling.session_id, 3, id(2));
-    let config =
-        Config { params: params(), client_id: id(2), cohort: hash, app_data: Arc::from(&b"settings and model"[..]) };
+    // The client data of a Config: a round-log proof (its encoding pinned here; what it
+    // proves is checked by `round_log`'s tests).
+    let proof = LogProof {
+        key: "privagg/5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e+0a0b0c0d+AQ==".into(),
+        checkpoint:
+            "privagg/5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e\n2\nAAAA\n\n— privagg/5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e c2ln\n"
+                .into(),
+        from: 1,
+        consistency: vec![[0xc1; 32]],
+        leaves: vec![ProvenLeaf { index: 1, leaf: br#"{"round":2}"#.to_vec(), path: vec![[0xa1; 32]] }],
+    };
+    let config = Config {
+        params: params(),
+        client_id: id(2),
+        cohort: hash,
+        client_data: LogProof::encode(Some(&proof)),
+        app_data: Arc::from(&b"settings and model"[..]),
+    };
     let header = privagg_service::frame::header(300).unwrap().to_vec();
     vec![
         server_message("Config", ServerMessage::Config(config)),
@@ -253,7 +270,13 @@ fn vectors() -> Vec<Vector> {
             },
         ),
         to_server("UploadReady", ClientServiceMessage::UploadReady),
-        to_server("Ready", ClientServiceMessage::Ready { commitment: cohort::commitment(&[2; 32]) }),
+        to_server(
+            "Ready",
+            ClientServiceMessage::Ready {
+                commitment: cohort::commitment(&[2; 32]),
+                log: LogRequest { session: [0x5e; 16], size: 1, rounds: vec![2] },
+            },
+        ),
         to_server("CheckInReply", ClientServiceMessage::CheckInReply { round: 3, attempt: 1, join: true }),
         to_server("FollowModel", ClientServiceMessage::FollowModel),
         to_client("Welcome", ServerServiceMessage::Welcome { resumed: None }),

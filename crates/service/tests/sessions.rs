@@ -839,6 +839,8 @@ fn a_client_refuses_a_round_it_finished_even_after_a_restart() {
     let memory = first.peers[0].remembered.clone().unwrap();
     assert_eq!(memory.session(&harness::SESSION).finished, 1);
     let mut replay = Setup::new(4, 4, 4, 8).build();
+    // The same server (its log key), its state rolled back to before round 1.
+    replay.restart_log(first.log_key_copy());
     for i in 0..4 {
         let remembered = first.peers[i].remembered.clone().unwrap();
         replay.configure(i, |c| c.memory = remembered);

@@ -11,6 +11,7 @@ use privagg_protocol::cohort::Member;
 use super::ConnId;
 use crate::admission::ClientIdentity;
 use crate::message::IDENTITY_LEN;
+use crate::round_log::LogRequest;
 
 /// Where a connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub(super) struct Seated {
     pub instance: [u8; IDENTITY_LEN],
     /// Its commitment and certificate, as the round's protocol needs them.
     pub member: Member,
+    /// What its `Ready` asked of the round log.
+    pub log_request: LogRequest,
 }
 
 /// Every connection the session knows, the identity each admitted one holds, and the
@@ -53,6 +56,8 @@ pub(super) struct Lobby {
     certificates: HashMap<ConnId, Arc<[u8]>>,
     /// The commitment of each waiting client's latest `Ready`.
     commitments: HashMap<ConnId, [u8; 32]>,
+    /// What each waiting client's latest `Ready` asked of the round log.
+    log_requests: HashMap<ConnId, LogRequest>,
     /// Connections awaiting their `Hello`, with their deadline, in arrival order (so in
     /// deadline order).
     hellos_due: VecDeque<(Instant, ConnId)>,
@@ -102,6 +107,7 @@ impl Lobby {
         self.dequeue(conn);
         self.certificates.remove(&conn);
         self.commitments.remove(&conn);
+        self.log_requests.remove(&conn);
         self.followers.remove(&conn);
         self.conns.remove(&conn)
     }
@@ -141,10 +147,11 @@ impl Lobby {
 
     /// A client in the lobby asked for a seat with `commitment`: it joins the queue (once;
     /// a later `Ready` only replaces the commitment). Returns whether it was in the lobby.
-    pub(super) fn ready(&mut self, now: Instant, conn: ConnId, commitment: [u8; 32]) -> bool {
+    pub(super) fn ready(&mut self, now: Instant, conn: ConnId, commitment: [u8; 32], log: LogRequest) -> bool {
         let Some(ConnState::Admitted { seat: None, returning, .. }) = self.conns.get_mut(&conn) else { return false };
         *returning = false;
         self.commitments.insert(conn, commitment);
+        self.log_requests.insert(conn, log);
         if !self.queue.contains(&conn) {
             self.queue.push_back(conn);
             self.waiting_since.get_or_insert(now);
@@ -228,7 +235,8 @@ impl Lobby {
                     commitment: self.commitments.remove(&conn).unwrap_or_default(),
                     certificate: self.certificates.get(&conn).cloned(),
                 };
-                seated.push(Seated { conn, identity: *identity, instance: *instance, member });
+                let log_request = self.log_requests.remove(&conn).unwrap_or_default();
+                seated.push(Seated { conn, identity: *identity, instance: *instance, member, log_request });
             }
         }
         self.waiting_since = (!self.queue.is_empty()).then_some(now);

@@ -51,6 +51,7 @@ use self::round::{ActiveRound, ReleaseCharge, Stage, upload_stalled, upload_with
 use crate::admission::{Admission, ClientIdentity, Refusal};
 use crate::frame::{Frame, MAX_CONTROL_FRAME, upload_frame_limit};
 use crate::message::{ClientServiceMessage, EndReason, FromClient, IDENTITY_LEN, Resume, ServerServiceMessage};
+use crate::round_log::LogState;
 
 /// A connection's number, unique for the session's lifetime; the shell assigns it.
 pub type ConnId = u64;
@@ -464,6 +465,8 @@ pub struct ServerSession {
     unreported_bans: Vec<Ban>,
     /// No cohort is seated before this (backing off after an aborted attempt).
     retry_at: Option<Instant>,
+    /// The round log, as the shell last gave it: each client's `Config` proves it.
+    log: Option<Arc<LogState>>,
 }
 
 impl ServerSession {
@@ -487,12 +490,22 @@ impl ServerSession {
             banned: HashMap::new(),
             unreported_bans: Vec::new(),
             retry_at: None,
+            log: None,
         };
         if next_round > session.config.rounds {
             session.closed = true;
             session.out.push(Action::Finished(SessionEnd::Complete { completed_rounds: next_round - 1 }));
         }
         session
+    }
+
+    /// The round log as it stands: the shell gives it before the first round and after
+    /// every round it commits (before [`ServerSession::handle_committed`]), so that each
+    /// round's `Config` proves every round before it. Each client's `Config` carries the
+    /// proof of the log it asked for in its `Ready`; without a log, none (and clients
+    /// that require one leave).
+    pub fn set_log(&mut self, log: Arc<LogState>) {
+        self.log = Some(log);
     }
 
     /// Rounds completed so far, earlier runs included.
@@ -706,7 +719,7 @@ impl ServerSession {
         let members = round.members().unwrap_or_default();
         let protocol = ServerRound::new(params.clone(), members, app_data)?;
         let first_phase = self.config.train_timeout + self.config.phase_timeout;
-        round.start(protocol, upload_limit, now, first_phase, self.config.upload_timeout);
+        round.start(protocol, upload_limit, now, first_phase, self.config.upload_timeout, self.log.clone());
         tracing::info!(
             round = round.number,
             attempt = round.attempt,
@@ -820,8 +833,8 @@ impl ServerSession {
     /// except those of the round it just left, sent before it heard that the round ended.
     fn on_lobby_frame(&mut self, now: Instant, conn: ConnId, returning: bool, frame: &[u8]) {
         match FromClient::decode(frame, &self.config.limits) {
-            Ok(FromClient::Service(ClientServiceMessage::Ready { commitment })) => {
-                self.lobby.ready(now, conn, commitment);
+            Ok(FromClient::Service(ClientServiceMessage::Ready { commitment, log })) => {
+                self.lobby.ready(now, conn, commitment, log);
             }
             Ok(FromClient::Service(ClientServiceMessage::FollowModel)) => self.lobby.follow(conn),
             Ok(FromClient::Service(ClientServiceMessage::CheckInReply { round, attempt, join })) => {

@@ -13,6 +13,7 @@ use super::{ConnId, Outbox};
 use crate::admission::ClientIdentity;
 use crate::frame::{FRAME_HEADER_LEN, Frame, MAX_CONTROL_FRAME};
 use crate::message::{IDENTITY_LEN, ServerServiceMessage};
+use crate::round_log::{LogProof, LogRequest, LogState};
 
 /// One seat of the round.
 pub(super) struct Seat {
@@ -35,6 +36,8 @@ pub(super) struct Seat {
     pub bytes_in: u64,
     /// Bytes sent to them.
     pub bytes_out: u64,
+    /// What its client asked of the round log.
+    log_request: LogRequest,
 }
 
 /// Where the round is, from the session's point of view.
@@ -91,6 +94,8 @@ pub(super) struct ActiveRound {
     pub reconnected: BTreeSet<ClientId>,
     /// Where the charge for releasing the sum stands.
     pub release: ReleaseCharge,
+    /// The round log each seat's `Config` proves (`None`: the server keeps none).
+    log: Option<Arc<LogState>>,
 }
 
 impl ActiveRound {
@@ -98,7 +103,7 @@ impl ActiveRound {
     pub fn preparing(number: u64, attempt: u32, seated: Vec<Seated>, now: Instant) -> Self {
         let (seats, members) = seated
             .into_iter()
-            .map(|Seated { conn, identity, instance, member }| {
+            .map(|Seated { conn, identity, instance, member, log_request }| {
                 let certificate = member.certificate.clone();
                 let seat = Seat {
                     conn,
@@ -110,6 +115,7 @@ impl ActiveRound {
                     last_sent: None,
                     bytes_in: 0,
                     bytes_out: 0,
+                    log_request,
                 };
                 (seat, member)
             })
@@ -130,6 +136,7 @@ impl ActiveRound {
             upload_limit: MAX_CONTROL_FRAME,
             reconnected: BTreeSet::new(),
             release: ReleaseCharge::NotYet,
+            log: None,
         }
     }
 
@@ -142,7 +149,7 @@ impl ActiveRound {
         }
     }
 
-    /// Starts the protocol at `now`.
+    /// Starts the protocol at `now`; each seat's `Config` proves `log` to it.
     pub fn start(
         &mut self,
         mut protocol: ServerRound,
@@ -150,8 +157,10 @@ impl ActiveRound {
         now: Instant,
         phase_timeout: Duration,
         upload_timeout: Option<Duration>,
+        log: Option<Arc<LogState>>,
     ) {
         self.upload_timeout = upload_timeout;
+        self.log = log;
         if let Stage::Preparing { early_drops, .. } = &mut self.stage {
             for (seat, reason) in early_drops.drain(..) {
                 protocol.drop_client(seat, reason);
@@ -275,7 +284,18 @@ impl ActiveRound {
     }
 
     fn send_all(&mut self, outgoing: Vec<Outgoing>, out: &mut Outbox) {
-        for o in outgoing {
+        // Most clients ask the same (the checkpoint of the last round, and that round):
+        // each distinct request is proven once.
+        let mut proofs: HashMap<LogRequest, Vec<u8>> = HashMap::new();
+        for mut o in outgoing {
+            if let (ServerMessage::Config(config), Some(log)) = (&mut o.message, &self.log)
+                && let Some(seat) = self.seat(o.to)
+            {
+                config.client_data = proofs
+                    .entry(seat.log_request.clone())
+                    .or_insert_with(|| LogProof::encode(Some(&log.prove(&seat.log_request))))
+                    .clone();
+            }
             self.send(o.to, encode(&o.message), out);
         }
     }

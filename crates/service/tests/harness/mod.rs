@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use privagg_dp::NoiseRng;
 use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
+use privagg_log::LogKey;
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
 use privagg_service::message::{ClientServiceMessage, EndReason, ServerServiceMessage};
 use privagg_service::privacy::assumed_colluders;
+use privagg_service::round_log::{LEAF_FORMAT, LeafPrivacy, LogState, LogTrust, RoundLeaf, origin};
 use privagg_service::server::{CloseReason, RoundCommit};
 use privagg_service::settings::DecodedSum;
 use privagg_service::{
@@ -257,6 +259,13 @@ pub struct Harness {
     pub fail_charge: bool,
     /// The enrollment authority that certified the peers.
     pub authority: privagg_ca::Authority,
+    /// The server's round log: a leaf per committed round, signed with `log_key`, given
+    /// to the session before the first round and after each commit.
+    pub log: LogState,
+    /// The key the log is signed with.
+    pub log_key: LogKey,
+    /// What each committed round's leaf logs of privacy (`None`: nothing, as without DP).
+    pub leaf_privacy: Option<LeafPrivacy>,
     setup: Setup,
     rng: ChaCha8Rng,
 }
@@ -266,9 +275,13 @@ impl Harness {
         let authority = privagg_ca::Authority::create("harness authority", 30).unwrap();
         let peers = (0..setup.peers).map(|i| new_peer(i, setup.dim, &authority)).collect();
         let planner = planner_for(&setup);
+        let log_key = LogKey::generate(&origin(&hex::encode(SESSION))).unwrap();
+        let log = LogState::new(SESSION, &log_key);
+        let mut server = ServerSession::new(setup.session.clone());
+        server.set_log(Arc::new(log.clone()));
         Self {
             now: Instant::now(),
-            server: ServerSession::new(setup.session.clone()),
+            server,
             peers,
             links: BTreeMap::new(),
             agenda: Vec::new(),
@@ -290,6 +303,9 @@ impl Harness {
             charges: Vec::new(),
             fail_charge: false,
             authority,
+            log,
+            log_key,
+            leaf_privacy: None,
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
         }
@@ -534,6 +550,9 @@ impl Harness {
                     .collect();
                 let told_before_commit =
                     (0..self.peers.len()).filter(|&i| self.peers[i].completed(commit.round)).collect();
+                let leaf = self.leaf_of(&commit);
+                self.log.append(leaf.encode().unwrap(), &self.log_key);
+                self.server.set_log(Arc::new(self.log.clone()));
                 self.commits.push(Committed { commit: *commit, sum, peers, told_before_commit });
                 self.server.handle_committed(now);
             }
@@ -550,6 +569,43 @@ impl Harness {
             Action::Admitted { conn } => self.admitted.push(conn),
             Action::Event(e) => self.events.push(e),
             Action::Finished(end) => self.finished = Some(end),
+        }
+    }
+
+    /// Starts the log afresh (empty) under `key`: a server that rolled its state back to
+    /// before its first round, keeping its log key.
+    pub fn restart_log(&mut self, key: LogKey) {
+        self.log = LogState::new(SESSION, &key);
+        self.log_key = key;
+        self.server.set_log(Arc::new(self.log.clone()));
+    }
+
+    /// The harness's log key, copied (for a harness that plays the same server again).
+    pub fn log_key_copy(&self) -> LogKey {
+        LogKey::from_pkcs8(&origin(&hex::encode(SESSION)), self.log_key.pkcs8()).unwrap()
+    }
+
+    /// The leaf the harness logs for a committed round.
+    pub fn leaf_of(&self, commit: &RoundCommit) -> RoundLeaf {
+        use sha2::Digest;
+        let mut included: Vec<u32> = commit.output.included.iter().map(|c| c.get()).collect();
+        included.sort_unstable();
+        let ids: Vec<u8> = included.iter().flat_map(|id| id.to_be_bytes()).collect();
+        RoundLeaf {
+            format: LEAF_FORMAT.into(),
+            software: "privagg harness".into(),
+            session: hex::encode(SESSION),
+            round: commit.round,
+            attempt: commit.attempt,
+            participants: commit.params.num_clients,
+            neighbours: commit.params.neighbours,
+            threshold: commit.params.threshold,
+            bits: commit.params.bits,
+            survivors: hex::encode(sha2::Sha256::digest(&ids)),
+            survivor_count: included.len(),
+            denominator: 1.0,
+            model_sha256: hex::encode([0u8; 32]),
+            privacy: self.leaf_privacy.clone(),
         }
     }
 
@@ -822,6 +878,7 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         max_attempts: 3,
         credentials: Some(identity),
         follow_model: false,
+        log: LogTrust::default(),
     };
     Peer {
         certificate,
