@@ -137,6 +137,15 @@ pub enum LogRefusal {
         /// What is wrong.
         why: String,
     },
+    /// The latest leaf's privacy figures are missing in a round with DP, or impossible
+    /// (not finite, negative, a round's ε above the total, δ outside (0, 1)).
+    #[error("the round log's privacy figures for round {round} are {why}")]
+    Implausible {
+        /// The latest logged round.
+        round: u64,
+        /// What is wrong.
+        why: String,
+    },
     /// The logged cumulative ε, with this round's, exceeds the client's budget.
     #[error(
         "the round log's ε = {logged:.3} (at δ = {logged_delta}) with this round's would reach {would_reach:.3}, above the budget of {max_epsilon}"
@@ -216,6 +225,11 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
         verify_inclusion(&leaf_hash(&entry.leaf), i, size, &entry.path, &checkpoint.root)
             .map_err(|_| not_included("the inclusion proof does not verify"))?;
         let leaf = RoundLeaf::decode(&entry.leaf).map_err(|_| not_included("the leaf does not parse"))?;
+        // Two encodings of one leaf would let a log show different bytes to different
+        // readers under one tree: only the canonical one counts.
+        if leaf.encode().ok().as_deref() != Some(entry.leaf.as_slice()) {
+            return Err(not_included("the leaf is not in its canonical encoding"));
+        }
         if leaf.format != LEAF_FORMAT || leaf.round != round || leaf.session != hex::encode(check.session) {
             return Err(not_included("the leaf describes another round"));
         }
@@ -228,7 +242,7 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
     }
     if presented > 0 {
         let latest = proven(presented)?;
-        check_budget(latest.privacy.as_ref(), check)?;
+        check_budget(presented, latest.privacy.as_ref(), check)?;
     }
     Ok(LogMemory {
         key: Some(key_text),
@@ -241,8 +255,28 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
 
 /// Step 8: the logged cumulative ε (at δ_L ≤ the budget's δ, so no smaller than the ε
 /// at the budget's δ) plus this round's ε at the budget's δ, composed by addition.
-fn check_budget(privacy: Option<&super::leaf::LeafPrivacy>, check: &LogCheck<'_>) -> Result<(), LogRefusal> {
-    let (Some(p), Some(max_epsilon)) = (privacy, check.policy.max_epsilon) else { return Ok(()) };
+/// A round with DP needs the logged figures (a server that left them out would hide its
+/// ε), and they must be possible ones.
+fn check_budget(
+    latest: u64,
+    privacy: Option<&super::leaf::LeafPrivacy>,
+    check: &LogCheck<'_>,
+) -> Result<(), LogRefusal> {
+    let implausible = |why: &str| LogRefusal::Implausible { round: latest, why: why.into() };
+    let Some(p) = privacy else {
+        return match check.event {
+            Some(_) => Err(implausible("missing, in a session with DP")),
+            None => Ok(()),
+        };
+    };
+    let finite = [p.epsilon_round, p.epsilon_total, p.delta].iter().all(|v| v.is_finite());
+    if !(finite && 0.0 <= p.epsilon_round && p.epsilon_round <= p.epsilon_total && 0.0 < p.delta && p.delta < 1.0) {
+        return Err(implausible(&format!(
+            "impossible (ε for the round {}, in total {}, δ {})",
+            p.epsilon_round, p.epsilon_total, p.delta
+        )));
+    }
+    let Some(max_epsilon) = check.policy.max_epsilon else { return Ok(()) };
     let delta = check.policy.budget_delta;
     let this_round = match check.event {
         Some(event) => PrivacySpent::default().epsilon_with(Some(event), delta).unwrap_or(f64::NAN),
@@ -328,6 +362,42 @@ mod tests {
         assert!(matches!(check_with((1.0, 1e-3), None), Err(LogRefusal::Budget { .. })));
         // A NaN is no figure at all (JSON has none: the leaf does not even parse).
         assert!(check_with((f64::NAN, 1e-5), None).is_err());
+        // Impossible figures, which would pass the budget, are refused as such: a
+        // negative total, a total below the round's ε (1 here), a δ of 0 or of 1.
+        for (total, delta) in [(-1e300, 1e-5), (0.5, 1e-5), (8.0, 0.0), (8.0, 1.0)] {
+            assert!(
+                matches!(check_with((total, delta), Some(&gaussian)), Err(LogRefusal::Implausible { round: 1, .. })),
+                "ε {total}, δ {delta}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_round_with_dp_needs_the_logged_figures_and_a_leaf_in_its_canonical_encoding() {
+        let gaussian = DpEvent::Gaussian { noise_multiplier: 2.0, sampling_rate: 1.0 };
+        let key = LogKey::generate(&origin(&hex::encode(SESSION))).unwrap();
+        let (policy, memory) = (PrivacyPolicy::default(), LogMemory::default());
+        let check_leaf = |leaf: Vec<u8>, event: Option<&DpEvent>| {
+            let log = LogState::with_leaves(SESSION, &key, vec![leaf]);
+            let proof = log.prove(&LogRequest::default());
+            let trust = LogTrust::TrustOnFirstUse;
+            check(&LogCheck {
+                proof: Some(&proof),
+                session: SESSION,
+                round: 2,
+                trust: &trust,
+                memory: &memory,
+                policy: &policy,
+                event,
+            })
+        };
+        // A server that leaves the figures out hides its ε: refused when this round has DP.
+        assert!(matches!(check_leaf(leaf(1, None), Some(&gaussian)), Err(LogRefusal::Implausible { .. })));
+        assert!(check_leaf(leaf(1, None), None).is_ok(), "a session without DP logs none");
+        // The same leaf with a space added: the tree is consistent, the bytes are not canonical.
+        let mut spaced = leaf(1, None);
+        spaced.insert(1, b' ');
+        assert!(matches!(check_leaf(spaced, None), Err(LogRefusal::NotIncluded { round: 1, .. })));
     }
 
     #[test]
