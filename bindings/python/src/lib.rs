@@ -27,7 +27,7 @@ use privagg_client::{
     AbortCode, AdversaryClass, Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, EndReason,
     IdentityFiles, PrivacyPolicy, RoundError, RoundReport, SdkError,
 };
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -68,7 +68,26 @@ enum Event<T> {
 }
 
 /// What `train` gave: the update and its weight, or why there is none.
-type TrainResult = Result<(Array1<f32>, f32), String>;
+type TrainResult = Result<(Array1<f32>, f32), TrainFailure>;
+
+/// Why `train` gave no update.
+#[derive(Debug)]
+enum TrainFailure {
+    /// It raised (or returned something unusable): the client leaves the round.
+    Raised(String),
+    /// Ctrl-C while it ran: the client leaves the session ([`privagg_client::Interrupt`]),
+    /// so that the server does not count the attempt against the round.
+    Interrupted,
+}
+
+impl std::fmt::Display for TrainFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Raised(message) => f.write_str(message),
+            Self::Interrupted => f.write_str("interrupted (KeyboardInterrupt)"),
+        }
+    }
+}
 
 /// A task's way to have `train` run on the thread that waits for it.
 struct Trainer<T>(mpsc::Sender<Event<T>>);
@@ -77,11 +96,10 @@ impl<T> Trainer<T> {
     /// Blocks the task's thread (the SDK calls `train` off the runtime) until the
     /// waiting thread has run `train(model)`.
     fn train(&self, model: ArrayView1<'_, f32>) -> TrainResult {
+        let gone = || TrainFailure::Raised("the calling thread stopped waiting".into());
         let (reply, answer) = mpsc::sync_channel(1);
-        self.0
-            .send(Event::Train { model: model.to_owned(), reply })
-            .map_err(|_| "the calling thread stopped waiting".to_string())?;
-        answer.recv().map_err(|_| "the calling thread stopped waiting".to_string())?
+        self.0.send(Event::Train { model: model.to_owned(), reply }).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
     }
 }
 
@@ -132,7 +150,7 @@ where
 
 /// For calls that never train.
 fn no_training(_: Python<'_>, _: Array1<f32>) -> TrainResult {
-    Err("this call does not train".into())
+    Err(TrainFailure::Raised("this call does not train".into()))
 }
 
 /// An exception of `privagg.errors` by class name, with `message` and attributes.
@@ -372,8 +390,10 @@ impl PyClient {
             let Some(client) = guard.take() else { return Outcome::Closed };
             match wait_for(rt, &self.cancel, |trainer| call(client, trainer), train) {
                 Ok((client, result)) => {
-                    // A cancellation that came as the call finished still closes the client.
-                    if self.cancel.load(Ordering::Acquire) {
+                    // A cancellation that came as the call finished still closes the client,
+                    // as does an interrupted `train` (its connection is closed already).
+                    let interrupted = matches!(result, Err(SdkError::Interrupted));
+                    if self.cancel.load(Ordering::Acquire) || interrupted {
                         let _enter = rt.enter();
                         drop(client);
                     } else {
@@ -516,7 +536,15 @@ impl PyClient {
     /// an exception `train` raises leaves the round and is re-raised unchanged.
     fn run(&self, py: Python<'_>, train: Py<PyAny>) -> PyResult<Vec<PyRoundReport>> {
         let call = |mut client: Client, trainer: Trainer<_>| async move {
-            let result = client.run_weighted(move |model| trainer.train(model)).await;
+            let interrupt = client.interrupt_handle();
+            let step = move |model: ArrayView1<'_, f32>| {
+                let result = trainer.train(model);
+                if matches!(result, Err(TrainFailure::Interrupted)) {
+                    interrupt.interrupt();
+                }
+                result
+            };
+            let result = client.run_weighted(step).await;
             (client, result.map(|reports| reports.into_iter().map(PyRoundReport::from).collect()))
         };
         // The exception `train` raised (or its bad result's), re-raised as it was.
@@ -524,9 +552,13 @@ impl PyClient {
         let result = self.with_client(py, call, |py, model| {
             let out = train.call1(py, (model.into_pyarray(py),)).and_then(|out| train_result(py, out.bind(py)));
             out.map_err(|e| {
-                let message = e.to_string();
+                let failure = if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    TrainFailure::Interrupted
+                } else {
+                    TrainFailure::Raised(e.to_string())
+                };
                 raised = Some(e);
-                message
+                failure
             })
         });
         match (result, raised) {

@@ -176,10 +176,18 @@ def test_ctrl_c_stops_a_waiting_call_and_closes_the_client(connected):
 
 def test_ctrl_c_during_train_interrupts_train_itself(local_server):
     """`train` runs on the calling thread, so Ctrl-C while it trains raises inside it
-    (where a training loop can clean up); `run` re-raises it, and the others finish."""
+    (where a training loop can clean up); `run` re-raises it and the client leaves the
+    session at once. The server does not count the attempt it cost: with one attempt
+    allowed and the session stopping on a failed round, the others still finish."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread")
-    server = local_server(dim=3, clients=3, min_clients=2, dp=False)
+    server = local_server(
+        dim=3,
+        clients=3,
+        min_clients=2,
+        dp=False,
+        extra_args=["--max-round-attempts", "1", "--stop-after-failed-round"],
+    )
     interrupted_in_train = []
 
     def train(model):
@@ -199,6 +207,7 @@ def test_ctrl_c_during_train_interrupts_train_itself(local_server):
     with privagg.Client(server.address, server.cert, allow_no_dp=True, **server.client_options(0)) as c:
         with pytest.raises(KeyboardInterrupt):
             c.run(train)
+        assert c.closed
     assert interrupted_in_train == [True]
     reports = [w.outcome() for w in workers]
     assert [[r.inputs for r in rs] for rs in reports] == [[2], [2]]

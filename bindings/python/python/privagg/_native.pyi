@@ -160,7 +160,9 @@ class Client:
         abort, or that the connection drops in, are skipped (after reconnecting).
 
         Raises:
-            whatever ``train`` raises (after leaving the round), unchanged;
+            whatever ``train`` raises (after leaving the round), unchanged; a
+                ``KeyboardInterrupt`` (Ctrl-C while it trains) closes the client at
+                once instead, so that the server does not count the attempt;
             privagg.InvalidUpdate / UpdateTypeError for a bad returned update;
             the errors of :meth:`submit` other than ``SessionEnded``, which ends the
             loop normally.
