@@ -305,7 +305,13 @@ impl Harness {
             authority,
             log,
             log_key,
-            leaf_privacy: None,
+            // As the real server: a session with DP logs its figures (here none spent).
+            leaf_privacy: setup.noise_multiplier.map(|_| LeafPrivacy {
+                delta: privagg_service::privacy::DEFAULT_BUDGET_DELTA,
+                releases: Vec::new(),
+                epsilon_round: 0.0,
+                epsilon_total: 0.0,
+            }),
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
         }
