@@ -9,7 +9,7 @@ mod demo;
 mod trainer;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use privagg_client::{
     Client, ClientOptions, DEFAULT_MAX_EPSILON, DEFAULT_MIN_NOISE_MULTIPLIER, DropPoint, IdentityFiles, PrivacyPolicy,
     SdkError,
@@ -565,8 +565,23 @@ impl From<ThreatArg> for Threat {
     }
 }
 
+/// Lets every option of `command` and its subcommands take a negative number as its
+/// value (`--clip -2`), so that the value's own check says what is wrong with it.
+fn with_negative_numbers(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let takes_value = arg.get_action().takes_values();
+            arg.allow_negative_numbers(takes_value)
+        })
+        .mut_subcommands(with_negative_numbers)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = with_negative_numbers(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let default_level = match cli.command {
         Command::Demo(_) => "warn",
         _ => "info",
@@ -707,7 +722,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
         c.neighbors = args.neighbors;
     }
     if let Some(budget) = args.max_epsilon {
-        c.dp.max_epsilon = budget.is_finite().then_some(budget);
+        c.dp.max_epsilon = no_budget_if_infinite(budget);
     }
     c.dp.force_plan |= args.force_plan;
     c.force_resume |= args.force_resume;
@@ -757,6 +772,12 @@ fn warn_if_insecure_build() {
             "this binary was built with privagg-dp/insecure-seeded-rng (a workspace build); build releases with `cargo build --release -p privagg-cli`"
         );
     }
+}
+
+/// A `--max-epsilon` as a budget: "inf" is none; any other value, NaN included, is kept
+/// for validation to refuse if it is not a positive number.
+fn no_budget_if_infinite(epsilon: f64) -> Option<f64> {
+    (epsilon != f64::INFINITY).then_some(epsilon)
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -826,7 +847,7 @@ fn client(args: ClientArgs) -> Result<()> {
     options.privacy = PrivacyPolicy {
         allow_no_dp: args.allow_no_dp,
         min_noise_multiplier: args.min_noise_multiplier,
-        max_epsilon: args.max_epsilon.is_finite().then_some(args.max_epsilon),
+        max_epsilon: no_budget_if_infinite(args.max_epsilon),
         max_participations: args.max_participations,
         ..PrivacyPolicy::default()
     };

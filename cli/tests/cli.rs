@@ -285,6 +285,17 @@ fn credentials(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::Pa
     (authority.join("ca.der"), out)
 }
 
+/// A `privagg client` of a session without DP, enrolled as `name` (credentials from
+/// [`credentials`]) with its memory under `dir`.
+fn enrolled_client(listen: &str, cert: &Path, root: &Path, credentials: &Path, dir: &Path, name: &str) -> Command {
+    let mut client = privagg();
+    client.args(["client", "--server", listen, "--ca"]).arg(cert).arg("--allow-no-dp");
+    client.arg("--cert").arg(credentials.join(format!("{name}.der")));
+    client.arg("--key").arg(credentials.join(format!("{name}.key")));
+    client.arg("--client-ca").arg(root).arg("--state").arg(dir.join(format!("{name}-memory")));
+    client
+}
+
 #[test]
 fn a_five_round_session_driven_by_training_commands_improves_the_model_each_round() {
     // The README's recipe: every client is a `privagg client --train` process that
@@ -309,13 +320,9 @@ fn a_five_round_session_driven_by_training_commands_improves_the_model_each_roun
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let mut client = privagg();
-            client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--allow-no-dp");
+            let mut client = enrolled_client(&listen, &cert, &root, &credentials, dir.path(), name);
             client.arg("--train").arg(format!("python3 '{}' {{model}} {{update}} {i}", script.display()));
             client.arg("--model-out").arg(dir.path().join(format!("{name}-model.npy")));
-            client.arg("--cert").arg(credentials.join(format!("{name}.der")));
-            client.arg("--key").arg(credentials.join(format!("{name}.key")));
-            client.arg("--client-ca").arg(&root).arg("--state").arg(dir.path().join(format!("{name}-memory")));
             spawn(client, dir.path(), name)
         })
         .collect();
@@ -369,14 +376,7 @@ fn a_client_interrupted_while_training_stops_its_command_leaves_at_once_and_cost
         .arg("--client-ca")
         .arg(&root);
     let (server, cert) = start_server(serve, dir.path(), &state);
-    let client = |name: &str| {
-        let mut client = privagg();
-        client.args(["client", "--server", &listen, "--ca"]).arg(&cert).arg("--allow-no-dp");
-        client.arg("--cert").arg(credentials.join(format!("{name}.der")));
-        client.arg("--key").arg(credentials.join(format!("{name}.key")));
-        client.arg("--client-ca").arg(&root).arg("--state").arg(dir.path().join(format!("{name}-memory")));
-        client
-    };
+    let client = |name: &str| enrolled_client(&listen, &cert, &root, &credentials, dir.path(), name);
     let started = dir.path().join("training-started");
     let survivor = dir.path().join("survived");
     let mut trainer = client("client0");
@@ -476,6 +476,60 @@ fn flags_accept_the_toml_spelling_of_the_mechanism() {
         let args = ["plan", "--dim", "10", "--clients", "5", "--threat", "curious", "--mechanism", spelling, "--json"];
         let out = privagg().args(args).output().unwrap();
         assert!(out.status.success(), "{spelling}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn impossible_values_are_refused_by_name_before_the_state_directory_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--dim", "4", "--clients", "5", "--threat", "curious", "--insecure-open-admission"];
+    for (flag, value, says) in [
+        ("--max-epsilon", "nan", "--max-epsilon"),
+        ("--max-epsilon", "0", "--max-epsilon"),
+        ("--max-epsilon", "-3", "--max-epsilon"),
+        ("--adaptive-clip", "1.5", "--adaptive-clip"),
+        ("--noise-multiplier", "-1", "noise_multiplier"),
+        ("--clip", "0", "clip"),
+        ("--delta", "1.5", "delta"),
+        ("--bits", "80", "bits"),
+        ("--server-momentum", "1", "--server-momentum"),
+        // A negative number is taken as the value (no `=` needed) and refused by its check.
+        ("--phase-timeout", "-1", "--phase-timeout"),
+        ("--clip", "-2", "clip"),
+    ] {
+        let state = dir.path().join("state");
+        let out = privagg()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(base)
+            .args([flag, value])
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{flag} {value}: {err}");
+        assert!(!state.exists(), "{flag} {value}: a refused configuration left a state directory");
+    }
+    // A client's budget: NaN is not "no budget", and a negative noise floor is no floor.
+    std::fs::write(dir.path().join("cert.der"), b"unused").unwrap();
+    for (flag, value, says) in [
+        ("--max-epsilon", "nan", "max_epsilon"),
+        ("--max-epsilon", "-1", "max_epsilon"),
+        ("--min-noise-multiplier", "-1", "min_noise_multiplier"),
+        ("--max-participations", "0", "max_participations"),
+        ("--corrupt-fraction", "1", "corrupt_fraction"),
+    ] {
+        let update = write_update(dir.path(), "u.npy", vec![0.0; 4]);
+        let out = privagg()
+            .args(["client", "--server", "127.0.0.1:9", "--ca"])
+            .arg(dir.path().join("cert.der"))
+            .arg("--update")
+            .arg(update)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{flag} {value}: {err}");
     }
 }
 

@@ -116,6 +116,18 @@ impl ClientOptions {
             drop_point: None,
         }
     }
+
+    /// Refuses options no client can mean, before anything is sent ([`SdkError::Options`]):
+    /// a privacy policy [`PrivacyPolicy::validate`] refuses, or a corrupt fraction outside
+    /// [0, 1).
+    pub fn validate(&self) -> Result<(), SdkError> {
+        self.privacy.validate().map_err(|e| SdkError::Options(e.to_string()))?;
+        let fraction = self.policy.corrupt_fraction;
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(SdkError::Options(format!("corrupt_fraction must be in [0, 1), got {fraction}")));
+        }
+        Ok(())
+    }
 }
 
 /// A private key (PKCS#8 DER), wiped from memory when dropped and never printed.
@@ -266,6 +278,7 @@ impl Client {
     /// Connects and gets admitted. Retries an unreachable server until
     /// `connect_deadline`; a refusal is final.
     pub async fn connect(options: ClientOptions) -> Result<Self, SdkError> {
+        options.validate()?;
         let credential = match (&options.cert, &options.key) {
             (Some(cert), Some(key)) => Some(quic::ClientCredential { cert, key: key.as_der() }),
             (None, None) => None,

@@ -60,6 +60,9 @@ pub enum SdkError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The options cannot be meant (the message names the option and the value).
+    #[error("invalid options: {0}")]
+    Options(String),
     /// A local resource failed (socket, OS randomness, worker thread).
     #[error("local failure: {0}")]
     Local(String),

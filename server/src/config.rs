@@ -348,6 +348,14 @@ impl ServeConfig {
         if !(0.0..1.0).contains(&self.corrupt_fraction) {
             return bad("--corrupt-fraction must be in [0, 1)".into());
         }
+        if let Some(epsilon) = self.dp.max_epsilon
+            && !(epsilon > 0.0 && epsilon.is_finite())
+        {
+            return bad(format!("--max-epsilon must be a positive number (\"inf\": no budget), got {epsilon}"));
+        }
+        if let Some(rule) = &self.dp.adaptive_clip {
+            rule.validate().map_err(|e| ServeError::Config(format!("--adaptive-clip: {e}")))?;
+        }
         if self.dp.enabled && self.dp.sampling_rate != 1.0 && !self.dp.check_ins {
             return bad(format!(
                 "--sampling-rate {} claims amplification by sampling, but without --check-ins the server seats whoever is waiting: no sampling happens, so only 1 is accepted",

@@ -115,6 +115,10 @@ impl Server {
     /// runtime.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
+        // Plan before touching the state directory: a refused configuration leaves nothing.
+        let aggregation = Aggregation::new(&config)?;
+        // Refuse now a cohort whose neighbour graph cannot be made safe.
+        session_graph(&config)?;
         let storage = StateDir::open(&config.state)?;
         let lock = storage.lock()?;
         let certificate = match (&config.cert, &config.key) {
@@ -144,9 +148,6 @@ impl Server {
                 Admission::open()
             }
         };
-        let aggregation = Aggregation::new(&config)?;
-        // Refuse now a cohort whose neighbour graph cannot be made safe.
-        session_graph(&config)?;
         if let Some(summary) = aggregation.summary() {
             let s = summary?;
             tracing::info!(

@@ -461,16 +461,11 @@ impl PyClient {
         files.client_ca = client_ca;
         options.load_identity(&files).map_err(|e| sdk_error(py, e))?;
         options.server_name = server_name.to_owned();
-        if !(min_noise_multiplier >= 0.0 && min_noise_multiplier.is_finite()) {
-            return Err(PyValueError::new_err("min_noise_multiplier must be a finite number ≥ 0"));
-        }
-        if max_epsilon.is_nan() || max_epsilon <= 0.0 {
-            return Err(PyValueError::new_err("max_epsilon must be > 0 (math.inf: no budget)"));
-        }
         options.privacy = PrivacyPolicy {
             allow_no_dp,
             min_noise_multiplier,
-            max_epsilon: max_epsilon.is_finite().then_some(max_epsilon),
+            // math.inf: no budget; anything else (NaN included) is checked below.
+            max_epsilon: (max_epsilon != f64::INFINITY).then_some(max_epsilon),
             max_participations,
             ..PrivacyPolicy::default()
         };
@@ -484,11 +479,9 @@ impl PyClient {
             }
         };
         if let Some(fraction) = corrupt_fraction {
-            if !(0.0..1.0).contains(&fraction) {
-                return Err(PyValueError::new_err("corrupt_fraction must be in [0, 1)"));
-            }
             options.policy.corrupt_fraction = fraction;
         }
+        options.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
         if !remember {
             options.state_dir = None;
         } else if state_dir.is_some() {

@@ -158,6 +158,16 @@ def test_bad_options_raise_value_errors(local_server):
         privagg.Client("no-port", server.cert)
     with pytest.raises(TypeError):
         privagg.Client(server.address, server.cert, no_such_option=1)
+    # Values no client can mean are refused by name, not taken as "no budget" or "no floor".
+    for option, value in [
+        ("max_epsilon", float("nan")),
+        ("max_epsilon", -3.0),
+        ("min_noise_multiplier", -1.0),
+        ("max_participations", 0),
+        ("corrupt_fraction", 1.5),
+    ]:
+        with pytest.raises(ValueError, match=option):
+            privagg.Client(server.address, server.cert, **{option: value})
 
 
 def test_ctrl_c_stops_a_waiting_call_and_closes_the_client(connected):

@@ -48,7 +48,7 @@ pub use admission::{Admission, ClientIdentity, Refusal};
 pub use client::{ClientAction, ClientConfig, ClientEvent, ClientSession, RoundError, RoundMemory, RoundSummary};
 pub use frame::{Frame, FrameError};
 pub use message::{ClientServiceMessage, EndReason, FromClient, FromServer, Resume, ServerServiceMessage};
-pub use privacy::PrivacyPolicy;
+pub use privacy::{InvalidPolicy, PrivacyPolicy};
 pub use server::{
     Action, Ban, ConnId, Offence, RoundCommit, SeatHolder, ServerSession, SessionConfig, SessionEnd, SessionEvent,
     Stall,

@@ -138,6 +138,35 @@ impl PrivacySpent {
     }
 }
 
+/// A privacy policy no client can mean (the message names the field and the value).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("invalid privacy policy: {0}")]
+pub struct InvalidPolicy(pub String);
+
+impl PrivacyPolicy {
+    /// Refuses a noise floor that is negative or not finite, a budget ε that is not a
+    /// positive number (NaN included: `None` is how to ask for no budget), a δ outside
+    /// (0, 1), and a cap of 0 participations (which would never take part).
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
+        let bad = |m: String| Err(InvalidPolicy(m));
+        if !(self.min_noise_multiplier.is_finite() && self.min_noise_multiplier >= 0.0) {
+            return bad(format!("min_noise_multiplier must be a finite number ≥ 0, got {}", self.min_noise_multiplier));
+        }
+        if let Some(epsilon) = self.max_epsilon
+            && !(epsilon > 0.0 && epsilon.is_finite())
+        {
+            return bad(format!("max_epsilon must be a finite number > 0 (or no budget at all), got {epsilon}"));
+        }
+        if !(self.budget_delta > 0.0 && self.budget_delta < 1.0) {
+            return bad(format!("budget_delta must be in (0, 1), got {}", self.budget_delta));
+        }
+        if self.max_participations == Some(0) {
+            return bad("max_participations of 0 would never take part".into());
+        }
+        Ok(())
+    }
+}
+
 /// Why a round's privacy was refused (kept by the client; the server hears only that it
 /// left).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -292,5 +321,32 @@ impl PrivacyPolicy {
             }
         }
         Ok(Some(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_no_client_can_mean_is_refused_with_the_field_it_is_about() {
+        PrivacyPolicy::default().validate().unwrap();
+        PrivacyPolicy { max_epsilon: None, min_noise_multiplier: 0.0, ..PrivacyPolicy::default() }.validate().unwrap();
+        let cases = [
+            (PrivacyPolicy { min_noise_multiplier: -1.0, ..PrivacyPolicy::default() }, "min_noise_multiplier"),
+            (PrivacyPolicy { min_noise_multiplier: f64::NAN, ..PrivacyPolicy::default() }, "min_noise_multiplier"),
+            (PrivacyPolicy { max_epsilon: Some(0.0), ..PrivacyPolicy::default() }, "max_epsilon"),
+            (PrivacyPolicy { max_epsilon: Some(-3.0), ..PrivacyPolicy::default() }, "max_epsilon"),
+            // NaN must not slip through as "no budget".
+            (PrivacyPolicy { max_epsilon: Some(f64::NAN), ..PrivacyPolicy::default() }, "max_epsilon"),
+            (PrivacyPolicy { max_epsilon: Some(f64::INFINITY), ..PrivacyPolicy::default() }, "max_epsilon"),
+            (PrivacyPolicy { budget_delta: 0.0, ..PrivacyPolicy::default() }, "budget_delta"),
+            (PrivacyPolicy { budget_delta: 1.0, ..PrivacyPolicy::default() }, "budget_delta"),
+            (PrivacyPolicy { max_participations: Some(0), ..PrivacyPolicy::default() }, "max_participations"),
+        ];
+        for (policy, field) in cases {
+            let err = policy.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{policy:?}: {err}");
+        }
     }
 }
