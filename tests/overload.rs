@@ -81,6 +81,7 @@ async fn four_clients_that_never_read_do_not_stop_the_service() {
     c.min_transfer_rate = 16.0 * 1024.0 * 1024.0;
     c.lobby_timeout = 1.0;
     c.ban_after = 1;
+    let state = c.state.clone();
     let running = start(c).await;
     let mut stallers = Vec::new();
     for _ in 0..4 {
@@ -99,6 +100,11 @@ async fn four_clients_that_never_read_do_not_stop_the_service() {
     assert!(record.banned.iter().all(|b| b.reason == BanReason::StalledDownload), "{:?}", record.banned);
     let summary = running.finish().await;
     assert_eq!(summary.completed_rounds, 1);
+    // The bans outlive the process: a restarted server refuses the stallers too.
+    let kept = privagg_server::bans::load(&state, std::time::SystemTime::now()).unwrap();
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(kept.iter().all(|b| b.reason == BanReason::StalledDownload && b.until_unix.is_none()), "{kept:?}");
+    assert!(kept.iter().all(|b| b.client().is_some()), "{kept:?}");
     drop(stallers);
 }
 

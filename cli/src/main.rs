@@ -273,10 +273,14 @@ struct ServeArgs {
     /// Connections awaiting admission from one IP address, at most [default: 256].
     #[arg(long)]
     max_unadmitted_per_address: Option<usize>,
-    /// Offences (violations, stalled transfers) after which a client's identity is banned
-    /// for the session; 0: never [default: 2].
+    /// Offences (violations, stalled transfers) after which a client's identity is banned;
+    /// 0: never [default: 2].
     #[arg(long)]
     ban_after: Option<u32>,
+    /// Seconds a ban lasts [default: the rest of the session]. Bans outlive a restart
+    /// (they are kept in the state directory's bans.json).
+    #[arg(long)]
+    ban_duration: Option<f64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -717,6 +721,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig> {
     set!(c.max_unadmitted, args.max_unadmitted);
     set!(c.max_unadmitted_per_address, args.max_unadmitted_per_address);
     set!(c.ban_after, args.ban_after);
+    if args.ban_duration.is_some() {
+        c.ban_duration = args.ban_duration;
+    }
     c.insecure_open_admission |= args.insecure_open_admission;
     if args.neighbors.is_some() {
         c.neighbors = args.neighbors;

@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
         upload_slots: 1,
         upload_timeout: Some(Duration::from_secs(3)),
         ban_after: 2,
+        ban_duration: None,
         max_round_attempts: 2,
         stop_after_failed_round: true,
         retry_backoff: Duration::from_secs(1),

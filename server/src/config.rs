@@ -192,8 +192,11 @@ pub struct ServeConfig {
     /// Connections not yet admitted from one IP address, at most; more are refused.
     pub max_unadmitted_per_address: usize,
     /// Offences (protocol violations, stalled transfers) after which a client's identity
-    /// is banned for the session; 0: never.
+    /// is banned; 0: never.
     pub ban_after: u32,
+    /// Seconds a ban lasts; `None`: the rest of the session. Bans outlive a restart
+    /// (`bans.json`).
+    pub ban_duration: Option<f64>,
     /// Attempts per round before the session fails.
     pub max_round_attempts: u32,
     /// End the session when a round has aborted `max_round_attempts` times in a row;
@@ -242,6 +245,7 @@ impl Default for ServeConfig {
             max_unadmitted: 1024,
             max_unadmitted_per_address: 256,
             ban_after: 2,
+            ban_duration: None,
             max_round_attempts: 3,
             stop_after_failed_round: false,
             retry_backoff: 1.0,
@@ -328,6 +332,7 @@ impl ServeConfig {
             ("--hello-timeout", self.hello_timeout),
             ("--transfer-timeout", self.transfer_timeout.unwrap_or(self.phase_timeout)),
             ("--retry-backoff", self.retry_backoff),
+            ("--ban-duration", self.ban_duration.unwrap_or(1.0)),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
                 return bad(format!("{name} must be a positive number of seconds"));

@@ -148,8 +148,10 @@ impl Driver {
                     self.session.handle_committed(Instant::now());
                 }
                 Action::Event(event) => {
-                    if matches!(event, SessionEvent::RoundAborted { .. }) {
-                        self.training.note_seated_abort()?;
+                    match &event {
+                        SessionEvent::RoundAborted { .. } => self.training.note_seated_abort()?,
+                        SessionEvent::Banned(ban) => self.training.keep_ban(ban)?,
+                        _ => {}
                     }
                     self.notify(ServerEvent::Session(event));
                 }

@@ -39,6 +39,7 @@
 //! [`ServerSession`]: privagg_service::ServerSession
 
 pub mod aggregation;
+pub mod bans;
 pub mod config;
 mod connection;
 mod driver;
@@ -52,7 +53,7 @@ mod training;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use privagg_protocol::Limits;
 use privagg_service::frame::upload_frame_limit;
@@ -246,6 +247,7 @@ impl Server {
             upload_slots: c.effective_upload_slots(self.upload),
             upload_timeout: Some(c.transfer_deadline(self.upload)),
             ban_after: c.ban_after,
+            ban_duration: c.ban_duration.map(Duration::from_secs_f64),
             max_round_attempts: c.max_round_attempts,
             stop_after_failed_round: c.stop_after_failed_round,
             retry_backoff: Duration::from_secs_f64(c.retry_backoff),
@@ -254,6 +256,17 @@ impl Server {
             limits: Limits { max_app_data: 0, ..Limits::default() },
             check_ins: c.check_in_rate_ppb().map(|rate_ppb| CheckInConfig { rate_ppb, max_cohort: c.largest_cohort() }),
         });
+        // Bans from before a restart, for what is left of them.
+        let now = SystemTime::now();
+        for ban in bans::load(self.storage.path(), now)? {
+            let Some(identity) = ban.client() else {
+                tracing::warn!(identity = %ban.identity, "{}: not an identity's digest; ignored", bans::BANS_FILE);
+                continue;
+            };
+            if let Some(remaining) = ban.remaining(now) {
+                session.restore_ban(identity, ban.offence(), remaining, Instant::now());
+            }
+        }
         let (events_tx, events) = mpsc::channel(256);
         let shell = Arc::new(Shell {
             config: self.config.clone(),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use privagg_service::Offence;
 use serde::{Deserialize, Serialize};
 
 /// A client that left a round.
@@ -46,7 +47,30 @@ pub enum BanReason {
     StalledFrame,
 }
 
-/// An identity banned for the rest of the session.
+impl BanReason {
+    /// The reason for `offence`.
+    pub fn of(offence: &Offence) -> Self {
+        match offence {
+            Offence::Violation(detail) => Self::Violation { detail: detail.clone() },
+            Offence::StalledDownload => Self::StalledDownload,
+            Offence::StalledUpload => Self::StalledUpload,
+            Offence::StalledFrame => Self::StalledFrame,
+            other => Self::Violation { detail: other.to_string() },
+        }
+    }
+
+    /// The offence it gives.
+    pub fn offence(&self) -> Offence {
+        match self {
+            Self::Violation { detail } => Offence::Violation(detail.clone()),
+            Self::StalledDownload => Offence::StalledDownload,
+            Self::StalledUpload => Offence::StalledUpload,
+            Self::StalledFrame => Offence::StalledFrame,
+        }
+    }
+}
+
+/// An identity banned (for `--ban-duration`, or the rest of the session).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
     /// The identity's fingerprint (a prefix of its digest).

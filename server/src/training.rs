@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use privagg_dp::ledger::{PrivacyLedger, Release};
 use privagg_protocol::{DropReason, DroppedClient, PrgKind, RoundParams};
-use privagg_service::{Ban, Offence, RoundCommit, RoundSettings};
+use privagg_service::{Ban, RoundCommit, RoundSettings};
 
 use crate::aggregation::{Aggregation, Applied, graph_for};
 use crate::config::ServeConfig;
@@ -159,6 +159,11 @@ impl Training {
         self.storage.save_ledger(&self.ledger)
     }
 
+    /// Keeps `ban` in the state directory, so that it outlives a restart.
+    pub fn keep_ban(&self, ban: &Ban) -> Result<(), ServeError> {
+        crate::bans::keep(self.storage.path(), ban, std::time::SystemTime::now())
+    }
+
     /// Applies a completed round to the model and commits model and record to the
     /// state directory (its release was charged before it was unmasked).
     pub fn commit(&mut self, commit: &RoundCommit) -> Result<RoundRecord, ServeError> {
@@ -252,13 +257,7 @@ fn ban_record(b: &Ban) -> BanRecord {
         client: b.seat.map(|c| c.get()),
         round: b.round,
         offences: b.offences,
-        reason: match &b.reason {
-            Offence::Violation(detail) => BanReason::Violation { detail: detail.clone() },
-            Offence::StalledDownload => BanReason::StalledDownload,
-            Offence::StalledUpload => BanReason::StalledUpload,
-            Offence::StalledFrame => BanReason::StalledFrame,
-            other => BanReason::Violation { detail: other.to_string() },
-        },
+        reason: BanReason::of(&b.reason),
     }
 }
 

@@ -13,7 +13,7 @@
 //! nobody take over the seat of the client using it.
 //!
 //! An identity dropped for protocol violations or for stalling a transfer too often is
-//! banned for the session ([`Refusal::Banned`]).
+//! banned for a while or for the session ([`Refusal::Banned`]).
 
 use std::collections::HashSet;
 
@@ -35,6 +35,16 @@ impl ClientIdentity {
     /// The identity of a client admitted by its token.
     pub fn of_token(token: &str) -> Self {
         Self(digest(token.as_bytes()))
+    }
+
+    /// The whole digest (what the server keeps of a ban across restarts).
+    pub fn digest(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The identity whose [`digest`](Self::digest) this is.
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        Self(digest)
     }
 
     /// The first 8 bytes of the digest in hex: enough to tell identities apart in logs
@@ -72,8 +82,8 @@ pub enum Refusal {
     /// is the same client.
     #[error("this identity is in use by another connection")]
     IdentityInUse,
-    /// The identity is banned for the rest of the session.
-    #[error("banned for this session: {0}")]
+    /// The identity is banned (for a while, or the rest of the session).
+    #[error("banned: {0}")]
     Banned(String),
 }
 

@@ -13,7 +13,7 @@ use harness::{Setup, ty};
 use privagg_protocol::{AdversaryClass, ClientId, ClientPolicy};
 use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
 use privagg_service::server::CloseReason;
-use privagg_service::{Admission, Offence, SessionEvent, Stall};
+use privagg_service::{Admission, ClientIdentity, Offence, SessionEvent, Stall};
 
 /// A token-admitted harness: peer i holds token `t<i>`; clients trust the server (a token
 /// certifies nobody to the other clients).
@@ -205,4 +205,54 @@ fn a_flood_of_connections_that_never_say_hello_is_closed_and_honest_clients_fini
     // Only the honest clients were ever admitted (and given an admitted client's windows).
     assert_eq!(h.admitted.len(), 5);
     assert!(flood.iter().all(|&c| !h.admitted.contains(&c) && !h.is_open(c)));
+}
+
+#[test]
+fn a_timed_ban_holds_for_its_duration_and_then_ends() {
+    let mut setup = Setup::new(6, 5, 3, 16);
+    setup.session.rounds = 2;
+    setup.session.ban_after = 1;
+    setup.session.ban_duration = Some(Duration::from_secs(600));
+    let mut h = setup.start();
+    h.tamper = Some(Box::new(|i, frame| {
+        if i == 0 && frame.get(1) == Some(&ty::SHARE_KEYS) {
+            *frame = ClientServiceMessage::UploadReady.encode();
+        }
+        true
+    }));
+    h.run_until(|h| h.events.iter().any(|e| matches!(e, SessionEvent::Banned(_))));
+    let banned_at = h.now;
+    let Some(SessionEvent::Banned(ban)) = h.events.iter().find(|e| matches!(e, SessionEvent::Banned(_))) else {
+        unreachable!()
+    };
+    assert_eq!(ban.duration, Some(Duration::from_secs(600)));
+    let identity = ClientIdentity::of_certificate(&h.peers[0].certificate);
+    assert_eq!(ban.identity, identity);
+    assert!(h.server.is_banned(&identity, banned_at + Duration::from_secs(599)));
+    assert!(!h.server.is_banned(&identity, banned_at + Duration::from_secs(600)));
+    h.run();
+    assert_eq!(h.commits.len(), 2, "the others finish without it");
+}
+
+#[test]
+fn a_ban_kept_from_before_a_restart_refuses_the_identity_until_it_passes() {
+    // The server shell gives a restarted session the bans it kept (`bans.json`).
+    let mut h = Setup::new(5, 5, 4, 16).build();
+    let identity = ClientIdentity::of_certificate(&h.peers[0].certificate);
+    let now = h.now;
+    h.server.restore_ban(identity, Offence::StalledUpload, Some(Duration::from_secs(60)), now);
+    let again = h.connect_raw_as(h.peers[0].certificate.clone());
+    h.send_raw(again, ClientServiceMessage::Hello { token: String::new(), identity: [3; 16], resume: None }.encode());
+    h.run();
+    let received = h.raw_received(again);
+    assert!(
+        matches!(&received[..], [FromServer::Service(ServerServiceMessage::Refused { reason })] if reason.starts_with("banned")),
+        "{received:?}"
+    );
+    // Once it has passed, the client is admitted and takes part.
+    h.now += Duration::from_secs(61);
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits.len(), 1);
+    assert!(h.peers[0].completed(1), "{:?}", h.peers[0].events);
 }

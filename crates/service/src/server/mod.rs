@@ -85,9 +85,11 @@ pub struct SessionConfig {
     /// given to the next client. `None`: until the phase deadline.
     pub upload_timeout: Option<Duration>,
     /// Offences (protocol violations, stalled transfers) after which an identity is
-    /// banned for the rest of the session: its connection is closed and its `Hello`s are
-    /// refused. 0: never banned.
+    /// banned: its connection is closed and its `Hello`s are refused. 0: never banned.
     pub ban_after: u32,
+    /// How long a ban lasts; `None`: the rest of the session. Once it has passed the
+    /// identity is admitted again, but its offences still count: one more bans it again.
+    pub ban_duration: Option<Duration>,
     /// Attempts at one round before it counts as failed (at least 1).
     pub max_round_attempts: u32,
     /// End the session when a round fails (`max_round_attempts` aborted attempts in a
@@ -142,7 +144,7 @@ pub enum CloseReason {
     /// frame it began, or held an upload grant too long.
     #[error("stalled a transfer")]
     Stalled,
-    /// The client's identity is banned for the session.
+    /// The client's identity is banned (for the ban's duration, or the session).
     #[error("banned")]
     Banned,
     /// The session ended.
@@ -243,7 +245,7 @@ pub enum SessionEvent {
         /// The new phase.
         phase: Phase,
     },
-    /// An identity was banned for the session.
+    /// An identity was banned.
     Banned(Ban),
     /// A round attempt aborted; it will be retried unless it was the last attempt.
     RoundAborted {
@@ -318,7 +320,7 @@ pub enum Stall {
     Read,
 }
 
-/// An identity banned for the session.
+/// An identity banned (for [`SessionConfig::ban_duration`], or the session).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ban {
     /// Who.
@@ -331,6 +333,8 @@ pub struct Ban {
     pub offences: u32,
     /// The offence that tipped the count.
     pub reason: Offence,
+    /// How long it lasts (`None`: the rest of the session).
+    pub duration: Option<Duration>,
 }
 
 /// The masks of a round to remove: [`FinalizeJob::run`] rebuilds the secrets and
@@ -459,8 +463,9 @@ pub struct ServerSession {
     now: Option<Instant>,
     /// Offences per identity, for the session.
     offences: HashMap<ClientIdentity, u32>,
-    /// Banned identities, and the offence that banned each.
-    banned: HashMap<ClientIdentity, Offence>,
+    /// Banned identities: the offence that banned each, and until when (`None`: the
+    /// session).
+    banned: HashMap<ClientIdentity, (Offence, Option<Instant>)>,
     /// Bans not yet reported in a commit.
     unreported_bans: Vec<Ban>,
     /// No cohort is seated before this (backing off after an aborted attempt).
@@ -657,9 +662,23 @@ impl ServerSession {
         self.after_input(now);
     }
 
-    /// Whether `identity` is banned for the session.
-    pub fn is_banned(&self, identity: &ClientIdentity) -> bool {
-        self.banned.contains_key(identity)
+    /// Whether `identity` is banned at `now`.
+    pub fn is_banned(&self, identity: &ClientIdentity, now: Instant) -> bool {
+        self.banned.get(identity).is_some_and(|(_, until)| until.is_none_or(|until| now < until))
+    }
+
+    /// Bans `identity` for `remaining` from `now` (`None`: the rest of the session), as a
+    /// ban from before a restart that the shell kept; its offences count as `ban_after`,
+    /// so that one more bans it again once this ban has passed.
+    pub fn restore_ban(
+        &mut self,
+        identity: ClientIdentity,
+        offence: Offence,
+        remaining: Option<Duration>,
+        now: Instant,
+    ) {
+        self.offences.insert(identity, self.config.ban_after.max(1));
+        self.banned.insert(identity, (offence, remaining.map(|r| now + r)));
     }
 
     /// Connections that have not been admitted yet (their `Hello` is due).
@@ -861,8 +880,11 @@ impl ServerSession {
         instance: [u8; IDENTITY_LEN],
         resume: Option<Resume>,
     ) -> Result<(), Refusal> {
-        if let Some(offence) = self.banned.get(&identity) {
-            return Err(Refusal::Banned(offence.to_string()));
+        if let Some((offence, _)) = self.banned.get(&identity) {
+            if self.now.is_none_or(|now| self.is_banned(&identity, now)) {
+                return Err(Refusal::Banned(offence.to_string()));
+            }
+            self.banned.remove(&identity);
         }
         if !self.config.admission.proves_possession() {
             // A seat held (or waiting for its client to come back) by another instance.
@@ -1002,7 +1024,7 @@ impl ServerSession {
     }
 
     /// Counts `offence` against `identity`; bans it once it has offended `ban_after`
-    /// times (its connection is closed, its `Hello`s refused for the session).
+    /// times (its connection is closed, its `Hello`s refused while the ban lasts).
     fn record_offence(&mut self, identity: ClientIdentity, seat: Option<ClientId>, offence: Offence) {
         let count = self.offences.entry(identity).or_insert(0);
         *count += 1;
@@ -1010,9 +1032,12 @@ impl ServerSession {
         if self.config.ban_after == 0 || offences < self.config.ban_after || self.banned.contains_key(&identity) {
             return;
         }
-        tracing::warn!(?identity, offences, %offence, "identity banned for the session");
-        let ban = Ban { identity, seat, round: self.next_round, offences, reason: offence.clone() };
-        self.banned.insert(identity, offence);
+        let duration = self.config.ban_duration;
+        tracing::warn!(?identity, offences, %offence, ?duration, "identity banned");
+        let ban = Ban { identity, seat, round: self.next_round, offences, reason: offence.clone(), duration };
+        // Without a time (no input has been handled yet) the ban lasts the session.
+        let until = duration.and_then(|d| Some(self.now? + d));
+        self.banned.insert(identity, (offence, until));
         self.unreported_bans.push(ban.clone());
         self.out.push(Action::Event(SessionEvent::Banned(ban)));
         if let Some(conn) = self.lobby.holder(&identity) {

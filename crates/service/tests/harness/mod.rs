@@ -78,6 +78,7 @@ impl Setup {
                 upload_slots: 2,
                 upload_timeout: None,
                 ban_after: 0,
+                ban_duration: None,
                 max_round_attempts: 3,
                 stop_after_failed_round: true,
                 retry_backoff: Duration::from_secs(1),
