@@ -350,6 +350,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_directory_where_files_cannot_be_written_is_refused_before_any_round() {
+        // Tests run as root, whom permissions do not stop; a directory where the probe
+        // file must go makes the write fail for anyone.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".write-probe/in-the-way")).unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let err = state.lock().err().expect("an unwritable directory was accepted").to_string();
+        assert!(err.contains(".write-probe"), "{err}");
+        // Writable again: accepted.
+        std::fs::remove_dir_all(dir.path().join(".write-probe")).unwrap();
+        state.lock().unwrap();
+    }
+
+    #[test]
     fn the_session_is_made_once_and_kept() {
         let dir = std::env::temp_dir().join(format!("privagg-storage-session-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
