@@ -64,6 +64,7 @@
 mod client;
 pub mod codec;
 pub mod cohort;
+pub mod complaint;
 mod error;
 pub mod graph;
 pub mod graph_params;
@@ -80,8 +81,9 @@ pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
-    Envelope, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare,
-    SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Envelope, EnvelopeComplaint, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry,
+    RevealedShare, SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
+    UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;
