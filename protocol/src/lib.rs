@@ -58,6 +58,10 @@
 //!   [`Violation`]; the others finish.
 //! * **Honest-client checks.** A client refuses key lists, envelopes and unmask requests
 //!   that contradict its own view, and any request for both shares of one peer.
+//! * **Blame for bad envelopes.** A client that cannot use a neighbour's envelope proves
+//!   it ([`complaint`]: the channel's Diffie-Hellman value and a DLEQ proof) and goes on
+//!   without that neighbour; the server re-opens the envelope it relayed and drops the
+//!   liar, sender or complainer, keeping the sum exact.
 //!
 //! The wire format and a message-sequence diagram are in `protocol/PROTOCOL.md`.
 

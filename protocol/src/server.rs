@@ -745,6 +745,8 @@ impl ServerRound {
     /// U3 is known: asks every survivor still in the round to sign it. An anonymous
     /// cohort skips the round: unsigned votes prove nothing to anyone.
     fn start_consistency(&mut self) {
+        // Complaints are over with the masked-input phase: the relayed envelopes can go.
+        self.relayed = HashMap::new();
         if self.slots.iter().all(|s| s.member.certificate.is_none()) {
             return self.start_unmask();
         }
