@@ -4,6 +4,7 @@
 //! ```text
 //! AwaitingConfig ──Config──▶ AwaitingKeyList ──KeyList──▶ AwaitingShares
 //!   ──ForwardedShares──▶ (AwaitingInput ──set_input──▶) AwaitingConsistency
+//!   (a bad envelope: ──ForwardedShares──▶ Complaints, AwaitingInput ──follow_up/set_input──▶ …)
 //!   ──ConsistencyCheck──▶ AwaitingUnmask ──UnmaskRequest──▶ AwaitingResult
 //!   ──RoundComplete──▶ Completed
 //! any state ──Abort or a refused message──▶ Failed
@@ -20,21 +21,22 @@ use std::sync::Arc;
 use curve25519_dalek::Scalar;
 use privagg_crypto::identity::{IdentityError, IdentityKey, TrustRoot, verify_signed_by};
 use privagg_crypto::{
-    ChannelKey, EnvelopeContext, KeyContext, MaskSeed, MaskSign, SecretKey, derive_channel_key,
-    derive_pairwise_mask_seed, derive_self_mask_seed, open, seal, shamir, vss,
+    ChannelKey, KeyContext, MaskSeed, MaskSign, SecretKey, derive_channel_key, derive_pairwise_mask_seed,
+    derive_self_mask_seed, dleq, seal, shamir, vss,
 };
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::cohort::{self, ANONYMOUS, RevealedSeat};
+use crate::complaint::{OpenedShares, RelayedEnvelope, complaint_context, envelope_context};
 use crate::error::ClientError;
 use crate::graph::NeighbourGraph;
 use crate::graph_params::{AdversaryClass, lowest_safe_threshold};
 use crate::masking;
 use crate::message::{
     AdvertisedKeys, Advertisement, ClientMessage, Config, ENVELOPE_LEN, ENVELOPE_PLAINTEXT_LEN, Envelope,
-    ForwardedShare, KeyList, Leave, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    EnvelopeComplaint, ForwardedShare, KeyList, Leave, PeerEntry, RevealedShare, ServerMessage, ShareCommitments,
+    ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -343,7 +345,7 @@ impl ClientRound {
             (_, ServerMessage::Abort(a)) => Err(ClientError::Aborted { code: a.code, detail: a.detail }),
             (ClientState::AwaitingConfig, ServerMessage::Config(c)) => self.on_config(c, rng).map(Some),
             (ClientState::AwaitingKeyList, ServerMessage::KeyList(k)) => self.on_key_list(k, rng).map(Some),
-            (ClientState::AwaitingShares, ServerMessage::ForwardedShares(e)) => self.on_forwarded_shares(e),
+            (ClientState::AwaitingShares, ServerMessage::ForwardedShares(e)) => self.on_forwarded_shares(e, rng),
             (ClientState::AwaitingConsistency, ServerMessage::ConsistencyCheck(u3)) => {
                 self.on_consistency_check(u3).map(Some)
             }
@@ -500,65 +502,96 @@ impl ClientRound {
 
     /// Opens each neighbour's envelope, checks that the commitments relayed with it are
     /// the ones the neighbour sealed into it (their digest), of degree t − 1 and committing
-    /// to its advertised mask key, and that the shares it dealt verify against them.
-    fn on_forwarded_shares(&mut self, forwarded: Vec<ForwardedShare>) -> Result<Option<ClientMessage>, ClientError> {
+    /// to its advertised mask key, and that the shares it dealt verify against them. A
+    /// client whose policy assumes a curious server ([`AdversaryClass::CuriousServer`])
+    /// treats a neighbour whose envelope fails as if it had not sent one (no share of it
+    /// held, no mask with it) and complains about it: the reply is then a
+    /// [`ClientMessage::Complaints`], and the masked input follows from
+    /// [`ClientRound::follow_up`] (or [`ClientRound::set_input`]). Against a server that
+    /// may deviate it refuses the round ([`ClientError::EnvelopeRejected`]) instead.
+    fn on_forwarded_shares<R: CryptoRng + ?Sized>(
+        &mut self,
+        forwarded: Vec<ForwardedShare>,
+        rng: &mut R,
+    ) -> Result<Option<ClientMessage>, ClientError> {
         let (Some(seat), Some(session)) = (self.seat.as_ref(), self.session.as_mut()) else {
             return Err(ClientError::OwnKeysMissing);
         };
         let threshold = seat.params.threshold as usize;
-        let mut received: Vec<(ClientId, Arc<ShareCommitments>, shamir::Share, shamir::Share)> =
-            Vec::with_capacity(forwarded.len());
+        let mut received: Vec<(ClientId, Arc<ShareCommitments>, OpenedShares)> = Vec::with_capacity(forwarded.len());
+        let mut faulty: Vec<ClientId> = Vec::new();
         for ForwardedShare { envelope, commitments } in forwarded {
             let sender = envelope.peer;
             let key = session.channel_keys.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
-            if session.held.contains_key(&sender) || received.iter().any(|r| r.0 == sender) {
+            if session.held.contains_key(&sender) || received.iter().any(|r| r.0 == sender) || faulty.contains(&sender)
+            {
                 return Err(ClientError::DuplicatePeer(sender));
             }
-            let plaintext = open(key, &envelope_context(&session.ctx, sender, seat.id), envelope.sealed.as_ref())
-                .map_err(|_| ClientError::EnvelopeRejected(sender))?;
-            let plaintext = Zeroizing::new(plaintext);
-            let scalar = |bytes: &[u8]| -> Option<Scalar> {
-                let array: [u8; 32] = bytes.try_into().ok()?;
-                Option::from(Scalar::from_canonical_bytes(array))
-            };
-            let (true, Some(mask_key), Some(self_mask), Some(digest)) = (
-                plaintext.len() == ENVELOPE_PLAINTEXT_LEN,
-                plaintext.get(..32).and_then(scalar),
-                plaintext.get(32..64).and_then(scalar),
-                plaintext.get(64..ENVELOPE_PLAINTEXT_LEN),
-            ) else {
-                return Err(ClientError::EnvelopeRejected(sender));
-            };
             let advertised = session.peers.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
-            if digest != commitments.digest(&session.ctx.session_id, session.ctx.round, sender)
-                || commitments.mask_key.threshold() != threshold
-                || commitments.self_mask.threshold() != threshold
-                || commitments.mask_key.secret_commitment() != advertised.mask.to_bytes()
-            {
-                return Err(ClientError::CommitmentMismatch(sender));
+            let relayed = RelayedEnvelope {
+                ctx: &session.ctx,
+                sender,
+                recipient: seat.id,
+                sealed: envelope.sealed.as_ref(),
+                commitments: &commitments,
+                sender_mask: &advertised.mask,
+                threshold,
+            };
+            match relayed.open(key) {
+                Ok(shares) => received.push((sender, commitments, shares)),
+                Err(_) => faulty.push(sender),
             }
-            let x = seat.id.get();
-            received.push((sender, commitments, shamir::Share { x, y: mask_key }, shamir::Share { x, y: self_mask }));
         }
         // One multiscalar multiplication for every share received; one by one only to
-        // name a culprit.
+        // name the culprits.
         let items: Vec<(&vss::Commitment, &shamir::Share)> =
-            received.iter().flat_map(|(_, c, k, b)| [(&c.mask_key, k), (&c.self_mask, b)]).collect();
+            received.iter().flat_map(|(_, c, s)| [(&c.mask_key, &s.mask_key), (&c.self_mask, &s.self_mask)]).collect();
         if !vss::verify_many(&items) {
-            let culprit = received.iter().find(|(_, c, k, b)| !c.mask_key.verify(k) || !c.self_mask.verify(b));
-            return Err(ClientError::InvalidShare(culprit.map_or(seat.id, |r| r.0)));
+            faulty.extend(received.iter().filter(|(_, c, s)| !s.verify(c)).map(|r| r.0));
+            received.retain(|r| !faulty.contains(&r.0));
         }
-        for (sender, _, k, b) in received {
+        for (sender, _, shares) in received {
+            let (k, b) = (&shares.mask_key, &shares.self_mask);
             session.held.insert(sender, HeldShares { mask_key: Zeroizing::new(k.y), self_mask: Zeroizing::new(b.y) });
+        }
+        // Revealing a channel value lets the server open what it relayed: safe only if it
+        // relayed what the sender sent. A client that assumes a server that may deviate
+        // does not complain (envelopes are not yet signed by their senders) and quits.
+        if let Some(&sender) = faulty.first()
+            && self.policy.server != AdversaryClass::CuriousServer
+        {
+            return Err(ClientError::EnvelopeRejected(sender));
         }
         check_alive(session.held.len(), seat.params.threshold)?;
         self.policy.check_present(session.held.len() - 1, session.degree, seat.corrupt_neighbours)?;
-        if self.input.is_some() {
-            self.masked_input().map(Some)
-        } else {
-            self.state = ClientState::AwaitingInput;
-            Ok(None)
+        self.state = ClientState::AwaitingInput;
+        if !faulty.is_empty() {
+            faulty.sort_unstable();
+            let mut complaints = Vec::with_capacity(faulty.len());
+            for sender in faulty {
+                let keys = session.peers.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
+                let context = complaint_context(&session.ctx, sender, seat.id);
+                let (shared, proof) = dleq::prove(&seat.channel_key, &keys.channel, &context, rng);
+                complaints.push(EnvelopeComplaint { sender, shared, proof });
+            }
+            return Ok(Some(ClientMessage::Complaints(complaints)));
         }
+        self.follow_up()
+    }
+
+    /// The message due without a server message to prompt it: the masked input, once the
+    /// complaints that preceded it are sent and the input is set (`None` otherwise). A
+    /// driver calls it after sending a [`ClientMessage::Complaints`]. An error ends the
+    /// client's round, as in [`ClientRound::receive`].
+    pub fn follow_up(&mut self) -> Result<Option<ClientMessage>, ClientError> {
+        if self.state != ClientState::AwaitingInput || self.input.is_none() {
+            return Ok(None);
+        }
+        let result = self.masked_input();
+        if result.is_err() {
+            self.fail();
+        }
+        result.map(Some)
     }
 
     /// y = x + PRG(b_u) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv) mod 2^bits, over the
@@ -803,10 +836,6 @@ fn channel_key(
 ) -> Result<ChannelKey, ClientError> {
     let shared = seat.channel_key.diffie_hellman(&keys.channel)?;
     Ok(derive_channel_key(&shared, ctx, seat.id.get(), peer.get()))
-}
-
-fn envelope_context(ctx: &KeyContext, sender: ClientId, recipient: ClientId) -> EnvelopeContext {
-    EnvelopeContext { session_id: ctx.session_id, round: ctx.round, sender: sender.get(), recipient: recipient.get() }
 }
 
 /// The seed of the pairwise mask between `own` and `peer`; both ends derive the same.

@@ -266,17 +266,11 @@ pub enum ClientError {
         /// The least the policy accepts.
         required: usize,
     },
-    /// An envelope did not open or held malformed shares.
-    #[error("the envelope from {0} did not open")]
+    /// An envelope did not open, held malformed shares, was bound to other commitments
+    /// or dealt shares that do not verify, and this client's policy does not let it
+    /// complain (it assumes a server that may have altered the envelope).
+    #[error("the envelope from {0} failed its checks")]
     EnvelopeRejected(ClientId),
-    /// The commitments the server relayed with a neighbour's envelope are not those the
-    /// neighbour bound into it (their digest differs), have the wrong degree, or do not
-    /// commit to its advertised mask key: the server (or the neighbour) misbehaves.
-    #[error("the share commitments relayed for {0} are not the ones it committed to")]
-    CommitmentMismatch(ClientId),
-    /// A share a neighbour dealt to this client does not verify against its commitments.
-    #[error("the shares {0} dealt to this client do not verify against its commitments")]
-    InvalidShare(ClientId),
     /// The survivor set to sign is malformed, leaves this client out, or covers fewer
     /// inputs than the round's minimum.
     #[error("survivor set refused: {0}")]
@@ -387,6 +381,22 @@ pub enum Violation {
     /// An unmask response that does not answer exactly the request.
     #[error("unmask response does not match the request: {0}")]
     WrongShares(String),
+    /// Sent `recipient` an envelope that does not open, holds a malformed plaintext, is
+    /// bound to other commitments than those it gave the server, or deals shares that do
+    /// not verify against them: proven by `recipient`'s complaint, checked by the server.
+    #[error("sent {recipient} an envelope that fails its checks (proven by {recipient}'s complaint)")]
+    BadEnvelope {
+        /// The client that complained.
+        recipient: ClientId,
+    },
+    /// Complained about `sender`'s envelope without cause: the envelope was not relayed to
+    /// it, the complaint repeats or is out of order, the proof of the revealed channel
+    /// value does not verify, or the envelope passes every check under that value.
+    #[error("unfounded complaint about {sender}'s envelope")]
+    UnfoundedComplaint {
+        /// The client complained about.
+        sender: ClientId,
+    },
     /// A frame that does not decode (reported by the transport layer).
     #[error("malformed message: {0}")]
     Malformed(DecodeError),

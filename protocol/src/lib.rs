@@ -58,12 +58,17 @@
 //!   [`Violation`]; the others finish.
 //! * **Honest-client checks.** A client refuses key lists, envelopes and unmask requests
 //!   that contradict its own view, and any request for both shares of one peer.
+//! * **Blame for bad envelopes.** A client that cannot use a neighbour's envelope proves
+//!   it ([`complaint`]: the channel's Diffie-Hellman value and a DLEQ proof) and goes on
+//!   without that neighbour; the server re-opens the envelope it relayed and drops the
+//!   liar, sender or complainer, keeping the sum exact.
 //!
 //! The wire format and a message-sequence diagram are in `protocol/PROTOCOL.md`.
 
 mod client;
 pub mod codec;
 pub mod cohort;
+pub mod complaint;
 mod error;
 pub mod graph;
 pub mod graph_params;
@@ -80,8 +85,9 @@ pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
-    Envelope, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry, RevealedShare,
-    SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Envelope, EnvelopeComplaint, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry,
+    RevealedShare, SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
+    UnmaskResponse,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;

@@ -15,10 +15,12 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
+use privagg_crypto::dleq::DleqProof;
 use privagg_crypto::identity::SIGNATURE_LEN;
 use privagg_crypto::vss::Commitment;
 use privagg_crypto::{PrgKind, PublicKey};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::codec::{Reader, Writer, truncate_utf8};
 use crate::cohort::RevealedSeat;
@@ -31,7 +33,7 @@ pub const PROTOCOL_VERSION: u8 = 1;
 
 /// Type bytes reserved for the service messages of the application protocol above
 /// SecAgg (admission, upload flow control, end of session). The protocol's own types are
-/// `0x01..=0x06` (server → client) and `0x11..=0x15` (client → server).
+/// `0x01..=0x07` (server → client) and `0x11..=0x17` (client → server).
 pub const SERVICE_TYPES: RangeInclusive<u8> = 0x30..=0x3f;
 
 /// Longest abort detail an honest sender writes, in bytes (well within the decoder's
@@ -98,6 +100,28 @@ pub struct ForwardedShare {
     pub envelope: Envelope,
     /// The sender's commitments, as the sender gave them to the server.
     pub commitments: Arc<ShareCommitments>,
+}
+
+/// Phase 3, client → server: the recipient of an envelope it could not open, or whose
+/// shares are malformed or do not verify against the sender's commitments, reveals the
+/// Diffie-Hellman value of its channel with the sender and proves it, so that the server
+/// can open the envelope it relayed and see who lied (see `PROTOCOL.md`, "Complaints").
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvelopeComplaint {
+    /// The sender of the envelope complained about.
+    pub sender: ClientId,
+    /// Z = c_v·C_u, the canonical encoding of the channel's Diffie-Hellman value (v the
+    /// complainer, u the sender). Secret until sent; zeroized on drop.
+    pub shared: Zeroizing<[u8; 32]>,
+    /// The proof that `shared` is the complainer's channel secret times the sender's
+    /// channel key ([`privagg_crypto::dleq`]), bound to the complaint's context.
+    pub proof: DleqProof,
+}
+
+impl std::fmt::Debug for EnvelopeComplaint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvelopeComplaint({:?})", self.sender)
+    }
 }
 
 /// Upper bounds the decoder enforces before allocating.
@@ -370,6 +394,9 @@ pub enum ClientMessage {
     ShareKeys(ShareKeys),
     /// Phase 3: the masked input.
     MaskedInput(PackedVector),
+    /// Phase 3, before the masked input and at most once: proofs that envelopes from
+    /// these senders were bad, ascending by sender.
+    Complaints(Vec<EnvelopeComplaint>),
     /// Phase 4: the client's signature over the survivor set (`None` without a
     /// certificate).
     SurvivorsSigned(Option<[u8; SIGNATURE_LEN]>),
@@ -411,6 +438,7 @@ mod tag {
     pub const UNMASK_RESPONSE: u8 = 0x14;
     pub const LEAVE: u8 = 0x15;
     pub const SURVIVORS_SIGNED: u8 = 0x16;
+    pub const COMPLAINTS: u8 = 0x17;
 }
 
 const KEYS_LEN: usize = 2 * PublicKey::LEN;
@@ -421,6 +449,8 @@ const SEAT_LEN: usize = 64;
 /// Shortest key-list entry: id, keys and the flag of an unsigned entry.
 const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
+/// A complaint: sender, revealed value, proof.
+const COMPLAINT_LEN: usize = ID_LEN + 32 + DleqProof::LEN;
 /// Shortest forwarded envelope: id, envelope, and commitments of degree 0 (t = 1).
 const FORWARDED_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 8 + 64;
 
@@ -594,6 +624,7 @@ impl ClientMessage {
             Self::AdvertiseKeys(_) => "AdvertiseKeys",
             Self::ShareKeys(_) => "ShareKeys",
             Self::MaskedInput(_) => "MaskedInput",
+            Self::Complaints(_) => "Complaints",
             Self::SurvivorsSigned(_) => "SurvivorsSigned",
             Self::UnmaskResponse(_) => "UnmaskResponse",
             Self::Leave(_) => "Leave",
@@ -606,7 +637,7 @@ impl ClientMessage {
         match self {
             Self::AdvertiseKeys(_) => Some(Phase::AdvertiseKeys),
             Self::ShareKeys(_) => Some(Phase::ShareKeys),
-            Self::MaskedInput(_) => Some(Phase::MaskedInput),
+            Self::MaskedInput(_) | Self::Complaints(_) => Some(Phase::MaskedInput),
             Self::SurvivorsSigned(_) => Some(Phase::Consistency),
             Self::UnmaskResponse(_) => Some(Phase::Unmask),
             Self::Leave(_) => None,
@@ -636,6 +667,16 @@ impl ClientMessage {
                 w.u32(v.dim());
                 w.u8(v.bits());
                 w.bytes(v.as_bytes());
+                w.into_bytes()
+            }
+            Self::Complaints(complaints) => {
+                let mut w = Writer::message(tag::COMPLAINTS, 4 + COMPLAINT_LEN * complaints.len());
+                w.u32(complaints.len() as u32);
+                for c in complaints {
+                    w.u32(c.sender.get());
+                    w.bytes(c.shared.as_ref());
+                    w.bytes(&c.proof.to_bytes());
+                }
                 w.into_bytes()
             }
             Self::SurvivorsSigned(signature) => {
@@ -684,6 +725,17 @@ impl ClientMessage {
                 let bits = r.u8()?;
                 let rest = r.take(r.remaining())?;
                 Self::MaskedInput(PackedVector::from_bytes(dim, bits, rest.to_vec())?)
+            }
+            tag::COMPLAINTS => {
+                let count = r.count("complaints", limits.max_clients.into(), COMPLAINT_LEN)?;
+                let mut complaints = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let sender = decode_id(&mut r)?;
+                    let shared = Zeroizing::new(r.array()?);
+                    let proof = DleqProof::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidScalar)?;
+                    complaints.push(EnvelopeComplaint { sender, shared, proof });
+                }
+                Self::Complaints(complaints)
             }
             tag::SURVIVORS_SIGNED => Self::SurvivorsSigned(decode_signature(&mut r)?),
             tag::UNMASK_RESPONSE => Self::UnmaskResponse(UnmaskResponse {

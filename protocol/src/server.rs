@@ -25,19 +25,22 @@ use std::sync::Arc;
 use curve25519_dalek::Scalar;
 use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
 use privagg_crypto::shamir::Share;
-use privagg_crypto::{KeyContext, MaskSeed, MaskSign, SecretKey, derive_self_mask_seed, shamir};
+use privagg_crypto::{
+    KeyContext, MaskSeed, MaskSign, SecretKey, SharedSecret, derive_channel_key, derive_self_mask_seed, dleq, shamir,
+};
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::client::{pairwise_seed, sign_for};
 use crate::cohort::{self, Member, RevealedSeat};
+use crate::complaint::{RelayedEnvelope, complaint_context};
 use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
 use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
-    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, ForwardedShare,
-    KeyList, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
-    UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, ENVELOPE_LEN, Envelope,
+    EnvelopeComplaint, ForwardedShare, KeyList, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -144,6 +147,8 @@ struct Slot {
     shared: bool,
     /// Its Feldman commitments, once it sent its ShareKeys.
     commitments: Option<Arc<ShareCommitments>>,
+    /// Sent its complaints (at most once, before its masked input).
+    complained: bool,
     /// Its masked input is in the sum (U3).
     in_sum: bool,
     /// Its signature over the survivor set (U4), if it has a certificate and signed.
@@ -168,6 +173,11 @@ pub struct ServerRound {
     used_keys: HashSet<[u8; 32]>,
     /// Envelopes waiting for the ShareKeys phase to end, by recipient (peer = sender).
     inbox: HashMap<ClientId, Vec<Envelope>>,
+    /// Every envelope forwarded, by (sender, recipient), kept to judge complaints.
+    relayed: HashMap<(ClientId, ClientId), Box<[u8; ENVELOPE_LEN]>>,
+    /// Pairs (sender, recipient) that did not mask with each other: the recipient proved
+    /// the sender's envelope bad and held none of its shares.
+    unmasked: HashSet<(ClientId, ClientId)>,
     sum: Vec<u64>,
     /// Revealed shares by owner (x = the holder's id); zeroized on drop.
     shares: BTreeMap<ClientId, Vec<Share>>,
@@ -213,6 +223,8 @@ impl ServerRound {
             ctx: None,
             used_keys: HashSet::new(),
             inbox: HashMap::new(),
+            relayed: HashMap::new(),
+            unmasked: HashSet::new(),
             sum: Vec::new(),
             shares: BTreeMap::new(),
             abort: None,
@@ -295,11 +307,13 @@ impl ServerRound {
             self.drop_client(client, DropReason::Left(leave.detail));
             return Ok(());
         }
+        // Complaints precede the phase's answer, the masked input.
+        let answers = !matches!(msg, ClientMessage::Complaints(_));
         if let Err(violation) = self.accept(client, msg) {
             self.drop_client(client, DropReason::Violation(violation.clone()));
             return Err(ServerError::Violation { client, violation });
         }
-        self.slots[client.index()].answered = true;
+        self.slots[client.index()].answered |= answers;
         self.advance_if_everyone_answered();
         Ok(())
     }
@@ -421,6 +435,7 @@ impl ServerRound {
             ClientMessage::AdvertiseKeys(advertisement) => self.accept_keys(client, *advertisement),
             ClientMessage::ShareKeys(share_keys) => self.accept_envelopes(client, share_keys),
             ClientMessage::MaskedInput(vector) => self.accept_masked_input(client, &vector),
+            ClientMessage::Complaints(complaints) => self.accept_complaints(client, &complaints),
             ClientMessage::SurvivorsSigned(signature) => self.accept_survivor_signature(client, signature),
             ClientMessage::UnmaskResponse(response) => self.accept_shares(client, response),
             ClientMessage::Leave(_) => Ok(()),
@@ -509,6 +524,65 @@ impl ServerRound {
         vector.add_into(&mut self.sum);
         self.slots[client.index()].in_sum = true;
         Ok(())
+    }
+
+    /// Judges a client's complaints, all before acting on any: each must name, in
+    /// ascending order, a sender whose envelope was relayed to it, and prove the envelope
+    /// bad. Then each sender is dropped and blamed ([`Violation::BadEnvelope`]) and the
+    /// pair is recorded as unmasked; otherwise the complainer is the liar.
+    fn accept_complaints(&mut self, client: ClientId, complaints: &[EnvelopeComplaint]) -> Result<(), Violation> {
+        if std::mem::replace(&mut self.slots[client.index()].complained, true) {
+            return Err(Violation::DuplicateMessage("Complaints"));
+        }
+        let mut previous: Option<ClientId> = None;
+        for complaint in complaints {
+            let sender = complaint.sender;
+            if previous.is_some_and(|p| p >= sender) || !self.envelope_is_bad(client, complaint) {
+                return Err(Violation::UnfoundedComplaint { sender });
+            }
+            previous = Some(sender);
+        }
+        for complaint in complaints {
+            let sender = complaint.sender;
+            self.unmasked.insert((sender, client));
+            if self.slots[sender.index()].dropped.is_none() {
+                self.record_drop(sender, DropReason::Violation(Violation::BadEnvelope { recipient: client }));
+            }
+        }
+        self.check_enough_remain();
+        Ok(())
+    }
+
+    /// Whether `complaint` proves that the envelope its sender sealed for `recipient`, as
+    /// relayed, fails the check the recipient runs: the proof verifies for the recipient's
+    /// and the sender's advertised channel keys, and the key derived from the revealed
+    /// value (as both clients derive it) does not yield valid shares.
+    fn envelope_is_bad(&self, recipient: ClientId, complaint: &EnvelopeComplaint) -> bool {
+        let sender = complaint.sender;
+        let (Some(ctx), Some(sealed)) = (self.ctx.as_ref(), self.relayed.get(&(sender, recipient))) else {
+            return false;
+        };
+        let (Some(own), Some(theirs)) = (self.slot(recipient), self.slot(sender)) else { return false };
+        let (Some(own_keys), Some(keys), Some(commitments)) = (own.keys, theirs.keys, theirs.commitments.as_ref())
+        else {
+            return false;
+        };
+        let context = complaint_context(ctx, sender, recipient);
+        if dleq::verify(&own_keys.channel, &keys.channel, &complaint.shared, &complaint.proof, &context).is_err() {
+            return false;
+        }
+        let shared = SharedSecret::from_revealed(*complaint.shared);
+        let key = derive_channel_key(&shared, ctx, recipient.get(), sender.get());
+        let relayed = RelayedEnvelope {
+            ctx,
+            sender,
+            recipient,
+            sealed: sealed.as_ref(),
+            commitments,
+            sender_mask: &keys.mask,
+            threshold: self.params.threshold as usize,
+        };
+        relayed.check(&key).is_err()
     }
 
     /// Takes a survivor's signature over U3: a certified client's must verify under its
@@ -659,6 +733,7 @@ impl ServerRound {
                 .filter_map(|envelope| {
                     let sender = &self.slots[envelope.peer.index()];
                     let commitments = sender.commitments.clone().filter(|_| sender.shared)?;
+                    self.relayed.insert((envelope.peer, to), envelope.sealed.clone());
                     Some(ForwardedShare { envelope, commitments })
                 })
                 .collect();
@@ -670,6 +745,8 @@ impl ServerRound {
     /// U3 is known: asks every survivor still in the round to sign it. An anonymous
     /// cohort skips the round: unsigned votes prove nothing to anyone.
     fn start_consistency(&mut self) {
+        // Complaints are over with the masked-input phase: the relayed envelopes can go.
+        self.relayed = HashMap::new();
         if self.slots.iter().all(|s| s.member.certificate.is_none()) {
             return self.start_unmask();
         }
@@ -695,7 +772,7 @@ impl ServerRound {
             let mut requested = BTreeMap::from([(to, true)]);
             for v in self.neighbours(to) {
                 let s = &self.slots[v.index()];
-                if s.shared {
+                if s.shared && self.masked_with(v, to) {
                     requested.insert(v, s.in_sum);
                 }
             }
@@ -731,10 +808,18 @@ impl ServerRound {
     }
 
     /// The secrets still lacking `t` shares: the self-mask secret of every client in the
-    /// sum, the mask key of every client that shared keys but is not in the sum.
+    /// sum, the mask key of every client that shared keys but is not in the sum and masked
+    /// with a neighbour in it.
     fn missing_shares(&self) -> Option<RoundAbort> {
         let threshold = self.params.threshold;
-        self.members(|s| s.shared).find_map(|owner| {
+        let needed = |&owner: &ClientId| {
+            self.slots[owner.index()].in_sum
+                || self
+                    .neighbours(owner)
+                    .into_iter()
+                    .any(|u| self.slots[u.index()].in_sum && self.masked_with(owner, u))
+        };
+        self.members(|s| s.shared).filter(needed).find_map(|owner| {
             let available = self.shares.get(&owner).map_or(0, Vec::len);
             (available < threshold as usize).then_some(RoundAbort::TooFewShares { owner, available, threshold })
         })
@@ -756,6 +841,13 @@ impl ServerRound {
         self.sum = Vec::new();
         self.shares.clear(); // shares zeroize on drop
         self.inbox.clear();
+        self.relayed.clear();
+    }
+
+    /// Whether `a` and `b` (neighbours in U2) masked with each other: unless one proved
+    /// the other's envelope bad.
+    fn masked_with(&self, a: ClientId, b: ClientId) -> bool {
+        !self.unmasked.contains(&(a, b)) && !self.unmasked.contains(&(b, a))
     }
 
     /// Checks every revealed share against its owner's commitments (one batch per owner,
@@ -835,7 +927,10 @@ impl ServerRound {
         let pairs: Vec<(ClientId, ClientId)> = dropped_keys
             .iter()
             .flat_map(|(v, _)| {
-                self.neighbours(*v).into_iter().filter(|u| self.slots[u.index()].in_sum).map(move |u| (*v, u))
+                self.neighbours(*v)
+                    .into_iter()
+                    .filter(|&u| self.slots[u.index()].in_sum && self.masked_with(*v, u))
+                    .map(move |u| (*v, u))
             })
             .collect();
         let key_of: HashMap<ClientId, &SecretKey> = dropped_keys.iter().map(|(v, k)| (*v, k)).collect();

@@ -215,15 +215,24 @@ pub fn simulate(sim: &Simulation) -> Result<SimulationOutcome, SimulationError> 
                     (!aborted).then(|| client.leave("client refused a message"))
                 }
             };
-            let Some(reply) = reply else { continue };
-            let bytes = reply.encode();
-            traffic.to_server += bytes.len() as u64;
-            let reply = ClientMessage::decode(&bytes, &limits)?;
-            let sent_shares = matches!(reply, ClientMessage::UnmaskResponse(_));
-            // Honest clients' messages are accepted; a refusal shows up in `dropped`.
-            let _ = server.receive(id, reply);
-            if sent_shares && sim.dropouts.get(&id).map(|d| d.point) == Some(DropPoint::AfterUnmaskResponse) {
-                *vanished = true;
+            // Complaints are followed at once by the masked input (if the input is set).
+            let follow_up = match &reply {
+                Some(ClientMessage::Complaints(_)) => client.follow_up().unwrap_or_else(|e| {
+                    client_errors.push((id, e));
+                    Some(client.leave("client refused a message"))
+                }),
+                _ => None,
+            };
+            for reply in reply.into_iter().chain(follow_up) {
+                let bytes = reply.encode();
+                traffic.to_server += bytes.len() as u64;
+                let reply = ClientMessage::decode(&bytes, &limits)?;
+                let sent_shares = matches!(reply, ClientMessage::UnmaskResponse(_));
+                // Honest clients' messages are accepted; a refusal shows up in `dropped`.
+                let _ = server.receive(id, reply);
+                if sent_shares && sim.dropouts.get(&id).map(|d| d.point) == Some(DropPoint::AfterUnmaskResponse) {
+                    *vanished = true;
+                }
             }
         }
     }

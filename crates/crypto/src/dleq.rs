@@ -63,13 +63,14 @@ impl DleqProof {
 
 /// Computes `Z = x·P` for the secret key `x` and proves it equals the discrete log of
 /// `x`'s public key. Returns Z's canonical encoding (the Diffie-Hellman value of `x` and
-/// `P`, as [`SecretKey::diffie_hellman`] computes it) and the proof.
+/// `P`, as [`SecretKey::diffie_hellman`] computes it; zeroized on drop, as it is secret
+/// until revealed) and the proof.
 pub fn prove<R: rand_core::CryptoRng + ?Sized>(
     secret: &SecretKey,
     peer: &PublicKey,
     context: &[u8],
     rng: &mut R,
-) -> ([u8; 32], DleqProof) {
+) -> (Zeroizing<[u8; 32]>, DleqProof) {
     let x = secret.as_scalar();
     let p = peer.point();
     let z = p * x;
@@ -77,7 +78,7 @@ pub fn prove<R: rand_core::CryptoRng + ?Sized>(
     let a = RistrettoPoint::mul_base(&k);
     let b = p * *k;
     let public = secret.public_key();
-    let z_bytes = z.compress().to_bytes();
+    let z_bytes = Zeroizing::new(z.compress().to_bytes());
     let challenge = challenge(context, &public.to_bytes(), &peer.to_bytes(), &z_bytes, &a, &b);
     let response = *k + challenge * x;
     (z_bytes, DleqProof { challenge, response })
@@ -136,7 +137,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let (v, u) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
         let (z, proof) = prove(&v.secret, &u.public, b"ctx", &mut rng);
-        assert_eq!(&z, u.secret.diffie_hellman(&v.public).unwrap().as_bytes());
+        assert_eq!(&*z, u.secret.diffie_hellman(&v.public).unwrap().as_bytes());
         assert_eq!(verify(&v.public, &u.public, &z, &proof, b"ctx"), Ok(()));
         assert_eq!(DleqProof::from_bytes(&proof.to_bytes()).unwrap(), proof);
     }

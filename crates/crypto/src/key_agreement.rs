@@ -184,6 +184,13 @@ impl SharedSecret {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Wraps a Diffie-Hellman value that one party revealed, so that a verifier can derive
+    /// the same keys from it. Only meaningful once the value is proven
+    /// ([`crate::dleq::verify`]): unproven bytes are just bytes.
+    pub fn from_revealed(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
 }
 
 impl fmt::Debug for SharedSecret {

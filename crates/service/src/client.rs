@@ -374,6 +374,8 @@ pub struct Masked {
     serial: u64,
     protocol: ClientRound,
     reply: Result<Option<ClientMessage>, ClientError>,
+    /// The masked input, when the reply was a complaint about an envelope.
+    follow_up: Result<Option<ClientMessage>, ClientError>,
 }
 
 impl std::fmt::Debug for Masked {
@@ -386,7 +388,11 @@ impl MaskJob {
     /// Masks the input against the forwarded shares.
     pub fn run(mut self: Box<Self>) -> Masked {
         let reply = self.protocol.receive(self.shares, &mut self.rng);
-        Masked { serial: self.serial, protocol: self.protocol, reply }
+        let follow_up = match &reply {
+            Ok(Some(ClientMessage::Complaints(_))) => self.protocol.follow_up(),
+            _ => Ok(None),
+        };
+        Masked { serial: self.serial, protocol: self.protocol, reply, follow_up }
     }
 }
 
@@ -663,6 +669,9 @@ impl ClientSession {
         let Some(round) = self.round.as_mut().filter(|r| r.serial == masked.serial) else { return };
         round.protocol = Some(masked.protocol);
         self.on_reply(masked.reply);
+        if !matches!(masked.follow_up, Ok(None)) && self.round.is_some() {
+            self.on_reply(masked.follow_up);
+        }
         for frame in std::mem::take(&mut self.deferred) {
             self.handle_frame(frame);
         }

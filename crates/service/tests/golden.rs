@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
+use privagg_crypto::dleq::DleqProof;
 use privagg_crypto::{PrgKind, SecretKey};
 use privagg_dp::encoding::{Clipping, EncodingParams, Rounding};
 use privagg_dp::noise::{NoiseSpec, Ratio};
@@ -18,8 +19,8 @@ use privagg_dp::planner::Mechanism;
 use privagg_protocol::cohort::{self, RevealedSeat};
 use privagg_protocol::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, ENVELOPE_LEN,
-    Envelope, ForwardedShare, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare, RoundParams,
-    ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Envelope, EnvelopeComplaint, ForwardedShare, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare,
+    RoundParams, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use privagg_service::message::{ClientServiceMessage, FromClient, FromServer, Resume, ServerServiceMessage};
 use privagg_service::round_log::{LogProof, LogRequest, ProvenLeaf};
@@ -259,6 +260,21 @@ fn vectors() -> Vec<Vector> {
         ),
         client_message("SurvivorsSigned", ClientMessage::SurvivorsSigned(Some([0x53; 64]))),
         client_message("SurvivorsSigned (anonymous)", ClientMessage::SurvivorsSigned(None)),
+        client_message(
+            "Complaints",
+            ClientMessage::Complaints(vec![
+                EnvelopeComplaint {
+                    sender: id(1),
+                    shared: [0x5c; 32].into(),
+                    proof: DleqProof { challenge: Scalar::from(3u64), response: -Scalar::ONE },
+                },
+                EnvelopeComplaint {
+                    sender: id(4),
+                    shared: [0x5d; 32].into(),
+                    proof: DleqProof { challenge: Scalar::from(5u64), response: Scalar::from(6u64) },
+                },
+            ]),
+        ),
         client_message("Leave", ClientMessage::Leave(Leave::new([2; 32], "dimension 7 ≠ 8"))),
         to_server("Hello", ClientServiceMessage::Hello { token: "tok-1".into(), identity: [3; 16], resume: None }),
         to_server(

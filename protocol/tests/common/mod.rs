@@ -146,13 +146,31 @@ impl Harness {
 
     /// Delivers the server's queued messages; returns the clients' replies, unsent.
     pub fn deliver(&mut self) -> Vec<(ClientId, ClientMessage)> {
+        self.deliver_with(&mut |_, _| {})
+    }
+
+    /// [`Harness::deliver`], letting `on_way` change each message on its way to a client.
+    pub fn deliver_with(
+        &mut self,
+        on_way: &mut dyn FnMut(ClientId, &mut ServerMessage),
+    ) -> Vec<(ClientId, ClientMessage)> {
         let limits = Limits::default();
         let mut replies = Vec::new();
         for out in self.server.drain_outgoing() {
-            let msg = ServerMessage::decode(&out.message.encode(), &limits).unwrap();
+            let mut msg = ServerMessage::decode(&out.message.encode(), &limits).unwrap();
+            on_way(out.to, &mut msg);
             let (client, rng) = &mut self.clients[(out.to.get() - 1) as usize];
             match client.receive(msg, rng) {
-                Ok(Some(reply)) => replies.push((out.to, reply)),
+                Ok(Some(reply)) => {
+                    let complained = matches!(reply, ClientMessage::Complaints(_));
+                    replies.push((out.to, reply));
+                    // Complaints are followed at once by the masked input.
+                    match complained.then(|| client.follow_up()) {
+                        Some(Ok(Some(next))) => replies.push((out.to, next)),
+                        Some(Err(e)) => self.client_errors.push((out.to, e)),
+                        _ => {}
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => self.client_errors.push((out.to, e)),
             }
@@ -172,9 +190,18 @@ impl Harness {
 
     /// Runs the round to its end. `tamper` sees every client message and returns what to
     /// send instead (`None`: send nothing). Idle phases are closed as if their deadline passed.
-    pub fn run(&mut self, mut tamper: impl FnMut(&mut Self, ClientId, ClientMessage) -> Option<ClientMessage>) {
+    pub fn run(&mut self, tamper: impl FnMut(&mut Self, ClientId, ClientMessage) -> Option<ClientMessage>) {
+        self.run_with(|_, _| {}, tamper);
+    }
+
+    /// [`Harness::run`], with `on_way` changing the server's messages on their way.
+    pub fn run_with(
+        &mut self,
+        mut on_way: impl FnMut(ClientId, &mut ServerMessage),
+        mut tamper: impl FnMut(&mut Self, ClientId, ClientMessage) -> Option<ClientMessage>,
+    ) {
         for _ in 0..64 {
-            let replies = self.deliver();
+            let replies = self.deliver_with(&mut on_way);
             if replies.is_empty() {
                 match self.server.phase() {
                     Phase::Completed | Phase::Aborted => return,

@@ -1,0 +1,137 @@
+//! Envelopes and complaints about them: the one check of an envelope's contents, which
+//! the recipient runs on what it is forwarded and the server runs again, with the key a
+//! complaint reveals, on what it relayed.
+//!
+//! A recipient v that cannot use the envelope of sender u (it does not open, its
+//! plaintext is malformed, it is bound to other commitments than those relayed with it,
+//! or its shares do not verify against them) reveals Z = c_v·C_u, the Diffie-Hellman value
+//! of their channel keys, with a DLEQ proof ([`privagg_crypto::dleq`]) bound to
+//! [`complaint_context`]. The server checks the proof (X = C_v, P = C_u), derives the
+//! envelope key from Z as both clients do, and runs [`RelayedEnvelope::check`] on the
+//! envelope it relayed: a fault blames u, none (or a bad proof) blames v.
+
+use privagg_crypto::shamir::Share;
+use privagg_crypto::{ChannelKey, EnvelopeContext, KeyContext, PublicKey, Scalar, open};
+use zeroize::Zeroizing;
+
+use crate::message::{ENVELOPE_PLAINTEXT_LEN, ShareCommitments};
+use crate::round_params::ClientId;
+
+/// Domain-separation label that starts every complaint's proof context.
+pub const COMPLAINT_LABEL: &[u8] = b"privagg/v1 envelope-complaint";
+
+/// Length of [`complaint_context`].
+const CONTEXT_LEN: usize = COMPLAINT_LABEL.len() + 32 + 8 + 4 + 4;
+
+/// The context a complaint's DLEQ proof is bound to: label ‖ session id ‖ round (u64 BE) ‖
+/// sender (u32 BE) ‖ recipient (u32 BE), so that a proof cannot be replayed for another
+/// session, round or pair.
+pub fn complaint_context(ctx: &KeyContext, sender: ClientId, recipient: ClientId) -> [u8; CONTEXT_LEN] {
+    let mut out = [0u8; CONTEXT_LEN];
+    let mut at = 0;
+    for part in [
+        COMPLAINT_LABEL,
+        &ctx.session_id[..],
+        &ctx.round.to_be_bytes(),
+        &sender.get().to_be_bytes(),
+        &recipient.get().to_be_bytes(),
+    ] {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    out
+}
+
+/// The associated data of the envelope from `sender` to `recipient`.
+pub(crate) fn envelope_context(ctx: &KeyContext, sender: ClientId, recipient: ClientId) -> EnvelopeContext {
+    EnvelopeContext { session_id: ctx.session_id, round: ctx.round, sender: sender.get(), recipient: recipient.get() }
+}
+
+/// What is wrong with an envelope; names no byte of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EnvelopeFault {
+    /// Authentication failed under the channel key.
+    DoesNotOpen,
+    /// The plaintext is not two canonical scalars and a digest.
+    Malformed,
+    /// The digest sealed in it is not that of the commitments relayed with it, or those
+    /// have the wrong degree or do not commit to the sender's advertised mask key.
+    CommitmentMismatch,
+    /// A share does not verify against the sender's commitments.
+    InvalidShares,
+}
+
+/// The two shares an envelope carried, opened and bound to the relayed commitments.
+pub(crate) struct OpenedShares {
+    /// The share of the sender's mask secret key s_u.
+    pub mask_key: Share,
+    /// The share of the sender's self-mask secret b_u.
+    pub self_mask: Share,
+}
+
+/// An envelope as it was relayed, with what it must agree with.
+pub(crate) struct RelayedEnvelope<'a> {
+    /// The round's session and number.
+    pub ctx: &'a KeyContext,
+    /// Who sealed it.
+    pub sender: ClientId,
+    /// For whom.
+    pub recipient: ClientId,
+    /// The sealed bytes.
+    pub sealed: &'a [u8],
+    /// The sender's commitments, as relayed with it.
+    pub commitments: &'a ShareCommitments,
+    /// The sender's advertised mask key (the mask-key commitment's constant term).
+    pub sender_mask: &'a PublicKey,
+    /// The round's threshold t (both commitments have t points).
+    pub threshold: usize,
+}
+
+impl RelayedEnvelope<'_> {
+    /// Opens the envelope with `key` and checks its plaintext's form and its binding to
+    /// the relayed commitments, but not the shares against them (see
+    /// [`OpenedShares::verify`]; a recipient batches that).
+    pub fn open(&self, key: &ChannelKey) -> Result<OpenedShares, EnvelopeFault> {
+        let context = envelope_context(self.ctx, self.sender, self.recipient);
+        let plaintext = Zeroizing::new(open(key, &context, self.sealed).map_err(|_| EnvelopeFault::DoesNotOpen)?);
+        let scalar = |bytes: &[u8]| -> Option<Scalar> {
+            let array: [u8; 32] = bytes.try_into().ok()?;
+            Option::from(Scalar::from_canonical_bytes(array))
+        };
+        let (true, Some(mask_key), Some(self_mask), Some(digest)) = (
+            plaintext.len() == ENVELOPE_PLAINTEXT_LEN,
+            plaintext.get(..32).and_then(scalar),
+            plaintext.get(32..64).and_then(scalar),
+            plaintext.get(64..ENVELOPE_PLAINTEXT_LEN),
+        ) else {
+            return Err(EnvelopeFault::Malformed);
+        };
+        let c = self.commitments;
+        if digest != c.digest(&self.ctx.session_id, self.ctx.round, self.sender)
+            || c.mask_key.threshold() != self.threshold
+            || c.self_mask.threshold() != self.threshold
+            || c.mask_key.secret_commitment() != self.sender_mask.to_bytes()
+        {
+            return Err(EnvelopeFault::CommitmentMismatch);
+        }
+        let x = self.recipient.get();
+        Ok(OpenedShares { mask_key: Share { x, y: mask_key }, self_mask: Share { x, y: self_mask } })
+    }
+
+    /// [`RelayedEnvelope::open`], then the shares verified against the commitments: the
+    /// whole check an envelope must pass.
+    pub fn check(&self, key: &ChannelKey) -> Result<OpenedShares, EnvelopeFault> {
+        let shares = self.open(key)?;
+        if !shares.verify(self.commitments) {
+            return Err(EnvelopeFault::InvalidShares);
+        }
+        Ok(shares)
+    }
+}
+
+impl OpenedShares {
+    /// Whether both shares verify against `commitments` (Feldman).
+    pub fn verify(&self, commitments: &ShareCommitments) -> bool {
+        commitments.mask_key.verify(&self.mask_key) && commitments.self_mask.verify(&self.self_mask)
+    }
+}
