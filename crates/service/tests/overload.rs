@@ -256,3 +256,30 @@ fn a_ban_kept_from_before_a_restart_refuses_the_identity_until_it_passes() {
     assert_eq!(h.commits.len(), 1);
     assert!(h.peers[0].completed(1), "{:?}", h.peers[0].events);
 }
+
+#[test]
+fn a_client_the_protocol_blames_for_a_bad_envelope_is_banned_like_any_violator() {
+    // Peer 0's envelopes do not open (the last byte of its ShareKeys, inside the last
+    // envelope's tag, is flipped). Its neighbours complain, the server proves the
+    // envelope bad and drops the sender: an offence of its identity, so it is banned.
+    let mut setup = Setup::new(6, 5, 3, 16);
+    setup.session.rounds = 2;
+    setup.session.ban_after = 1;
+    let mut h = with_tokens(setup);
+    h.tamper = Some(Box::new(|i, frame| {
+        if i == 0
+            && frame.get(1) == Some(&ty::SHARE_KEYS)
+            && let Some(last) = frame.last_mut()
+        {
+            *last ^= 1;
+        }
+        true
+    }));
+    h.run();
+    assert_eq!(h.commits.len(), 2, "{:?}", h.events);
+    let bans: Vec<_> = h.commits.iter().flat_map(|c| c.commit.banned.clone()).collect();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].identity, ClientIdentity::of_token("t0"));
+    assert!(matches!(&bans[0].reason, Offence::Violation(v) if v.contains("envelope")), "{bans:?}");
+    assert!(h.commits.iter().all(|c| !c.peers.contains(&0)), "the offender's input is in no sum");
+}

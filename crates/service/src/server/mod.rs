@@ -1068,6 +1068,10 @@ impl ServerSession {
         if self.closed {
             return;
         }
+        let blamed = self.round.as_mut().map(ActiveRound::take_protocol_blame).unwrap_or_default();
+        for (seat, identity, violation) in blamed {
+            self.record_offence(identity, Some(seat), Offence::Violation(violation));
+        }
         if let Some(round) = &mut self.round {
             if let Some(phase) = round.sync_phase(now, self.config.phase_timeout, &mut self.out) {
                 tracing::debug!(%phase, "phase changed");

@@ -96,6 +96,9 @@ pub(super) struct ActiveRound {
     pub release: ReleaseCharge,
     /// The round log each seat's `Config` proves (`None`: the server keeps none).
     log: Option<Arc<LogState>>,
+    /// Seats whose drop the session has already judged: those it dropped itself, and
+    /// those the protocol blamed that were counted (see [`Self::take_protocol_blame`]).
+    judged: BTreeSet<ClientId>,
 }
 
 impl ActiveRound {
@@ -137,6 +140,7 @@ impl ActiveRound {
             reconnected: BTreeSet::new(),
             release: ReleaseCharge::NotYet,
             log: None,
+            judged: BTreeSet::new(),
         }
     }
 
@@ -205,12 +209,37 @@ impl ActiveRound {
 
     /// Drops `seat` from the round for `reason` (and frees its upload slot).
     pub fn drop_seat(&mut self, seat: ClientId, reason: DropReason, slots: usize, now: Instant, out: &mut Outbox) {
+        self.judged.insert(seat);
         match &mut self.stage {
             Stage::Running(p) => p.drop_client(seat, reason),
             Stage::Preparing { early_drops, .. } => early_drops.push((seat, reason)),
             Stage::Finalizing | Stage::Committing(_) => return,
         }
         self.release_slot(seat, slots, now, out);
+    }
+
+    /// Seats the protocol dropped for a violation it found itself (an unfounded
+    /// complaint, an envelope proven bad, a wrong unmasking share), each once, with its
+    /// identity and the violation: the session counts them as offences, as it does the
+    /// violations it catches itself.
+    pub fn take_protocol_blame(&mut self) -> Vec<(ClientId, ClientIdentity, String)> {
+        let Stage::Running(protocol) = &self.stage else { return Vec::new() };
+        let blamed: Vec<(ClientId, String)> = protocol
+            .dropped()
+            .into_iter()
+            .filter(|d| !self.judged.contains(&d.client))
+            .filter_map(|d| match d.reason {
+                DropReason::Violation(v) => Some((d.client, v.to_string())),
+                _ => None,
+            })
+            .collect();
+        blamed
+            .into_iter()
+            .filter_map(|(seat, violation)| {
+                self.judged.insert(seat);
+                Some((seat, self.seat(seat)?.identity, violation))
+            })
+            .collect()
     }
 
     /// Sends `frame` to `seat` and remembers it for the resend rule.
