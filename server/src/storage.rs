@@ -356,8 +356,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(".write-probe/in-the-way")).unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let err = state.lock().err().expect("an unwritable directory was accepted").to_string();
-        assert!(err.contains(".write-probe"), "{err}");
+        let Err(err) = state.lock() else { panic!("an unwritable directory was accepted") };
+        assert!(err.to_string().contains(".write-probe"), "{err}");
         // Writable again: accepted.
         std::fs::remove_dir_all(dir.path().join(".write-probe")).unwrap();
         state.lock().unwrap();
