@@ -389,7 +389,7 @@ mod tests {
             .replace("INSTANCE", &"5a".repeat(32))
             .replace("OTHER", &"a5".repeat(32))
         );
-        assert_eq!(hex::encode(leaf_hash(&bytes)), "94eb26abdbbc9811f4b9d0b3b25556eb3ed5f9b867b0f3e46271c84e15a68d4f");
+        assert_eq!(hex::encode(leaf_hash(&bytes)), "236208d331a10f33068f8156ad6af4cf445330f78b09c7f0b2dd3648266c29e5");
         assert_eq!(serde_json::from_slice::<RoundLeaf>(&bytes).unwrap(), leaf);
     }
 }

@@ -5,7 +5,7 @@
 //! Both travel in the protocol's bounded codec; `protocol/PROTOCOL.md` ("The round log
 //! in the round") gives the byte layout.
 
-use privagg_log::{Checkpoint, Hash, LogKey, consistency_proof, inclusion_proof, leaf_hash, root};
+use privagg_log::{Checkpoint, Hash, LogKey, consistency_proof, inclusion_proofs, leaf_hash, root};
 use privagg_protocol::DecodeError;
 use privagg_protocol::codec::{Reader, Writer};
 
@@ -247,12 +247,12 @@ impl LogState {
         indexes.extend(size.checked_sub(1));
         indexes.sort_unstable();
         indexes.dedup();
+        // All the paths in one pass over the tree (every index is below `size`).
+        let paths = inclusion_proofs(&self.hashes, &indexes, size).unwrap_or_default();
         let leaves = indexes
             .into_iter()
-            .filter_map(|index| {
-                let path = inclusion_proof(&self.hashes, index, size).ok()?;
-                Some(ProvenLeaf { index: index as u64, leaf: self.leaves[index].clone(), path })
-            })
+            .zip(paths)
+            .map(|(index, path)| ProvenLeaf { index: index as u64, leaf: self.leaves[index].clone(), path })
             .collect();
         LogProof { key: self.key.clone(), checkpoint: self.note.clone(), from, consistency, leaves }
     }
