@@ -7,7 +7,7 @@
 
 mod harness;
 
-use harness::{Harness, SESSION, Setup};
+use harness::{Harness, SESSION, Setup, TamperLeaf};
 use privagg_log::{LogKey, VerifierKey};
 use privagg_protocol::{DropPoint, Limits, RoundAbort, ServerMessage};
 use privagg_service::message::FromServer;
@@ -263,7 +263,7 @@ fn a_client_restarted_from_its_memory_still_catches_a_truncation() {
 /// attempt aborts (`TooFewShares`) — the server could have unmasked their sum. Attempt 2
 /// completes without them. Returns the harness once round 1 is committed, with the
 /// instance of attempt 1 (what clients 1 and 2 remember).
-fn round_one_unmasked_twice(tamper: Option<Box<dyn FnMut(&mut RoundLeaf)>>) -> (Harness, String) {
+fn round_one_unmasked_twice(tamper: Option<TamperLeaf>) -> (Harness, String) {
     let mut setup = Setup::new(6, 3, 3, 8);
     setup.noise_multiplier = Some(1.0);
     setup.session.rounds = 2;
@@ -309,7 +309,7 @@ fn a_leaf_that_logs_only_another_attempt_of_the_round_is_refused() {
     // The server ran round 1 twice and logs only the attempt that completed: clients 1
     // and 2, which revealed their shares in the first, refuse round 2 before sending
     // anything of it.
-    let only_completed: Box<dyn FnMut(&mut RoundLeaf)> = Box::new(|leaf| leaf.unmasked = vec![leaf.instance.clone()]);
+    let only_completed: TamperLeaf = Box::new(|leaf| leaf.unmasked = vec![leaf.instance.clone()]);
     let (mut h, _) = round_one_unmasked_twice(Some(only_completed));
     let before: Vec<(u32, u32)> = h.peers.iter().map(|p| (p.uploads, p.unmask_responses)).collect();
     h.run();

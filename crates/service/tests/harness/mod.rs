@@ -106,6 +106,9 @@ impl Setup {
     }
 }
 
+/// Rewrites a leaf before the harness logs it.
+pub type TamperLeaf = Box<dyn FnMut(&mut RoundLeaf)>;
+
 /// One simulated client.
 pub struct Peer {
     /// Its session.
@@ -271,7 +274,7 @@ pub struct Harness {
     pub unmasked: Vec<(u64, [u8; 32])>,
     /// Rewrites each leaf before it is logged: a server that logs other facts than it
     /// ran.
-    pub tamper_leaf: Option<Box<dyn FnMut(&mut RoundLeaf)>>,
+    pub tamper_leaf: Option<TamperLeaf>,
     setup: Setup,
     rng: ChaCha8Rng,
 }
