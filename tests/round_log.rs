@@ -234,7 +234,7 @@ async fn clients_check_the_log_every_round_and_catch_it_rolled_back_after_a_rest
     for log in logs {
         // Accepted before round 4: rounds 1–3, signed by the server's key; round 4 is
         // proven before the client's next round.
-        assert_eq!((log.size, log.unproven.into_iter().collect::<Vec<_>>()), (3, vec![4]));
+        assert_eq!((log.size, log.unproven.into_keys().collect::<Vec<_>>()), (3, vec![4]));
         assert_eq!(log.key, Some(key.to_string()));
         kept.push(log.checkpoint.unwrap());
     }

@@ -224,6 +224,8 @@ pub struct ClientRound {
     state: ClientState,
     seat: Option<Seat>,
     session: Option<Session>,
+    /// The attempt's session id, kept after the secrets of `session` are dropped.
+    session_id: Option<[u8; 32]>,
     input: Option<Vec<u64>>,
     app_data: Option<std::sync::Arc<[u8]>>,
 }
@@ -243,6 +245,7 @@ impl ClientRound {
             state: ClientState::AwaitingConfig,
             seat: None,
             session: None,
+            session_id: None,
             input: None,
             app_data: None,
         }
@@ -281,6 +284,13 @@ impl ClientRound {
     /// The application payload of the config, once it has arrived.
     pub fn app_data(&self) -> Option<&std::sync::Arc<[u8]>> {
         self.app_data.as_ref()
+    }
+
+    /// The attempt's session id (the transcript hash of its cohort and every seat's
+    /// nonce: unique to this attempt of this round), once the key list has arrived. The
+    /// server knows the same id; a round log names the attempts it unmasked by it.
+    pub fn session_id(&self) -> Option<[u8; 32]> {
+        self.session_id
     }
 
     /// Handles one server message; returns the reply to send, if any. Any error ends the
@@ -486,6 +496,7 @@ impl ClientRound {
             envelopes.push(Envelope { peer: holder, sealed });
             channel_keys.insert(holder, key);
         }
+        self.session_id = Some(ctx.session_id);
         self.session = Some(Session {
             ctx,
             degree: graph.degree(),

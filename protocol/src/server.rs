@@ -237,6 +237,12 @@ impl ServerRound {
         &self.params
     }
 
+    /// The attempt's session id (the transcript hash of its cohort and every seat's
+    /// nonce, as each client derives it), once every seat revealed its nonce.
+    pub fn session_id(&self) -> Option<[u8; 32]> {
+        self.ctx.map(|c| c.session_id)
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase

@@ -119,8 +119,8 @@ impl Driver {
                     let (params, app_data) = self.training.plan(round, clients)?;
                     self.session.start_round(Instant::now(), params, app_data)?;
                 }
-                Action::ChargeRelease { round, attempt, inputs } => {
-                    self.training.charge_release(round, attempt, inputs)?;
+                Action::ChargeRelease { round, attempt, inputs, instance } => {
+                    self.training.charge_release(round, attempt, inputs, instance)?;
                     self.session.handle_release_charged(Instant::now());
                 }
                 Action::Finalize(mut job) => {

@@ -115,6 +115,13 @@ pub struct RoundRecord {
     pub round: u64,
     /// Which attempt of this round completed (earlier ones aborted).
     pub attempt: u32,
+    /// The completed attempt's instance (hex SecAgg session id).
+    #[serde(default)]
+    pub instance: String,
+    /// The instances (hex) of every attempt of this round asked to unmask, in order,
+    /// the completed one last.
+    #[serde(default)]
+    pub unmasked: Vec<String>,
     /// Clients that were given a seat.
     pub participants: u32,
     /// Who held each seat, by client id: the ids of `included`, `dropped` and the rest

@@ -110,6 +110,8 @@ pub fn leaf_of(session: &str, record: &RoundRecord, model: &[u8], ledger: &Priva
         session: session.into(),
         round: record.round,
         attempt: record.attempt,
+        instance: record.instance.clone(),
+        unmasked: record.unmasked.clone(),
         participants: record.participants,
         neighbours: record.neighbours,
         threshold: record.threshold,
@@ -272,6 +274,9 @@ pub fn verify(state: &Path, key: Option<&VerifierKey>, trusted: &[String]) -> Re
                 leaf.round, leaf.session, leaf.format
             )));
         }
+        if !leaf.unmasked.contains(&leaf.instance) {
+            return Err(problem("its completed attempt is not among the attempts it lists as unmasked".into()));
+        }
         let record = storage.load_record(round).map_err(|e| problem(e.to_string()))?;
         let model_path = state.join(format!("model-{round}.npy"));
         let model = std::fs::read(&model_path).map_err(|e| problem(format!("{}: {e}", model_path.display())))?;
@@ -356,7 +361,9 @@ mod tests {
             software: "privagg 0.1.0".into(),
             session: "00112233445566778899aabbccddeeff".into(),
             round: 1,
-            attempt: 1,
+            attempt: 2,
+            instance: "5a".repeat(32),
+            unmasked: vec!["a5".repeat(32), "5a".repeat(32)],
             participants: 3,
             neighbours: 2,
             threshold: 2,
@@ -372,14 +379,17 @@ mod tests {
         assert_eq!(
             text,
             concat!(
-                r#"{"format":"privagg-round-leaf/1","software":"privagg 0.1.0","session":"00112233445566778899aabbccddeeff","#,
-                r#""round":1,"attempt":1,"participants":3,"neighbours":2,"threshold":2,"bits":20,"#,
+                r#"{"format":"privagg-round-leaf/2","software":"privagg 0.1.0","session":"00112233445566778899aabbccddeeff","#,
+                r#""round":1,"attempt":2,"instance":"INSTANCE","unmasked":["OTHER","INSTANCE"],"#,
+                r#""participants":3,"neighbours":2,"threshold":2,"bits":20,"#,
                 r#""survivors":"PLACEHOLDER","survivor_count":3,"denominator":3.0,"#,
                 r#""model_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","privacy":null}"#
             )
             .replace("PLACEHOLDER", &leaf.survivors)
+            .replace("INSTANCE", &"5a".repeat(32))
+            .replace("OTHER", &"a5".repeat(32))
         );
-        assert_eq!(hex::encode(leaf_hash(&bytes)), "94eb26abdbbc9811f4b9d0b3b25556eb3ed5f9b867b0f3e46271c84e15a68d4f");
+        assert_eq!(hex::encode(leaf_hash(&bytes)), "236208d331a10f33068f8156ad6af4cf445330f78b09c7f0b2dd3648266c29e5");
         assert_eq!(serde_json::from_slice::<RoundLeaf>(&bytes).unwrap(), leaf);
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! Before the survivors of an attempt are asked for their unmasking shares, the server
 //! rewrites `privacy-ledger.json` with that release appended (DP on): from then on it is
-//! charged, whatever happens to the round. After round r the server writes
+//! charged, whatever happens to the round. With or without DP it also appends the
+//! attempt's instance (its SecAgg session id) to `unmasked.json`, which the round's record
+//! and log leaf list, so that every client that revealed unmasking shares finds its
+//! attempt logged — across a crash too. After round r the server writes
 //! `model-<r>.npy` (float32, 1-D, NumPy format), the momentum buffer if server momentum
 //! is on (`momentum-<r>.npy`), and then `round-<r>.json`. Every file is written to a
 //! temporary name, flushed, and renamed into place, and the directory is synced.
@@ -26,6 +29,9 @@ use crate::record::RoundRecord;
 
 /// The privacy ledger's file in the state directory.
 pub const LEDGER_FILE: &str = "privacy-ledger.json";
+/// The attempts asked to unmask since the last commit (round, instance), in the state
+/// directory.
+pub const UNMASKED_FILE: &str = "unmasked.json";
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
@@ -219,6 +225,25 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PrivacyLedger::new()),
             Err(e) => Err(ServeError::io(&path, e)),
         }
+    }
+
+    /// The attempts asked to unmask and not yet committed, as `(round, instance hex)`,
+    /// in order (none if the file is absent).
+    pub fn load_unmasked(&self) -> Result<Vec<(u64, String)>, ServeError> {
+        let path = self.dir.join(UNMASKED_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| ServeError::Model(format!("{}: {e}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(ServeError::io(&path, e)),
+        }
+    }
+
+    /// Replaces the list of attempts asked to unmask atomically.
+    pub fn save_unmasked(&self, unmasked: &[(u64, String)]) -> Result<(), ServeError> {
+        let json = serde_json::to_vec(unmasked).map_err(|e| ServeError::Model(e.to_string()))?;
+        write_atomically(&self.dir.join(UNMASKED_FILE), &json)
     }
 
     /// Replaces the privacy ledger atomically.

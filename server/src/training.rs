@@ -59,6 +59,9 @@ pub(crate) struct Training {
     log: RoundLog,
     /// The settings of the round being run.
     settings: Option<RoundSettings>,
+    /// The attempts asked to unmask since the last commit, `(round, instance hex)`: kept
+    /// in `unmasked.json` and listed by the round's record and leaf.
+    unmasked: Vec<(u64, String)>,
 }
 
 impl Training {
@@ -72,7 +75,10 @@ impl Training {
         let session = storage.session()?;
         let log = RoundLog::open(&storage, &session)?;
         let clip = clip.unwrap_or(config.dp.clip);
-        Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, log, settings: None })
+        let committed = storage.last_completed_round()?.unwrap_or(0);
+        let mut unmasked = storage.load_unmasked()?;
+        unmasked.retain(|(r, _)| *r > committed);
+        Ok(Self { config, aggregation, storage, model, momentum, ledger, clip, session, log, unmasked, settings: None })
     }
 
     /// The round log as it stands, for the session to prove to clients.
@@ -129,10 +135,19 @@ impl Training {
         Ok((params, Arc::from(app_data.into_boxed_slice())))
     }
 
-    /// Charges the release of `round` (attempt `attempt`, `inputs` masked inputs in the
-    /// sum) to the privacy ledger and writes the ledger, before any survivor is asked
-    /// for its unmasking shares (DP on; nothing to charge otherwise).
-    pub fn charge_release(&mut self, round: u64, attempt: u32, inputs: usize) -> Result<(), ServeError> {
+    /// Charges the release of `round` (attempt `attempt`, instance `instance`, `inputs`
+    /// masked inputs in the sum) before any survivor is asked for its unmasking shares:
+    /// notes the instance durably (the round's leaf lists it) and, DP on, writes the
+    /// release to the privacy ledger.
+    pub fn charge_release(
+        &mut self,
+        round: u64,
+        attempt: u32,
+        inputs: usize,
+        instance: [u8; 32],
+    ) -> Result<(), ServeError> {
+        self.unmasked.push((round, hex::encode(instance)));
+        self.storage.save_unmasked(&self.unmasked)?;
         let (Some(event), Some(plan)) = (self.aggregation.dp_event(), self.aggregation.plan()) else { return Ok(()) };
         let release = Release {
             round,
@@ -196,8 +211,11 @@ impl Training {
         if let Some(step) = applied.clip {
             self.clip = step.next_clip;
         }
-        let record = record(commit, &applied, privacy);
+        let mut record = record(commit, &applied, privacy);
+        record.unmasked = self.unmasked.iter().filter(|(r, _)| *r == commit.round).map(|(_, i)| i.clone()).collect();
         self.storage.commit(&record, &self.model, self.momentum.as_deref())?;
+        self.unmasked.retain(|(r, _)| *r > commit.round);
+        self.storage.save_unmasked(&self.unmasked)?;
         self.log.append(&record, &self.ledger)?;
         tracing::info!(
             round = record.round,
@@ -225,6 +243,8 @@ fn record(commit: &RoundCommit, applied: &Applied, privacy: Option<PrivacyRecord
     RoundRecord {
         round: commit.round,
         attempt: commit.attempt,
+        instance: hex::encode(commit.instance),
+        unmasked: Vec::new(),
         participants: params.num_clients,
         clients: commit
             .holders

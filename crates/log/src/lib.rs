@@ -17,5 +17,6 @@ pub mod tree;
 
 pub use note::{Checkpoint, LogKey, NoteError, VerifierKey, open};
 pub use tree::{
-    Hash, ProofError, consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion,
+    Hash, ProofError, consistency_proof, inclusion_proof, inclusion_proofs, leaf_hash, root, verify_consistency,
+    verify_inclusion,
 };

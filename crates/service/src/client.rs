@@ -46,7 +46,9 @@ use crate::message::{
     CHECK_IN_RATE_UNIT, ClientServiceMessage, EndReason, FromServer, IDENTITY_LEN, Resume, ServerServiceMessage,
 };
 use crate::privacy::{PrivacyPolicy, PrivacySpent};
-use crate::round_log::{self, LogCheck, LogMemory, LogProof, LogRefusal, LogRequest, LogTrust};
+use crate::round_log::{
+    self, LogCheck, LogMemory, LogProof, LogRefusal, LogRequest, LogTrust, MAX_REFUSED, RefusedCheckpoint,
+};
 use crate::settings::{EncodedInput, RoundSettings, UpdateError};
 
 /// What a client remembers of a server's training sessions, so that the server cannot
@@ -62,6 +64,10 @@ pub struct RoundMemory {
     /// it holds of that log.
     #[serde(default)]
     log_session: Option<String>,
+    /// Round-log checkpoints the client refused, as evidence, the latest last (at most
+    /// [`MAX_REFUSED`]).
+    #[serde(default)]
+    refused: Vec<RefusedCheckpoint>,
 }
 
 /// What a client did in one training session.
@@ -101,11 +107,20 @@ impl RoundMemory {
     /// What the client asks of the round log in its `Ready`: about the session whose log
     /// it checked last (nothing if none).
     pub fn log_request(&self) -> LogRequest {
-        let session = self.log_session.as_deref().and_then(|s| <[u8; 16]>::try_from(::hex::decode(s).ok()?).ok());
-        match session {
+        match self.log_session() {
             Some(session) => self.session(&session).log.request(session),
             None => LogRequest::default(),
         }
+    }
+
+    fn log_session(&self) -> Option<[u8; 16]> {
+        self.log_session.as_deref().and_then(|s| <[u8; 16]>::try_from(::hex::decode(s).ok()?).ok())
+    }
+
+    /// The round-log checkpoints this client refused (the latest last, at most
+    /// [`MAX_REFUSED`]), each with the one it held then and why: evidence for an auditor.
+    pub fn refused(&self) -> &[RefusedCheckpoint] {
+        &self.refused
     }
 }
 
@@ -826,13 +841,15 @@ impl ClientSession {
             Ok(event) => event,
             Err(e) => return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string())),
         };
-        let log = match LogProof::decode(&config.client_data) {
+        let proof = LogProof::decode(&config.client_data);
+        let log = match &proof {
             Ok(proof) => round_log::check(&LogCheck {
                 proof: proof.as_ref(),
                 session: settings.session,
                 round,
                 trust: &self.config.log,
                 memory: &memory.log,
+                asked: self.config.memory.log_session(),
                 policy: &self.config.privacy,
                 event: accounted.as_ref(),
             }),
@@ -840,7 +857,11 @@ impl ClientSession {
         };
         let log = match log {
             Ok(log) => log,
-            Err(e) => return self.refuse_round(&mut protocol, RoundError::LogRefused(e)),
+            Err(e) => {
+                let proof = proof.ok().flatten();
+                self.log_refused(settings.session, round, proof.as_ref(), &memory.log, &e);
+                return self.refuse_round(&mut protocol, RoundError::LogRefused(e));
+            }
         };
         if let Err(e) = self.config.privacy.check_budget(&self.config.memory.spent(), accounted.as_ref()) {
             return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
@@ -877,6 +898,28 @@ impl ClientSession {
         // The attempt counts from the moment the nonce is revealed, before anything goes out.
         self.remember(|m, round| *m.attempts.entry(round).or_default() += 1);
         self.actions.push_back(ClientAction::Train(settings));
+    }
+
+    /// After refusing the log of `session` before `round`: keeps the refused proof's
+    /// checkpoint as evidence (the oldest beyond [`MAX_REFUSED`] go), and asks about this
+    /// session's log from now on (a client back in an earlier session resumes its memory
+    /// of it); has the shell store both before the client leaves the round.
+    fn log_refused(
+        &mut self,
+        session: [u8; 16],
+        round: u64,
+        proof: Option<&LogProof>,
+        held: &LogMemory,
+        why: &LogRefusal,
+    ) {
+        let memory = &mut self.config.memory;
+        memory.log_session = Some(hex(&session));
+        if let Some(proof) = proof {
+            let excess = (memory.refused.len() + 1).saturating_sub(MAX_REFUSED);
+            memory.refused.drain(..excess);
+            memory.refused.push(RefusedCheckpoint::new(session, round, proof, held, why));
+        }
+        self.actions.push_back(ClientAction::Remember(memory.clone()));
     }
 
     /// Refuses a round before taking part in it: tells the server it leaves (revealing
@@ -934,10 +977,13 @@ impl ClientSession {
             Some(reply) => {
                 let unmasked = matches!(reply, ClientMessage::UnmaskResponse(_));
                 if unmasked {
+                    // The attempt's instance: the log must name this very attempt.
+                    let instance = self.round.as_ref().and_then(|r| r.protocol.as_ref()?.session_id());
+                    let instance = ::hex::encode(instance.unwrap_or_default());
                     self.remember(|m, round| {
                         m.finished = m.finished.max(round);
                         m.attempts.retain(|&r, _| r > round);
-                        m.log.unproven.insert(round);
+                        m.log.unproven.insert(round, instance);
                     });
                 }
                 self.send(Frame::new(reply.encode()));

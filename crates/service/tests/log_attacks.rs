@@ -7,14 +7,14 @@
 
 mod harness;
 
-use harness::{Harness, SESSION, Setup};
+use harness::{Harness, SESSION, Setup, TamperLeaf};
 use privagg_log::{LogKey, VerifierKey};
-use privagg_protocol::{Limits, ServerMessage};
+use privagg_protocol::{DropPoint, Limits, RoundAbort, ServerMessage};
 use privagg_service::message::FromServer;
 use privagg_service::round_log::{
-    LeafPrivacy, LogProof, LogRefusal, LogRequest, LogState, LogTrust, RoundLeaf, origin,
+    LeafPrivacy, LogProof, LogRefusal, LogRequest, LogState, LogTrust, MAX_REFUSED, RoundLeaf, origin,
 };
-use privagg_service::{ClientEvent, RoundError};
+use privagg_service::{ClientEvent, RoundError, RoundMemory, SessionEvent};
 
 /// A session of `rounds` rounds of 4 clients (all of them needed).
 fn session(rounds: u64) -> Harness {
@@ -79,7 +79,7 @@ fn an_honest_log_is_checked_every_round_and_the_checkpoint_kept() {
         // Before round 3 it accepted the log of rounds 1 and 2 (both proven), signed by
         // the key it trusted on first use; round 3 waits to be proven before its next round.
         let log = p.remembered.as_ref().unwrap().session(&SESSION).log;
-        assert_eq!((log.size, log.unproven.iter().copied().collect::<Vec<_>>()), (2, vec![3]));
+        assert_eq!((log.size, log.unproven.keys().copied().collect::<Vec<_>>()), (2, vec![3]));
         assert_eq!(log.key.as_deref(), Some(key.to_string().as_str()));
         let accepted = privagg_log::Checkpoint::verify(log.checkpoint.as_deref().unwrap(), &key).unwrap();
         assert_eq!(accepted.root, privagg_log::root(&h.log.hashes()[..2]));
@@ -256,4 +256,189 @@ fn a_client_restarted_from_its_memory_still_catches_a_truncation() {
     }
     again.join_all();
     assert_every_client_refuses(&mut again, 0, |r| *r == LogRefusal::Truncated { held: 2, presented: 0 });
+}
+
+/// Round 1 of 6 clients in cohorts of 3 (all needed, DP on) runs twice: in attempt 1
+/// client 0 vanishes before revealing its shares, clients 1 and 2 reveal theirs and the
+/// attempt aborts (`TooFewShares`) — the server could have unmasked their sum. Attempt 2
+/// completes without them. Returns the harness once round 1 is committed, with the
+/// instance of attempt 1 (what clients 1 and 2 remember).
+fn round_one_unmasked_twice(tamper: Option<TamperLeaf>) -> (Harness, String) {
+    let mut setup = Setup::new(6, 3, 3, 8);
+    setup.noise_multiplier = Some(1.0);
+    setup.session.rounds = 2;
+    let mut h = setup.build();
+    h.tamper_leaf = tamper;
+    h.peers[0].session.set_drop_point(Some(DropPoint::BeforeUnmaskResponse));
+    h.join_all();
+    h.run_until(|h| {
+        h.events.iter().any(|e| {
+            matches!(e, SessionEvent::RoundAborted { attempt: 1, reason: RoundAbort::TooFewShares { .. }, .. })
+        })
+    });
+    h.peers[0].session.set_drop_point(None);
+    h.run_until(|h| !h.commits.is_empty());
+    let attempt_one = hex::encode(h.unmasked[0].1);
+    for i in [1, 2] {
+        let log = h.peers[i].remembered.as_ref().unwrap().session(&SESSION).log;
+        assert_eq!(log.unproven.get(&1), Some(&attempt_one), "peer {i} revealed its shares in attempt 1");
+    }
+    assert_eq!(h.unmasked.len(), 2, "both attempts were charged before unmasking");
+    (h, attempt_one)
+}
+
+#[test]
+fn an_honest_server_logs_an_aborted_attempt_that_was_unmasked_and_is_not_refused() {
+    let (mut h, attempt_one) = round_one_unmasked_twice(None);
+    let leaf = RoundLeaf::decode(h.log.leaf(0).unwrap()).unwrap();
+    assert_eq!(leaf.unmasked, [attempt_one.clone(), leaf.instance.clone()]);
+    assert_ne!(leaf.instance, attempt_one);
+    h.run();
+    assert_eq!(h.commits.len(), 2);
+    for i in [1, 2] {
+        let p = &h.peers[i];
+        assert!(p.failures().iter().all(|f| !matches!(f, RoundError::LogRefused(_))), "{:?}", p.failures());
+        assert!(p.completed(2), "peer {i} took part in round 2, its attempt of round 1 proven");
+        let log = p.remembered.as_ref().unwrap().session(&SESSION).log;
+        assert!(!log.unproven.contains_key(&1));
+    }
+}
+
+#[test]
+fn a_leaf_that_logs_only_another_attempt_of_the_round_is_refused() {
+    // The server ran round 1 twice and logs only the attempt that completed: clients 1
+    // and 2, which revealed their shares in the first, refuse round 2 before sending
+    // anything of it.
+    let only_completed: TamperLeaf = Box::new(|leaf| leaf.unmasked = vec![leaf.instance.clone()]);
+    let (mut h, _) = round_one_unmasked_twice(Some(only_completed));
+    let before: Vec<(u32, u32)> = h.peers.iter().map(|p| (p.uploads, p.unmask_responses)).collect();
+    h.run();
+    for i in [1, 2] {
+        let p = &h.peers[i];
+        assert_eq!((p.uploads, p.unmask_responses), before[i], "peer {i} sent nothing more");
+        assert!(!p.completed(2));
+        let refused = p.failures().iter().any(|f| {
+            matches!(f, RoundError::LogRefused(LogRefusal::NotIncluded { round: 1, why }) if why.contains("attempt"))
+        });
+        assert!(refused, "peer {i}: {:?}", p.failures());
+    }
+}
+
+#[test]
+fn a_cumulative_epsilon_that_falls_is_refused() {
+    // The log says ε = 5 after round 1, then ε = 3 after round 2: it took back privacy it
+    // had spent. Clients accepted 5 before round 2 and refuse round 3.
+    let mut h = session(3);
+    let mut round = 0.0;
+    h.tamper_leaf = Some(Box::new(move |leaf| {
+        round += 1.0;
+        let total = if round == 1.0 { 5.0 } else { 3.0 };
+        leaf.privacy =
+            Some(LeafPrivacy { delta: 1e-5, releases: Vec::new(), epsilon_round: 1.0, epsilon_total: total });
+    }));
+    commit_rounds(&mut h, 2);
+    assert_every_client_refuses(
+        &mut h,
+        2,
+        |r| matches!(r, LogRefusal::EpsilonDecreased { logged, held, .. } if *logged == 3.0 && *held == 5.0),
+    );
+    let log = h.peers[0].remembered.as_ref().unwrap().session(&SESSION).log;
+    assert_eq!(log.total, Some((5.0, 1e-5)), "the refused figure is not kept");
+}
+
+#[test]
+fn an_honest_log_keeps_the_cumulative_epsilon_it_accepted() {
+    let mut h = session(3);
+    let mut total = 0.0;
+    h.tamper_leaf = Some(Box::new(move |leaf| {
+        total += 1.5;
+        leaf.privacy =
+            Some(LeafPrivacy { delta: 1e-5, releases: Vec::new(), epsilon_round: 1.5, epsilon_total: total });
+    }));
+    h.run();
+    assert_eq!(h.commits.len(), 3);
+    for p in &h.peers {
+        assert!(p.failures().is_empty(), "{:?}", p.failures());
+        assert_eq!(p.remembered.as_ref().unwrap().session(&SESSION).log.total, Some((3.0, 1e-5)));
+    }
+}
+
+#[test]
+fn a_client_back_from_another_session_resumes_its_memory_of_this_one() {
+    // Clients take part in 3 rounds of the session, then in another session of the same
+    // server (their `Ready` now asks about that one's log). The server resumes the first
+    // session at round 4: its proof starts from 0, since the request names another log.
+    // The clients do not take that for a fork for ever: they refuse the attempt as a
+    // switch, ask about this session next, and go on from the checkpoint they held.
+    let mut first = session(3);
+    first.run();
+    assert_eq!(first.commits.len(), 3);
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.completed_rounds = 3;
+    setup.session.rounds = 5;
+    setup.session.max_round_attempts = 2;
+    let mut again = setup.build();
+    again.log = first.log.clone();
+    again.restart_log_state(first.log_key_copy());
+    for i in 0..4 {
+        let mut memory = serde_json::to_value(first.peers[i].remembered.clone().unwrap()).unwrap();
+        memory["log_session"] = serde_json::Value::String(hex::encode([0x77u8; 16]));
+        let memory: RoundMemory = serde_json::from_value(memory).unwrap();
+        again.configure(i, |c| c.memory = memory);
+    }
+    again.join_all();
+    again.run();
+    assert_eq!(again.commits.len(), 2, "rounds 4 and 5 completed");
+    for (i, p) in again.peers.iter().enumerate() {
+        let failures = p.failures();
+        assert!(
+            failures.iter().all(|f| matches!(
+                f,
+                RoundError::LogRefused(LogRefusal::SessionSwitched { held: 2 }) | RoundError::Aborted { .. }
+            )),
+            "peer {i}: {failures:?}"
+        );
+        assert!(p.completed(4) && p.completed(5), "peer {i}");
+        let log = p.remembered.as_ref().unwrap().session(&SESSION).log;
+        assert_eq!(log.size, 4);
+    }
+}
+
+#[test]
+fn a_refused_checkpoint_is_kept_as_evidence_and_only_the_latest_few() {
+    // The truncation attack of before; each client keeps the signed checkpoint it
+    // refused, with the one it held, and why.
+    let mut h = session(4);
+    commit_rounds(&mut h, 1);
+    let after_one = h.log.clone();
+    commit_rounds(&mut h, 3);
+    let truncated = after_one.note().to_owned();
+    rewrite_proofs(&mut h, move |proof| *proof = after_one.prove(&LogRequest::default()));
+    assert_every_client_refuses(&mut h, 3, |r| matches!(r, LogRefusal::Truncated { .. }));
+    let key = VerifierKey::parse(&h.log_key.verifier().to_string()).unwrap();
+    for p in &h.peers {
+        let memory = p.remembered.as_ref().unwrap();
+        let evidence = memory.refused().last().expect("the refusal is kept");
+        assert_eq!((evidence.session.as_str(), evidence.round), (hex::encode(SESSION).as_str(), 4));
+        assert_eq!(evidence.checkpoint, truncated);
+        assert!(evidence.reason.contains("truncated"), "{}", evidence.reason);
+        // Both checkpoints carry the server's signature: a contradiction it signed.
+        let held = privagg_log::Checkpoint::verify(evidence.held.as_deref().unwrap(), &key).unwrap();
+        let refused = privagg_log::Checkpoint::verify(&evidence.checkpoint, &key).unwrap();
+        assert_eq!((held.size, refused.size), (2, 1));
+    }
+
+    // A server that keeps deviating, attempt after attempt: the latest few are kept.
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.rounds = 2;
+    setup.session.max_round_attempts = 10;
+    let mut h = setup.start();
+    commit_rounds(&mut h, 1);
+    rewrite_proofs(&mut h, |proof| proof.leaves.clear());
+    h.run();
+    for p in &h.peers {
+        let refusals = p.failures().iter().filter(|f| matches!(f, RoundError::LogRefused(_))).count();
+        assert!(refusals > MAX_REFUSED, "{refusals}");
+        assert_eq!(p.remembered.as_ref().unwrap().refused().len(), MAX_REFUSED);
+    }
 }

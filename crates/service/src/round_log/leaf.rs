@@ -8,7 +8,7 @@ use privagg_dp::ledger::Release;
 use serde::{Deserialize, Serialize};
 
 /// The leaf format's name and version (the first field of every leaf).
-pub const LEAF_FORMAT: &str = "privagg-round-leaf/1";
+pub const LEAF_FORMAT: &str = "privagg-round-leaf/2";
 
 /// One round's public facts, as logged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,14 @@ pub struct RoundLeaf {
     pub round: u64,
     /// The attempt that completed.
     pub attempt: u32,
+    /// The completed attempt's instance (hex): its SecAgg session id, the transcript
+    /// hash of its cohort and of every seat's nonce, which each of its clients derives.
+    pub instance: String,
+    /// The instance (hex) of every attempt of this round whose survivors were asked for
+    /// their unmasking shares, in order, the completed one last: each such attempt may
+    /// have released a sum. A client that revealed shares in an attempt requires it here
+    /// ([`RoundLeaf::logs_instance`]).
+    pub unmasked: Vec<String>,
     /// Clients seated (n).
     pub participants: u32,
     /// Neighbours per client (k).
@@ -63,6 +71,13 @@ impl RoundLeaf {
     /// The canonical encoding: the bytes the log hashes.
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
+    }
+
+    /// Whether the leaf logs attempt `instance` (hex) of its round (as the completed attempt
+    /// or among those unmasked): what a client that revealed unmasking shares in that
+    /// attempt requires.
+    pub fn logs_instance(&self, instance: &str) -> bool {
+        self.instance == instance || self.unmasked.iter().any(|u| u == instance)
     }
 
     /// Parses a leaf (any JSON that describes one; whether it is canonical is checked by

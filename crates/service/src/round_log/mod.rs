@@ -15,4 +15,4 @@ pub mod verify;
 
 pub use leaf::{LEAF_FORMAT, LeafPrivacy, RoundLeaf, origin};
 pub use proof::{LogProof, LogRequest, LogState, ProvenLeaf};
-pub use verify::{LogCheck, LogMemory, LogRefusal, LogTrust, check};
+pub use verify::{LogCheck, LogMemory, LogRefusal, LogTrust, MAX_REFUSED, RefusedCheckpoint, check};

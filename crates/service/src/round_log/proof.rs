@@ -5,15 +5,17 @@
 //! Both travel in the protocol's bounded codec; `protocol/PROTOCOL.md` ("The round log
 //! in the round") gives the byte layout.
 
-use privagg_log::{Checkpoint, Hash, LogKey, consistency_proof, inclusion_proof, leaf_hash, root};
+use privagg_log::{Checkpoint, Hash, LogKey, consistency_proof, inclusion_proofs, leaf_hash, root};
 use privagg_protocol::DecodeError;
 use privagg_protocol::codec::{Reader, Writer};
 
 use super::leaf::origin;
 
 /// Most rounds a client asks to have proven in one request (its rounds not yet proven
-/// are at most a few: it checks them before every round it takes part in).
-pub const MAX_PROVEN_ROUNDS: usize = 64;
+/// are at most a few: it checks them before every round it takes part in). Each costs
+/// the server an inclusion proof, so a seated client can make it compute at most this
+/// many (plus the latest leaf's) per attempt.
+pub const MAX_PROVEN_ROUNDS: usize = 16;
 /// Most hashes in one inclusion or consistency proof (2 · 64 covers any tree).
 pub const MAX_PATH: usize = 128;
 /// Longest leaf, in bytes.
@@ -34,7 +36,8 @@ pub struct LogRequest {
     pub session: [u8; 16],
     /// The tree size of that checkpoint (0: none).
     pub size: u64,
-    /// Rounds to prove included, ascending, at most [`MAX_PROVEN_ROUNDS`].
+    /// Rounds to prove included, strictly ascending, at most [`MAX_PROVEN_ROUNDS`]
+    /// (a request that is not is refused when decoded).
     pub rounds: Vec<u64>,
 }
 
@@ -50,12 +53,17 @@ impl LogRequest {
         }
     }
 
-    /// Reads a request; never panics.
+    /// Reads a request; never panics. More than [`MAX_PROVEN_ROUNDS`] rounds, or rounds
+    /// not strictly ascending (a repeat included), are a [`DecodeError`]: the server
+    /// computes no proof for them.
     pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let session = r.array()?;
         let size = r.u64()?;
         let count = r.count("proven rounds", MAX_PROVEN_ROUNDS as u64, 8)?;
-        let rounds = (0..count).map(|_| r.u64()).collect::<Result<_, _>>()?;
+        let rounds: Vec<u64> = (0..count).map(|_| r.u64()).collect::<Result<_, _>>()?;
+        if rounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DecodeError::InvalidField("proven rounds (not strictly ascending)"));
+        }
         Ok(Self { session, size, rounds })
     }
 
@@ -239,12 +247,12 @@ impl LogState {
         indexes.extend(size.checked_sub(1));
         indexes.sort_unstable();
         indexes.dedup();
+        // All the paths in one pass over the tree (every index is below `size`).
+        let paths = inclusion_proofs(&self.hashes, &indexes, size).unwrap_or_default();
         let leaves = indexes
             .into_iter()
-            .filter_map(|index| {
-                let path = inclusion_proof(&self.hashes, index, size).ok()?;
-                Some(ProvenLeaf { index: index as u64, leaf: self.leaves[index].clone(), path })
-            })
+            .zip(paths)
+            .map(|(index, path)| ProvenLeaf { index: index as u64, leaf: self.leaves[index].clone(), path })
             .collect();
         LogProof { key: self.key.clone(), checkpoint: self.note.clone(), from, consistency, leaves }
     }
@@ -274,5 +282,35 @@ mod tests {
         // Another session's client gets a proof from the empty tree and no rounds.
         let other = state.prove(&LogRequest { session: [8; 16], size: 3, rounds: vec![1] });
         assert_eq!((other.from, other.leaves.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_request_out_of_order_repeated_or_beyond_the_cap_is_refused_and_never_sent() {
+        let decode = |rounds: &[u64]| {
+            let mut w = Writer::with_capacity(64);
+            w.bytes(&[7; 16]);
+            w.u64(3);
+            w.u32(rounds.len() as u32);
+            for r in rounds {
+                w.u64(*r);
+            }
+            LogRequest::decode_from(&mut Reader::new(&w.into_bytes()))
+        };
+        assert!(decode(&[1, 2, 5]).is_ok());
+        assert_eq!(decode(&[2, 1]), Err(DecodeError::InvalidField("proven rounds (not strictly ascending)")));
+        assert!(decode(&[2, 2]).is_err(), "a repeat");
+        let many: Vec<u64> = (1..=MAX_PROVEN_ROUNDS as u64 + 1).collect();
+        assert!(decode(&many).is_err(), "beyond the cap");
+        assert!(decode(&many[..MAX_PROVEN_ROUNDS]).is_ok());
+        // A client with more rounds to prove asks for the oldest, ascending, within the cap.
+        let memory = crate::round_log::LogMemory {
+            unproven: (1..=40u64).rev().map(|r| (r, String::new())).collect(),
+            ..Default::default()
+        };
+        let request = memory.request([7; 16]);
+        assert_eq!(request.rounds, (1..=MAX_PROVEN_ROUNDS as u64).collect::<Vec<_>>());
+        let mut w = Writer::with_capacity(request.encoded_len());
+        request.encode_into(&mut w);
+        assert_eq!(LogRequest::decode_from(&mut Reader::new(&w.into_bytes())), Ok(request));
     }
 }

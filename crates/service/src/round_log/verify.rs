@@ -14,11 +14,18 @@
 //! 6. it holds exactly the rounds before this one (round − 1 leaves: a stale checkpoint
 //!    would hide the latest rounds and their ε);
 //! 7. every earlier round the client revealed unmasking shares in is proven included,
-//!    by a leaf that describes that round of this session;
-//! 8. the latest leaf is proven included, and its cumulative ε (at a δ no larger than the
-//!    budget's), plus this round's ε as the client accounts it, is within the budget.
+//!    by a leaf that describes that round of this session and logs the very attempt the
+//!    client revealed its shares in (its instance: the completed attempt, or one of the
+//!    attempts the round unmasked) — a server that ran the round twice cannot log only
+//!    the other attempt;
+//! 8. the latest leaf is proven included, its cumulative ε is not below the one accepted
+//!    before (at no looser δ), and it (at a δ no larger than the budget's), plus this
+//!    round's ε as the client accounts it, is within the budget.
+//!
+//! A refusal costs the client one round; what it refused is kept as evidence
+//! ([`RefusedCheckpoint`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use privagg_dp::accountant::DpEvent;
 use privagg_log::{Checkpoint, Hash, VerifierKey, leaf_hash, verify_consistency, verify_inclusion};
@@ -57,15 +64,22 @@ pub struct LogMemory {
     #[serde(default)]
     pub root: Option<String>,
     /// Rounds in which the client revealed unmasking shares and whose inclusion it has
-    /// not yet verified.
+    /// not yet verified, each with the instance (hex SecAgg session id) of the attempt it
+    /// revealed them in.
+    #[serde(default, rename = "unproven_attempts")]
+    pub unproven: BTreeMap<u64, String>,
+    /// The cumulative ε and its δ of the latest leaf accepted (DP on): a later one may
+    /// not be smaller.
     #[serde(default)]
-    pub unproven: BTreeSet<u64>,
+    pub total: Option<(f64, f64)>,
 }
 
 impl LogMemory {
-    /// The request for a proof from this memory, for session `session`.
+    /// The request for a proof from this memory, for session `session`: the oldest
+    /// [`MAX_PROVEN_ROUNDS`] unproven rounds, strictly ascending (the later ones are asked
+    /// for once these are proven).
     pub fn request(&self, session: [u8; 16]) -> LogRequest {
-        LogRequest { session, size: self.size, rounds: self.unproven.iter().take(MAX_PROVEN_ROUNDS).copied().collect() }
+        LogRequest { session, size: self.size, rounds: self.unproven.keys().take(MAX_PROVEN_ROUNDS).copied().collect() }
     }
 
     fn root(&self) -> Result<Hash, LogRefusal> {
@@ -75,6 +89,42 @@ impl LogMemory {
                 .ok()
                 .and_then(|r| Hash::try_from(r).ok())
                 .ok_or_else(|| LogRefusal::Memory("the stored root is not 32 bytes of hex".into())),
+        }
+    }
+}
+
+/// Most refused checkpoints a client keeps as evidence (the oldest go first).
+pub const MAX_REFUSED: usize = 8;
+
+/// A checkpoint a client refused, kept as evidence: with the one it held before (both
+/// signed by the server's log key), an auditor can show the server contradicted itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusedCheckpoint {
+    /// The training session (hex).
+    pub session: String,
+    /// The round the checkpoint came with.
+    pub round: u64,
+    /// The verifier key the proof presented.
+    pub key: String,
+    /// The refused checkpoint, as signed.
+    pub checkpoint: String,
+    /// The checkpoint the client held then, as signed (`None`: none yet).
+    pub held: Option<String>,
+    /// Why it was refused (the [`LogRefusal`]'s text: public facts only).
+    pub reason: String,
+}
+
+impl RefusedCheckpoint {
+    /// The evidence of refusing `proof` (of `session`, before `round`) for `why`, while
+    /// holding `memory`.
+    pub fn new(session: [u8; 16], round: u64, proof: &LogProof, memory: &LogMemory, why: &LogRefusal) -> Self {
+        Self {
+            session: hex::encode(session),
+            round,
+            key: proof.key.clone(),
+            checkpoint: proof.checkpoint.clone(),
+            held: memory.checkpoint.clone(),
+            reason: why.to_string(),
         }
     }
 }
@@ -113,6 +163,14 @@ pub enum LogRefusal {
         /// The size presented.
         presented: u64,
     },
+    /// The client asked (in its `Ready`) about another session's log than the one the
+    /// server now runs, in which it holds a checkpoint: the proof cannot start from it.
+    /// The client asks about this session next time and resumes its memory of it.
+    #[error("this client asked about another session's round log; it holds {held} rounds of this one and asks again")]
+    SessionSwitched {
+        /// The size the client holds of this session's log.
+        held: u64,
+    },
     /// The log does not extend the checkpoint the client accepted before.
     #[error("the round log of {presented} rounds does not extend the {held} this client accepted (a fork)")]
     Forked {
@@ -146,6 +204,21 @@ pub enum LogRefusal {
         /// What is wrong.
         why: String,
     },
+    /// The latest leaf's cumulative ε is below the one this client accepted before, or
+    /// at a looser δ: the log took back privacy it had spent.
+    #[error(
+        "the round log's cumulative ε fell to {logged} (δ = {logged_delta}) from the {held} (δ = {held_delta}) accepted before"
+    )]
+    EpsilonDecreased {
+        /// The cumulative ε logged now.
+        logged: f64,
+        /// Its δ.
+        logged_delta: f64,
+        /// The cumulative ε accepted before.
+        held: f64,
+        /// Its δ.
+        held_delta: f64,
+    },
     /// The logged cumulative ε, with this round's, exceeds the client's budget.
     #[error(
         "the round log's ε = {logged:.3} (at δ = {logged_delta}) with this round's would reach {would_reach:.3}, above the budget of {max_epsilon}"
@@ -174,6 +247,8 @@ pub struct LogCheck<'a> {
     pub trust: &'a LogTrust,
     /// What the client accepted before, in this session.
     pub memory: &'a LogMemory,
+    /// The session the client's `Ready` asked about (its request's), or `None`.
+    pub asked: Option<[u8; 16]>,
     /// The client's privacy policy (its budget).
     pub policy: &'a PrivacyPolicy,
     /// This round's DP event as the client accounts it (`None`: without DP).
@@ -207,6 +282,9 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
     }
     let forked = LogRefusal::Forked { held, presented };
     let (Ok(first), Ok(second)) = (usize::try_from(held), usize::try_from(presented)) else { return Err(forked) };
+    if proof.from != held && held > 0 && check.asked != Some(check.session) {
+        return Err(LogRefusal::SessionSwitched { held });
+    }
     if proof.from != held
         || verify_consistency(first, second, &memory.root()?, &checkpoint.root, &proof.consistency).is_err()
     {
@@ -236,13 +314,18 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
         Ok(leaf)
     };
     let mut unproven = memory.unproven.clone();
-    for &round in memory.unproven.iter().filter(|&&r| r < check.round) {
-        proven(round)?;
+    for (&round, instance) in memory.unproven.iter().filter(|&(&r, _)| r < check.round) {
+        if !proven(round)?.logs_instance(instance) {
+            let why = "the leaf does not log the attempt this client revealed its shares in".into();
+            return Err(LogRefusal::NotIncluded { round, why });
+        }
         unproven.remove(&round);
     }
+    let mut total = memory.total;
     if presented > 0 {
         let latest = proven(presented)?;
         check_budget(presented, latest.privacy.as_ref(), check)?;
+        total = latest.privacy.map(|p| (p.epsilon_total, p.delta)).or(total);
     }
     Ok(LogMemory {
         key: Some(key_text),
@@ -250,6 +333,7 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
         size: presented,
         root: Some(hex::encode(checkpoint.root)),
         unproven,
+        total,
     })
 }
 
@@ -264,9 +348,10 @@ fn check_budget(
 ) -> Result<(), LogRefusal> {
     let implausible = |why: &str| LogRefusal::Implausible { round: latest, why: why.into() };
     let Some(p) = privacy else {
-        return match check.event {
-            Some(_) => Err(implausible("missing, in a session with DP")),
-            None => Ok(()),
+        return match (check.event, check.memory.total) {
+            (Some(_), _) => Err(implausible("missing, in a session with DP")),
+            (None, Some(_)) => Err(implausible("missing, after earlier rounds logged them")),
+            (None, None) => Ok(()),
         };
     };
     let finite = [p.epsilon_round, p.epsilon_total, p.delta].iter().all(|v| v.is_finite());
@@ -275,6 +360,11 @@ fn check_budget(
             "impossible (ε for the round {}, in total {}, δ {})",
             p.epsilon_round, p.epsilon_total, p.delta
         )));
+    }
+    if let Some((held, held_delta)) = check.memory.total
+        && !(p.epsilon_total >= held && p.delta <= held_delta)
+    {
+        return Err(LogRefusal::EpsilonDecreased { logged: p.epsilon_total, logged_delta: p.delta, held, held_delta });
     }
     let Some(max_epsilon) = check.policy.max_epsilon else { return Ok(()) };
     let delta = check.policy.budget_delta;
@@ -308,6 +398,8 @@ mod tests {
             session: hex::encode(SESSION),
             round,
             attempt: 1,
+            instance: hex::encode([round as u8; 32]),
+            unmasked: vec![hex::encode([round as u8; 32])],
             participants: 3,
             neighbours: 2,
             threshold: 2,
@@ -338,6 +430,7 @@ mod tests {
             round: 2,
             trust: &LogTrust::TrustOnFirstUse,
             memory: &memory,
+            asked: None,
             policy: &policy,
             event,
         })
@@ -387,6 +480,7 @@ mod tests {
                 round: 2,
                 trust: &trust,
                 memory: &memory,
+                asked: None,
                 policy: &policy,
                 event,
             })
@@ -410,6 +504,7 @@ mod tests {
             round: 1,
             trust: &LogTrust::TrustOnFirstUse,
             memory: &memory,
+            asked: None,
             policy: &policy,
             event: None,
         };

@@ -205,6 +205,11 @@ pub enum Action {
         attempt: u32,
         /// Masked inputs in the sum.
         inputs: usize,
+        /// The attempt's instance: its SecAgg session id (the transcript hash every
+        /// client of the attempt derives), which the round's log leaf lists among the
+        /// attempts unmasked, so that a client that reveals its shares in it can check
+        /// the log names it.
+        instance: [u8; 32],
     },
     /// Remove the masks (CPU-heavy: off the async runtime), then hand the job back with
     /// [`ServerSession::handle_finalized`].
@@ -365,6 +370,8 @@ pub struct RoundCommit {
     pub round: u64,
     /// Which attempt completed.
     pub attempt: u32,
+    /// Its instance (SecAgg session id), as its [`Action::ChargeRelease`] named it.
+    pub instance: [u8; 32],
     /// Its parameters.
     pub params: RoundParams,
     /// The unmasked sum and who is in it.
@@ -1085,7 +1092,9 @@ impl ServerSession {
                     if round.release == ReleaseCharge::NotYet {
                         round.release = ReleaseCharge::Charging;
                         let inputs = round.protocol().map_or(0, |p| p.inputs());
-                        self.out.push(Action::ChargeRelease { round: round.number, attempt: round.attempt, inputs });
+                        let instance = round.protocol().and_then(|p| p.session_id()).unwrap_or_default();
+                        let (round, attempt) = (round.number, round.attempt);
+                        self.out.push(Action::ChargeRelease { round, attempt, inputs, instance });
                     }
                 }
                 phase => {
@@ -1185,6 +1194,7 @@ impl ServerSession {
         let commit = RoundCommit {
             round: round.number,
             attempt: round.attempt,
+            instance: protocol.session_id().unwrap_or_default(),
             params: protocol.params().clone(),
             output,
             dropped: protocol.dropped(),

@@ -107,6 +107,9 @@ impl Setup {
     }
 }
 
+/// Rewrites a leaf before the harness logs it.
+pub type TamperLeaf = Box<dyn FnMut(&mut RoundLeaf)>;
+
 /// One simulated client.
 pub struct Peer {
     /// Its session.
@@ -267,6 +270,12 @@ pub struct Harness {
     pub log_key: LogKey,
     /// What each committed round's leaf logs of privacy (`None`: nothing, as without DP).
     pub leaf_privacy: Option<LeafPrivacy>,
+    /// The instance of every attempt charged (asked to unmask), with its round: what the
+    /// leaf of the round lists as unmasked.
+    pub unmasked: Vec<(u64, [u8; 32])>,
+    /// Rewrites each leaf before it is logged: a server that logs other facts than it
+    /// ran.
+    pub tamper_leaf: Option<TamperLeaf>,
     setup: Setup,
     rng: ChaCha8Rng,
 }
@@ -313,6 +322,8 @@ impl Harness {
                 epsilon_round: 0.0,
                 epsilon_total: 0.0,
             }),
+            unmasked: Vec::new(),
+            tamper_leaf: None,
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
         }
@@ -533,9 +544,10 @@ impl Harness {
                     self.server.close(EndReason::ServerError, &e);
                 }
             },
-            Action::ChargeRelease { round, attempt, inputs } => {
+            Action::ChargeRelease { round, attempt, inputs, instance } => {
                 let revealed = self.peers.iter().map(|p| p.unmask_responses).sum();
                 self.charges.push((round, attempt, inputs, revealed));
+                self.unmasked.push((round, instance));
                 if std::mem::take(&mut self.fail_charge) {
                     self.server.close(EndReason::ServerError, "the privacy ledger could not be written");
                 } else {
@@ -557,7 +569,10 @@ impl Harness {
                     .collect();
                 let told_before_commit =
                     (0..self.peers.len()).filter(|&i| self.peers[i].completed(commit.round)).collect();
-                let leaf = self.leaf_of(&commit);
+                let mut leaf = self.leaf_of(&commit);
+                if let Some(tamper) = &mut self.tamper_leaf {
+                    tamper(&mut leaf);
+                }
                 self.log.append(leaf.encode().unwrap(), &self.log_key);
                 self.server.set_log(Arc::new(self.log.clone()));
                 self.commits.push(Committed { commit: *commit, sum, peers, told_before_commit });
@@ -587,6 +602,15 @@ impl Harness {
         self.server.set_log(Arc::new(self.log.clone()));
     }
 
+    /// Gives the session the harness's log as it stands, signed afresh under `key`: a
+    /// server that resumes a session's log.
+    pub fn restart_log_state(&mut self, key: LogKey) {
+        let leaves = (0..self.log.hashes().len()).map(|i| self.log.leaf(i).unwrap_or_default().to_vec()).collect();
+        self.log = LogState::with_leaves(SESSION, &key, leaves);
+        self.log_key = key;
+        self.server.set_log(Arc::new(self.log.clone()));
+    }
+
     /// The harness's log key, copied (for a harness that plays the same server again).
     pub fn log_key_copy(&self) -> LogKey {
         LogKey::from_pkcs8(&origin(&hex::encode(SESSION)), self.log_key.pkcs8()).unwrap()
@@ -604,6 +628,8 @@ impl Harness {
             session: hex::encode(SESSION),
             round: commit.round,
             attempt: commit.attempt,
+            instance: hex::encode(commit.instance),
+            unmasked: self.unmasked.iter().filter(|(r, _)| *r == commit.round).map(|(_, i)| hex::encode(i)).collect(),
             participants: commit.params.num_clients,
             neighbours: commit.params.neighbours,
             threshold: commit.params.threshold,
