@@ -152,6 +152,18 @@ fn a_violator_waits_behind_honest_clients_for_the_next_round() {
     assert_eq!(h.commits[1].peers.len(), 6);
 }
 
+/// Peer `i`'s identity says hello on a new connection; the server must refuse it as banned.
+fn assert_refused_as_banned(h: &mut harness::Harness, i: usize) {
+    let again = h.connect_raw_as(h.peers[i].certificate.clone());
+    h.send_raw(again, ClientServiceMessage::Hello { token: String::new(), identity: [3; 16], resume: None }.encode());
+    h.run();
+    let received = h.raw_received(again);
+    assert!(
+        matches!(&received[..], [FromServer::Service(ServerServiceMessage::Refused { reason })] if reason.starts_with("banned")),
+        "{received:?}"
+    );
+}
+
 #[test]
 fn a_repeat_offender_is_banned_for_the_session_with_a_typed_reason() {
     let mut setup = Setup::new(6, 5, 3, 16);
@@ -167,14 +179,7 @@ fn a_repeat_offender_is_banned_for_the_session_with_a_typed_reason() {
     let offender = h.peers[0].conn.unwrap();
     h.run_until(|h| h.commits.len() == 1);
     // It cannot come back under the same identity.
-    let again = h.connect_raw_as(h.peers[0].certificate.clone());
-    h.send_raw(again, ClientServiceMessage::Hello { token: String::new(), identity: [3; 16], resume: None }.encode());
-    h.run();
-    let received = h.raw_received(again);
-    assert!(
-        matches!(&received[..], [FromServer::Service(ServerServiceMessage::Refused { reason })] if reason.starts_with("banned")),
-        "{received:?}"
-    );
+    assert_refused_as_banned(&mut h, 0);
     assert_eq!(h.commits.len(), 2, "{:?}", h.events);
     let bans = &h.commits[0].commit.banned;
     assert_eq!(bans.len(), 1, "{bans:?}");
@@ -241,14 +246,7 @@ fn a_ban_kept_from_before_a_restart_refuses_the_identity_until_it_passes() {
     let identity = ClientIdentity::of_certificate(&h.peers[0].certificate);
     let now = h.now;
     h.server.restore_ban(identity, Offence::StalledUpload, Some(Duration::from_secs(60)), now);
-    let again = h.connect_raw_as(h.peers[0].certificate.clone());
-    h.send_raw(again, ClientServiceMessage::Hello { token: String::new(), identity: [3; 16], resume: None }.encode());
-    h.run();
-    let received = h.raw_received(again);
-    assert!(
-        matches!(&received[..], [FromServer::Service(ServerServiceMessage::Refused { reason })] if reason.starts_with("banned")),
-        "{received:?}"
-    );
+    assert_refused_as_banned(&mut h, 0);
     // Once it has passed, the client is admitted and takes part.
     h.now += Duration::from_secs(61);
     h.join_all();
