@@ -128,10 +128,58 @@ fn encode(leaf: &RoundLeaf) -> Result<Vec<u8>, String> {
     leaf.encode().map_err(|e| e.to_string())
 }
 
-/// The log of a state directory, as the server keeps it: the files, and in memory the
-/// [`LogState`] that proves the log to clients.
+/// Where the server keeps a round log's leaves and signed checkpoints: the state
+/// directory's files ([`FileLogStore`]) today; a database can implement it later. Each
+/// call is durable when it returns.
+pub trait LogStore: Send {
+    /// Every leaf, leaf 0 (round 1) first.
+    fn leaves(&mut self) -> Result<Vec<Vec<u8>>, ServeError>;
+    /// Appends leaf `index` (`leaf`, canonical bytes), then the checkpoint signed over the
+    /// log that ends with it (`note`, a signed note): the leaf first, so that no checkpoint
+    /// ever names a leaf the store lacks.
+    fn append(&mut self, index: usize, leaf: &[u8], note: &str) -> Result<(), ServeError>;
+}
+
+/// The log's files beside the other state files (the layout in the module's docs).
+pub struct FileLogStore {
+    state: PathBuf,
+}
+
+impl FileLogStore {
+    /// The log of the state directory `state` (its `log/` directory is made if missing).
+    pub fn open(state: &Path) -> Result<Self, ServeError> {
+        let dir = log_dir(state);
+        std::fs::create_dir_all(&dir).map_err(|e| ServeError::io(&dir, e))?;
+        Ok(Self { state: state.to_owned() })
+    }
+}
+
+impl LogStore for FileLogStore {
+    fn leaves(&mut self) -> Result<Vec<Vec<u8>>, ServeError> {
+        let mut leaves = Vec::new();
+        loop {
+            let path = leaf_path(&self.state, leaves.len());
+            match std::fs::read(&path) {
+                Ok(bytes) => leaves.push(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(leaves),
+                Err(e) => return Err(ServeError::io(&path, e)),
+            }
+        }
+    }
+
+    fn append(&mut self, index: usize, leaf: &[u8], note: &str) -> Result<(), ServeError> {
+        write_atomically(&leaf_path(&self.state, index), leaf)?;
+        let dir = log_dir(&self.state);
+        write_atomically(&dir.join(format!("checkpoint-{}", index + 1)), note.as_bytes())?;
+        write_atomically(&dir.join("checkpoint"), note.as_bytes())
+    }
+}
+
+/// The log of a state directory, as the server keeps it: its [`LogStore`], and in memory
+/// the [`LogState`] that proves the log to clients.
 pub struct RoundLog {
     state: PathBuf,
+    store: Box<dyn LogStore>,
     session: String,
     key: LogKey,
     log: Arc<LogState>,
@@ -143,8 +191,7 @@ impl RoundLog {
     pub fn open(storage: &StateDir, session_id: &[u8; 16]) -> Result<Self, ServeError> {
         let state = storage.path().to_owned();
         let session = hex::encode(session_id);
-        let dir = log_dir(&state);
-        std::fs::create_dir_all(&dir).map_err(|e| ServeError::io(&dir, e))?;
+        let mut store: Box<dyn LogStore> = Box::new(FileLogStore::open(&state)?);
         let key_path = state.join("log-key.pk8");
         let bad_key = |e: privagg_log::NoteError| ServeError::Model(format!("{}: {e}", key_path.display()));
         let key = match std::fs::read(&key_path) {
@@ -157,17 +204,8 @@ impl RoundLog {
             }
             Err(e) => return Err(ServeError::io(&key_path, e)),
         };
-        let mut leaves = Vec::new();
-        loop {
-            let path = leaf_path(&state, leaves.len());
-            match std::fs::read(&path) {
-                Ok(bytes) => leaves.push(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) => return Err(ServeError::io(&path, e)),
-            }
-        }
-        let log = Arc::new(LogState::with_leaves(*session_id, &key, leaves));
-        let mut log = Self { state, session, key, log };
+        let log = Arc::new(LogState::with_leaves(*session_id, &key, store.leaves()?));
+        let mut log = Self { state, store, session, key, log };
         let committed = storage.last_completed_round()?.unwrap_or(0);
         let held = log.log.hashes().len() as u64;
         if held > committed {
@@ -187,7 +225,7 @@ impl RoundLog {
     }
 
     /// Appends committed round `record.round` (the next one) and signs the new
-    /// checkpoint: leaf first, then the checkpoint's history file, then the latest.
+    /// checkpoint ([`LogStore::append`]).
     pub fn append(&mut self, record: &RoundRecord, ledger: &PrivacyLedger) -> Result<(), ServeError> {
         let index = self.log.hashes().len();
         if record.round != index as u64 + 1 {
@@ -200,12 +238,9 @@ impl RoundLog {
         let model = std::fs::read(&model_path).map_err(|e| ServeError::io(&model_path, e))?;
         let bytes =
             leaf_of(&self.session, record, &model, ledger).and_then(|l| encode(&l)).map_err(ServeError::Model)?;
-        write_atomically(&leaf_path(&self.state, index), &bytes)?;
         let log = Arc::make_mut(&mut self.log);
-        log.append(bytes, &self.key);
-        let note = log.note().to_owned();
-        write_atomically(&log_dir(&self.state).join(format!("checkpoint-{}", index + 1)), note.as_bytes())?;
-        write_atomically(&log_dir(&self.state).join("checkpoint"), note.as_bytes())
+        log.append(bytes.clone(), &self.key);
+        self.store.append(index, &bytes, log.note())
     }
 
     /// The current checkpoint (unsigned).
