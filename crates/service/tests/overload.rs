@@ -281,3 +281,27 @@ fn a_client_the_protocol_blames_for_a_bad_envelope_is_banned_like_any_violator()
     assert!(matches!(&bans[0].reason, Offence::Violation(v) if v.contains("envelope")), "{bans:?}");
     assert!(h.commits.iter().all(|c| !c.peers.contains(&0)), "the offender's input is in no sum");
 }
+
+#[test]
+fn after_a_ban_has_passed_one_more_offence_bans_again() {
+    let mut setup = Setup::new(6, 5, 3, 16);
+    setup.session.ban_after = 2;
+    let mut h = setup.build();
+    let identity = ClientIdentity::of_certificate(&h.peers[0].certificate);
+    let now = h.now;
+    h.server.restore_ban(identity, Offence::StalledUpload, Some(Duration::from_secs(60)), now);
+    h.now += Duration::from_secs(61);
+    h.tamper = Some(Box::new(|i, frame| {
+        if i == 0 && frame.get(1) == Some(&ty::SHARE_KEYS) {
+            *frame = ClientServiceMessage::UploadReady.encode();
+        }
+        true
+    }));
+    h.join_all();
+    h.run();
+    let bans: Vec<_> = h.commits.iter().flat_map(|c| c.commit.banned.clone()).collect();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].identity, identity);
+    assert_eq!(bans[0].offences, 3, "the first new offence, on top of the two the old ban counted");
+    assert!(h.server.is_banned(&identity, h.now));
+}
