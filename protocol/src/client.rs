@@ -28,7 +28,10 @@ use rand_core::CryptoRng;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::cohort::{self, ANONYMOUS, RevealedSeat};
-use crate::complaint::{OpenedShares, RelayedEnvelope, complaint_context, envelope_context};
+use crate::complaint::{
+    OpenedShares, RelayedEnvelope, SignatureFault, check_envelope_signature, complaint_context, envelope_context,
+    envelope_message,
+};
 use crate::error::ClientError;
 use crate::graph::NeighbourGraph;
 use crate::graph_params::{AdversaryClass, lowest_safe_threshold};
@@ -493,7 +496,13 @@ impl ClientRound {
             let sealed = seal(&key, &envelope_context(&ctx, seat.id, holder), plaintext.as_slice(), rng);
             let sealed: Box<[u8; ENVELOPE_LEN]> =
                 sealed.into_boxed_slice().try_into().map_err(|_| ClientError::EnvelopeRejected(holder))?;
-            envelopes.push(Envelope { peer: holder, sealed });
+            // Signed, so that the recipient can prove the server relayed what this client
+            // sent and complain safely if this client sent something bad.
+            let signature = self
+                .identity
+                .as_ref()
+                .map(|identity| identity.key.sign(&envelope_message(&ctx, seat.id, holder, &digest, &sealed)));
+            envelopes.push(Envelope { peer: holder, sealed, signature });
             channel_keys.insert(holder, key);
         }
         self.session_id = Some(ctx.session_id);
@@ -511,15 +520,21 @@ impl ClientRound {
         Ok(ClientMessage::ShareKeys(ShareKeys { commitments, envelopes }))
     }
 
-    /// Opens each neighbour's envelope, checks that the commitments relayed with it are
-    /// the ones the neighbour sealed into it (their digest), of degree t − 1 and committing
+    /// Checks, before anything else, that each envelope comes from a neighbour (once)
+    /// and, with an identity, carries its sender's valid signature over exactly the
+    /// relayed bytes and commitments; a failure means the server tampered with what it
+    /// relays, and the client refuses the round revealing nothing
+    /// ([`ClientError::UnsignedEnvelope`], [`ClientError::BadEnvelopeSignature`]).
+    ///
+    /// Then it opens each envelope, checks that the commitments relayed with it are the
+    /// ones the neighbour sealed into it (their digest), of degree t − 1 and committing
     /// to its advertised mask key, and that the shares it dealt verify against them. A
-    /// client whose policy assumes a curious server ([`AdversaryClass::CuriousServer`])
-    /// treats a neighbour whose envelope fails as if it had not sent one (no share of it
-    /// held, no mask with it) and complains about it: the reply is then a
+    /// neighbour whose envelope fails is treated as if it had not sent one (no share of
+    /// it held, no mask with it) and complained about: the reply is then a
     /// [`ClientMessage::Complaints`], and the masked input follows from
-    /// [`ClientRound::follow_up`] (or [`ClientRound::set_input`]). Against a server that
-    /// may deviate it refuses the round ([`ClientError::EnvelopeRejected`]) instead.
+    /// [`ClientRound::follow_up`] (or [`ClientRound::set_input`]). Complaining is safe
+    /// because the sender provably made the bytes complained about (or, without an
+    /// identity, because the policy trusts the server to relay faithfully).
     fn on_forwarded_shares<R: CryptoRng + ?Sized>(
         &mut self,
         forwarded: Vec<ForwardedShare>,
@@ -529,27 +544,33 @@ impl ClientRound {
             return Err(ClientError::OwnKeysMissing);
         };
         let threshold = seat.params.threshold as usize;
-        let mut received: Vec<(ClientId, Arc<ShareCommitments>, OpenedShares)> = Vec::with_capacity(forwarded.len());
-        let mut faulty: Vec<ClientId> = Vec::new();
-        for ForwardedShare { envelope, commitments } in forwarded {
-            let sender = envelope.peer;
-            let key = session.channel_keys.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
-            if session.held.contains_key(&sender) || received.iter().any(|r| r.0 == sender) || faulty.contains(&sender)
-            {
+        let mut seen = HashSet::with_capacity(forwarded.len());
+        for share in &forwarded {
+            let sender = share.envelope.peer;
+            let relayed = relayed_envelope(session, seat.id, threshold, share)?;
+            if session.held.contains_key(&sender) || !seen.insert(sender) {
                 return Err(ClientError::DuplicatePeer(sender));
             }
-            let advertised = session.peers.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
-            let relayed = RelayedEnvelope {
-                ctx: &session.ctx,
-                sender,
-                recipient: seat.id,
-                sealed: envelope.sealed.as_ref(),
-                commitments: &commitments,
-                sender_mask: &advertised.mask,
-                threshold,
-            };
-            match relayed.open(key) {
-                Ok(shares) => received.push((sender, commitments, shares)),
+            if self.identity.is_some() {
+                let certificate = session.certificates.get(&sender).ok_or(ClientError::UnsignedPeer(sender))?;
+                check_envelope_signature(
+                    Some(certificate),
+                    &relayed.signed_message(),
+                    share.envelope.signature.as_ref(),
+                )
+                .map_err(|fault| match fault {
+                    SignatureFault::Missing => ClientError::UnsignedEnvelope(sender),
+                    SignatureFault::Invalid | SignatureFault::Unexpected => ClientError::BadEnvelopeSignature(sender),
+                })?;
+            }
+        }
+        let mut received: Vec<(ClientId, Arc<ShareCommitments>, OpenedShares)> = Vec::with_capacity(forwarded.len());
+        let mut faulty: Vec<ClientId> = Vec::new();
+        for share in &forwarded {
+            let sender = share.envelope.peer;
+            let key = session.channel_keys.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
+            match relayed_envelope(session, seat.id, threshold, share)?.open(key) {
+                Ok(shares) => received.push((sender, share.commitments.clone(), shares)),
                 Err(_) => faulty.push(sender),
             }
         }
@@ -566,9 +587,12 @@ impl ClientRound {
             session.held.insert(sender, HeldShares { mask_key: Zeroizing::new(k.y), self_mask: Zeroizing::new(b.y) });
         }
         // Revealing a channel value lets the server open what it relayed: safe only if it
-        // relayed what the sender sent. A client that assumes a server that may deviate
-        // does not complain (envelopes are not yet signed by their senders) and quits.
+        // relayed what the sender sent. With an identity, every envelope was checked above
+        // as signed by its sender, so a complaint opens only what the sender itself made
+        // bad. Without one, only a client that trusts its server to relay faithfully
+        // complains (a policy against a deviating server requires an identity anyway).
         if let Some(&sender) = faulty.first()
+            && self.identity.is_none()
             && self.policy.server != AdversaryClass::CuriousServer
         {
             return Err(ClientError::EnvelopeRejected(sender));
@@ -830,6 +854,27 @@ fn authenticate(
         .map_err(|e| ClientError::PeerCertificate { peer, reason: e.to_string() })?;
     let message = cohort::advertisement_message(cohort_hash, peer, &entry.keys, &seat.nonce);
     key.verify_signature(&message, &certified.signature).map_err(|_| ClientError::BadPeerSignature(peer))
+}
+
+/// A forwarded envelope, with what it must agree with: its sender's advertised keys
+/// (refused if the sender is not a neighbour with keys) and the round's threshold.
+fn relayed_envelope<'a>(
+    session: &'a Session,
+    recipient: ClientId,
+    threshold: usize,
+    share: &'a ForwardedShare,
+) -> Result<RelayedEnvelope<'a>, ClientError> {
+    let sender = share.envelope.peer;
+    let advertised = session.peers.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
+    Ok(RelayedEnvelope {
+        ctx: &session.ctx,
+        sender,
+        recipient,
+        sealed: &share.envelope.sealed,
+        commitments: &share.commitments,
+        sender_mask: &advertised.mask,
+        threshold,
+    })
 }
 
 fn check_alive(alive: usize, threshold: u32) -> Result<(), ClientError> {

@@ -9,12 +9,22 @@
 //! [`complaint_context`]. The server checks the proof (X = C_v, P = C_u), derives the
 //! envelope key from Z as both clients do, and runs [`RelayedEnvelope::check`] on the
 //! envelope it relayed: a fault blames u, none (or a bad proof) blames v.
+//!
+//! Revealing Z lets whoever holds the envelope open it, so a recipient must know that
+//! the sender made exactly the bytes it complains about: otherwise a server could alter
+//! an honest envelope, collect the complaint and open the original. A certified sender
+//! therefore signs every envelope over [`envelope_message`]; the server checks the
+//! signature when the envelope arrives and relays it, the recipient checks it before it
+//! opens anything and refuses the round, revealing nothing, if it fails. A complaint is
+//! then only ever about bytes the sender signed, and Z opens only what the sender itself
+//! made bad.
 
+use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
 use privagg_crypto::shamir::Share;
 use privagg_crypto::{ChannelKey, EnvelopeContext, KeyContext, PublicKey, Scalar, open};
 use zeroize::Zeroizing;
 
-use crate::message::{ENVELOPE_PLAINTEXT_LEN, ShareCommitments};
+use crate::message::{ENVELOPE_LEN, ENVELOPE_PLAINTEXT_LEN, ShareCommitments};
 use crate::round_params::ClientId;
 
 /// Domain-separation label that starts every complaint's proof context.
@@ -40,6 +50,70 @@ pub fn complaint_context(ctx: &KeyContext, sender: ClientId, recipient: ClientId
         at += part.len();
     }
     out
+}
+
+/// Domain-separation label that starts every envelope signature's message.
+pub const ENVELOPE_SIGNATURE_LABEL: &[u8] = b"privagg/v1 envelope-signature";
+
+/// Length of [`envelope_message`].
+pub const ENVELOPE_MESSAGE_LEN: usize = ENVELOPE_SIGNATURE_LABEL.len() + 32 + 8 + 4 + 4 + 32 + ENVELOPE_LEN;
+
+/// What a certified sender signs for each envelope, the one definition the sender (to
+/// sign), the server (to check at receipt and when judging a complaint) and the
+/// recipient (to check before opening) all use: label ‖ session id ‖ round (u64 BE) ‖
+/// sender (u32 BE) ‖ recipient (u32 BE) ‖ `commitments_digest` ([`ShareCommitments::digest`]
+/// of the sender's commitments) ‖ the sealed envelope. The signature is thus worth
+/// nothing for another session, round, pair, set of commitments or ciphertext.
+pub fn envelope_message(
+    ctx: &KeyContext,
+    sender: ClientId,
+    recipient: ClientId,
+    commitments_digest: &[u8; 32],
+    sealed: &[u8; ENVELOPE_LEN],
+) -> [u8; ENVELOPE_MESSAGE_LEN] {
+    let mut out = [0u8; ENVELOPE_MESSAGE_LEN];
+    let mut at = 0;
+    for part in [
+        ENVELOPE_SIGNATURE_LABEL,
+        &ctx.session_id[..],
+        &ctx.round.to_be_bytes(),
+        &sender.get().to_be_bytes(),
+        &recipient.get().to_be_bytes(),
+        &commitments_digest[..],
+        &sealed[..],
+    ] {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    out
+}
+
+/// Why an envelope's signature was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SignatureFault {
+    /// The sender is certified but the envelope carries no signature.
+    Missing,
+    /// The signature does not verify under the sender's certificate.
+    Invalid,
+    /// The sender has no certificate, yet the envelope carries a signature.
+    Unexpected,
+}
+
+/// Checks an envelope's signature against its sender's certificate (DER; `None` for a
+/// sender without one, whose envelopes must be unsigned), over [`envelope_message`].
+pub(crate) fn check_envelope_signature(
+    certificate: Option<&[u8]>,
+    message: &[u8; ENVELOPE_MESSAGE_LEN],
+    signature: Option<&[u8; SIGNATURE_LEN]>,
+) -> Result<(), SignatureFault> {
+    match (certificate, signature) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(SignatureFault::Unexpected),
+        (Some(_), None) => Err(SignatureFault::Missing),
+        (Some(certificate), Some(signature)) => {
+            verify_signed_by(certificate, message, signature).map_err(|_| SignatureFault::Invalid)
+        }
+    }
 }
 
 /// The associated data of the envelope from `sender` to `recipient`.
@@ -78,7 +152,7 @@ pub(crate) struct RelayedEnvelope<'a> {
     /// For whom.
     pub recipient: ClientId,
     /// The sealed bytes.
-    pub sealed: &'a [u8],
+    pub sealed: &'a [u8; ENVELOPE_LEN],
     /// The sender's commitments, as relayed with it.
     pub commitments: &'a ShareCommitments,
     /// The sender's advertised mask key (the mask-key commitment's constant term).
@@ -88,6 +162,13 @@ pub(crate) struct RelayedEnvelope<'a> {
 }
 
 impl RelayedEnvelope<'_> {
+    /// The message its sender signed, if it is certified ([`envelope_message`], with the
+    /// digest of the relayed commitments).
+    pub fn signed_message(&self) -> [u8; ENVELOPE_MESSAGE_LEN] {
+        let digest = self.commitments.digest(&self.ctx.session_id, self.ctx.round, self.sender);
+        envelope_message(self.ctx, self.sender, self.recipient, &digest, self.sealed)
+    }
+
     /// Opens the envelope with `key` and checks its plaintext's form and its binding to
     /// the relayed commitments, but not the shares against them (see
     /// [`OpenedShares::verify`]; a recipient batches that).

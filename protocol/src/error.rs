@@ -267,10 +267,23 @@ pub enum ClientError {
         required: usize,
     },
     /// An envelope did not open, held malformed shares, was bound to other commitments
-    /// or dealt shares that do not verify, and this client's policy does not let it
-    /// complain (it assumes a server that may have altered the envelope).
+    /// or dealt shares that do not verify, and this client cannot complain about it: it
+    /// assumes a server that may deviate yet has no certificate with which to check that
+    /// the sender signed the envelope (a state [`ClientError::IdentityRequired`] normally
+    /// rules out).
     #[error("the envelope from {0} failed its checks")]
     EnvelopeRejected(ClientId),
+    /// The envelope relayed as `{0}`'s carries no signature, though `{0}` is certified:
+    /// the server stripped it (an honest server relays only signed envelopes from
+    /// certified senders). Nothing is revealed about the envelope.
+    #[error("the envelope from {0} is relayed without its sender's signature")]
+    UnsignedEnvelope(ClientId),
+    /// The signature relayed with `{0}`'s envelope does not verify under `{0}`'s
+    /// certificate over this session, round, pair, commitments and ciphertext: the server
+    /// altered, substituted or replayed it (an honest server checked it on receipt).
+    /// Nothing is revealed about the envelope: a complaint could let the server open it.
+    #[error("the envelope from {0} does not carry a valid signature of its sender")]
+    BadEnvelopeSignature(ClientId),
     /// The survivor set to sign is malformed, leaves this client out, or covers fewer
     /// inputs than the round's minimum.
     #[error("survivor set refused: {0}")]
@@ -389,9 +402,30 @@ pub enum Violation {
         /// The client that complained.
         recipient: ClientId,
     },
+    /// A certified client sent `recipient` an envelope without its signature.
+    #[error("the envelope for {recipient} is not signed")]
+    UnsignedEnvelope {
+        /// Whom the envelope was for.
+        recipient: ClientId,
+    },
+    /// A certified client's signature over its envelope for `recipient` does not verify
+    /// under its certificate ([`crate::complaint::envelope_message`]).
+    #[error("the signature of the envelope for {recipient} does not verify")]
+    BadEnvelopeSignature {
+        /// Whom the envelope was for.
+        recipient: ClientId,
+    },
+    /// A client without a certificate signed its envelope for `recipient`: nothing could
+    /// verify the signature, so it is refused rather than relayed.
+    #[error("the envelope for {recipient} carries a signature, but its sender has no certificate")]
+    UnexpectedEnvelopeSignature {
+        /// Whom the envelope was for.
+        recipient: ClientId,
+    },
     /// Complained about `sender`'s envelope without cause: the envelope was not relayed to
     /// it, the complaint repeats or is out of order, the proof of the revealed channel
-    /// value does not verify, or the envelope passes every check under that value.
+    /// value does not verify, the envelope does not carry the signature its sender's
+    /// certificate requires, or the envelope passes every check under that value.
     #[error("unfounded complaint about {sender}'s envelope")]
     UnfoundedComplaint {
         /// The client complained about.

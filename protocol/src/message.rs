@@ -228,19 +228,26 @@ pub struct KeyList {
     pub entries: Vec<PeerEntry>,
 }
 
-/// An encrypted pair of Shamir shares and the peer it is for (in `ShareKeys`) or from
-/// (in `ForwardedShares`).
+/// An encrypted pair of Shamir shares, the peer it is for (in `ShareKeys`) or from (in
+/// `ForwardedShares`), and its sender's signature.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// Recipient (client → server) or sender (server → client).
     pub peer: ClientId,
     /// `ENVELOPE_LEN` bytes of AES-GCM envelope.
     pub sealed: Box<[u8; ENVELOPE_LEN]>,
+    /// The sender's Ed25519 signature, under its certificate, over
+    /// [`crate::complaint::envelope_message`] (session, round, sender, recipient, digest
+    /// of the sender's commitments, `sealed`); `None` for a sender without a certificate.
+    /// The server relays it unchanged, so that the recipient can check that the sender
+    /// made exactly these bytes before it complains about them.
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
 impl std::fmt::Debug for Envelope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Envelope({:?})", self.peer)
+        let signed = if self.signature.is_some() { "signed" } else { "unsigned" };
+        write!(f, "Envelope({:?}, {signed})", self.peer)
     }
 }
 
@@ -451,8 +458,11 @@ const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
 /// A complaint: sender, revealed value, proof.
 const COMPLAINT_LEN: usize = ID_LEN + 32 + DleqProof::LEN;
-/// Shortest forwarded envelope: id, envelope, and commitments of degree 0 (t = 1).
-const FORWARDED_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 8 + 64;
+/// Shortest envelope entry: id, envelope and the flag of an unsigned envelope.
+const ENVELOPE_ENTRY_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 1;
+/// Shortest forwarded envelope: an unsigned envelope entry, and commitments of degree 0
+/// (t = 1).
+const FORWARDED_MIN_LEN: usize = ENVELOPE_ENTRY_MIN_LEN + 8 + 64;
 
 impl Config {
     /// The encoded message split before the application payload: `head ‖ app_data`
@@ -518,12 +528,11 @@ impl ServerMessage {
             }
             Self::ForwardedShares(forwarded) => {
                 let len: usize =
-                    forwarded.iter().map(|f| ID_LEN + ENVELOPE_LEN + commitments_len(&f.commitments)).sum();
+                    forwarded.iter().map(|f| envelope_entry_len(&f.envelope) + commitments_len(&f.commitments)).sum();
                 let mut w = Writer::message(tag::FORWARDED_SHARES, 4 + len);
                 w.u32(forwarded.len() as u32);
                 for f in forwarded {
-                    w.u32(f.envelope.peer.get());
-                    w.bytes(f.envelope.sealed.as_ref());
+                    encode_envelope(&mut w, &f.envelope);
                     encode_commitments(&mut w, &f.commitments);
                 }
                 w.into_bytes()
@@ -592,8 +601,7 @@ impl ServerMessage {
                 let count = r.count("forwarded envelopes", limits.max_clients.into(), FORWARDED_MIN_LEN)?;
                 let mut out = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let peer = decode_id(&mut r)?;
-                    let envelope = Envelope { peer, sealed: Box::new(r.array()?) };
+                    let envelope = decode_envelope(&mut r)?;
                     out.push(ForwardedShare { envelope, commitments: Arc::new(decode_commitments(&mut r, limits)?) });
                 }
                 Self::ForwardedShares(out)
@@ -655,8 +663,9 @@ impl ClientMessage {
                 w.into_bytes()
             }
             Self::ShareKeys(share_keys) => {
-                let len =
-                    commitments_len(&share_keys.commitments) + 4 + share_keys.envelopes.len() * (ID_LEN + ENVELOPE_LEN);
+                let len = commitments_len(&share_keys.commitments)
+                    + 4
+                    + share_keys.envelopes.iter().map(envelope_entry_len).sum::<usize>();
                 let mut w = Writer::message(tag::SHARE_KEYS, len);
                 encode_commitments(&mut w, &share_keys.commitments);
                 encode_envelopes(&mut w, &share_keys.envelopes);
@@ -839,9 +848,32 @@ fn decode_signature(r: &mut Reader<'_>) -> Result<Option<[u8; SIGNATURE_LEN]>, D
 fn encode_envelopes(w: &mut Writer, envelopes: &[Envelope]) {
     w.u32(envelopes.len() as u32);
     for e in envelopes {
-        w.u32(e.peer.get());
-        w.bytes(e.sealed.as_ref());
+        encode_envelope(w, e);
     }
+}
+
+/// Encoded length of one envelope entry: id, sealed bytes, flag and signature if any.
+fn envelope_entry_len(e: &Envelope) -> usize {
+    ENVELOPE_ENTRY_MIN_LEN + e.signature.map_or(0, |_| SIGNATURE_LEN)
+}
+
+/// An envelope entry: id `peer`, the sealed bytes, then a u8 flag (0 unsigned, 1 signed)
+/// and, if signed, the sender's signature [64].
+fn encode_envelope(w: &mut Writer, e: &Envelope) {
+    w.u32(e.peer.get());
+    w.bytes(e.sealed.as_ref());
+    encode_signature(w, e.signature.as_ref());
+}
+
+fn decode_envelope(r: &mut Reader<'_>) -> Result<Envelope, DecodeError> {
+    let peer = decode_id(r)?;
+    let sealed = Box::new(r.array()?);
+    let signature = match r.u8()? {
+        0 => None,
+        1 => Some(r.array()?),
+        _ => return Err(DecodeError::InvalidField("envelope signature flag")),
+    };
+    Ok(Envelope { peer, sealed, signature })
 }
 
 fn commitments_len(c: &ShareCommitments) -> usize {
@@ -875,13 +907,8 @@ fn decode_commitments(r: &mut Reader<'_>, limits: &Limits) -> Result<ShareCommit
 }
 
 fn decode_envelopes(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<Envelope>, DecodeError> {
-    let count = r.count("envelopes", limits.max_clients.into(), ID_LEN + ENVELOPE_LEN)?;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let peer = decode_id(r)?;
-        out.push(Envelope { peer, sealed: Box::new(r.array()?) });
-    }
-    Ok(out)
+    let count = r.count("envelopes", limits.max_clients.into(), ENVELOPE_ENTRY_MIN_LEN)?;
+    (0..count).map(|_| decode_envelope(r)).collect()
 }
 
 fn encode_shares(w: &mut Writer, shares: &[RevealedShare]) {

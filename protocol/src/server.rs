@@ -33,14 +33,16 @@ use zeroize::Zeroizing;
 
 use crate::client::{pairwise_seed, sign_for};
 use crate::cohort::{self, Member, RevealedSeat};
-use crate::complaint::{RelayedEnvelope, complaint_context};
+use crate::complaint::{
+    RelayedEnvelope, SignatureFault, check_envelope_signature, complaint_context, envelope_message,
+};
 use crate::error::{ParamsError, RoundAbort, ServerError, Violation};
 use crate::graph::NeighbourGraph;
 use crate::masking;
 use crate::message::{
-    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, ENVELOPE_LEN, Envelope,
-    EnvelopeComplaint, ForwardedShare, KeyList, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientMessage, Config, Envelope, EnvelopeComplaint,
+    ForwardedShare, KeyList, PeerEntry, RevealedShare, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature,
+    UnmaskRequest, UnmaskResponse,
 };
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, RoundParams};
@@ -173,8 +175,9 @@ pub struct ServerRound {
     used_keys: HashSet<[u8; 32]>,
     /// Envelopes waiting for the ShareKeys phase to end, by recipient (peer = sender).
     inbox: HashMap<ClientId, Vec<Envelope>>,
-    /// Every envelope forwarded, by (sender, recipient), kept to judge complaints.
-    relayed: HashMap<(ClientId, ClientId), Box<[u8; ENVELOPE_LEN]>>,
+    /// Every envelope forwarded (peer = sender, with the signature checked on receipt),
+    /// by (sender, recipient), kept to judge complaints.
+    relayed: HashMap<(ClientId, ClientId), Envelope>,
     /// Pairs (sender, recipient) that did not mask with each other: the recipient proved
     /// the sender's envelope bad and held none of its shares.
     unmasked: HashSet<(ClientId, ClientId)>,
@@ -485,7 +488,8 @@ impl ServerRound {
     }
 
     /// Takes a client's commitments (of degree t − 1, the mask key's committing to its
-    /// advertised mask key) and its envelopes (exactly one per advertising neighbour).
+    /// advertised mask key) and its envelopes (exactly one per advertising neighbour,
+    /// each signed under its certificate if it has one, unsigned otherwise).
     fn accept_envelopes(&mut self, client: ClientId, share_keys: ShareKeys) -> Result<(), Violation> {
         let ShareKeys { commitments, envelopes } = share_keys;
         let t = self.params.threshold as usize;
@@ -508,6 +512,7 @@ impl ServerRound {
         if got != expected {
             return Err(Violation::WrongEnvelopes(format!("addressed to {got:?}, expected {expected:?}")));
         }
+        self.check_envelope_signatures(client, &commitments, &envelopes)?;
         for mut envelope in envelopes {
             let recipient = std::mem::replace(&mut envelope.peer, client);
             self.inbox.entry(recipient).or_default().push(envelope);
@@ -516,6 +521,35 @@ impl ServerRound {
         slot.shared = true;
         slot.commitments = Some(commitments);
         Ok(())
+    }
+
+    /// Checks the signature of each of `sender`'s envelopes (in parallel; the first
+    /// fault by recipient is reported): so that only envelopes their sender provably made
+    /// are relayed, and a recipient's complaint can blame the sender for certain.
+    fn check_envelope_signatures(
+        &self,
+        sender: ClientId,
+        commitments: &ShareCommitments,
+        envelopes: &[Envelope],
+    ) -> Result<(), Violation> {
+        let Some(ctx) = self.ctx.as_ref() else {
+            return Err(Violation::UnexpectedMessage { phase: self.phase, message: "ShareKeys" });
+        };
+        let certificate = self.slots[sender.index()].member.certificate.as_deref();
+        let digest = commitments.digest(&ctx.session_id, ctx.round, sender);
+        let faults: Vec<(ClientId, SignatureFault)> = envelopes
+            .par_iter()
+            .filter_map(|e| {
+                let message = envelope_message(ctx, sender, e.peer, &digest, &e.sealed);
+                check_envelope_signature(certificate, &message, e.signature.as_ref()).err().map(|f| (e.peer, f))
+            })
+            .collect();
+        match faults.into_iter().min_by_key(|(recipient, _)| *recipient) {
+            None => Ok(()),
+            Some((recipient, SignatureFault::Missing)) => Err(Violation::UnsignedEnvelope { recipient }),
+            Some((recipient, SignatureFault::Invalid)) => Err(Violation::BadEnvelopeSignature { recipient }),
+            Some((recipient, SignatureFault::Unexpected)) => Err(Violation::UnexpectedEnvelopeSignature { recipient }),
+        }
     }
 
     fn accept_masked_input(&mut self, client: ClientId, vector: &PackedVector) -> Result<(), Violation> {
@@ -560,12 +594,14 @@ impl ServerRound {
     }
 
     /// Whether `complaint` proves that the envelope its sender sealed for `recipient`, as
-    /// relayed, fails the check the recipient runs: the proof verifies for the recipient's
-    /// and the sender's advertised channel keys, and the key derived from the revealed
-    /// value (as both clients derive it) does not yield valid shares.
+    /// relayed, fails the check the recipient runs: the envelope carries the signature
+    /// its sender's certificate requires (checked on receipt, confirmed here: a sender
+    /// cannot deny a signed envelope), the proof verifies for the recipient's and the
+    /// sender's advertised channel keys, and the key derived from the revealed value (as
+    /// both clients derive it) does not yield valid shares.
     fn envelope_is_bad(&self, recipient: ClientId, complaint: &EnvelopeComplaint) -> bool {
         let sender = complaint.sender;
-        let (Some(ctx), Some(sealed)) = (self.ctx.as_ref(), self.relayed.get(&(sender, recipient))) else {
+        let (Some(ctx), Some(envelope)) = (self.ctx.as_ref(), self.relayed.get(&(sender, recipient))) else {
             return false;
         };
         let (Some(own), Some(theirs)) = (self.slot(recipient), self.slot(sender)) else { return false };
@@ -583,11 +619,15 @@ impl ServerRound {
             ctx,
             sender,
             recipient,
-            sealed: sealed.as_ref(),
+            sealed: &envelope.sealed,
             commitments,
             sender_mask: &keys.mask,
             threshold: self.params.threshold as usize,
         };
+        let certificate = theirs.member.certificate.as_deref();
+        if check_envelope_signature(certificate, &relayed.signed_message(), envelope.signature.as_ref()).is_err() {
+            return false;
+        }
         relayed.check(&key).is_err()
     }
 
@@ -739,7 +779,7 @@ impl ServerRound {
                 .filter_map(|envelope| {
                     let sender = &self.slots[envelope.peer.index()];
                     let commitments = sender.commitments.clone().filter(|_| sender.shared)?;
-                    self.relayed.insert((envelope.peer, to), envelope.sealed.clone());
+                    self.relayed.insert((envelope.peer, to), envelope.clone());
                     Some(ForwardedShare { envelope, commitments })
                 })
                 .collect();

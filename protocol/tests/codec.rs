@@ -30,7 +30,7 @@ fn keys(seed: u64) -> AdvertisedKeys {
 }
 
 fn envelope(peer: u32) -> Envelope {
-    Envelope { peer: id(peer), sealed: Box::new([peer as u8; ENVELOPE_LEN]) }
+    Envelope { peer: id(peer), sealed: Box::new([peer as u8; ENVELOPE_LEN]), signature: None }
 }
 
 /// Commitments of degree t − 1 to two random polynomials.

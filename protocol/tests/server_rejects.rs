@@ -7,8 +7,8 @@ mod common;
 
 use common::{Harness, id, params};
 use privagg_protocol::{
-    AbortCode, Advertisement, ClientError, ClientMessage, DropReason, Envelope, PackedVector, Phase, RevealedShare,
-    RoundAbort, ServerError, ServerMessage, UnmaskResponse, Violation,
+    AbortCode, Advertisement, ClientError, ClientMessage, DropReason, PackedVector, Phase, RevealedShare, RoundAbort,
+    ServerError, ServerMessage, UnmaskResponse, Violation,
 };
 
 fn violation(h: &Harness, from: u32) -> Violation {
@@ -145,7 +145,7 @@ fn envelopes_must_go_to_exactly_the_neighbours() {
             Some(ClientMessage::ShareKeys(e))
         }
         (3, ClientMessage::ShareKeys(mut e)) => {
-            let copy = Envelope { peer: e.envelopes[0].peer, sealed: e.envelopes[0].sealed.clone() };
+            let copy = e.envelopes[0].clone();
             e.envelopes.push(copy);
             Some(ClientMessage::ShareKeys(e))
         }
