@@ -4,7 +4,7 @@
 //! ```text
 //! AwaitingConfig ──Config──▶ AwaitingKeyList ──KeyList──▶ AwaitingShares
 //!   ──ForwardedShares──▶ (AwaitingInput ──set_input──▶) AwaitingConsistency
-//!   (a bad envelope: ──ForwardedShares──▶ Complaints, AwaitingInput ──follow_up/set_input──▶ …)
+//!   (a bad, validly signed envelope: ──ForwardedShares──▶ Complaints, AwaitingInput ──follow_up/set_input──▶ …)
 //!   ──ConsistencyCheck──▶ AwaitingUnmask ──UnmaskRequest──▶ AwaitingResult
 //!   ──RoundComplete──▶ Completed
 //! any state ──Abort or a refused message──▶ Failed
@@ -108,7 +108,8 @@ impl ClientPolicy {
 }
 
 /// A client's certified identity, and the root that certifies its peers. With it the
-/// client signs what it advertises and accepts only neighbours that do the same under a
+/// client signs what it advertises, each envelope it sends and the survivor set it is
+/// shown, and accepts only neighbours (and their envelopes) signed the same way under a
 /// certificate from the same enrollment authority.
 #[derive(Clone)]
 pub struct Identity {

@@ -396,7 +396,8 @@ pub enum Violation {
     WrongShares(String),
     /// Sent `recipient` an envelope that does not open, holds a malformed plaintext, is
     /// bound to other commitments than those it gave the server, or deals shares that do
-    /// not verify against them: proven by `recipient`'s complaint, checked by the server.
+    /// not verify against them: proven by `recipient`'s complaint, checked by the server
+    /// on the envelope it relayed (signed by the sender, if certified: it made those bytes).
     #[error("sent {recipient} an envelope that fails its checks (proven by {recipient}'s complaint)")]
     BadEnvelope {
         /// The client that complained.

@@ -22,9 +22,11 @@
 //!    s_u with Feldman-verifiable Shamir sharing (threshold t among itself and its
 //!    neighbours; commitments F_u to both polynomials, `privagg_crypto::vss`), and seals
 //!    each neighbour's two shares with the digest of F_u under an AES-GCM key derived from
-//!    DH(c_u, c_v); the associated data binds session, round, sender and recipient. The
-//!    server checks F_u commits to the advertised mask key and relays the envelopes with
-//!    F_u (U2); each recipient checks the digest and its shares.
+//!    DH(c_u, c_v); the associated data binds session, round, sender and recipient, and a
+//!    certified sender signs each envelope ([`complaint::envelope_message`]). The server
+//!    checks F_u commits to the advertised mask key and the envelopes' signatures, and
+//!    relays the envelopes with their signatures and F_u (U2); each recipient checks the
+//!    signature, then the digest and its shares.
 //! 3. **MaskedInput.** y_u = x_u + PRG(b_u) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv)
 //!    mod 2^b over the neighbours v in U2, where s_uv is HKDF of DH(s_u, s_v). The server
 //!    adds each y_u into one running sum as it arrives (U3).
@@ -58,10 +60,13 @@
 //!   [`Violation`]; the others finish.
 //! * **Honest-client checks.** A client refuses key lists, envelopes and unmask requests
 //!   that contradict its own view, and any request for both shares of one peer.
-//! * **Blame for bad envelopes.** A client that cannot use a neighbour's envelope proves
-//!   it ([`complaint`]: the channel's Diffie-Hellman value and a DLEQ proof) and goes on
-//!   without that neighbour; the server re-opens the envelope it relayed and drops the
-//!   liar, sender or complainer, keeping the sum exact.
+//! * **Blame for bad envelopes.** A certified sender signs every envelope; the server
+//!   checks and relays the signature, and a recipient refuses, revealing nothing, an
+//!   envelope whose signature fails (the server tampered). A client that cannot use a
+//!   validly signed envelope proves it ([`complaint`]: the channel's Diffie-Hellman value
+//!   and a DLEQ proof) and goes on without that neighbour; the server re-opens the
+//!   envelope it relayed and drops the liar, sender or complainer, keeping the sum exact.
+//!   Since the sender provably made the bytes, this is safe against a malicious server.
 //!
 //! The wire format and a message-sequence diagram are in `protocol/PROTOCOL.md`.
 

@@ -42,6 +42,11 @@ fn commitments(seed: u64, t: usize) -> Arc<ShareCommitments> {
     Arc::new(ShareCommitments { mask_key, self_mask })
 }
 
+/// An envelope carrying a (placeholder) signature of its sender.
+fn signed_envelope(peer: u32) -> Envelope {
+    Envelope { signature: Some([0x60 + peer as u8; 64]), ..envelope(peer) }
+}
+
 fn forwarded(peer: u32) -> ForwardedShare {
     ForwardedShare { envelope: envelope(peer), commitments: commitments(peer.into(), 3) }
 }
@@ -94,6 +99,10 @@ fn server_messages() -> Vec<ServerMessage> {
         }),
         ServerMessage::ConsistencyCheck(vec![id(1), id(2), id(300)]),
         ServerMessage::ConsistencyCheck(vec![]),
+        ServerMessage::ForwardedShares(vec![
+            ForwardedShare { envelope: signed_envelope(2), commitments: commitments(2, 3) },
+            forwarded(3),
+        ]),
     ]
 }
 
@@ -123,6 +132,10 @@ fn client_messages() -> Vec<ClientMessage> {
         ClientMessage::SurvivorsSigned(Some([0x5e; 64])),
         ClientMessage::SurvivorsSigned(None),
         ClientMessage::ShareKeys(ShareKeys { commitments: commitments(10, 1), envelopes: vec![] }),
+        ClientMessage::ShareKeys(ShareKeys {
+            commitments: commitments(12, 2),
+            envelopes: vec![signed_envelope(1), signed_envelope(7)],
+        }),
     ]
 }
 
@@ -229,6 +242,48 @@ fn header_and_field_errors_are_typed() {
     let last = bytes.len() - 1;
     bytes[last] |= 0x80;
     assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::NonZeroPadding));
+}
+
+#[test]
+fn envelope_signatures_are_flagged_and_exactly_64_bytes() {
+    let limits = Limits::default();
+    let signed =
+        ClientMessage::ShareKeys(ShareKeys { commitments: commitments(13, 1), envelopes: vec![signed_envelope(4)] });
+    let unsigned =
+        ClientMessage::ShareKeys(ShareKeys { commitments: commitments(13, 1), envelopes: vec![envelope(4)] });
+    let (signed_bytes, unsigned_bytes) = (signed.encode(), unsigned.encode());
+    // The signature costs its flag byte and 64 bytes; an unsigned envelope its flag alone.
+    assert_eq!(signed_bytes.len(), unsigned_bytes.len() + 64);
+    let flag_at = unsigned_bytes.len() - 1;
+    assert_eq!((signed_bytes[flag_at], unsigned_bytes[flag_at]), (1, 0));
+    // A flag other than 0 or 1.
+    for flag in [2u8, 0xff] {
+        let mut bytes = unsigned_bytes.clone();
+        bytes[flag_at] = flag;
+        assert_eq!(ClientMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("envelope signature flag")));
+    }
+    // Signed, but the signature one byte short, or absent; unsigned, but 64 bytes follow.
+    let short = &signed_bytes[..signed_bytes.len() - 1];
+    assert!(matches!(ClientMessage::decode(short, &limits), Err(DecodeError::Truncated { needed: 64, remaining: 63 })));
+    let mut flagged_only = unsigned_bytes.clone();
+    flagged_only[flag_at] = 1;
+    assert!(matches!(ClientMessage::decode(&flagged_only, &limits), Err(DecodeError::Truncated { needed: 64, .. })));
+    let mut trailing = unsigned_bytes;
+    trailing.extend_from_slice(&[0x64; 64]);
+    assert_eq!(ClientMessage::decode(&trailing, &limits), Err(DecodeError::TrailingBytes(64)));
+    // The same in a forwarded envelope, followed by its commitments.
+    let forwarded = ServerMessage::ForwardedShares(vec![ForwardedShare {
+        envelope: signed_envelope(2),
+        commitments: commitments(2, 1),
+    }]);
+    let mut bytes = forwarded.encode();
+    let flag_at = 2 + 4 + 4 + ENVELOPE_LEN;
+    assert_eq!(bytes[flag_at], 1);
+    bytes[flag_at] = 3;
+    assert_eq!(ServerMessage::decode(&bytes, &limits), Err(DecodeError::InvalidField("envelope signature flag")));
+    let mut bytes = forwarded.encode();
+    bytes[flag_at] = 0; // the signature's bytes are then read as commitments
+    assert!(ServerMessage::decode(&bytes, &limits).is_err());
 }
 
 #[test]

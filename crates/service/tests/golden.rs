@@ -1,6 +1,7 @@
 //! Golden wire vectors, in the manner of openmls's `test_vectors/`: the hex encoding of
 //! every protocol and service message, of the round settings, of a frame header and of
-//! the cohort's hashes (cohort hash, labelling seed, session id, signed advertisement),
+//! the cohort's hashes (cohort hash, labelling seed, session id, signed advertisement,
+//! signed survivor set and signed envelope),
 //! pinned in `test_vectors/wire.json`. Each vector is checked both ways:
 //! the value encodes to exactly these bytes, and these bytes decode to exactly the
 //! value. A change to the wire format therefore shows up in review as a change to that
@@ -12,11 +13,12 @@ use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use privagg_crypto::dleq::DleqProof;
-use privagg_crypto::{PrgKind, SecretKey};
+use privagg_crypto::{KeyContext, PrgKind, SecretKey};
 use privagg_dp::encoding::{Clipping, EncodingParams, Rounding};
 use privagg_dp::noise::{NoiseSpec, Ratio};
 use privagg_dp::planner::Mechanism;
 use privagg_protocol::cohort::{self, RevealedSeat};
+use privagg_protocol::complaint::envelope_message;
 use privagg_protocol::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, Certified, ClientId, ClientMessage, Config, ENVELOPE_LEN,
     Envelope, EnvelopeComplaint, ForwardedShare, KeyList, Leave, Limits, PackedVector, PeerEntry, RevealedShare,
@@ -48,7 +50,12 @@ fn envelope(peer: u32) -> Envelope {
     for (i, b) in sealed.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(7).wrapping_add(peer as u8);
     }
-    Envelope { peer: id(peer), sealed: Box::new(sealed) }
+    Envelope { peer: id(peer), sealed: Box::new(sealed), signature: None }
+}
+
+/// [`envelope`], signed (a placeholder signature: the wire does not verify it).
+fn signed_envelope(peer: u32) -> Envelope {
+    Envelope { signature: Some([0x50 + peer as u8; 64]), ..envelope(peer) }
 }
 
 /// Deterministic Feldman commitments of degree t − 1 = 2 (the golden round's t = 3).
@@ -196,6 +203,8 @@ fn vectors() -> Vec<Vector> {
     let advertisement = cohort::advertisement_message(&hash, id(2), &keys(2), &[2; 32]);
     let survivors = cohort::survivors_message(&labelling.session_id, 3, &[id(1), id(2), id(4)]);
     let commitment_digest = commitments(2).digest(&labelling.session_id, 3, id(2));
+    let ctx = KeyContext { session_id: labelling.session_id, round: 3 };
+    let envelope_signed = envelope_message(&ctx, id(2), id(1), &commitment_digest, &envelope(2).sealed);
     // The client data of a Config: a round-log proof (its encoding pinned here; what it
     // proves is checked by `round_log`'s tests).
     let proof = LogProof {
@@ -218,7 +227,14 @@ fn vectors() -> Vec<Vector> {
     vec![
         server_message("Config", ServerMessage::Config(config)),
         server_message("KeyList", ServerMessage::KeyList(KeyList { cohort: seats.clone().into(), entries })),
-        server_message("ForwardedShares", ServerMessage::ForwardedShares(vec![forwarded(1), forwarded(4)])),
+        // Seat 1 is certified and signs its envelopes; seat 4 is anonymous.
+        server_message(
+            "ForwardedShares",
+            ServerMessage::ForwardedShares(vec![
+                ForwardedShare { envelope: signed_envelope(1), commitments: commitments(1) },
+                forwarded(4),
+            ]),
+        ),
         server_message(
             "UnmaskRequest",
             ServerMessage::UnmaskRequest(UnmaskRequest {
@@ -247,7 +263,7 @@ fn vectors() -> Vec<Vector> {
             "ShareKeys",
             ClientMessage::ShareKeys(ShareKeys {
                 commitments: commitments(2),
-                envelopes: vec![envelope(1), envelope(4)],
+                envelopes: vec![signed_envelope(1), signed_envelope(4)],
             }),
         ),
         client_message("MaskedInput", ClientMessage::MaskedInput(PackedVector::pack(&[1, 0xfffff, 0, 77], 20))),
@@ -336,6 +352,11 @@ fn vectors() -> Vec<Vector> {
             name: "signed survivor set",
             bytes: survivors.clone(),
             decodes_back: Box::new(move |b| b == survivors),
+        },
+        Vector {
+            name: "signed envelope",
+            bytes: envelope_signed.to_vec(),
+            decodes_back: Box::new(move |b| b == envelope_signed),
         },
     ]
 }

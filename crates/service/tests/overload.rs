@@ -257,9 +257,10 @@ fn a_ban_kept_from_before_a_restart_refuses_the_identity_until_it_passes() {
 
 #[test]
 fn a_client_the_protocol_blames_for_a_bad_envelope_is_banned_like_any_violator() {
-    // Peer 0's envelopes do not open (the last byte of its ShareKeys, inside the last
-    // envelope's tag, is flipped). Its neighbours complain, the server proves the
-    // envelope bad and drops the sender: an offence of its identity, so it is banned.
+    // Peer 0's envelopes do not open (the last byte of its last envelope's tag, just
+    // before that envelope's signature flag — the frame's last byte — is flipped). Its
+    // neighbours complain, the server proves the envelope bad and drops the sender: an
+    // offence of its identity, so it is banned.
     let mut setup = Setup::new(6, 5, 3, 16);
     setup.session.rounds = 2;
     setup.session.ban_after = 1;
@@ -267,9 +268,9 @@ fn a_client_the_protocol_blames_for_a_bad_envelope_is_banned_like_any_violator()
     h.tamper = Some(Box::new(|i, frame| {
         if i == 0
             && frame.get(1) == Some(&ty::SHARE_KEYS)
-            && let Some(last) = frame.last_mut()
+            && let Some(tag_end) = frame.len().checked_sub(2)
         {
-            *last ^= 1;
+            frame[tag_end] ^= 1;
         }
         true
     }));
