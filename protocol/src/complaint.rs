@@ -216,3 +216,30 @@ impl OpenedShares {
         commitments.mask_key.verify(&self.mask_key) && commitments.self_mask.verify(&self.self_mask)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_message_binds_every_field_after_its_label() {
+        let ctx = KeyContext { session_id: [1; 32], round: 7 };
+        let (u, v) = (ClientId::from_index(1), ClientId::from_index(2));
+        let sealed = [4u8; ENVELOPE_LEN];
+        let message = envelope_message(&ctx, u, v, &[3; 32], &sealed);
+        assert!(message.starts_with(ENVELOPE_SIGNATURE_LABEL));
+        assert!(message.ends_with(&sealed));
+        let mut other_sealed = sealed;
+        other_sealed[0] ^= 1;
+        let variants = [
+            envelope_message(&KeyContext { session_id: [9; 32], ..ctx }, u, v, &[3; 32], &sealed),
+            envelope_message(&KeyContext { round: 8, ..ctx }, u, v, &[3; 32], &sealed),
+            envelope_message(&ctx, v, u, &[3; 32], &sealed),
+            envelope_message(&ctx, u, v, &[5; 32], &sealed),
+            envelope_message(&ctx, u, v, &[3; 32], &other_sealed),
+        ];
+        for (i, variant) in variants.iter().enumerate() {
+            assert_ne!(variant, &message, "field {i} is not bound");
+        }
+    }
+}
