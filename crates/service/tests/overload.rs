@@ -284,6 +284,42 @@ fn a_client_the_protocol_blames_for_a_bad_envelope_is_banned_like_any_violator()
 }
 
 #[test]
+fn a_certified_client_whose_envelope_signature_fails_is_banned_before_anything_is_relayed() {
+    // Under certificates and the default policy, peer 0 alters its last envelope's
+    // signature (the last byte of its ShareKeys). The server checks every envelope's
+    // signature on receipt and drops peer 0 before relaying any of them: nobody has
+    // anything to complain about, and the dropped sender is an offender like any other.
+    let complaints = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = complaints.clone();
+    let mut setup = Setup::new(7, 6, 4, 16);
+    setup.session.rounds = 2;
+    setup.session.ban_after = 1;
+    let mut h = setup.build();
+    let identity = ClientIdentity::of_certificate(&h.peers[0].certificate);
+    h.tamper = Some(Box::new(move |i, frame| {
+        if frame.get(1) == Some(&ty::COMPLAINTS) {
+            seen.set(seen.get() + 1);
+        }
+        if i == 0
+            && frame.get(1) == Some(&ty::SHARE_KEYS)
+            && let Some(last) = frame.last_mut()
+        {
+            *last ^= 1;
+        }
+        true
+    }));
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits.len(), 2, "{:?}", h.events);
+    let bans: Vec<_> = h.commits.iter().flat_map(|c| c.commit.banned.clone()).collect();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].identity, identity);
+    assert!(matches!(&bans[0].reason, Offence::Violation(v) if v.contains("signature of the envelope")), "{bans:?}");
+    assert_eq!(complaints.get(), 0, "no envelope that fails its signature is relayed");
+    assert!(h.commits.iter().all(|c| !c.peers.contains(&0)), "the offender's input is in no sum");
+}
+
+#[test]
 fn after_a_ban_has_passed_one_more_offence_bans_again() {
     let mut setup = Setup::new(6, 5, 3, 16);
     setup.session.ban_after = 2;

@@ -1069,6 +1069,41 @@ fn only_the_population_is_asked_and_a_cohort_above_the_largest_planned_fails_the
 }
 
 #[test]
+fn a_server_that_alters_a_signed_envelope_gets_no_complaint_and_no_channel_value() {
+    // The server flips a bit inside the sealed bytes of the first envelope it forwards to
+    // peer 0. The envelope's sender signed the original, so peer 0 finds the signature
+    // broken and leaves the round without complaining: the channel value a complaint
+    // reveals, with which the server could open the envelope, never leaves it.
+    let complaints = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = complaints.clone();
+    let mut h = Setup::new(6, 6, 4, 16).build();
+    h.tamper_to_client = Some(Box::new(|i, frame| {
+        if i == 0 && frame.get(1) == Some(&ty::FORWARDED_SHARES) {
+            // Version, type, the list's count, the first sender's id: then its envelope.
+            frame[2 + 4 + 4 + 20] ^= 1;
+        }
+        true
+    }));
+    h.tamper = Some(Box::new(move |_, frame| {
+        if frame.get(1) == Some(&ty::COMPLAINTS) {
+            seen.set(seen.get() + 1);
+        }
+        true
+    }));
+    h.join_all();
+    h.run();
+    assert_eq!(complaints.get(), 0, "no client complained, so no channel value was revealed");
+    let refused = h.peers[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::RoundFailed(RoundError::Protocol(ClientError::BadEnvelopeSignature(_)))));
+    assert!(refused, "{:?}", h.peers[0].events);
+    assert_eq!(h.commits.len(), 1, "{:?}", h.events);
+    assert!(!h.commits[0].peers.contains(&0));
+    h.assert_exact(0);
+}
+
+#[test]
 fn a_server_that_raises_the_rate_after_a_failed_check_in_gets_no_coins() {
     // At 10⁻⁹ nobody joins; the server then asks again "at rate 1" to seat everyone.
     // Clients hold it to the first rate and decline without a coin.

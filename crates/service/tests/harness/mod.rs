@@ -1026,6 +1026,8 @@ pub mod ty {
     pub const CHECK_IN_REPLY: u8 = 0x39;
     /// `UnmaskResponse`.
     pub const UNMASK_RESPONSE: u8 = 0x14;
+    /// `Complaints`.
+    pub const COMPLAINTS: u8 = 0x17;
     /// `UploadReady`.
     pub const UPLOAD_READY: u8 = 0x34;
     /// `UploadGrant`.
