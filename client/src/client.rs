@@ -516,7 +516,7 @@ impl Client {
                     let result = match cached {
                         // A retry of the round, on the same model: what training gave last time.
                         Some((_, result)) => Ok(result),
-                        None => train_off_the_runtime(|| provide(&settings)).map_err(|e| e.to_string()),
+                        None => off_the_runtime(|| provide(&settings)).map_err(|e| e.to_string()),
                     };
                     if self.interrupted.load(Ordering::Acquire) {
                         self.link.connection.close(quinn::VarInt::from_u32(0), b"interrupted");
@@ -580,7 +580,8 @@ impl Client {
                 Some(Ok(frame)) => {
                     self.cap_frames_after(&frame);
                     self.session.set_clock(unix_now());
-                    self.session.handle_frame(frame)
+                    let session = &mut self.session;
+                    protocol_work(|| session.handle_frame(frame)).await
                 }
                 Some(Err(WireError::Frame(e))) => return Err(SdkError::Frame(e)),
                 Some(Err(e)) => {
@@ -615,14 +616,35 @@ impl Client {
     }
 }
 
-/// Runs a training step where it cannot stall the async runtime: in place of the current
-/// task on a multi-threaded runtime (its other tasks move to other workers), inline on a
-/// current-thread runtime (which `block_in_place` does not allow).
-fn train_off_the_runtime<T>(train: impl FnOnce() -> T) -> T {
+/// Runs a round's protocol step (key agreement with every neighbour, sealing and opening
+/// envelopes, checking shares against their commitments: up to a second of CPU at
+/// k = 300) off the async workers, and at most one step per core at a time across every
+/// client of this process.
+///
+/// Why both: a step run on a worker stalls the connections' own tasks (acknowledgements,
+/// keep-alives) queued behind it, and many clients in one process (a simulation, the
+/// benchmark harness) computing at once starved them past the idle timeout, so the
+/// server saw connections lost in mid-round. Unbounded `block_in_place` would instead
+/// start a thread per computing client and share the cores among hundreds of them.
+async fn protocol_work<T>(work: impl FnOnce() -> T) -> T {
+    static CORES: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let cores = CORES.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    });
+    // The semaphore is never closed, so the permit is always granted.
+    let _permit = cores.acquire().await.ok();
+    off_the_runtime(work)
+}
+
+/// Runs long synchronous work (a training step, a protocol step) where it cannot stall
+/// the async runtime: in place of the current task on a multi-threaded runtime (its other
+/// tasks move to other workers), inline on a current-thread runtime (which
+/// `block_in_place` does not allow).
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(train),
-        _ => train(),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

@@ -92,7 +92,7 @@ pub use message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
     Envelope, EnvelopeComplaint, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry,
     RevealedShare, SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
-    UnmaskResponse,
+    UnmaskResponse, encode_forwarded_split,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;

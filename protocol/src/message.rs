@@ -479,6 +479,41 @@ impl Config {
     }
 }
 
+impl ShareCommitments {
+    /// The commitments as they appear in a `ForwardedShares` entry after the envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(commitments_len(self));
+        encode_commitments(&mut w, self);
+        w.into_bytes()
+    }
+}
+
+/// `ForwardedShares(forwarded)` encoded as pairs `(own, commitments)` whose concatenation
+/// is exactly [`ServerMessage::encode`]'s: `own` is the message header (in the first pair)
+/// and one envelope entry, and `commitments(c)` gives the entry's commitments encoded by
+/// [`ShareCommitments::encode`]. A server relaying every sender's commitments to each of
+/// its k neighbours encodes them once and shares them, instead of holding n·k copies of
+/// t points (at n = 1,000 and k = 314, 3.6 GB instead of 11 MB).
+pub fn encode_forwarded_split(
+    forwarded: &[ForwardedShare],
+    mut commitments: impl FnMut(&Arc<ShareCommitments>) -> Arc<[u8]>,
+) -> Vec<(Vec<u8>, Arc<[u8]>)> {
+    let mut header = Writer::message(tag::FORWARDED_SHARES, 4);
+    header.u32(forwarded.len() as u32);
+    let mut own = header.into_bytes();
+    let mut parts = Vec::with_capacity(forwarded.len());
+    for f in forwarded {
+        let mut w = Writer::with_capacity(envelope_entry_len(&f.envelope));
+        encode_envelope(&mut w, &f.envelope);
+        own.extend_from_slice(&w.into_bytes());
+        parts.push((std::mem::take(&mut own), commitments(&f.commitments)));
+    }
+    if parts.is_empty() {
+        parts.push((own, Arc::from([])));
+    }
+    parts
+}
+
 impl ServerMessage {
     /// Short name of the message type, for errors and logs.
     pub fn name(&self) -> &'static str {

@@ -351,3 +351,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn forwarded_shares_split_for_sharing_are_exactly_the_encoded_message() {
+    for message in server_messages() {
+        let ServerMessage::ForwardedShares(forwarded) = &message else { continue };
+        let mut encoded_once = 0;
+        let parts = privagg_protocol::encode_forwarded_split(forwarded, |c| {
+            encoded_once += 1;
+            Arc::from(c.encode())
+        });
+        let joined: Vec<u8> = parts.iter().flat_map(|(own, shared)| [&own[..], &shared[..]].concat()).collect();
+        assert_eq!(joined, message.encode(), "{message:?}");
+        assert_eq!(encoded_once, forwarded.len());
+    }
+}

@@ -100,7 +100,10 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
             if let Some(slots) = settings.upload_slots {
                 command.args(["--upload-slots", &slots.to_string()]);
             }
-            command.env("RUST_LOG", "warn");
+            // The caller's RUST_LOG wins, so a failing run can be looked at more closely.
+            if std::env::var_os("RUST_LOG").is_none() {
+                command.env("RUST_LOG", "warn");
+            }
         }
         Mode::Plain => {
             command = Command::new(std::env::current_exe()?);
@@ -263,6 +266,9 @@ async fn plain_rounds(
 /// Connects `point.n` clients (`connect(i)` for client i), then plays `settings.rounds`
 /// rounds, all clients at once (`play(client, i, update, last)`, `None` for a dropout),
 /// and turns each round into a row. Returns the rows and the clients, still connected.
+/// How many clients connect and say hello at once.
+const CONCURRENT_ARRIVALS: usize = 32;
+
 async fn drive_rounds<C, Connecting, Playing>(
     point: Point,
     settings: &RunSettings,
@@ -276,10 +282,18 @@ where
     Connecting: Future<Output = Result<C>> + Send + 'static,
     Playing: Future<Output = Result<(C, Option<Outcome>)>> + Send + 'static,
 {
+    // Clients arrive a few dozen at a time, not all in the same millisecond: with a
+    // thousand TLS handshakes at once on this process's share of two cores, some
+    // clients could not send their Hello within the server's hello timeout (5 s), which
+    // measures this process's scheduling rather than the server.
+    let arrivals = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ARRIVALS));
     let mut connecting = JoinSet::new();
     for i in 0..point.n {
-        let client = connect(i);
-        connecting.spawn(async move { client.await.map(|c| (i, c)) });
+        let (client, arrivals) = (connect(i), arrivals.clone());
+        connecting.spawn(async move {
+            let _arriving = arrivals.acquire_owned().await?;
+            client.await.map(|c| (i, c))
+        });
     }
     let mut clients = Vec::with_capacity(point.n as usize);
     while let Some(client) = connecting.join_next().await {

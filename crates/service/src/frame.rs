@@ -63,30 +63,38 @@ pub fn message_len(header: [u8; FRAME_HEADER_LEN], limit: usize) -> Result<usize
     Ok(len)
 }
 
-/// An outgoing message in at most two parts: its own bytes, and a tail shared by many
-/// frames (a round's `Config` carries the model, the same for every client). A writer
-/// hands both parts to the transport by reference, so n recipients cost one copy of the
-/// tail, not n.
+/// An outgoing message in parts: bytes of its own, and bytes shared by many frames (a
+/// round's `Config` carries the model, the same for every client; each `ForwardedShares`
+/// carries the commitments of the recipient's neighbours, the same for each of them). A
+/// writer hands every part to the transport by reference, so n recipients cost one copy
+/// of a shared part, not n.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
-    head: Bytes,
-    tail: Bytes,
+    parts: Vec<Bytes>,
+    shared: bool,
 }
 
 impl Frame {
     /// A frame carrying `message`.
     pub fn new(message: Vec<u8>) -> Self {
-        Self { head: Bytes::from(message), tail: Bytes::new() }
+        Self { parts: vec![Bytes::from(message)], shared: false }
     }
 
     /// A frame carrying `head ‖ tail`, with `tail` shared rather than copied.
     pub fn shared(head: Vec<u8>, tail: Arc<[u8]>) -> Self {
-        Self { head: Bytes::from(head), tail: Bytes::from_owner(tail) }
+        Self::interleaved(vec![(head, tail)])
+    }
+
+    /// A frame carrying `own₀ ‖ shared₀ ‖ own₁ ‖ shared₁ ‖ …`, the shared parts by reference.
+    pub fn interleaved(parts: Vec<(Vec<u8>, Arc<[u8]>)>) -> Self {
+        let shared = parts.iter().any(|(_, tail)| !tail.is_empty());
+        let parts = parts.into_iter().flat_map(|(own, tail)| [Bytes::from(own), Bytes::from_owner(tail)]).collect();
+        Self { parts, shared }
     }
 
     /// The message length (without the frame header).
     pub fn len(&self) -> usize {
-        self.head.len() + self.tail.len()
+        self.parts.iter().map(Bytes::len).sum()
     }
 
     /// Whether the message is empty (never, for a valid message).
@@ -94,19 +102,21 @@ impl Frame {
         self.len() == 0
     }
 
-    /// Whether part of the message is shared with other frames (a model download).
+    /// Whether part of the message is shared with other frames (a model download, relayed
+    /// shares).
     pub fn is_shared(&self) -> bool {
-        !self.tail.is_empty()
+        self.shared
     }
 
-    /// The bytes on the wire: header, head and tail; cheap clones of shared buffers.
-    pub fn wire_parts(&self) -> Result<[Bytes; 3], FrameError> {
-        Ok([Bytes::copy_from_slice(&header(self.len())?), self.head.clone(), self.tail.clone()])
+    /// The bytes on the wire: the header, then the parts; cheap clones of shared buffers.
+    pub fn wire_parts(&self) -> Result<Vec<Bytes>, FrameError> {
+        let header = Bytes::copy_from_slice(&header(self.len())?);
+        Ok(std::iter::once(header).chain(self.parts.iter().cloned()).collect())
     }
 
     /// The whole message as one vector (a copy; for tests and small frames).
     pub fn to_vec(&self) -> Vec<u8> {
-        [&self.head[..], &self.tail[..]].concat()
+        self.parts.concat()
     }
 }
 

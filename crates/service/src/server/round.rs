@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use privagg_protocol::cohort::Member;
-use privagg_protocol::{ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, Violation};
+use privagg_protocol::{
+    ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, ShareCommitments, Violation,
+    encode_forwarded_split,
+};
 
 use super::lobby::Seated;
 use super::{ConnId, Outbox};
@@ -316,6 +319,8 @@ impl ActiveRound {
         // Most clients ask the same (the checkpoint of the last round, and that round):
         // each distinct request is proven once.
         let mut proofs: HashMap<LogRequest, Vec<u8>> = HashMap::new();
+        // Each sender's commitments, encoded once for all of its neighbours.
+        let mut commitments: HashMap<*const ShareCommitments, Arc<[u8]>> = HashMap::new();
         for mut o in outgoing {
             if let (ServerMessage::Config(config), Some(log)) = (&mut o.message, &self.log)
                 && let Some(seat) = self.seat(o.to)
@@ -325,7 +330,15 @@ impl ActiveRound {
                     .or_insert_with(|| LogProof::encode(Some(&log.prove(&seat.log_request))))
                     .clone();
             }
-            self.send(o.to, encode(&o.message), out);
+            let frame = match &o.message {
+                ServerMessage::ForwardedShares(forwarded) => {
+                    Frame::interleaved(encode_forwarded_split(forwarded, |c| {
+                        commitments.entry(Arc::as_ptr(c)).or_insert_with(|| Arc::from(c.encode())).clone()
+                    }))
+                }
+                message => encode(message),
+            };
+            self.send(o.to, frame, out);
         }
     }
 
