@@ -286,7 +286,13 @@ async fn take_part(
             client.set_drop_point(Some(point));
             armed = true;
         }
-        match client.round_with(|model| Ok::<_, String>(Array1::from_elem(model.len(), step))).await {
+        let result = client.round_with(|model| Ok::<_, String>(Array1::from_elem(model.len(), step))).await;
+        if armed {
+            // One stall, in the attempt the kill ends: a client the kill caught before
+            // its stall point must not stall again in the restarted server's redo.
+            client.set_drop_point(None);
+        }
+        match result {
             Ok(report) => rounds.push(report.round),
             Err(SdkError::SessionEnded { end: EndReason::Complete, .. }) => return Ok(rounds),
             // What `Client::run` does: a lost round is followed by the next one.
