@@ -12,6 +12,10 @@
 //!
 //! Every wait has a generous limit; nothing asserts a duration. `campaign` (ignored) runs
 //! each phase `PRIVAGG_CRASH_RUNS` times and prints the table of RELIABILITY.md.
+//! `PRIVAGG_CRASH_KEEP=1` keeps each run's directory (server logs, state, client memories);
+//! `PRIVAGG_CRASH_SAME_CLIENTS=1` restarts the phases where clients revealed their shares
+//! with the original clients instead of a fresh population, which reproduces the finding
+//! that such a round is never redone (RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::collections::BTreeMap;
