@@ -589,6 +589,40 @@ fn kill_9_between_release_and_commit_then_restart_charges_both_and_applies_once(
     crash_test(Phase::AfterRelease, true);
 }
 
+#[test]
+fn the_checks_catch_a_round_applied_twice_and_a_release_left_uncharged() {
+    // The checks are not vacuous: on the state a passing run left, a model that took a
+    // round's step twice, or a ledger that lost the release made before the crash, fails.
+    let dir = run_dir(Phase::Unmask, true, 99);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(crash_once(Phase::Unmask, true, &dir));
+    let state = dir.join("state");
+    let fails = || std::panic::catch_unwind(|| check_state(Phase::Unmask, true, &dir)).is_err();
+
+    let model = |r: u64| privagg_server::storage::read_vector(&state.join(format!("model-{r}.npy"))).unwrap();
+    let write = |r: u64, m: &[f32]| {
+        let bytes = privagg_server::storage::npy_bytes(m).unwrap();
+        std::fs::write(state.join(format!("model-{r}.npy")), bytes).unwrap();
+    };
+    let (two, three) = (model(2), model(3));
+    let twice: Vec<f32> = three.iter().zip(&two).map(|(t, w)| t + (t - w)).collect();
+    write(3, &twice);
+    assert!(fails(), "round 3 applied twice went unnoticed");
+    write(3, &three);
+
+    let ledger_path = state.join(privagg_server::storage::LEDGER_FILE);
+    let kept = std::fs::read(&ledger_path).unwrap();
+    let mut ledger: PrivacyLedger = serde_json::from_slice(&kept).unwrap();
+    let first_of_round_2 = ledger.releases.iter().position(|r| r.round == CRASH_ROUND).unwrap();
+    ledger.releases.remove(first_of_round_2);
+    std::fs::write(&ledger_path, serde_json::to_vec(&ledger).unwrap()).unwrap();
+    assert!(fails(), "the release before the crash went uncharged unnoticed");
+    std::fs::write(&ledger_path, kept).unwrap();
+
+    assert!(!fails(), "the state as the run left it passes");
+    remove_unless_kept(&dir);
+}
+
 // Without DP the released mean is known exactly, so these check each model step to the
 // coordinate: where a partial sum (masked inputs) or an orphaned model was left behind.
 
