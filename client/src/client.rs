@@ -88,6 +88,14 @@ pub struct ClientOptions {
     /// Testing only: vanish at this point of every round.
     #[cfg(feature = "testing")]
     pub drop_point: Option<privagg_protocol::DropPoint>,
+    /// Testing only: at `drop_point`, go silent instead of leaving, as a client whose
+    /// process froze: the connection stays open (QUIC keeps it alive) and nothing more
+    /// is sent, so the server waits for this client until the phase deadline. Once the
+    /// connection is lost the call returns [`SdkError::ConnectionLost`] and the drop
+    /// point is cleared (a one-shot stall), so [`Client::run`] reconnects and goes on.
+    /// Crash tests use it to hold the server in a chosen phase.
+    #[cfg(feature = "testing")]
+    pub stall: bool,
 }
 
 impl ClientOptions {
@@ -114,6 +122,8 @@ impl ClientOptions {
             log_key: None,
             #[cfg(feature = "testing")]
             drop_point: None,
+            #[cfg(feature = "testing")]
+            stall: false,
         }
     }
 
@@ -541,6 +551,16 @@ impl Client {
                     Ok(masked) => self.session.handle_masked(masked),
                     Err(e) => return Some(Err(SdkError::Local(e.to_string()))),
                 },
+                #[cfg(feature = "testing")]
+                ClientAction::Vanish if self.options.stall => {
+                    self.set_drop_point(None);
+                    // Read and ignore whatever comes until the connection is gone.
+                    while let Some(Ok(_)) = self.link.frames.recv().await {}
+                    self.session.handle_connection_lost();
+                    return Some(Err(SdkError::ConnectionLost(
+                        "stalled on purpose (testing) until the connection was lost".into(),
+                    )));
+                }
                 #[cfg(feature = "testing")]
                 ClientAction::Vanish => {
                     self.link.close(1, "testing dropout").await;

@@ -31,7 +31,8 @@
 //! not received is sent again.
 //!
 //! The `testing` feature adds fault injection for tests, demos and benchmarks:
-//! [`ClientOptions::drop_point`] makes a client vanish at a chosen point of a round.
+//! [`ClientOptions::drop_point`] makes a client vanish at a chosen point of a round, and
+//! with [`ClientOptions::stall`] go silent there instead (holding the server in a phase).
 
 mod client;
 mod error;

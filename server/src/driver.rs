@@ -148,6 +148,7 @@ impl Driver {
                     self.session.handle_committed(Instant::now());
                 }
                 Action::Event(event) => {
+                    log_progress(&event);
                     match &event {
                         SessionEvent::RoundAborted { .. } => self.training.note_seated_abort()?,
                         SessionEvent::Banned(ban) => self.training.keep_ban(ban)?,
@@ -185,6 +186,16 @@ impl Driver {
         if let Some(observer) = &self.observer {
             let _ = observer.send(event);
         }
+    }
+}
+
+/// Logs where the round stands, so that an operator (and the crash tests, which kill
+/// the server in a chosen phase) can tell from the log which phase a round is in. Only
+/// round numbers, phases and counts: nothing about any input.
+fn log_progress(event: &SessionEvent) {
+    // The session logs "round started" (the first phase, AdvertiseKeys) itself.
+    if let SessionEvent::PhaseChanged { round, phase } = event {
+        tracing::info!(round, phase = phase.as_str(), "round phase");
     }
 }
 

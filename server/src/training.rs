@@ -148,7 +148,10 @@ impl Training {
     ) -> Result<(), ServeError> {
         self.unmasked.push((round, hex::encode(instance)));
         self.storage.save_unmasked(&self.unmasked)?;
-        let (Some(event), Some(plan)) = (self.aggregation.dp_event(), self.aggregation.plan()) else { return Ok(()) };
+        let (Some(event), Some(plan)) = (self.aggregation.dp_event(), self.aggregation.plan()) else {
+            tracing::info!(round, attempt, inputs, "release noted (DP off: nothing to charge)");
+            return Ok(());
+        };
         let release = Release {
             round,
             attempt,
