@@ -305,7 +305,8 @@ fn tamper(roles: Vec<Option<Kind>>, seed: u64) -> harness::Tamper {
 
 /// Runs the session to its end, cutting each storm client's connection once per message
 /// type of each attempt while such a message is on its way to it (the client reconnects
-/// after the idle timeout and resumes its seat).
+/// after the idle timeout and resumes its seat). Once per type: the server resends the
+/// frame the cut lost, and cutting at every resend would never end.
 fn drive(h: &mut Harness, storm: &[usize]) {
     const CUT_AT: [u8; 4] = [ty::CONFIG, ty::KEY_LIST, ty::FORWARDED_SHARES, ty::UNMASK_REQUEST];
     let mut cut: HashSet<(usize, usize, u8)> = HashSet::new();
