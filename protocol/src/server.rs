@@ -6,7 +6,8 @@
 //! AdvertiseKeys ─▶ ShareKeys ─▶ MaskedInput ─▶ Consistency ─▶ Unmask ─▶ Reconstruct
 //!        │              │            │              │            │   ─finalize()─▶ Completed
 //!        └──────────────┴────────────┴──────────────┴────────────┴──▶ Aborted
-//!   (a seat that never revealed its nonce, fewer than min_clients, a secret without t shares)
+//!   (a seat that never revealed its nonce, fewer than min_clients, a secret without t shares,
+//!    a bad envelope proven after its sender's masked input was summed)
 //! ```
 //!
 //! A phase ends when every client still in the round has answered, or when the driver
@@ -181,6 +182,11 @@ pub struct ServerRound {
     /// Pairs (sender, recipient) that did not mask with each other: the recipient proved
     /// the sender's envelope bad and held none of its shares.
     unmasked: HashSet<(ClientId, ClientId)>,
+    /// Set when a complaint proves bad the envelope of a sender already in the sum (see
+    /// [`RoundAbort::UnremovableMask`]): the abort due when the masked-input phase ends.
+    /// Waiting for the end lets every complaint of the phase be judged, so that every bad
+    /// sender of the attempt is blamed in it, not one per attempt.
+    unremovable: Option<RoundAbort>,
     sum: Vec<u64>,
     /// Revealed shares by owner (x = the holder's id); zeroized on drop.
     shares: BTreeMap<ClientId, Vec<Share>>,
@@ -228,6 +234,7 @@ impl ServerRound {
             inbox: HashMap::new(),
             relayed: HashMap::new(),
             unmasked: HashSet::new(),
+            unremovable: None,
             sum: Vec::new(),
             shares: BTreeMap::new(),
             abort: None,
@@ -585,6 +592,11 @@ impl ServerRound {
         for complaint in complaints {
             let sender = complaint.sender;
             self.unmasked.insert((sender, client));
+            // A sender already in the sum masked with the complainer, which did not mask
+            // with it: that mask cannot come out of the sum.
+            if self.slots[sender.index()].in_sum && self.unremovable.is_none() {
+                self.unremovable = Some(RoundAbort::UnremovableMask { sender, recipient: client });
+            }
             if self.slots[sender.index()].dropped.is_none() {
                 self.record_drop(sender, DropReason::Violation(Violation::BadEnvelope { recipient: client }));
             }
@@ -789,8 +801,12 @@ impl ServerRound {
     }
 
     /// U3 is known: asks every survivor still in the round to sign it. An anonymous
-    /// cohort skips the round: unsigned votes prove nothing to anyone.
+    /// cohort skips the round: unsigned votes prove nothing to anyone. A mask proven
+    /// unremovable during the phase aborts the round here instead.
     fn start_consistency(&mut self) {
+        if let Some(abort) = self.unremovable.take() {
+            return self.abort_round(abort);
+        }
         // Complaints are over with the masked-input phase: the relayed envelopes can go.
         self.relayed = HashMap::new();
         if self.slots.iter().all(|s| s.member.certificate.is_none()) {

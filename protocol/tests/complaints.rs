@@ -3,7 +3,9 @@
 //! Diffie-Hellman value with a DLEQ proof, treats the neighbour as absent and goes on; the
 //! server opens the envelope it relayed and blames whoever lied — the sender of a bad
 //! envelope, or the client that complained about a good one — and the sum stays exact
-//! because the server knows which pairs did not mask with each other.
+//! because the server knows which pairs did not mask with each other (or, when the bad
+//! sender's masked input is already in the sum, the attempt aborts rather than release a
+//! sum with a mask that cannot be removed).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -17,8 +19,8 @@ use common::{Harness, id, params};
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use privagg_crypto::{EnvelopeContext, KeyContext, SecretKey, derive_channel_key, seal, vss};
 use privagg_protocol::{
-    AdvertisedKeys, ClientId, ClientMessage, ClientState, DropReason, ENVELOPE_LEN, Envelope, KeyList, ServerMessage,
-    ShareCommitments, ShareKeys, Violation, cohort,
+    AbortCode, AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, DropReason,
+    ENVELOPE_LEN, Envelope, KeyList, RoundAbort, ServerMessage, ShareCommitments, ShareKeys, Violation, cohort,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -91,18 +93,30 @@ fn a_garbage_envelope_to_one_neighbour_leaves_that_pair_unmasked_and_the_sum_exa
 }
 
 #[test]
-fn a_sender_whose_input_is_already_in_the_sum_is_still_blamed_and_the_round_completes() {
-    // Client 1's masked input reaches the server before client 2's complaint: it stays in
-    // the sum (its contribution is its own, as for any client without input proofs), is
-    // blamed, and its neighbours finish.
+fn a_sender_whose_input_is_already_in_the_sum_is_blamed_and_the_attempt_aborts_rather_than_release_a_wrong_sum() {
+    // Client 1's masked input reaches the server before client 2's complaint. Client 1
+    // masked with client 2, which did not mask with it (it holds none of its shares);
+    // that mask could come out only with client 1's mask key, never rebuilt for a client
+    // in the sum. Found by the hostile-clients campaign: the round used to complete with
+    // this mask left in the sum (a sum that was not the inputs' sum). Now the attempt
+    // aborts at the end of the masked-input phase, blaming client 1.
     let mut h = Harness::new(params(5, 4, 3, 16, 32), 23);
     h.run(garbage_to(1, &[2]));
+    assert!(h.server.output().is_none(), "no sum may be released");
+    assert_eq!(h.server.abort_reason(), Some(&RoundAbort::UnremovableMask { sender: id(1), recipient: id(2) }));
     let dropped = h.server.dropped();
     assert_eq!(dropped.len(), 1, "{dropped:?}");
     assert_eq!(dropped[0].reason, DropReason::Violation(Violation::BadEnvelope { recipient: id(2) }));
     assert!(dropped[0].in_sum);
-    assert_eq!(h.server.output().unwrap().included, ids(&[1, 2, 3, 4, 5]));
-    assert_honest_completed(&h, &[2, 3, 4, 5]);
+    // The others hear why; none revealed a share.
+    for c in [2, 3, 4, 5] {
+        assert!(
+            h.client_errors.iter().any(|(e, err)| *e == id(c)
+                && matches!(err, ClientError::Aborted { code: AbortCode::ReconstructionFailed, .. })),
+            "client {c}: {:?}",
+            h.client_errors
+        );
+    }
 }
 
 /// How a complainer misrepresents a good envelope.

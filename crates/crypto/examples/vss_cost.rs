@@ -25,7 +25,7 @@ fn main() {
         "{:>5} {:>5} | {:>14} {:>14} {:>14} | {:>16}",
         "k", "t", "verify/owner", "interp/owner", "1-by-1/owner", "client verify"
     );
-    for k in [10usize, 36, 50, 100, 200] {
+    for k in [10usize, 36, 50, 100, 200, 314] {
         let t = k / 2 + 1;
         let holders: Vec<u32> = (1..=k as u32 + 1).collect();
         let owners = 64;

@@ -368,6 +368,21 @@ impl EncodeJob {
         let result = self.settings.encode_update(&self.update, self.weight, &mut self.rng);
         Encoded { serial: self.serial, result }
     }
+
+    /// Testing only: the round the update is encoded for.
+    #[cfg(feature = "testing")]
+    pub fn round(&self) -> u64 {
+        self.settings.round
+    }
+}
+
+impl Encoded {
+    /// Testing only: the encoded words (what the masked input will hide), unless encoding
+    /// failed; a test sums them to check a released sum word for word.
+    #[cfg(feature = "testing")]
+    pub fn words(&self) -> Option<&[u64]> {
+        self.result.as_ref().ok().map(|e| e.words.as_slice())
+    }
 }
 
 /// Masking the input: the protocol step that expands k + 1 PRG streams over the vector.

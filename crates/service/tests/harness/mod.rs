@@ -10,7 +10,7 @@
 //! of token or open admission sets the admission and the clients' policy itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test support
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use privagg_dp::NoiseRng;
 use privagg_dp::encoding::{Clipping, EncodingParams};
 use privagg_dp::planner::{Mechanism, NoiseTarget, PlanInput, plan};
 use privagg_log::LogKey;
+use privagg_protocol::graph_params::{ThreatModel, find_graph_parameters};
 use privagg_protocol::{ClientPolicy, DropPoint, Identity, Limits, PrgKind, RoundParams, ServerMessage};
 use privagg_service::client::{EncodeJob, RoundMemory};
 use privagg_service::message::{ClientServiceMessage, EndReason, ServerServiceMessage};
@@ -58,6 +59,13 @@ pub struct Setup {
     pub latency: Duration,
     /// Shuffle the delivery of frames due at the same instant with this seed.
     pub reorder_seed: Option<u64>,
+    /// Plan each round's neighbour graph and threshold for its cohort with the parameter
+    /// finder under this threat model (SecAgg+, as `privagg serve` does); `None`: the
+    /// complete graph with the threshold `min_clients`.
+    pub graph: Option<ThreatModel>,
+    /// How long after a frame a peer does not read the shell's write deadline fires (see
+    /// [`Harness::slow_readers`]).
+    pub write_deadline: Duration,
 }
 
 impl Setup {
@@ -91,6 +99,8 @@ impl Setup {
             idle_timeout: Duration::from_secs(1),
             latency: Duration::from_millis(5),
             reorder_seed: None,
+            graph: None,
+            write_deadline: Duration::from_secs(2),
         }
     }
 
@@ -146,6 +156,9 @@ pub struct Peer {
     pub unmask_responses: u32,
     /// Its answers to check-ins: (round, joined), in order.
     pub check_ins: Vec<(u64, bool)>,
+    /// The words of its encoded input, per round (the last attempt's): what its masked
+    /// input hides, so that a test can check a released sum word for word.
+    pub encoded: BTreeMap<u64, Vec<u64>>,
 }
 
 impl Peer {
@@ -179,6 +192,8 @@ struct Link {
     client_closing: bool,
     /// Cut: nothing gets through.
     dead: bool,
+    /// The peer stopped reading (a slow reader): frames to it are never delivered.
+    stalled: bool,
 }
 
 enum Scheduled {
@@ -195,6 +210,10 @@ enum Scheduled {
     /// Peer `peer` finishes training.
     Trained {
         peer: usize,
+    },
+    /// The shell's write deadline fired on `conn` (a peer that does not read).
+    WriteDeadline {
+        conn: ConnId,
     },
 }
 
@@ -276,6 +295,14 @@ pub struct Harness {
     /// Rewrites each leaf before it is logged: a server that logs other facts than it
     /// ran.
     pub tamper_leaf: Option<TamperLeaf>,
+    /// Peers that stop reading once they are seated: from the first `Config` on, frames
+    /// to them are never delivered, and the shell's write deadline fires
+    /// ([`Setup::write_deadline`] later, as [`Harness::stall`]) — a slow reader that holds
+    /// a download.
+    pub slow_readers: HashSet<usize>,
+    /// The peer that opened each connection (raw connections are not listed), kept after
+    /// the connection closed.
+    pub owners: HashMap<ConnId, usize>,
     setup: Setup,
     rng: ChaCha8Rng,
 }
@@ -324,6 +351,8 @@ impl Harness {
             }),
             unmasked: Vec::new(),
             tamper_leaf: None,
+            slow_readers: HashSet::new(),
+            owners: HashMap::new(),
             rng: ChaCha8Rng::seed_from_u64(setup.reorder_seed.unwrap_or(0)),
             setup,
         }
@@ -341,14 +370,19 @@ impl Harness {
     pub fn configure(&mut self, i: usize, change: impl FnOnce(&mut ClientConfig)) {
         let mut config = self.peers[i].session.config().clone();
         change(&mut config);
-        self.peers[i].session = ClientSession::new(config, NoiseRng::insecure_from_seed([i as u8 + 1; 32]));
+        self.peers[i].session = ClientSession::new(config, NoiseRng::insecure_from_seed(peer_seed(i)));
     }
 
     /// Finishes peer `i`'s held encode job (see [`Harness::hold_encode`]).
     pub fn release_encode(&mut self, i: usize) {
         let index = self.held_encodes.iter().position(|(p, _)| *p == i).expect("a held encode job");
         let (_, job) = self.held_encodes.remove(index);
-        self.peers[i].session.handle_encoded(job.run());
+        let round = job.round();
+        let encoded = job.run();
+        if let Some(words) = encoded.words() {
+            self.peers[i].encoded.insert(round, words.to_vec());
+        }
+        self.peers[i].session.handle_encoded(encoded);
     }
 
     /// Peer `i` opens a new connection and says hello.
@@ -374,6 +408,9 @@ impl Harness {
     fn connect(&mut self, peer: Option<usize>, certificate: Option<Arc<[u8]>>) -> ConnId {
         self.next_conn += 1;
         let conn = self.next_conn;
+        if let Some(i) = peer {
+            self.owners.insert(conn, i);
+        }
         let limit = privagg_service::frame::MAX_HELLO_FRAME;
         self.links.insert(
             conn,
@@ -385,6 +422,7 @@ impl Harness {
                 server_closing: false,
                 client_closing: false,
                 dead: false,
+                stalled: false,
             },
         );
         let certificate = certificate.filter(|_| self.setup.session.admission.by_certificate());
@@ -512,9 +550,18 @@ impl Harness {
         match action {
             Action::Send { conn, frame } => {
                 let at = now + self.setup.latency;
-                if let Some(link) = self.links.get_mut(&conn).filter(|l| !l.dead) {
-                    link.to_client.push_back((at, frame.to_vec()));
+                let deadline = now + self.setup.write_deadline;
+                let Some(link) = self.links.get_mut(&conn).filter(|l| !l.dead) else { return };
+                let slow = link.peer.is_some_and(|i| self.slow_readers.contains(&i));
+                if slow && (link.stalled || frame.to_vec().get(1) == Some(&ty::CONFIG)) {
+                    // The peer reads nothing from its `Config` on: the write never
+                    // completes, and the shell's deadline reports it (once).
+                    if !std::mem::replace(&mut link.stalled, true) {
+                        self.agenda.push((deadline, Scheduled::WriteDeadline { conn }));
+                    }
+                    return;
                 }
+                link.to_client.push_back((at, frame.to_vec()));
             }
             Action::SetFrameLimit { conn, limit } => {
                 self.limits.push((conn, limit));
@@ -534,7 +581,13 @@ impl Harness {
                     for p in &mut self.peers {
                         p.seats.remove(&round);
                     }
-                    let params = params_for(&settings, round, clients, self.setup.session.min_clients);
+                    let params = params_for(
+                        &settings,
+                        round,
+                        clients,
+                        self.setup.session.min_clients,
+                        self.setup.graph.as_ref(),
+                    );
                     let app_data: Arc<[u8]> = Arc::from(settings.encode().unwrap().into_boxed_slice());
                     self.settings.insert(round, settings);
                     self.server.start_round(now, params, app_data).unwrap();
@@ -687,7 +740,14 @@ impl Harness {
             },
             ClientAction::Remember(memory) => peer.remembered = Some(memory),
             ClientAction::Encode(job) if self.hold_encode.contains(&i) => self.held_encodes.push((i, job)),
-            ClientAction::Encode(job) => peer.session.handle_encoded(job.run()),
+            ClientAction::Encode(job) => {
+                let round = job.round();
+                let encoded = job.run();
+                if let Some(words) = encoded.words() {
+                    peer.encoded.insert(round, words.to_vec());
+                }
+                peer.session.handle_encoded(encoded);
+            }
             ClientAction::Mask(job) => peer.session.handle_masked(job.run()),
             ClientAction::Vanish => {
                 peer.vanished = true;
@@ -828,6 +888,11 @@ impl Harness {
                 let peer = &mut self.peers[peer];
                 peer.session.provide_update(peer.update.clone(), peer.weight);
             }
+            Scheduled::WriteDeadline { conn } => {
+                if self.links.contains_key(&conn) {
+                    self.server.handle_stalled(self.now, conn, privagg_service::Stall::Write);
+                }
+            }
             Scheduled::Reconnect { peer } => {
                 if !self.peers[peer].session.is_ended() && !self.peers[peer].vanished {
                     self.join(peer);
@@ -856,14 +921,52 @@ impl Harness {
     /// Asserts that committed round `index` released exactly the weighted sum of the
     /// peers in it, and returns them.
     pub fn assert_exact(&self, index: usize) -> Vec<usize> {
+        self.assert_exact_words(index);
         let c = &self.commits[index];
         let (values, weight) = self.expected(&c.peers);
         let total = c.sum.total_weight.expect("a weighted round");
         assert!((total - weight).abs() < 1e-6, "total weight {total}, expected {weight}");
-        for (got, want) in c.sum.values.iter().zip(&values) {
-            assert!((got - want).abs() < 1e-6, "sum {got}, expected {want}");
+        // The words are exact (above); decoded, each client's value may differ from this
+        // f64 arithmetic by its f32 weighting (half an f32 ulp) and its rounding to the
+        // grid γ: with hundreds of clients that exceeds a fixed 10⁻⁶.
+        let gamma = self.settings[&c.commit.round].encoding.gamma;
+        let clamp = |u: f32| f64::from(u.clamp(-VALUE_RANGE as f32, VALUE_RANGE as f32));
+        for (j, (got, want)) in c.sum.values.iter().zip(&values).enumerate() {
+            let bound: f64 = c
+                .peers
+                .iter()
+                .map(|&i| {
+                    let w = f64::from(self.peers[i].weight.min(MAX_WEIGHT as f32));
+                    gamma + (w * clamp(self.peers[i].update[j])).abs() * f64::from(f32::EPSILON)
+                })
+                .sum();
+            assert!((got - want).abs() < bound.max(1e-6), "sum {got}, expected {want}");
         }
         c.peers.clone()
+    }
+
+    /// Asserts that committed round `index` released, word for word (mod 2^bits), the sum
+    /// of the encoded inputs of the peers in it: no input missing, none extra, none
+    /// altered. Peers whose encoded words the harness did not see are skipped only if no
+    /// peer's were seen (a test that feeds encodings itself).
+    pub fn assert_exact_words(&self, index: usize) {
+        let c = &self.commits[index];
+        let round = c.commit.round;
+        if c.peers.iter().all(|&i| !self.peers[i].encoded.contains_key(&round)) {
+            return;
+        }
+        let mask = c.commit.params.word_mask();
+        let mut want = vec![0u64; c.commit.output.sum.len()];
+        for &i in &c.peers {
+            let words = self.peers[i].encoded.get(&round).unwrap_or_else(|| panic!("peer {i}'s encoded input"));
+            for (w, x) in want.iter_mut().zip(words) {
+                *w = w.wrapping_add(*x) & mask;
+            }
+        }
+        assert!(
+            c.commit.output.sum == want,
+            "round {round}: the released words are not the sum of the included inputs"
+        );
     }
 
     /// Dropped clients of committed round `index`: (peer, phase, reason text, in sum).
@@ -898,11 +1001,11 @@ pub fn certify(authority: &privagg_ca::Authority, i: usize) -> (Arc<[u8]>, Ident
 fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
     let mut rng = ChaCha8Rng::seed_from_u64(1000 + i as u64);
     let update = (0..dim).map(|_| rng.random_range(-1.0f32..=1.0)).collect();
-    let rng = NoiseRng::insecure_from_seed([i as u8 + 1; 32]);
+    let rng = NoiseRng::insecure_from_seed(peer_seed(i));
     let (certificate, identity) = certify(authority, i);
     let config = ClientConfig {
         token: None,
-        identity: [i as u8 + 1; 16],
+        identity: peer_seed(i)[..16].try_into().unwrap(),
         policy: ClientPolicy::default(),
         // Most sessions here run without DP: a client must opt in to those.
         privacy: PrivacyPolicy { allow_no_dp: true, ..PrivacyPolicy::default() },
@@ -930,7 +1033,20 @@ fn new_peer(i: usize, dim: usize, authority: &privagg_ca::Authority) -> Peer {
         uploads: 0,
         unmask_responses: 0,
         check_ins: Vec::new(),
+        encoded: BTreeMap::new(),
     }
+}
+
+/// Peer `i`'s seed (its noise and protocol randomness, and its random client identity):
+/// `[i + 1; 32]` below 255, as every test was written with, then made unique by the high
+/// bits of `i` so that hundreds of peers never share keys.
+fn peer_seed(i: usize) -> [u8; 32] {
+    let mut seed = [(i as u8).wrapping_add(1); 32];
+    let high = (i as u64 >> 8).to_le_bytes();
+    for (s, h) in seed.iter_mut().zip(high) {
+        *s ^= h;
+    }
+    seed
 }
 
 /// The harness's default planner: weighted FedAvg (48-bit words), or DP with the
@@ -990,14 +1106,29 @@ fn planner_for(setup: &Setup) -> Planner {
     }
 }
 
-/// Complete-graph parameters for a cohort of `n`, threshold `min_clients`.
-fn params_for(settings: &RoundSettings, round: u64, n: u32, min_clients: u32) -> RoundParams {
+/// Parameters for a cohort of `n`: the graph and threshold the finder plans under
+/// `graph` (at least `min_clients` inputs, or the threshold if higher), or the complete
+/// graph with threshold `min_clients`.
+fn params_for(
+    settings: &RoundSettings,
+    round: u64,
+    n: u32,
+    min_clients: u32,
+    graph: Option<&ThreatModel>,
+) -> RoundParams {
+    let (neighbours, threshold) = match graph {
+        Some(threat) => {
+            let p = find_graph_parameters(n, threat).expect("a feasible graph for the cohort");
+            (p.neighbours, p.threshold)
+        }
+        None => (n - 1, min_clients),
+    };
     RoundParams {
         round,
         num_clients: n,
-        neighbours: n - 1,
-        threshold: min_clients,
-        min_clients,
+        neighbours,
+        threshold,
+        min_clients: min_clients.max(threshold),
         dim: settings.protocol_dim() as u32,
         bits: settings.encoding.bits as u8,
         prg: PrgKind::default(),
