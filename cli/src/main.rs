@@ -253,7 +253,7 @@ struct ServeArgs {
     /// Memory for uploads in flight, MiB, when --upload-slots is 0 [default: 256].
     #[arg(long)]
     upload_memory_mib: Option<f64>,
-    /// Model downloads written at once [default: 64].
+    /// Model downloads and relayed shares written at once [default: 64].
     #[arg(long)]
     download_slots: Option<usize>,
     /// Seconds a new connection may take to send its Hello [default: 5].

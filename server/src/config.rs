@@ -172,8 +172,8 @@ pub struct ServeConfig {
     /// Memory for uploads in flight, in MiB: with `upload_slots` = 0, the server grants
     /// as many uploads at once as fit (each a masked input's frame), at least 4.
     pub upload_memory_mib: f64,
-    /// Model downloads written at once; each is bounded by the write deadline, so slow
-    /// readers hold a slot only that long.
+    /// Frames with shared parts (model downloads, relayed shares) written at once; each is
+    /// bounded by the write deadline, so slow readers hold a slot only that long.
     pub download_slots: usize,
     /// Seconds a new connection may take to send its `Hello`.
     pub hello_timeout: f64,

@@ -183,9 +183,10 @@ impl Writer {
         while let Some(out) = rx.recv().await {
             match out {
                 Outbound::Frame(frame) => {
-                    // Model downloads take one of the download slots, which bounds the bytes
-                    // buffered for sending; until acknowledged, the shared model sits in each
-                    // send buffer by reference, not copied. Each write, and so each slot, is
+                    // Frames with shared parts (model downloads, relayed shares with their
+                    // senders' commitments) take one of the download slots, which bounds the
+                    // bytes buffered for sending; until acknowledged, the shared parts sit in
+                    // each send buffer by reference, not copied. Each write, and so each slot, is
                     // bounded by the transfer deadline: a client that does not read hurts only
                     // itself.
                     let _slot = match frame.is_shared() {
