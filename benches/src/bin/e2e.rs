@@ -233,5 +233,16 @@ async fn run(cli: Cli) -> Result<()> {
         out.display()
     );
     let _ = std::fs::remove_dir_all(&settings.runs);
+    // Without DP the released mean must be the inputs' up to quantization (as the
+    // tests' 1e-6 for updates in [−1, 1]); anything else is a wrong sum, not noise.
+    if let Some(bad) = rows.iter().find(|r| r.sum_error.is_some_and(|e| e.is_nan() || e >= 1e-6)) {
+        anyhow::bail!(
+            "round {} of n = {}, m = {}: the model moved by something other than the mean of the inputs (largest error {:?})",
+            bad.round,
+            bad.n,
+            bad.m,
+            bad.sum_error
+        );
+    }
     Ok(())
 }

@@ -87,9 +87,11 @@ pub async fn run_point(point: Point, settings: &RunSettings, progress: &Progress
         }
         Mode::Plain => plain_rounds(point, settings, &mut server, dial, cert, progress).await,
     };
-    drop(relay);
     let peak = server.peak_rss();
+    // The relay stays up until the server has ended its session (its closing frames
+    // travel through it).
     server.finish(Duration::from_secs(10)).await;
+    drop(relay);
     let mut rows = rows?;
     for row in &mut rows {
         row.server_peak_rss = row.server_peak_rss.max(peak);
