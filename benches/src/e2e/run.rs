@@ -154,7 +154,9 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
             if let Some(slots) = settings.upload_slots {
                 command.args(["--upload-slots", &slots.to_string()]);
             }
-            command.env("RUST_LOG", "warn");
+            // Quiet by default; `E2E_SERVER_LOG=info` (any RUST_LOG filter) shows why
+            // the server dropped whom, in `<runs>/<point>/server.log`.
+            command.env("RUST_LOG", std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn".into()));
         }
         Mode::Plain => {
             command = Command::new(std::env::current_exe()?);
