@@ -1100,6 +1100,12 @@ mod tests {
         for client in &clients {
             assert!(!senders.contains(&client.local_addr().unwrap()));
         }
+        // The relay counts a datagram once its send returned, which may be just after
+        // the client read it: wait for the count (bounded), then check it exactly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while relay.stats().to_client.forwarded < 10 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(MS).await;
+        }
         let stats = relay.stats();
         assert_eq!(stats.flows, 2);
         for dir in [stats.to_server, stats.to_client] {
