@@ -13,6 +13,9 @@
 //! * `e2e` — the end-to-end harness: a `privagg serve` process (or the [`plain`] server)
 //!   and n clients over QUIC on loopback, for a grid of n, m and dropout rates; writes
 //!   CSV, a summary and SVG plots ([`e2e`]).
+//! * [`relay`] — a userspace UDP relay that delays, jitters, loses, reorders and
+//!   rate-limits datagrams between clients and a server (the e2e harness's `--impair`,
+//!   and the tests' impaired rounds).
 //! * `flower_compare` — runs `flower_bench.py` and the matching privagg workloads in one
 //!   session and prints the ratios.
 //!
@@ -23,5 +26,6 @@ pub mod criterion_results;
 pub mod e2e;
 pub mod plain;
 pub mod procfs;
+pub mod relay;
 pub mod stats;
 pub mod workload;

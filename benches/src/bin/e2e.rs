@@ -21,6 +21,7 @@ use privagg_benches::e2e::run::{RunSettings, run_point};
 use privagg_benches::e2e::server::privagg_binary;
 use privagg_benches::e2e::{Mode, Point, plot, report};
 use privagg_benches::plain::{PlainServerConfig, serve};
+use privagg_benches::relay::ImpairSpec;
 
 #[derive(Parser)]
 #[command(name = "e2e", about = "End-to-end rounds over QUIC: privagg's secure aggregation versus plain f32 sums")]
@@ -76,6 +77,12 @@ struct Cli {
     /// the budget.
     #[arg(long)]
     upload_slots: Option<usize>,
+    /// Put an impairing UDP relay between the clients and the server, e.g.
+    /// `rtt=100ms,loss=2%[,jitter=10ms,reorder=1%,reorder-delay=10ms,rate=10mbit,queue=100ms,seed=1]`:
+    /// each direction gets half the RTT, the jitter (uniform in [0, jitter]), the loss,
+    /// the reordering and the bottleneck (see privagg_benches::relay::ImpairSpec).
+    #[arg(long)]
+    impair: Option<ImpairSpec>,
 }
 
 #[derive(Subcommand)]
@@ -145,7 +152,11 @@ async fn run(cli: Cli) -> Result<()> {
         curious: cli.curious,
         neighbors: cli.neighbors,
         upload_slots: cli.upload_slots,
+        impair: cli.impair,
     };
+    if let Some(impair) = &cli.impair {
+        eprintln!("clients dial an impairing relay: {impair}");
+    }
     // Masked next to plain for each configuration, so that each ratio is measured close in time.
     let mut points = Vec::new();
     for &n in &ns {
@@ -178,6 +189,28 @@ async fn run(cli: Cli) -> Result<()> {
                 last.bytes_sent,
                 last.server_peak_rss as f64 / (1 << 20) as f64
             );
+            let line = match settings.impair {
+                Some(_) => {
+                    let relay =
+                        |f: fn(&privagg_benches::e2e::RoundRow) -> u64| -> u64 { point_rows.iter().map(f).sum() };
+                    format!(
+                        "{line}\n    relay over {} rounds: {} datagrams, {} lost, {} queue-dropped, {} reordered; inputs {:?}{}",
+                        point_rows.len(),
+                        relay(|r| r.relay_datagrams),
+                        relay(|r| r.relay_lost),
+                        relay(|r| r.relay_queue_dropped),
+                        relay(|r| r.relay_reordered),
+                        point_rows.iter().map(|r| r.inputs).collect::<Vec<_>>(),
+                        point_rows
+                            .iter()
+                            .filter_map(|r| r.sum_error)
+                            .reduce(f64::max)
+                            .map(|e| format!(", largest sum error {e:.1e}"))
+                            .unwrap_or_default(),
+                    )
+                }
+                None => line,
+            };
             // Without a terminal the bar is hidden, and so is what it prints.
             if progress.is_hidden() { eprintln!("{line}") } else { progress.println(line) }
         }
@@ -200,5 +233,16 @@ async fn run(cli: Cli) -> Result<()> {
         out.display()
     );
     let _ = std::fs::remove_dir_all(&settings.runs);
+    // Without DP the released mean must be the inputs' up to quantization (as the
+    // tests' 1e-6 for updates in [−1, 1]); anything else is a wrong sum, not noise.
+    if let Some(bad) = rows.iter().find(|r| r.sum_error.is_some_and(|e| e.is_nan() || e >= 1e-6)) {
+        anyhow::bail!(
+            "round {} of n = {}, m = {}: the model moved by something other than the mean of the inputs (largest error {:?})",
+            bad.round,
+            bad.n,
+            bad.m,
+            bad.sum_error
+        );
+    }
     Ok(())
 }

@@ -127,4 +127,16 @@ pub struct RoundRow {
     pub f32_payload: u64,
     /// Server peak resident memory (VmHWM) after this round, bytes.
     pub server_peak_rss: u64,
+    /// With `--impair`: datagrams that reached the relay during the round, both ways.
+    pub relay_datagrams: u64,
+    /// Of those, dropped by the relay's random loss.
+    pub relay_lost: u64,
+    /// Of those, dropped by its bottleneck's full queue.
+    pub relay_queue_dropped: u64,
+    /// Of those, held back to be reordered.
+    pub relay_reordered: u64,
+    /// Without DP (`--no-dp`, masked): the largest difference between the round's change
+    /// of the model and the exact mean of the inputs (0 up to quantization); `None`
+    /// where not checked (DP on, or plain).
+    pub sum_error: Option<f64>,
 }

@@ -38,6 +38,11 @@ const COLUMNS: &[Column] = &[
     ("bytes_received", |r| r.bytes_received.to_string()),
     ("f32_payload", |r| r.f32_payload.to_string()),
     ("server_peak_rss", |r| r.server_peak_rss.to_string()),
+    ("relay_datagrams", |r| r.relay_datagrams.to_string()),
+    ("relay_lost", |r| r.relay_lost.to_string()),
+    ("relay_queue_dropped", |r| r.relay_queue_dropped.to_string()),
+    ("relay_reordered", |r| r.relay_reordered.to_string()),
+    ("sum_error", |r| r.sum_error.map(|e| format!("{e:.3e}")).unwrap_or_default()),
 ];
 
 /// The rows as CSV, with a header line.
@@ -81,6 +86,19 @@ pub struct PointSummary {
     pub dropped_after_share_keys: u32,
     /// Clients meant to drop.
     pub dropped: u32,
+    /// Inputs in the released sum, per round.
+    pub inputs: Spread,
+    /// Server phase times (masked), seconds: AdvertiseKeys, ShareKeys, MaskedInput,
+    /// Unmask.
+    pub phases: [Spread; 4],
+    /// Datagrams through the relay per round (0 without `--impair`).
+    pub relay_datagrams: Spread,
+    /// Of those, dropped by loss or a full queue.
+    pub relay_dropped: Spread,
+    /// Of those, held back to be reordered.
+    pub relay_reordered: Spread,
+    /// The largest sum error over the rounds, where checked (`--no-dp`).
+    pub sum_error: Option<f64>,
 }
 
 /// Groups rows by grid point.
@@ -109,6 +127,17 @@ pub fn summarize(rows: &[RoundRow]) -> BTreeMap<PointKey, PointSummary> {
                     peak_rss: rows.iter().map(|r| r.server_peak_rss).max().unwrap_or(0),
                     dropped_after_share_keys: first.dropped_after_share_keys,
                     dropped: first.dropped,
+                    inputs: spread(|r| f64::from(r.inputs))?,
+                    phases: [
+                        spread(|r| r.advertise_keys_s)?,
+                        spread(|r| r.share_keys_s)?,
+                        spread(|r| r.masked_input_s)?,
+                        spread(|r| r.unmask_s)?,
+                    ],
+                    relay_datagrams: spread(|r| r.relay_datagrams as f64)?,
+                    relay_dropped: spread(|r| (r.relay_lost + r.relay_queue_dropped) as f64)?,
+                    relay_reordered: spread(|r| r.relay_reordered as f64)?,
+                    sum_error: rows.iter().filter_map(|r| r.sum_error).reduce(f64::max),
                 },
             ))
         })
@@ -193,6 +222,29 @@ pub fn markdown(summaries: &BTreeMap<PointKey, PointSummary>) -> String {
             _ => "–".into(),
         };
         let _ = writeln!(out, "| {mode} | {m} | {d} % | {} | {growth} |", cells.join(", "));
+    }
+    if summaries.values().any(|s| s.relay_datagrams.max > 0.0) {
+        out.push('\n');
+        let _ = writeln!(out, "Through the impairing relay (per round: medians, min–max):\n");
+        let _ = writeln!(
+            out,
+            "| mode | n | m | dropout | rounds | inputs | AdvertiseKeys, s | ShareKeys, s | MaskedInput, s | Unmask, s | datagrams | dropped by the relay | reordered | sum error |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for ((mode, n, m, d), s) in summaries {
+            let sum = s.sum_error.map_or_else(|| "not checked".into(), |e| format!("{e:.1e}"));
+            let phases: Vec<String> = s.phases.iter().map(|p| p.format(1.0, 2)).collect();
+            let _ = writeln!(
+                out,
+                "| {mode} | {n} | {m} | {d} % | {} | {} | {} | {} | {} | {} | {sum} |",
+                s.rounds,
+                s.inputs.format(1.0, 0),
+                phases.join(" | "),
+                s.relay_datagrams.format(1.0, 0),
+                s.relay_dropped.format(1.0, 0),
+                s.relay_reordered.format(1.0, 0),
+            );
+        }
     }
     out
 }

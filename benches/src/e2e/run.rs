@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::server::{RoundJson, ServerProcess, free_udp_addr};
 use super::{Mode, Point, RoundRow};
 use crate::plain::{PlainClient, PlainReport};
+use crate::relay::{ImpairSpec, Relay, RelayStats};
 use crate::{procfs, workload};
 
 /// How to run the points.
@@ -38,6 +39,9 @@ pub struct RunSettings {
     pub neighbors: Option<u32>,
     /// `privagg serve --upload-slots` (default: the server's).
     pub upload_slots: Option<usize>,
+    /// Put an impairing UDP relay ([`crate::relay`]) between the clients and the server:
+    /// clients dial the relay, which forwards to the server with these impairments.
+    pub impair: Option<ImpairSpec>,
 }
 
 /// What a client's round ended with.
@@ -65,17 +69,67 @@ pub async fn run_point(point: Point, settings: &RunSettings, progress: &Progress
     }
     let mut server = ServerProcess::spawn(command, &state, addr)?;
     let cert = server.certificate(Duration::from_secs(60)).await?;
+    // The relay, if any, forwards to the server's port; clients dial the relay instead
+    // (and keep the server's TLS name).
+    let relay = settings.impair.map(|spec| Relay::start(spec.relay_config(addr))).transpose()?;
+    let dial = Target { addr: relay.as_ref().map_or(addr, Relay::local_addr), relay: relay.as_ref() };
     let rows = match point.mode {
-        Mode::Masked => masked_rounds(point, settings, &mut server, cert, authority.as_ref(), progress).await,
-        Mode::Plain => plain_rounds(point, settings, &mut server, cert, progress).await,
+        Mode::Masked => {
+            masked_rounds(point, settings, &mut server, dial, cert, authority.as_ref(), progress).await.map(
+                |mut rows| {
+                    // Without DP every round's sum must be exact; check it from the models.
+                    if settings.no_dp {
+                        check_sums(&state, &mut rows, point.m);
+                    }
+                    rows
+                },
+            )
+        }
+        Mode::Plain => plain_rounds(point, settings, &mut server, dial, cert, progress).await,
     };
     let peak = server.peak_rss();
+    // The relay stays up until the server has ended its session (its closing frames
+    // travel through it).
     server.finish(Duration::from_secs(10)).await;
+    drop(relay);
     let mut rows = rows?;
     for row in &mut rows {
         row.server_peak_rss = row.server_peak_rss.max(peak);
     }
     Ok(rows)
+}
+
+/// Where clients connect: the server, or the relay in front of it.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    addr: std::net::SocketAddr,
+    relay: Option<&'a Relay>,
+}
+
+/// Without DP, a round's new model is the previous one plus the mean of the included
+/// updates (server learning rate 1, weights 1). Every client sends the same update, so
+/// the mean is that update whoever dropped: sets each row's `sum_error` to the largest
+/// coordinate's difference. Mask removal gone wrong would leave pseudo-random words.
+fn check_sums(state: &Path, rows: &mut [RoundRow], m: usize) {
+    let update = workload::update(m);
+    let model = |round: u64| -> Option<Vec<f32>> {
+        if round == 0 {
+            // The server starts from zeros (no --model).
+            return Some(vec![0.0; m]);
+        }
+        privagg_server::storage::read_vector(&state.join(format!("model-{round}.npy"))).ok()
+    };
+    for row in rows {
+        row.sum_error = match (model(row.round - 1), model(row.round)) {
+            (Some(before), Some(after)) if before.len() == m && after.len() == m => Some(
+                (0..m)
+                    .map(|j| (f64::from(after[j]) - f64::from(before[j]) - f64::from(update[j])).abs())
+                    .fold(0.0, f64::max),
+            ),
+            // A missing or malformed model is an infinite error, not a pass.
+            _ => Some(f64::INFINITY),
+        };
+    }
 }
 
 fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std::net::SocketAddr) -> Result<Command> {
@@ -100,10 +154,9 @@ fn server_command(point: Point, settings: &RunSettings, state: &Path, addr: std:
             if let Some(slots) = settings.upload_slots {
                 command.args(["--upload-slots", &slots.to_string()]);
             }
-            // The caller's RUST_LOG wins, so a failing run can be looked at more closely.
-            if std::env::var_os("RUST_LOG").is_none() {
-                command.env("RUST_LOG", "warn");
-            }
+            // Quiet by default; `E2E_SERVER_LOG=info` (any RUST_LOG filter) shows why
+            // the server dropped whom, in `<runs>/<point>/server.log`.
+            command.env("RUST_LOG", std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn".into()));
         }
         Mode::Plain => {
             command = Command::new(std::env::current_exe()?);
@@ -121,19 +174,32 @@ struct Start {
     at: Instant,
     own_cpu: f64,
     server_cpu: f64,
+    relay: Option<RelayStats>,
 }
 
 impl Start {
-    fn now(server: &ServerProcess) -> Self {
+    fn now(server: &ServerProcess, relay: Option<&Relay>) -> Self {
         Self {
             at: Instant::now(),
             own_cpu: procfs::cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
             server_cpu: server.cpu_seconds(),
+            relay: relay.map(Relay::stats),
         }
     }
 
     /// The row of a finished round.
-    fn row(&self, point: Point, server: &ServerProcess, record: &RoundJson, outcomes: &[Outcome]) -> RoundRow {
+    fn row(
+        &self,
+        point: Point,
+        server: &ServerProcess,
+        relay: Option<&Relay>,
+        record: &RoundJson,
+        outcomes: &[Outcome],
+    ) -> RoundRow {
+        let relayed = match (relay, self.relay) {
+            (Some(relay), Some(before)) => relay.stats() - before,
+            _ => RelayStats::default(),
+        };
         let wall_s = self.at.elapsed().as_secs_f64();
         let own_cpu = procfs::cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - self.own_cpu;
         let timing = |name: &str| record.timings.get(name).copied().unwrap_or(0.0);
@@ -168,6 +234,11 @@ impl Start {
             bytes_received: median(|o| o.bytes_received),
             f32_payload: point.f32_payload(),
             server_peak_rss: server.peak_rss(),
+            relay_datagrams: relayed.received(),
+            relay_lost: relayed.to_server.lost + relayed.to_client.lost,
+            relay_queue_dropped: relayed.to_server.queue_dropped + relayed.to_client.queue_dropped,
+            relay_reordered: relayed.to_server.reordered + relayed.to_client.reordered,
+            sum_error: None,
         }
     }
 }
@@ -197,11 +268,12 @@ async fn masked_rounds(
     point: Point,
     settings: &RunSettings,
     server: &mut ServerProcess,
+    target: Target<'_>,
     cert: Vec<u8>,
     authority: Option<&privagg_ca::Authority>,
     progress: &ProgressBar,
 ) -> Result<Vec<RoundRow>> {
-    let addr = server.addr();
+    let addr = target.addr;
     let connect = |i: u32| {
         let mut options = ClientOptions::new(addr, cert.clone());
         options.connect_deadline = Duration::from_secs(30);
@@ -226,7 +298,7 @@ async fn masked_rounds(
         let outcome = client.round(&update, last).await?;
         Ok((client, outcome))
     };
-    let (rows, clients) = drive_rounds(point, settings, server, progress, connect, play).await?;
+    let (rows, clients) = drive_rounds(point, settings, server, target.relay, progress, connect, play).await?;
     // The server ends the session and closes the connections.
     drop(clients);
     Ok(rows)
@@ -236,10 +308,11 @@ async fn plain_rounds(
     point: Point,
     settings: &RunSettings,
     server: &mut ServerProcess,
+    target: Target<'_>,
     cert: Vec<u8>,
     progress: &ProgressBar,
 ) -> Result<Vec<RoundRow>> {
-    let addr = server.addr();
+    let addr = target.addr;
     let connect = |_: u32| {
         let cert = cert.clone();
         async move { Ok(PlainClient::connect(addr, &cert).await?) }
@@ -251,7 +324,7 @@ async fn plain_rounds(
         }
         Ok((client, report.map(|r| Outcome { bytes_sent: r.bytes_sent, bytes_received: r.bytes_received })))
     };
-    let (rows, clients) = drive_rounds(point, settings, server, progress, connect, play).await?;
+    let (rows, clients) = drive_rounds(point, settings, server, target.relay, progress, connect, play).await?;
     let mut closing = JoinSet::new();
     for client in clients {
         closing.spawn(client.close());
@@ -273,6 +346,7 @@ async fn drive_rounds<C, Connecting, Playing>(
     point: Point,
     settings: &RunSettings,
     server: &mut ServerProcess,
+    relay: Option<&Relay>,
     progress: &ProgressBar,
     connect: impl Fn(u32) -> Connecting,
     play: impl Fn(C, u32, Arc<Vec<f32>>, bool) -> Playing,
@@ -302,7 +376,7 @@ where
     let update = Arc::new(workload::update(point.m));
     let mut rows = Vec::new();
     for round in 1..=settings.rounds {
-        let start = Start::now(server);
+        let start = Start::now(server, relay);
         let mut tasks = JoinSet::new();
         for (i, client) in clients.drain(..) {
             let playing = play(client, i, update.clone(), round == settings.rounds);
@@ -317,7 +391,7 @@ where
             progress.inc(1);
         }
         let record = server.record(round, Duration::from_secs(60)).await?;
-        rows.push(start.row(point, server, &record, &outcomes));
+        rows.push(start.row(point, server, relay, &record, &outcomes));
     }
     Ok((rows, clients.into_iter().map(|(_, c)| c).collect()))
 }
