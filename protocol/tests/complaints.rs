@@ -19,8 +19,8 @@ use common::{Harness, id, params};
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use privagg_crypto::{EnvelopeContext, KeyContext, SecretKey, derive_channel_key, seal, vss};
 use privagg_protocol::{
-    AbortCode, AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, DropReason,
-    ENVELOPE_LEN, Envelope, KeyList, RoundAbort, ServerMessage, ShareCommitments, ShareKeys, Violation, cohort,
+    AbortCode, AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientState, DropReason, ENVELOPE_LEN, Envelope,
+    KeyList, RoundAbort, ServerMessage, ShareCommitments, ShareKeys, Violation, cohort,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
