@@ -351,7 +351,7 @@ impl Client {
         }
         let limits = Limits::default();
         if let Ok(FromServer::Protocol(ServerMessage::Config(config))) = FromServer::decode(frame, &limits) {
-            let cap = round_frame_limit(frame.len(), config.params.num_clients, &limits);
+            let cap = round_frame_limit(frame.len(), &config.params, &limits);
             self.frame_limit.store(cap.min(self.options.max_server_frame), Ordering::Release);
         }
     }
@@ -600,8 +600,14 @@ impl Client {
                 Some(Ok(frame)) => {
                     self.cap_frames_after(&frame);
                     self.session.set_clock(unix_now());
-                    let session = &mut self.session;
-                    protocol_work(|| session.handle_frame(frame)).await
+                    // Small frames (a grant, an abort, a small round's messages) are cheap
+                    // to handle and must not queue behind other clients' protocol steps.
+                    if frame.len() < COSTLY_FRAME {
+                        self.session.handle_frame(frame)
+                    } else {
+                        let session = &mut self.session;
+                        protocol_work(|| session.handle_frame(frame)).await
+                    }
                 }
                 Some(Err(WireError::Frame(e))) => return Err(SdkError::Frame(e)),
                 Some(Err(e)) => {
@@ -635,6 +641,10 @@ impl Client {
         }
     }
 }
+
+/// Frames from this size on (a key list or relayed shares of a large round: work in
+/// proportion to their size) are handled through [`protocol_work`].
+const COSTLY_FRAME: usize = 64 << 10;
 
 /// Runs a round's protocol step (key agreement with every neighbour, sealing and opening
 /// envelopes, checking shares against their commitments: up to a second of CPU at

@@ -19,12 +19,24 @@ fn per_client_bound(limits: &privagg_protocol::Limits) -> usize {
     limits.max_certificate as usize + 1024
 }
 
-/// The largest frame a round of `clients` clients whose `Config` took `config_len` bytes
-/// can need: another `Config` of about the same size (the model keeps its dimension), or
-/// a control message with an entry per client.
-pub(crate) fn round_frame_limit(config_len: usize, clients: u32, limits: &privagg_protocol::Limits) -> usize {
+/// What the relayed shares need per neighbour beside the sender's commitments: the
+/// sender's id, its envelope and signature, and the commitments' two counts, with room to
+/// spare.
+const RELAYED_ENTRY_BOUND: usize = 1024;
+
+/// The largest frame a round whose `Config` took `config_len` bytes can need: another
+/// `Config` of about the same size (the model keeps its dimension), a control message with
+/// an entry per client, or the relayed shares (`ForwardedShares`): an envelope and the
+/// sender's commitments, 2t points of 32 bytes, per neighbour.
+pub(crate) fn round_frame_limit(
+    config_len: usize,
+    params: &privagg_protocol::RoundParams,
+    limits: &privagg_protocol::Limits,
+) -> usize {
     let slack = 64 << 10;
-    (config_len + slack).max(clients as usize * per_client_bound(limits) + slack)
+    let entries = params.num_clients as usize * per_client_bound(limits);
+    let relayed = params.neighbours as usize * (RELAYED_ENTRY_BOUND + 2 * 32 * params.threshold as usize);
+    config_len.max(entries).max(relayed) + slack
 }
 
 /// An open connection.
@@ -125,14 +137,51 @@ fn connection_error(e: &quinn::ConnectionError) -> SdkError {
 mod tests {
     use super::*;
 
+    fn params(num_clients: u32, neighbours: u32, threshold: u32) -> privagg_protocol::RoundParams {
+        privagg_protocol::RoundParams {
+            round: 1,
+            num_clients,
+            neighbours,
+            threshold,
+            min_clients: threshold,
+            dim: 1_000,
+            bits: 20,
+            prg: privagg_protocol::PrgKind::ChaCha20,
+        }
+    }
+
     #[test]
     fn after_a_config_frames_are_capped_by_what_the_round_can_need() {
         let limits = privagg_protocol::Limits::default();
         // A 4 MB model among 10 clients: about the Config's size, far below 1 GiB.
-        let cap = round_frame_limit(4_000_000, 10, &limits);
+        let cap = round_frame_limit(4_000_000, &params(10, 9, 6), &limits);
         assert!((4_000_000..5_000_000).contains(&cap), "{cap}");
         // A tiny model among 1,000 certified clients: room for a key list.
-        let cap = round_frame_limit(1_000, 1_000, &limits);
+        let cap = round_frame_limit(1_000, &params(1_000, 314, 179), &limits);
         assert!(cap >= 1_000 * (limits.max_certificate as usize), "{cap}");
+    }
+
+    #[test]
+    fn the_cap_holds_the_relayed_shares_of_a_complete_graph_with_a_high_threshold() {
+        use privagg_protocol::{ENVELOPE_LEN, Envelope, ForwardedShare, ServerMessage, ShareCommitments};
+        // 999 neighbours dealing shares of degree 500: 2 × 501 points each, about 32 MB,
+        // more than an entry per client of the key list allows (17 MB).
+        let (n, k, t) = (1_000, 999, 501);
+        let identity = || privagg_crypto::vss::Commitment::from_encodings(vec![[0; 32]; t as usize]).unwrap();
+        let commitments = Arc::new(ShareCommitments { mask_key: identity(), self_mask: identity() });
+        let entry = |peer: u32| ForwardedShare {
+            envelope: Envelope {
+                peer: privagg_protocol::ClientId::new(peer).unwrap(),
+                sealed: Box::new([0; ENVELOPE_LEN]),
+                signature: Some([0; 64]),
+            },
+            commitments: commitments.clone(),
+        };
+        let encoded_len =
+            |entries: u32| ServerMessage::ForwardedShares((1..=entries).map(entry).collect()).encode().len();
+        let (one, two) = (encoded_len(1), encoded_len(2));
+        let largest = one + (k as usize - 1) * (two - one);
+        let cap = round_frame_limit(1_000, &params(n, k, t), &privagg_protocol::Limits::default());
+        assert!(cap >= largest, "cap {cap} < {largest}");
     }
 }
