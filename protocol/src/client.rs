@@ -608,7 +608,8 @@ impl ClientRound {
                 let keys = session.peers.get(&sender).ok_or(ClientError::UnexpectedPeer(sender))?;
                 let context = complaint_context(&session.ctx, sender, seat.id);
                 let (shared, proof) = dleq::prove(&seat.channel_key, &keys.channel, &context, rng);
-                complaints.push(EnvelopeComplaint { sender, shared, proof });
+                let (mask_shared, mask_proof) = dleq::prove(&seat.mask_key, &keys.mask, &context, rng);
+                complaints.push(EnvelopeComplaint { sender, shared, proof, mask_shared, mask_proof });
             }
             return Ok(Some(ClientMessage::Complaints(complaints)));
         }

@@ -512,21 +512,6 @@ pub enum RoundAbort {
         /// The holders that revealed wrong shares of it (dropped and blamed).
         liars: Vec<ClientId>,
     },
-    /// A complaint proved bad an envelope whose sender's masked input was already in the
-    /// sum. The sender masked with the complainer, which did not mask with it; that
-    /// pairwise mask could be removed only with the sender's mask key, which is never
-    /// rebuilt for a client in the sum (its self mask is). Nothing is released (never a
-    /// corrupted sum); the sender is dropped and blamed, and the next attempt goes on
-    /// without it.
-    #[error(
-        "{sender}'s envelope to {recipient} was proven bad after its masked input was summed; their mask cannot be removed"
-    )]
-    UnremovableMask {
-        /// The sender of the bad envelope (its input in the sum).
-        sender: ClientId,
-        /// The client that proved it bad.
-        recipient: ClientId,
-    },
     /// A reconstructed secret is inconsistent (bad shares).
     #[error("the shares of {0}'s secret are inconsistent")]
     ReconstructionFailed(ClientId),
@@ -542,9 +527,7 @@ impl RoundAbort {
             Self::TooFewClients { .. } | Self::TooFewShares { .. } | Self::CohortIncomplete { .. } => {
                 AbortCode::TooFewClients
             }
-            Self::ReconstructionFailed(_) | Self::InvalidShares { .. } | Self::UnremovableMask { .. } => {
-                AbortCode::ReconstructionFailed
-            }
+            Self::ReconstructionFailed(_) | Self::InvalidShares { .. } => AbortCode::ReconstructionFailed,
             Self::Cancelled(_) => AbortCode::Shutdown,
         }
     }

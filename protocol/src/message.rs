@@ -116,6 +116,15 @@ pub struct EnvelopeComplaint {
     /// The proof that `shared` is the complainer's channel secret times the sender's
     /// channel key ([`privagg_crypto::dleq`]), bound to the complaint's context.
     pub proof: DleqProof,
+    /// M = m_v·M_u, the Diffie-Hellman value of the pair's mask keys, which both derive
+    /// their pairwise mask seed from. The complainer holds none of the sender's shares and
+    /// does not mask with it, so revealing M costs it nothing; the server removes the
+    /// sender's half of the pair's mask with it if the sender's masked input is in the
+    /// sum. Zeroized on drop.
+    pub mask_shared: Zeroizing<[u8; 32]>,
+    /// The proof that `mask_shared` is the complainer's mask secret times the sender's
+    /// mask key, bound to the same context.
+    pub mask_proof: DleqProof,
 }
 
 impl std::fmt::Debug for EnvelopeComplaint {
@@ -457,7 +466,7 @@ const SEAT_LEN: usize = 64;
 const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
 /// A complaint: sender, revealed value, proof.
-const COMPLAINT_LEN: usize = ID_LEN + 32 + DleqProof::LEN;
+const COMPLAINT_LEN: usize = ID_LEN + 2 * (32 + DleqProof::LEN);
 /// Shortest envelope entry: id, envelope and the flag of an unsigned envelope.
 const ENVELOPE_ENTRY_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 1;
 /// Shortest forwarded envelope: an unsigned envelope entry, and commitments of degree 0
@@ -720,6 +729,8 @@ impl ClientMessage {
                     w.u32(c.sender.get());
                     w.bytes(c.shared.as_ref());
                     w.bytes(&c.proof.to_bytes());
+                    w.bytes(c.mask_shared.as_ref());
+                    w.bytes(&c.mask_proof.to_bytes());
                 }
                 w.into_bytes()
             }
@@ -777,7 +788,9 @@ impl ClientMessage {
                     let sender = decode_id(&mut r)?;
                     let shared = Zeroizing::new(r.array()?);
                     let proof = DleqProof::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidScalar)?;
-                    complaints.push(EnvelopeComplaint { sender, shared, proof });
+                    let mask_shared = Zeroizing::new(r.array()?);
+                    let mask_proof = DleqProof::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidScalar)?;
+                    complaints.push(EnvelopeComplaint { sender, shared, proof, mask_shared, mask_proof });
                 }
                 Self::Complaints(complaints)
             }

@@ -27,7 +27,8 @@ use curve25519_dalek::Scalar;
 use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
 use privagg_crypto::shamir::Share;
 use privagg_crypto::{
-    KeyContext, MaskSeed, MaskSign, SecretKey, SharedSecret, derive_channel_key, derive_self_mask_seed, dleq, shamir,
+    KeyContext, MaskSeed, MaskSign, PublicKey, SecretKey, SharedSecret, derive_channel_key, derive_pairwise_mask_seed,
+    derive_self_mask_seed, dleq, shamir,
 };
 use rayon::prelude::*;
 use zeroize::Zeroizing;
@@ -180,13 +181,10 @@ pub struct ServerRound {
     /// by (sender, recipient), kept to judge complaints.
     relayed: HashMap<(ClientId, ClientId), Envelope>,
     /// Pairs (sender, recipient) that did not mask with each other: the recipient proved
-    /// the sender's envelope bad and held none of its shares.
-    unmasked: HashSet<(ClientId, ClientId)>,
-    /// Set when a complaint proves bad the envelope of a sender already in the sum (see
-    /// [`RoundAbort::UnremovableMask`]): the abort due when the masked-input phase ends.
-    /// Waiting for the end lets every complaint of the phase be judged, so that every bad
-    /// sender of the attempt is blamed in it, not one per attempt.
-    unremovable: Option<RoundAbort>,
+    /// the sender's envelope bad and held none of its shares. Each with the pairwise mask
+    /// seed the complaint revealed, which removes the sender's half of the pair's mask if
+    /// the sender's masked input is in the sum (it may have arrived before the complaint).
+    unmasked: HashMap<(ClientId, ClientId), MaskSeed>,
     sum: Vec<u64>,
     /// Revealed shares by owner (x = the holder's id); zeroized on drop.
     shares: BTreeMap<ClientId, Vec<Share>>,
@@ -233,8 +231,7 @@ impl ServerRound {
             used_keys: HashSet::new(),
             inbox: HashMap::new(),
             relayed: HashMap::new(),
-            unmasked: HashSet::new(),
-            unremovable: None,
+            unmasked: HashMap::new(),
             sum: Vec::new(),
             shares: BTreeMap::new(),
             abort: None,
@@ -576,7 +573,11 @@ impl ServerRound {
     /// Judges a client's complaints, all before acting on any: each must name, in
     /// ascending order, a sender whose envelope was relayed to it, and prove the envelope
     /// bad. Then each sender is dropped and blamed ([`Violation::BadEnvelope`]) and the
-    /// pair is recorded as unmasked; otherwise the complainer is the liar.
+    /// pair is recorded as unmasked, with its revealed mask seed; otherwise the
+    /// complainer is the liar. A sender whose masked input is already in the sum stays in
+    /// it, its self mask rebuilt from the other holders' shares and its mask with the
+    /// complainer removed with the revealed seed: the round goes on, rather than abort
+    /// and waste the inputs the honest clients spent privacy budget on.
     fn accept_complaints(&mut self, client: ClientId, complaints: &[EnvelopeComplaint]) -> Result<(), Violation> {
         if std::mem::replace(&mut self.slots[client.index()].complained, true) {
             return Err(Violation::DuplicateMessage("Complaints"));
@@ -589,14 +590,12 @@ impl ServerRound {
             }
             previous = Some(sender);
         }
+        let ctx = self.ctx.ok_or(Violation::UnexpectedMessage { phase: self.phase, message: "Complaints" })?;
         for complaint in complaints {
             let sender = complaint.sender;
-            self.unmasked.insert((sender, client));
-            // A sender already in the sum masked with the complainer, which did not mask
-            // with it: that mask cannot come out of the sum.
-            if self.slots[sender.index()].in_sum && self.unremovable.is_none() {
-                self.unremovable = Some(RoundAbort::UnremovableMask { sender, recipient: client });
-            }
+            let shared = SharedSecret::from_revealed(*complaint.mask_shared);
+            self.unmasked
+                .insert((sender, client), derive_pairwise_mask_seed(&shared, &ctx, sender.get(), client.get()));
             if self.slots[sender.index()].dropped.is_none() {
                 self.record_drop(sender, DropReason::Violation(Violation::BadEnvelope { recipient: client }));
             }
@@ -608,8 +607,8 @@ impl ServerRound {
     /// Whether `complaint` proves that the envelope its sender sealed for `recipient`, as
     /// relayed, fails the check the recipient runs: the envelope carries the signature
     /// its sender's certificate requires (checked on receipt, confirmed here: a sender
-    /// cannot deny a signed envelope), the proof verifies for the recipient's and the
-    /// sender's advertised channel keys, and the key derived from the revealed value (as
+    /// cannot deny a signed envelope), the proofs verify for the recipient's and the
+    /// sender's advertised channel and mask keys, and the key derived from the revealed value (as
     /// both clients derive it) does not yield valid shares.
     fn envelope_is_bad(&self, recipient: ClientId, complaint: &EnvelopeComplaint) -> bool {
         let sender = complaint.sender;
@@ -622,7 +621,12 @@ impl ServerRound {
             return false;
         };
         let context = complaint_context(ctx, sender, recipient);
-        if dleq::verify(&own_keys.channel, &keys.channel, &complaint.shared, &complaint.proof, &context).is_err() {
+        let proven = |own: &PublicKey, theirs: &PublicKey, shared: &[u8; 32], proof: &dleq::DleqProof| {
+            dleq::verify(own, theirs, shared, proof, &context).is_ok()
+        };
+        if !proven(&own_keys.channel, &keys.channel, &complaint.shared, &complaint.proof)
+            || !proven(&own_keys.mask, &keys.mask, &complaint.mask_shared, &complaint.mask_proof)
+        {
             return false;
         }
         let shared = SharedSecret::from_revealed(*complaint.shared);
@@ -801,12 +805,8 @@ impl ServerRound {
     }
 
     /// U3 is known: asks every survivor still in the round to sign it. An anonymous
-    /// cohort skips the round: unsigned votes prove nothing to anyone. A mask proven
-    /// unremovable during the phase aborts the round here instead.
+    /// cohort skips the round: unsigned votes prove nothing to anyone.
     fn start_consistency(&mut self) {
-        if let Some(abort) = self.unremovable.take() {
-            return self.abort_round(abort);
-        }
         // Complaints are over with the masked-input phase: the relayed envelopes can go.
         self.relayed = HashMap::new();
         if self.slots.iter().all(|s| s.member.certificate.is_none()) {
@@ -909,7 +909,7 @@ impl ServerRound {
     /// Whether `a` and `b` (neighbours in U2) masked with each other: unless one proved
     /// the other's envelope bad.
     fn masked_with(&self, a: ClientId, b: ClientId) -> bool {
-        !self.unmasked.contains(&(a, b)) && !self.unmasked.contains(&(b, a))
+        !self.unmasked.contains_key(&(a, b)) && !self.unmasked.contains_key(&(b, a))
     }
 
     /// Checks every revealed share against its owner's commitments (one batch per owner,
@@ -1002,18 +1002,29 @@ impl ServerRound {
                 let public = self.slots[u.index()].keys.map(|k| k.mask).ok_or(RoundAbort::ReconstructionFailed(u))?;
                 let key = key_of.get(&v).ok_or(RoundAbort::ReconstructionFailed(v))?;
                 let seed = pairwise_seed(key, &ctx, v, u, &public).map_err(|_| RoundAbort::ReconstructionFailed(v))?;
-                let sign = match sign_for(u, v) {
-                    MaskSign::Add => MaskSign::Subtract,
-                    MaskSign::Subtract => MaskSign::Add,
-                };
-                Ok((seed, sign))
+                Ok((seed, opposite(sign_for(u, v))))
             })
             .collect();
         for p in pairwise {
             masks.push(p?);
         }
+        // A sender in the sum whose envelope a neighbour proved bad masked with that
+        // neighbour alone: its half comes out with the seed the complaint revealed.
+        for (&(sender, complainer), seed) in &self.unmasked {
+            if self.slots[sender.index()].in_sum {
+                masks.push((seed.clone(), opposite(sign_for(sender, complainer))));
+            }
+        }
         masking::apply_all(self.params.prg, &mut self.sum, self.params.bits, &masks)
             .map_err(|e| RoundAbort::Cancelled(e.to_string()))
+    }
+}
+
+/// The sign that removes a mask applied with `sign`.
+fn opposite(sign: MaskSign) -> MaskSign {
+    match sign {
+        MaskSign::Add => MaskSign::Subtract,
+        MaskSign::Subtract => MaskSign::Add,
     }
 }
 

@@ -31,12 +31,10 @@
 //! * **bad envelopes** (every envelope of its `ShareKeys` altered after it was signed):
 //!   the server finds the signatures wrong and drops the sender before relaying them.
 //!   (An uncertified sender's are relayed; each recipient complains, the server proves
-//!   the envelope bad and drops the sender.) Never in a sum:
-//!   if the sender's masked input arrived before the first complaint, the sender masked
-//!   with clients that did not mask with it, a mask that cannot be removed, and the
-//!   attempt aborts rather than release that sum (`RoundAbort::UnremovableMask`, found by
-//!   this test: the round used to complete with the mask in it); the retry goes on
-//!   without the sender;
+//!   the envelope bad and drops the sender; a sender whose masked input beat the first
+//!   complaint stays in that sum, its mask with each complainer removed with the seed
+//!   the complaint reveals — `protocol/tests/complaints.rs`.) Never in a sum here, as
+//!   every harness client signs;
 //! * **reconnect storms** (several connections claiming the identity in the lobby, then
 //!   the connection cut at every message of the round): a client that reconnects gets
 //!   its seat back by design, so a storm client that otherwise follows the protocol is in
