@@ -34,7 +34,7 @@ fn main() {
                     checkpoint: Some(log.note().to_owned()),
                     size: c.size,
                     root: Some(hex::encode(c.root)),
-                    unproven: [(round, hex::encode([7; 32]))].into(),
+                    unproven: [(round, vec![hex::encode([7; 32])])].into(),
                     total: None,
                 };
             }

@@ -74,10 +74,12 @@ pub struct RoundMemory {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionMemory {
     /// The highest round in which it revealed its unmasking shares (0: none): it takes
-    /// part in no round at or below it.
+    /// part in no round below it, and in this one only in further attempts within
+    /// `max_attempts` (a server that crashed after the reveal redoes the round; each
+    /// attempt is charged, and the cap bounds the noised copies as it does for aborts).
     pub finished: u64,
     /// Attempts it took part in (revealed its nonce and keys, perhaps sent a masked
-    /// input), per round above `finished`.
+    /// input), per round from `finished` on.
     pub attempts: BTreeMap<u64, u32>,
     /// The privacy this session has cost the client: every masked input it sent, each
     /// attempt of a round included, whether or not a sum was released.
@@ -100,7 +102,9 @@ impl RoundMemory {
         self.sessions.values().fold(PrivacySpent::default(), |total, s| total.and(&s.spent))
     }
 
-    fn session_mut(&mut self, session: &[u8; 16]) -> &mut SessionMemory {
+    /// What the client did in training session `session`, to change (a new, empty entry
+    /// if none).
+    pub fn session_mut(&mut self, session: &[u8; 16]) -> &mut SessionMemory {
         self.sessions.entry(hex(session)).or_default()
     }
 
@@ -206,9 +210,10 @@ pub enum RoundError {
     /// A frame from the server did not decode.
     #[error("malformed message from the server: {0}")]
     Malformed(#[from] DecodeError),
-    /// The server asked for a round this client already finished (revealed its shares
-    /// for): a replay, refused.
-    #[error("round {round} is at or below round {finished}, which this client already finished")]
+    /// The server asked for a round below one this client finished (revealed its shares
+    /// for): a replay, refused. (The round it finished may be redone within
+    /// [`ClientConfig::max_attempts`], see [`SessionMemory::finished`].)
+    #[error("round {round} is below round {finished}, which this client already finished")]
     ReplayedRound {
         /// The round asked for.
         round: u64,
@@ -882,7 +887,7 @@ impl ClientSession {
             return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
         }
         let attempts = memory.attempts.get(&round).copied().unwrap_or(0);
-        if round <= memory.finished {
+        if round < memory.finished {
             return self.refuse_round(&mut protocol, RoundError::ReplayedRound { round, finished: memory.finished });
         }
         if attempts >= self.config.max_attempts {
@@ -997,8 +1002,8 @@ impl ClientSession {
                     let instance = ::hex::encode(instance.unwrap_or_default());
                     self.remember(|m, round| {
                         m.finished = m.finished.max(round);
-                        m.attempts.retain(|&r, _| r > round);
-                        m.log.unproven.insert(round, instance);
+                        m.attempts.retain(|&r, _| r >= round);
+                        m.log.unproven.entry(round).or_default().push(instance);
                     });
                 }
                 self.send(Frame::new(reply.encode()));

@@ -5,6 +5,7 @@
 
 mod harness;
 
+use privagg_log::LogKey;
 use std::time::Duration;
 
 use harness::{Harness, Setup, in_sum_at, ty};
@@ -14,7 +15,7 @@ use privagg_protocol::{
 use privagg_service::frame::{MAX_CONTROL_FRAME, upload_frame_limit};
 use privagg_service::message::{ClientServiceMessage, FromServer, ServerServiceMessage};
 use privagg_service::server::{CheckInConfig, CloseReason};
-use privagg_service::{Admission, ClientEvent, EndReason, RoundError, SessionEnd, SessionEvent};
+use privagg_service::{Admission, ClientEvent, EndReason, RoundError, RoundMemory, SessionEnd, SessionEvent};
 
 /// The session completed every round at its first attempt.
 fn assert_no_aborts(h: &Harness) {
@@ -829,27 +830,61 @@ fn clients_refuse_a_threshold_a_lying_server_could_beat_unless_they_opt_in() {
     assert_all_exact(&h);
 }
 
+/// Runs `setup` once against a server whose state was rolled back to before round 1
+/// (its log too), with each client starting from `memory` (what it stored): the replay.
+fn replay(setup: Setup, log_key: LogKey, memory: &[RoundMemory]) -> Harness {
+    let mut h = setup.build();
+    h.restart_log(log_key);
+    for (i, remembered) in memory.iter().enumerate() {
+        let remembered = remembered.clone();
+        h.configure(i, |c| c.memory = remembered);
+    }
+    h.join_all();
+    h.run();
+    h
+}
+
 #[test]
-fn a_client_refuses_a_round_it_finished_even_after_a_restart() {
-    // The server rolls its state back and runs round 1 again, to collect a second
-    // noised copy of the same updates; the clients start again from what they stored.
+fn a_client_takes_part_in_a_round_it_finished_again_only_within_its_attempts_and_never_in_an_earlier_one() {
+    // The server rolls its state back and runs round 1 again, over and over, to collect
+    // more noised copies of the same updates; the clients start again from what they
+    // stored. A redo of the round a client finished is how a server that crashed after
+    // the reveals completes it, so the client takes part — charged each time — but only
+    // up to `max_attempts` (3) attempts of the round in all, as it would for aborted
+    // attempts: the server gets no more copies than aborting would give it.
     let mut first = Setup::new(4, 4, 4, 8).start();
     first.run();
     assert_eq!(first.commits.len(), 1);
-    let memory = first.peers[0].remembered.clone().unwrap();
-    assert_eq!(memory.session(&harness::SESSION).finished, 1);
-    let mut replay = Setup::new(4, 4, 4, 8).build();
-    // The same server (its log key), its state rolled back to before round 1.
-    replay.restart_log(first.log_key_copy());
-    for i in 0..4 {
-        let remembered = first.peers[i].remembered.clone().unwrap();
-        replay.configure(i, |c| c.memory = remembered);
+    let mut memory: Vec<RoundMemory> = first.peers.iter().map(|p| p.remembered.clone().unwrap()).collect();
+    assert_eq!(memory[0].session(&harness::SESSION).finished, 1);
+    for attempt in 2..=3 {
+        let h = replay(Setup::new(4, 4, 4, 8), first.log_key_copy(), &memory);
+        assert_eq!(h.commits.len(), 1, "attempt {attempt} of round 1 is a redo within the cap");
+        memory = h.peers.iter().map(|p| p.remembered.clone().unwrap()).collect();
+        assert_eq!(memory[0].session(&harness::SESSION).spent.participations, attempt, "each attempt charged");
     }
-    replay.join_all();
-    replay.run();
-    assert!(replay.commits.is_empty());
-    for p in &replay.peers {
-        assert_eq!(p.failures()[0], &RoundError::ReplayedRound { round: 1, finished: 1 });
+    let h = replay(Setup::new(4, 4, 4, 8), first.log_key_copy(), &memory);
+    assert!(h.commits.is_empty());
+    for p in &h.peers {
+        assert_eq!(p.failures()[0], &RoundError::TooManyAttempts { round: 1, attempts: 3 });
+        assert_eq!(p.uploads, 0, "nothing of the update left the client");
+    }
+
+    // A round below the last one finished is never redone.
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.session.rounds = 2;
+    let mut first = setup.start();
+    first.run();
+    assert_eq!(first.commits.len(), 2);
+    let mut memory: Vec<RoundMemory> = first.peers.iter().map(|p| p.remembered.clone().unwrap()).collect();
+    assert_eq!(memory[0].session(&harness::SESSION).finished, 2);
+    // Without its memory of the log (which would refuse the truncated log first), the
+    // replay rule alone refuses.
+    memory.iter_mut().for_each(|m| m.session_mut(&harness::SESSION).log = Default::default());
+    let h = replay(Setup::new(4, 4, 4, 8), first.log_key_copy(), &memory);
+    assert!(h.commits.is_empty());
+    for p in &h.peers {
+        assert_eq!(p.failures()[0], &RoundError::ReplayedRound { round: 1, finished: 2 });
         assert_eq!(p.uploads, 0, "nothing of the update left the client");
     }
 }
@@ -901,31 +936,32 @@ fn a_client_takes_part_only_while_its_privacy_budget_for_the_session_lasts() {
 }
 
 #[test]
-fn an_attempt_that_aborts_after_the_inputs_went_out_is_charged() {
-    // Rounds of 3, all needed (t = 3). Client 0 vanishes before revealing its shares (and
-    // comes back, silent, to every later attempt): the first attempt cannot unmask and
-    // aborts after clients 1 and 2 sent their noised inputs; the later ones abort before
-    // any input. The server could have learnt something from the first, so clients 1 and
-    // 2 are charged for it — once — although no round completed.
+fn an_attempt_that_aborts_after_the_inputs_went_out_is_charged_and_the_round_is_redone() {
+    // Rounds of 3, all needed (t = 3). Client 0 vanishes before revealing its shares: the
+    // first attempt cannot unmask and aborts after clients 1 and 2 sent their noised
+    // inputs and revealed their shares. The server could have learnt something from it,
+    // so clients 1 and 2 are charged for it although no round completed. They take part
+    // in the redo all the same (it is their second attempt of the round, within their
+    // `max_attempts`; a redo is how a server that crashed after the reveals finishes the
+    // round) and are charged for it too; so is the server, for both releases.
     let mut setup = Setup::new(4, 3, 3, 16);
     setup.noise_multiplier = Some(1.0);
     let mut h = setup.build();
     h.peers[0].session.set_drop_point(Some(DropPoint::BeforeUnmaskResponse));
     h.join_all();
     h.run();
-    assert!(h.commits.is_empty());
     assert!(
         h.events.iter().any(|e| matches!(
             e,
             SessionEvent::RoundAborted { attempt: 1, reason: RoundAbort::TooFewShares { .. }, .. }
         ))
     );
+    assert_eq!(h.commits.len(), 1);
     let participations = |i: usize| h.peers[i].session.config().memory.session(&harness::SESSION).spent.participations;
-    assert_eq!([participations(1), participations(2)], [1, 1]);
-    assert!(h.peers[1..].iter().all(|p| !p.completed(1)));
-    // The server charged the same release on its side, before anyone revealed a share;
-    // the attempts that ended before the inputs were in cost nothing.
-    assert_eq!(h.charges, vec![(1, 1, 3, 0)]);
+    assert_eq!([participations(1), participations(2)], [2, 2]);
+    assert!(h.peers[1..3].iter().all(|p| p.completed(1)));
+    // The server charged each release before anyone revealed a share of it.
+    assert_eq!(h.charges, vec![(1, 1, 3, 0), (1, 2, 3, 2)]);
 }
 
 #[test]

@@ -304,7 +304,7 @@ mod tests {
         assert!(decode(&many[..MAX_PROVEN_ROUNDS]).is_ok());
         // A client with more rounds to prove asks for the oldest, ascending, within the cap.
         let memory = crate::round_log::LogMemory {
-            unproven: (1..=40u64).rev().map(|r| (r, String::new())).collect(),
+            unproven: (1..=40u64).rev().map(|r| (r, vec![String::new()])).collect(),
             ..Default::default()
         };
         let request = memory.request([7; 16]);

@@ -64,14 +64,34 @@ pub struct LogMemory {
     #[serde(default)]
     pub root: Option<String>,
     /// Rounds in which the client revealed unmasking shares and whose inclusion it has
-    /// not yet verified, each with the instance (hex SecAgg session id) of the attempt it
-    /// revealed them in.
-    #[serde(default, rename = "unproven_attempts")]
-    pub unproven: BTreeMap<u64, String>,
+    /// not yet verified, each with the instances (hex SecAgg session ids) of the attempts
+    /// it revealed them in: more than one if a server that crashed after the reveal
+    /// redid the round. (A memory written with one instance per round still reads.)
+    #[serde(default, rename = "unproven_attempts", deserialize_with = "one_or_more_instances")]
+    pub unproven: BTreeMap<u64, Vec<String>>,
     /// The cumulative ε and its δ of the latest leaf accepted (DP on): a later one may
     /// not be smaller.
     #[serde(default)]
     pub total: Option<(f64, f64)>,
+}
+
+/// Reads [`LogMemory::unproven`] as written now (a list of instances per round) or
+/// before (one instance per round).
+fn one_or_more_instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Instances {
+        One(String),
+        More(Vec<String>),
+    }
+    let read = BTreeMap::<u64, Instances>::deserialize(d)?;
+    Ok(read
+        .into_iter()
+        .map(|(round, i)| match i {
+            Instances::One(one) => (round, vec![one]),
+            Instances::More(more) => (round, more),
+        })
+        .collect())
 }
 
 impl LogMemory {
@@ -314,8 +334,9 @@ pub fn check(check: &LogCheck<'_>) -> Result<LogMemory, LogRefusal> {
         Ok(leaf)
     };
     let mut unproven = memory.unproven.clone();
-    for (&round, instance) in memory.unproven.iter().filter(|&(&r, _)| r < check.round) {
-        if !proven(round)?.logs_instance(instance) {
+    for (&round, instances) in memory.unproven.iter().filter(|&(&r, _)| r < check.round) {
+        let leaf = proven(round)?;
+        if !instances.iter().all(|instance| leaf.logs_instance(instance)) {
             let why = "the leaf does not log the attempt this client revealed its shares in".into();
             return Err(LogRefusal::NotIncluded { round, why });
         }
