@@ -1291,3 +1291,25 @@ fn a_full_cohort_is_seated_when_the_back_off_ends_not_at_the_lobby_timeout() {
     // Simulated time: the retry came after the back-off, long before the lobby timeout.
     assert!(h.now - aborted < Duration::from_secs(600), "{:?}", h.now - aborted);
 }
+
+#[test]
+fn a_client_that_refuses_a_round_is_not_blamed_and_takes_part_in_the_next() {
+    // Client 0 refuses round 1 at its Config (it already tried round 1 as often as it
+    // allows) and, as `Client::run` does, asks for the next round at once, while the
+    // server still has it seated in round 1. The refusal is its right: no offence, no
+    // ban, and its request counts, so it is seated in round 2.
+    let mut setup = Setup::new(4, 4, 3, 8);
+    setup.session.rounds = 2;
+    setup.session.ban_after = 1;
+    let mut h = setup.build();
+    h.configure(0, |c| {
+        c.memory.session_mut(&harness::SESSION).attempts.insert(1, c.max_attempts);
+    });
+    h.join_all();
+    h.run();
+    assert_eq!(h.commits.len(), 2, "{:?}", h.events);
+    assert_eq!(h.peers[0].failures()[0], &RoundError::TooManyAttempts { round: 1, attempts: 3 });
+    assert!(!h.peers[0].completed(1));
+    assert!(h.peers[0].completed(2), "{:?}", h.peers[0].events);
+    assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::Banned(_))), "{:?}", h.events);
+}

@@ -978,6 +978,24 @@ impl ServerSession {
                 return;
             }
         };
+        // A client whose seat is gone (it left — a refusal is its right — or was dropped
+        // without a violation) may ask for the next round before this one ends, as
+        // `Client::run` does at once: back to the lobby, where its request counts. A
+        // violator's early request is not honoured, so that it cannot queue ahead of the
+        // honest clients still in the round.
+        let violated = |round: &mut ActiveRound| {
+            round.protocol().is_some_and(|p| {
+                p.dropped().iter().any(|d| d.client == seat && matches!(d.reason, DropReason::Violation(_)))
+            })
+        };
+        if matches!(msg, FromClient::Service(ClientServiceMessage::Ready { .. }))
+            && !matches!(round.stage, Stage::Preparing { .. })
+            && !round.is_active(seat)
+            && !violated(round)
+        {
+            self.lobby.unseat(std::iter::once(conn));
+            return self.on_lobby_frame(now, conn, true, frame);
+        }
         if matches!(round.stage, Stage::Finalizing | Stage::Committing(_)) {
             return; // the round no longer takes messages
         }
