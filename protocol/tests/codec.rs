@@ -353,6 +353,26 @@ proptest! {
 }
 
 #[test]
+fn key_lists_split_for_sharing_are_exactly_the_encoded_message() {
+    let mut seen = 0;
+    for message in server_messages() {
+        let ServerMessage::KeyList(list) = &message else { continue };
+        seen += 1;
+        let mut encoded_once = Vec::new();
+        let cohort = Arc::from(privagg_protocol::encode_cohort(&list.cohort));
+        let parts = privagg_protocol::encode_key_list_split(list, cohort, |id, c| {
+            encoded_once.push(id);
+            Arc::from(privagg_protocol::encode_certified(c))
+        });
+        let joined: Vec<u8> = parts.iter().flat_map(|(own, shared)| [&own[..], &shared[..]].concat()).collect();
+        assert_eq!(joined, message.encode(), "{message:?}");
+        let certified: Vec<_> = list.entries.iter().filter(|e| e.certified.is_some()).map(|e| e.id).collect();
+        assert_eq!(encoded_once, certified, "each certificate asked for once, by its seat");
+    }
+    assert!(seen > 0, "no key list among the test messages");
+}
+
+#[test]
 fn forwarded_shares_split_for_sharing_are_exactly_the_encoded_message() {
     for message in server_messages() {
         let ServerMessage::ForwardedShares(forwarded) = &message else { continue };
