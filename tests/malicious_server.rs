@@ -52,14 +52,14 @@ async fn run_clients(running: &Running, n: usize) -> Vec<Result<privagg_client::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_the_server_substitutes_for_a_neighbours_are_refused_and_the_round_goes_on() {
     // The first client to get its key list sees the server's keys under a neighbour's
-    // name (the neighbour's certificate and signature kept).
+    // name (the neighbour's certificate and signature kept; the proofs of possession the
+    // server attaches are for another round and seat, the neighbour's signature covers
+    // other keys: either refuses them).
     let mut seats = Seats::default();
     let mut victim = None;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-    let server_keys = AdvertisedKeys {
-        channel: SecretKey::generate(&mut rng).public_key(),
-        mask: SecretKey::generate(&mut rng).public_key(),
-    };
+    let (channel, mask) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+    let server_keys = AdvertisedKeys::prove(&channel, &mask, &[0; 32], ClientId::new(1).unwrap(), &mut rng);
     let deviation: Deviation = Box::new(move |conn, message| {
         let own = seats.learn(conn, message);
         if let ServerMessage::KeyList(list) = message
@@ -73,7 +73,7 @@ async fn keys_the_server_substitutes_for_a_neighbours_are_refused_and_the_round_
     let mut running = start_deviating(config("substituted-keys", 8, 6, 5), Some(deviation)).await;
     let results = run_clients(&running, 6).await;
     let refused: Vec<_> = results.iter().filter_map(protocol_error).collect();
-    assert!(matches!(refused.as_slice(), [ClientError::BadPeerSignature(_)]), "{results:?}");
+    assert!(matches!(refused.as_slice(), [ClientError::UnprovenKeys(_)]), "{results:?}");
     // The victim left before sharing anything; the other five finished without it.
     let record = running.next_record().await;
     assert_eq!(record.included.len(), 5);

@@ -112,7 +112,7 @@ async fn a_round_without_its_record_is_redone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_redoes_a_round_the_server_rolled_back_only_within_its_attempts() {
+async fn a_client_refuses_a_round_the_server_rolled_back_to_run_again() {
     use privagg_client::{RoundError, SdkError};
     let dim = 4;
     let mut cfg = config("rollback", dim, 2, 2);
@@ -126,10 +126,6 @@ async fn a_client_redoes_a_round_the_server_rolled_back_only_within_its_attempts
     let submit_as = |running: &Running, token: &str, memory: Option<std::path::PathBuf>| {
         let mut options = running.options();
         options.token = Some(token.into());
-        // One attempt per round: the redo of a round finished (how a server that crashed
-        // after the reveals completes it) is a second attempt, refused by the count the
-        // client stored.
-        options.max_attempts_per_round = 1;
         if memory.is_some() {
             options.state_dir = memory;
         }
@@ -157,7 +153,7 @@ async fn a_client_redoes_a_round_the_server_rolled_back_only_within_its_attempts
     let (a, b) = (submit_as(&running, "alpha", Some(memory)), submit_as(&running, "beta", None));
     let replayed = a.await.unwrap();
     assert!(
-        matches!(replayed, Err(SdkError::Round(RoundError::TooManyAttempts { round: 1, attempts: 1 }))),
+        matches!(replayed, Err(SdkError::Round(RoundError::ReplayedRound { round: 1, finished: 1 }))),
         "{replayed:?}"
     );
     let _ = b.await.unwrap();

@@ -198,6 +198,8 @@ struct Seat {
     corrupt_neighbours: u32,
     channel_key: SecretKey,
     mask_key: SecretKey,
+    /// What it advertised: the public keys with their proofs of possession.
+    keys: AdvertisedKeys,
 }
 
 /// What the client knows once the neighbourhood's keys arrive.
@@ -404,12 +406,12 @@ impl ClientRound {
         }
         let channel_key = SecretKey::generate(rng);
         let mask_key = SecretKey::generate(rng);
-        let keys = AdvertisedKeys { channel: channel_key.public_key(), mask: mask_key.public_key() };
+        let keys = AdvertisedKeys::prove(&channel_key, &mask_key, &config.cohort, id, rng);
         let signature = self
             .identity
             .as_ref()
             .map(|identity| identity.key.sign(&cohort::advertisement_message(&config.cohort, id, &keys, &self.nonce)));
-        self.seat = Some(Seat { params, id, cohort: config.cohort, corrupt_neighbours, channel_key, mask_key });
+        self.seat = Some(Seat { params, id, cohort: config.cohort, corrupt_neighbours, channel_key, mask_key, keys });
         self.app_data = Some(config.app_data);
         self.state = ClientState::AwaitingKeyList;
         Ok(ClientMessage::AdvertiseKeys(Box::new(Advertisement { keys, nonce: self.nonce, signature })))
@@ -424,7 +426,6 @@ impl ClientRound {
         check_cohort(seat, &list.cohort, self.identity.as_ref(), &self.nonce)?;
         let labelling = cohort::labelling(&seat.cohort, list.cohort.iter().map(|s| &s.nonce));
         let graph = NeighbourGraph::new(seat.params.num_clients, seat.params.neighbours, &labelling.graph_seed);
-        let own = AdvertisedKeys { channel: seat.channel_key.public_key(), mask: seat.mask_key.public_key() };
         let neighbours = graph.neighbours(seat.id);
         let mut certificates = BTreeMap::new();
         let mut saw_own = false;
@@ -448,11 +449,14 @@ impl ClientRound {
                 return Err(ClientError::ReusedKey(id));
             }
             if id == seat.id {
-                if entry.keys != own {
+                if entry.keys != seat.keys {
                     return Err(ClientError::OwnKeysMissing);
                 }
                 saw_own = true;
             } else {
+                if !entry.keys.possession_proven(&seat.cohort, id) {
+                    return Err(ClientError::UnprovenKeys(id));
+                }
                 if let Some(identity) = &self.identity {
                     authenticate(identity, &seat.cohort, &entry, &list.cohort[id.index()])?;
                 }

@@ -129,6 +129,19 @@ pub fn advertisement_message(cohort: &[u8; 32], id: ClientId, keys: &AdvertisedK
     m
 }
 
+/// The context of a client's proofs of possession of its advertised keys:
+/// `"privagg/v1 key-possession" ‖ purpose ‖ C ‖ u32 id`, so that a proof holds for one key
+/// purpose of one seat in one attempt only (a client cannot pass another's key off as its
+/// own with the other's proof).
+pub fn possession_context(cohort: &[u8; 32], id: ClientId, purpose: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(26 + purpose.len() + 32 + 4);
+    m.extend_from_slice(b"privagg/v1 key-possession");
+    m.extend_from_slice(purpose);
+    m.extend_from_slice(cohort);
+    m.extend_from_slice(&id.get().to_le_bytes());
+    m
+}
+
 /// What a client signs in the consistency check: `"privagg/v1 survivors" ‖ session id ‖
 /// u64 round ‖ u32 count ‖ ids ascending`. The session id binds the cohort and the
 /// nonces, so the signature holds for this attempt of this round only.

@@ -247,6 +247,10 @@ pub enum ClientError {
     /// Two clients advertised the same public key.
     #[error("{0} advertised a key that another client also uses")]
     ReusedKey(ClientId),
+    /// A neighbour's keys came without valid proofs that it holds their secrets: keys the
+    /// server made up, or related to another client's (refused before anything is sent).
+    #[error("{0} advertised keys without proving it holds their secrets")]
+    UnprovenKeys(ClientId),
     /// Too few neighbours remain for the threshold.
     #[error("only {alive} of the neighbourhood remain, below the threshold {threshold}")]
     TooFewNeighbours {
@@ -359,6 +363,9 @@ pub enum Violation {
     /// The same public key used twice (by this client or by two clients).
     #[error("public key already in use")]
     ReusedKey,
+    /// Advertised keys without valid proofs that the client holds their secrets.
+    #[error("keys advertised without proof of possession")]
+    UnprovenKeys,
     /// The revealed nonce does not match the client's commitment.
     #[error("the nonce does not match the commitment")]
     WrongNonce,

@@ -90,9 +90,10 @@ pub use graph::NeighbourGraph;
 pub use graph_params::{AdversaryClass, GraphParameters, ThreatModel, check_graph_parameters, find_graph_parameters};
 pub use message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
-    Envelope, EnvelopeComplaint, ForwardedShare, KeyList, Leave, Limits, MAX_ABORT_DETAIL, PROTOCOL_VERSION, PeerEntry,
-    RevealedShare, SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys, SurvivorSignature, UnmaskRequest,
-    UnmaskResponse, encode_certified, encode_cohort, encode_forwarded_split, encode_key_list_split,
+    Envelope, EnvelopeComplaint, ForwardedShare, KeyList, KeyPossession, Leave, Limits, MAX_ABORT_DETAIL,
+    PROTOCOL_VERSION, PeerEntry, RevealedShare, SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse, encode_certified, encode_cohort, encode_forwarded_split,
+    encode_key_list_split,
 };
 pub use packing::{PackedVector, packed_len};
 pub use privagg_crypto::PrgKind;

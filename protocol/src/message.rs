@@ -15,15 +15,15 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
-use privagg_crypto::dleq::DleqProof;
+use privagg_crypto::dleq::{self, DleqProof};
 use privagg_crypto::identity::SIGNATURE_LEN;
 use privagg_crypto::vss::Commitment;
-use privagg_crypto::{PrgKind, PublicKey};
+use privagg_crypto::{PrgKind, PublicKey, SecretKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::codec::{Reader, Writer, truncate_utf8};
-use crate::cohort::RevealedSeat;
+use crate::cohort::{self, RevealedSeat};
 use crate::error::DecodeError;
 use crate::packing::PackedVector;
 use crate::round_params::{ClientId, MAX_CLIENTS, MAX_DIM, RoundParams};
@@ -161,13 +161,56 @@ impl Default for Limits {
 }
 
 /// The two public keys a client advertises: `channel` (for the envelopes) and `mask`
-/// (for the pairwise masks).
+/// (for the pairwise masks), with proofs that it knows their secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdvertisedKeys {
     /// Public key of the channel key pair c_u.
     pub channel: PublicKey,
     /// Public key of the mask key pair s_u.
     pub mask: PublicKey,
+    /// Proofs of possession of both secrets, bound to the seat
+    /// ([`cohort::possession_context`]). Without them a client colluding with the server
+    /// could advertise a key related to an honest client's (X_w + a·G) and have its
+    /// neighbours' complaints reveal values about the honest client's keys.
+    pub possession: KeyPossession,
+}
+
+/// Schnorr proofs ([`privagg_crypto::dleq::prove_possession`]) that a client knows the
+/// secrets of the two keys it advertises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPossession {
+    /// For the channel key.
+    pub channel: DleqProof,
+    /// For the mask key.
+    pub mask: DleqProof,
+}
+
+impl AdvertisedKeys {
+    /// The public keys of `channel` and `mask`, with proofs of possession for seat `id`
+    /// of the round whose cohort hash is `cohort`.
+    pub fn prove<R: rand_core::CryptoRng + ?Sized>(
+        channel: &SecretKey,
+        mask: &SecretKey,
+        cohort: &[u8; 32],
+        id: ClientId,
+        rng: &mut R,
+    ) -> Self {
+        let possession = KeyPossession {
+            channel: dleq::prove_possession(channel, &cohort::possession_context(cohort, id, b"channel"), rng),
+            mask: dleq::prove_possession(mask, &cohort::possession_context(cohort, id, b"mask"), rng),
+        };
+        Self { channel: channel.public_key(), mask: mask.public_key(), possession }
+    }
+
+    /// Whether both proofs of possession verify for seat `id` of the round whose cohort
+    /// hash is `cohort`.
+    pub fn possession_proven(&self, cohort: &[u8; 32], id: ClientId) -> bool {
+        let proven = |key: &PublicKey, proof: &DleqProof, purpose: &[u8]| {
+            dleq::verify_possession(key, proof, &cohort::possession_context(cohort, id, purpose)).is_ok()
+        };
+        proven(&self.channel, &self.possession.channel, b"channel")
+            && proven(&self.mask, &self.possession.mask, b"mask")
+    }
 }
 
 /// Phase 1, client → server: the client's keys and the nonce it committed to, signed
@@ -457,7 +500,7 @@ mod tag {
     pub const COMPLAINTS: u8 = 0x17;
 }
 
-const KEYS_LEN: usize = 2 * PublicKey::LEN;
+const KEYS_LEN: usize = 2 * (PublicKey::LEN + DleqProof::LEN);
 /// A signer's id and its signature.
 const SIGNED_LEN: usize = ID_LEN + SIGNATURE_LEN;
 const ID_LEN: usize = 4;
@@ -895,12 +938,16 @@ fn decode_ids(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<ClientId>, Deco
 fn encode_keys(w: &mut Writer, keys: &AdvertisedKeys) {
     w.bytes(&keys.channel.to_bytes());
     w.bytes(&keys.mask.to_bytes());
+    w.bytes(&keys.possession.channel.to_bytes());
+    w.bytes(&keys.possession.mask.to_bytes());
 }
 
 fn decode_keys(r: &mut Reader<'_>) -> Result<AdvertisedKeys, DecodeError> {
     let channel = PublicKey::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidPublicKey)?;
     let mask = PublicKey::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidPublicKey)?;
-    Ok(AdvertisedKeys { channel, mask })
+    let mut proof = || DleqProof::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidScalar);
+    let possession = KeyPossession { channel: proof()?, mask: proof()? };
+    Ok(AdvertisedKeys { channel, mask, possession })
 }
 
 /// A u8 flag (0 none, 1 present) and, if present, the signature.

@@ -476,6 +476,9 @@ impl ServerRound {
                 Some(Certified { certificate: certificate.clone(), signature })
             }
         };
+        if !keys.possession_proven(&self.cohort, client) {
+            return Err(Violation::UnprovenKeys);
+        }
         let (channel, mask) = (keys.channel.to_bytes(), keys.mask.to_bytes());
         if channel == mask || self.used_keys.contains(&channel) || self.used_keys.contains(&mask) {
             return Err(Violation::ReusedKey);

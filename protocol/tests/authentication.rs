@@ -55,12 +55,16 @@ fn sparse_params() -> RoundParams {
     params(40, sized.neighbours, sized.threshold, 8, 32)
 }
 
-fn server_keys(seed: u64) -> AdvertisedKeys {
+/// Keys the server holds, proven for seat `seat` of the round [`certified_round`] plays
+/// (whose cohort `list` reveals): everything but the seat's signature is in order.
+fn server_keys(seed: u64, list: &KeyList, seat: ClientId) -> AdvertisedKeys {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    AdvertisedKeys {
-        channel: SecretKey::generate(&mut rng).public_key(),
-        mask: SecretKey::generate(&mut rng).public_key(),
-    }
+    let (channel, mask) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+    let cohort = cohort::cohort_hash(
+        &params(10, 9, 6, 8, 32),
+        list.cohort.iter().map(|s| (s.fingerprint, cohort::commitment(&s.nonce))),
+    );
+    AdvertisedKeys::prove(&channel, &mask, &cohort, seat, &mut rng)
 }
 
 #[test]
@@ -69,10 +73,46 @@ fn a_neighbours_keys_substituted_by_the_server_are_refused() {
     // signature: the signature no longer covers the keys.
     let enrollment = Enrollment::new();
     let (mut h, honest) = certified_round(&enrollment);
-    let mut list = honest;
+    let mut list = honest.clone();
     let entry = list.entries.iter_mut().find(|e| e.id == id(4)).unwrap();
-    entry.keys = server_keys(1);
+    entry.keys = server_keys(1, &honest, id(4));
     assert_eq!(refusal(&mut h, list), ClientError::BadPeerSignature(id(4)));
+}
+
+#[test]
+fn a_neighbours_keys_without_proof_of_possession_are_refused_before_anything_is_shared() {
+    // The attack (found by review): the server and a client it colludes with give seat 4
+    // keys related to honest seat 3's, C_3 + a·G and S_3 + a·G for an a they know. Seat
+    // 4's neighbours, complaining about its envelopes, would reveal c_v·C_4 and s_v·S_4,
+    // from which the server subtracts a·C_v and a·S_v: the channel and mask values of
+    // the honest pair (v, 3), which open seat 3's envelopes and masks. The colluder can
+    // sign its rogue keys, but cannot prove it holds their secrets.
+    let enrollment = Enrollment::new();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let a = SecretKey::generate(&mut rng);
+    let related = |k: &privagg_crypto::PublicKey| {
+        privagg_crypto::PublicKey::from_bytes(&(k.point() + a.public_key().point()).compress().to_bytes()).unwrap()
+    };
+    // The best the colluders can attach to the related keys: proofs for a·G, or seat 3's
+    // own proofs. Then seat 3's genuine keys and proofs moved to seat 4, seat 3 left out
+    // (the proofs are bound to seat 3).
+    let of_a = AdvertisedKeys::prove(&a, &SecretKey::generate(&mut rng), &[0; 32], id(4), &mut rng).possession;
+    for case in 0..3 {
+        let (mut h, mut list) = certified_round(&enrollment);
+        let three = list.entries.iter().find(|e| e.id == id(3)).unwrap().keys;
+        let entry = list.entries.iter_mut().find(|e| e.id == id(4)).unwrap();
+        let rogue =
+            |possession| AdvertisedKeys { channel: related(&three.channel), mask: related(&three.mask), possession };
+        entry.keys = match case {
+            0 => rogue(of_a),
+            1 => rogue(three.possession),
+            _ => three,
+        };
+        if case == 2 {
+            list.entries.retain(|e| e.id != id(3)); // else the repeated keys are refused first
+        }
+        assert_eq!(refusal(&mut h, list), ClientError::UnprovenKeys(id(4)), "case {case}");
+    }
 }
 
 #[test]

@@ -23,10 +23,8 @@ fn id(raw: u32) -> ClientId {
 
 fn keys(seed: u64) -> AdvertisedKeys {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    AdvertisedKeys {
-        channel: SecretKey::generate(&mut rng).public_key(),
-        mask: SecretKey::generate(&mut rng).public_key(),
-    }
+    let (channel, mask) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+    AdvertisedKeys::prove(&channel, &mask, &[7; 32], id(1), &mut rng)
 }
 
 fn envelope(peer: u32) -> Envelope {

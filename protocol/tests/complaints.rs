@@ -222,7 +222,6 @@ fn shares_that_contradict_their_commitments_blame_the_sender() {
     // rebuild, so its masks come out of the sum.
     let mut rng = ChaCha20Rng::seed_from_u64(25);
     let (channel, mask) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
-    let advertised = AdvertisedKeys { channel: channel.public_key(), mask: mask.public_key() };
     let dealer = Rc::new(RefCell::new(Dealer::default()));
     let on_way_dealer = dealer.clone();
     let mut h = Harness::new(params(5, 4, 3, 16, 32), 25);
@@ -242,8 +241,9 @@ fn shares_that_contradict_their_commitments_blame_the_sender() {
         },
         move |_, from, msg| match msg {
             ClientMessage::AdvertiseKeys(mut a) if from == id(5) => {
+                let cohort = dealer.borrow().cohort.unwrap();
                 dealer.borrow_mut().own_keys = Some(a.keys);
-                a.keys = advertised;
+                a.keys = AdvertisedKeys::prove(&channel, &mask, &cohort, id(5), &mut rng);
                 Some(ClientMessage::AdvertiseKeys(a))
             }
             ClientMessage::ShareKeys(s) if from == id(5) => {

@@ -6,10 +6,13 @@
 mod common;
 
 use common::{Harness, id, params};
+use privagg_crypto::{PublicKey, SecretKey};
 use privagg_protocol::{
     AbortCode, Advertisement, ClientError, ClientMessage, DropReason, PackedVector, Phase, RevealedShare, RoundAbort,
     ServerError, ServerMessage, UnmaskResponse, Violation,
 };
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 
 fn violation(h: &Harness, from: u32) -> Violation {
     h.server_errors
@@ -93,24 +96,34 @@ fn duplicate_message_drops_the_sender_but_keeps_its_input_in_the_sum() {
 }
 
 #[test]
-fn reused_public_keys_and_foreign_nonces_are_refused() {
-    // Client 3 advertises client 1's keys under its own nonce: refused, but its nonce is
-    // in, so the round goes on without it.
-    let mut h = Harness::new(params(5, 4, 3, 16, 32), 4);
-    let mut first = None;
-    h.run(|_, from, msg| {
-        if let ClientMessage::AdvertiseKeys(a) = &msg {
-            if from == id(1) {
-                first = Some(a.keys);
-            } else if from == id(3) {
-                let copied = Advertisement { keys: first.unwrap(), ..**a };
-                return Some(ClientMessage::AdvertiseKeys(Box::new(copied)));
+fn reused_unproven_public_keys_and_foreign_nonces_are_refused() {
+    // Client 3 advertises client 1's keys under its own nonce (their proofs of possession
+    // are bound to seat 1), then keys related to client 1's, C_1 + a·G and S_1 + a·G (the
+    // colluder's rogue keys of the review), which it cannot prove: refused, but its nonce
+    // is in, so the round goes on without it.
+    let a = SecretKey::generate(&mut ChaCha20Rng::seed_from_u64(9));
+    let related = |k: &PublicKey| PublicKey::from_bytes(&(k.point() + a.public_key().point()).compress().to_bytes());
+    for rogue in [false, true] {
+        let mut h = Harness::new(params(5, 4, 3, 16, 32), 4);
+        let mut first = None;
+        h.run(|_, from, msg| {
+            if let ClientMessage::AdvertiseKeys(a) = &msg {
+                if from == id(1) {
+                    first = Some(a.keys);
+                } else if from == id(3) {
+                    let mut keys = first.unwrap();
+                    if rogue {
+                        (keys.channel, keys.mask) = (related(&keys.channel).unwrap(), related(&keys.mask).unwrap());
+                    }
+                    let copied = Advertisement { keys, ..**a };
+                    return Some(ClientMessage::AdvertiseKeys(Box::new(copied)));
+                }
             }
-        }
-        Some(msg)
-    });
-    assert_eq!(violation(&h, 3), Violation::ReusedKey);
-    assert_eq!(h.assert_exact().len(), 4);
+            Some(msg)
+        });
+        assert_eq!(violation(&h, 3), Violation::UnprovenKeys, "rogue: {rogue}");
+        assert_eq!(h.assert_exact().len(), 4);
+    }
 
     // Client 3 replays client 1's whole advertisement: the nonce does not open client 3's
     // commitment, so its seat stays unrevealed and the attempt aborts.

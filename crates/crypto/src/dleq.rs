@@ -103,6 +103,30 @@ pub fn verify(
     if expected == proof.challenge { Ok(()) } else { Err(CryptoError::InvalidProof) }
 }
 
+/// Proves knowledge of the secret key behind `secret.public_key()`: a DLEQ proof with
+/// `P = G` (so `Z = X`), which is a Schnorr proof, bound to `context`. A client that
+/// advertises a key must prove it this way, or it could advertise a key related to
+/// another client's (`X_w + a·G`) and get values revealed about it that are really about
+/// the other client's key.
+pub fn prove_possession<R: rand_core::CryptoRng + ?Sized>(
+    secret: &SecretKey,
+    context: &[u8],
+    rng: &mut R,
+) -> DleqProof {
+    prove(secret, &generator(), context, rng).1
+}
+
+/// Checks a [`prove_possession`] proof for `public` and `context`; fails with
+/// [`CryptoError::InvalidProof`].
+pub fn verify_possession(public: &PublicKey, proof: &DleqProof, context: &[u8]) -> Result<(), CryptoError> {
+    verify(public, &generator(), &public.to_bytes(), proof, context)
+}
+
+/// The group's generator G as a public key (the public key of the scalar 1).
+fn generator() -> PublicKey {
+    SecretKey::from_scalar(Scalar::ONE).public_key()
+}
+
 fn challenge(
     context: &[u8],
     x: &[u8; 32],
@@ -140,6 +164,22 @@ mod tests {
         assert_eq!(&*z, u.secret.diffie_hellman(&v.public).unwrap().as_bytes());
         assert_eq!(verify(&v.public, &u.public, &z, &proof, b"ctx"), Ok(()));
         assert_eq!(DleqProof::from_bytes(&proof.to_bytes()).unwrap(), proof);
+    }
+
+    #[test]
+    fn possession_is_proven_for_the_key_and_context_only() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (w, u) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
+        let proof = prove_possession(&w.secret, b"ctx", &mut rng);
+        assert_eq!(verify_possession(&w.public, &proof, b"ctx"), Ok(()));
+        assert_eq!(verify_possession(&w.public, &proof, b"other"), Err(CryptoError::InvalidProof));
+        assert_eq!(verify_possession(&u.public, &proof, b"ctx"), Err(CryptoError::InvalidProof));
+        // The rogue key X_w + a·G: whoever knows a (but not w's secret) proves a·G at best.
+        let a = SecretKey::generate(&mut rng);
+        let rogue = PublicKey::from_bytes(&(w.public.point() + a.public_key().point()).compress().to_bytes()).unwrap();
+        let with_a = prove_possession(&a, b"ctx", &mut rng);
+        assert_eq!(verify_possession(&rogue, &with_a, b"ctx"), Err(CryptoError::InvalidProof));
+        assert_eq!(verify_possession(&rogue, &proof, b"ctx"), Err(CryptoError::InvalidProof));
     }
 
     #[test]

@@ -74,9 +74,11 @@ pub struct RoundMemory {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionMemory {
     /// The highest round in which it revealed its unmasking shares (0: none): it takes
-    /// part in no round below it, and in this one only in further attempts within
+    /// part in no round below it, and in this one only with DP, in further attempts within
     /// `max_attempts` (a server that crashed after the reveal redoes the round; each
     /// attempt is charged, and the cap bounds the noised copies as it does for aborts).
+    /// Without DP, two sums of one round over survivor sets that differ by one client give
+    /// that client's update, so a finished round is never redone.
     pub finished: u64,
     /// Attempts it took part in (revealed its nonce and keys, perhaps sent a masked
     /// input), per round from `finished` on.
@@ -210,10 +212,10 @@ pub enum RoundError {
     /// A frame from the server did not decode.
     #[error("malformed message from the server: {0}")]
     Malformed(#[from] DecodeError),
-    /// The server asked for a round below one this client finished (revealed its shares
-    /// for): a replay, refused. (The round it finished may be redone within
-    /// [`ClientConfig::max_attempts`], see [`SessionMemory::finished`].)
-    #[error("round {round} is below round {finished}, which this client already finished")]
+    /// The server asked for a round this client finished (revealed its shares for), or
+    /// one below it: a replay, refused. (With DP, the round it finished may be redone
+    /// within [`ClientConfig::max_attempts`], see [`SessionMemory::finished`].)
+    #[error("round {round} is at or below round {finished}, which this client already finished")]
     ReplayedRound {
         /// The round asked for.
         round: u64,
@@ -887,7 +889,10 @@ impl ClientSession {
             return self.refuse_round(&mut protocol, RoundError::PolicyRefused(e.to_string()));
         }
         let attempts = memory.attempts.get(&round).copied().unwrap_or(0);
-        if round < memory.finished {
+        // Without DP, a redo of a finished round over one client fewer would give the server
+        // that client's update exactly (the difference of the two sums): refused. With DP,
+        // each attempt is charged, and the cap below bounds them.
+        if round < memory.finished || (round == memory.finished && accounted.is_none()) {
             return self.refuse_round(&mut protocol, RoundError::ReplayedRound { round, finished: memory.finished });
         }
         if attempts >= self.config.max_attempts {

@@ -844,26 +844,33 @@ fn replay(setup: Setup, log_key: LogKey, memory: &[RoundMemory]) -> Harness {
     h
 }
 
+/// Rounds of 4 clients, all needed; with DP (z = 1) or without.
+fn replay_setup(dp: bool) -> Setup {
+    let mut setup = Setup::new(4, 4, 4, 8);
+    setup.noise_multiplier = dp.then_some(1.0);
+    setup
+}
+
 #[test]
-fn a_client_takes_part_in_a_round_it_finished_again_only_within_its_attempts_and_never_in_an_earlier_one() {
+fn with_dp_a_client_takes_part_in_a_round_it_finished_again_only_within_its_attempts_and_never_in_an_earlier_one() {
     // The server rolls its state back and runs round 1 again, over and over, to collect
     // more noised copies of the same updates; the clients start again from what they
     // stored. A redo of the round a client finished is how a server that crashed after
-    // the reveals completes it, so the client takes part — charged each time — but only
-    // up to `max_attempts` (3) attempts of the round in all, as it would for aborted
-    // attempts: the server gets no more copies than aborting would give it.
-    let mut first = Setup::new(4, 4, 4, 8).start();
+    // the reveals completes it, so with DP the client takes part — charged each time —
+    // but only up to `max_attempts` (3) attempts of the round in all, as it would for
+    // aborted attempts: the server gets no more copies than aborting would give it.
+    let mut first = replay_setup(true).start();
     first.run();
     assert_eq!(first.commits.len(), 1);
     let mut memory: Vec<RoundMemory> = first.peers.iter().map(|p| p.remembered.clone().unwrap()).collect();
     assert_eq!(memory[0].session(&harness::SESSION).finished, 1);
     for attempt in 2..=3 {
-        let h = replay(Setup::new(4, 4, 4, 8), first.log_key_copy(), &memory);
+        let h = replay(replay_setup(true), first.log_key_copy(), &memory);
         assert_eq!(h.commits.len(), 1, "attempt {attempt} of round 1 is a redo within the cap");
         memory = h.peers.iter().map(|p| p.remembered.clone().unwrap()).collect();
         assert_eq!(memory[0].session(&harness::SESSION).spent.participations, attempt, "each attempt charged");
     }
-    let h = replay(Setup::new(4, 4, 4, 8), first.log_key_copy(), &memory);
+    let h = replay(replay_setup(true), first.log_key_copy(), &memory);
     assert!(h.commits.is_empty());
     for p in &h.peers {
         assert_eq!(p.failures()[0], &RoundError::TooManyAttempts { round: 1, attempts: 3 });
@@ -871,7 +878,7 @@ fn a_client_takes_part_in_a_round_it_finished_again_only_within_its_attempts_and
     }
 
     // A round below the last one finished is never redone.
-    let mut setup = Setup::new(4, 4, 4, 8);
+    let mut setup = replay_setup(true);
     setup.session.rounds = 2;
     let mut first = setup.start();
     first.run();
@@ -881,10 +888,27 @@ fn a_client_takes_part_in_a_round_it_finished_again_only_within_its_attempts_and
     // Without its memory of the log (which would refuse the truncated log first), the
     // replay rule alone refuses.
     memory.iter_mut().for_each(|m| m.session_mut(&harness::SESSION).log = Default::default());
-    let h = replay(Setup::new(4, 4, 4, 8), first.log_key_copy(), &memory);
+    let h = replay(replay_setup(true), first.log_key_copy(), &memory);
     assert!(h.commits.is_empty());
     for p in &h.peers {
         assert_eq!(p.failures()[0], &RoundError::ReplayedRound { round: 1, finished: 2 });
+        assert_eq!(p.uploads, 0, "nothing of the update left the client");
+    }
+}
+
+#[test]
+fn without_dp_a_client_never_takes_part_in_a_round_it_finished_again() {
+    // Without noise, a second sum of round 1 over the same clients but one would give the
+    // server that client's update exactly (found by review, when redos were allowed
+    // without DP too). A rolled-back server that runs round 1 again gets nothing.
+    let mut first = replay_setup(false).start();
+    first.run();
+    assert_eq!(first.commits.len(), 1);
+    let memory: Vec<RoundMemory> = first.peers.iter().map(|p| p.remembered.clone().unwrap()).collect();
+    let h = replay(Setup::new(4, 3, 3, 8), first.log_key_copy(), &memory);
+    assert!(h.commits.is_empty());
+    for p in &h.peers {
+        assert_eq!(p.failures()[0], &RoundError::ReplayedRound { round: 1, finished: 1 });
         assert_eq!(p.uploads, 0, "nothing of the update left the client");
     }
 }
