@@ -134,7 +134,7 @@ pub fn advertisement_message(cohort: &[u8; 32], id: ClientId, keys: &AdvertisedK
 /// purpose of one seat in one attempt only (a client cannot pass another's key off as its
 /// own with the other's proof).
 pub fn possession_context(cohort: &[u8; 32], id: ClientId, purpose: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(26 + purpose.len() + 32 + 4);
+    let mut m = Vec::with_capacity(25 + purpose.len() + 32 + 4);
     m.extend_from_slice(b"privagg/v1 key-possession");
     m.extend_from_slice(purpose);
     m.extend_from_slice(cohort);

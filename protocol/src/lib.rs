@@ -92,7 +92,7 @@ pub use message::{
     Abort, AbortCode, AdvertisedKeys, Advertisement, COMMITMENTS_LABEL, Certified, ClientMessage, Config, ENVELOPE_LEN,
     Envelope, EnvelopeComplaint, ForwardedShare, KeyList, KeyPossession, Leave, Limits, MAX_ABORT_DETAIL,
     PROTOCOL_VERSION, PeerEntry, RevealedShare, SERVICE_TYPES, ServerMessage, ShareCommitments, ShareKeys,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse, encode_certified, encode_cohort, encode_forwarded_split,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse, encode_cohort, encode_entry, encode_forwarded_split,
     encode_key_list_split,
 };
 pub use packing::{PackedVector, packed_len};

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use privagg_protocol::cohort::{Member, RevealedSeat};
 use privagg_protocol::{
-    ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, ShareCommitments, Violation, encode_certified,
-    encode_cohort, encode_forwarded_split, encode_key_list_split,
+    ClientId, DropReason, Outgoing, Phase, ServerMessage, ServerRound, ShareCommitments, Violation, encode_cohort,
+    encode_entry, encode_forwarded_split, encode_key_list_split,
 };
 
 use super::lobby::Seated;
@@ -319,11 +319,11 @@ impl ActiveRound {
         // Most clients ask the same (the checkpoint of the last round, and that round):
         // each distinct request is proven once.
         let mut proofs: HashMap<LogRequest, Vec<u8>> = HashMap::new();
-        // Each sender's commitments, the cohort and each client's certificate: encoded once
-        // for every frame that carries them.
+        // Each sender's commitments, the cohort and each client's key list entry: encoded
+        // once for every frame that carries them.
         let mut commitments: HashMap<*const ShareCommitments, Arc<[u8]>> = HashMap::new();
         let mut cohorts: HashMap<*const [RevealedSeat], Arc<[u8]>> = HashMap::new();
-        let mut certificates: HashMap<ClientId, Arc<[u8]>> = HashMap::new();
+        let mut entries: HashMap<ClientId, Arc<[u8]>> = HashMap::new();
         for mut o in outgoing {
             if let (ServerMessage::Config(config), Some(log)) = (&mut o.message, &self.log)
                 && let Some(seat) = self.seat(o.to)
@@ -339,8 +339,8 @@ impl ActiveRound {
                         .entry(Arc::as_ptr(&list.cohort))
                         .or_insert_with(|| Arc::from(encode_cohort(&list.cohort)))
                         .clone();
-                    Frame::interleaved(encode_key_list_split(list, cohort, |id, c| {
-                        certificates.entry(id).or_insert_with(|| Arc::from(encode_certified(c))).clone()
+                    Frame::interleaved(encode_key_list_split(list, cohort, |e| {
+                        entries.entry(e.id).or_insert_with(|| Arc::from(encode_entry(e))).clone()
                     }))
                 }
                 ServerMessage::ForwardedShares(forwarded) => {
