@@ -185,6 +185,39 @@ async fn a_flood_of_connections_that_never_say_hello_is_bounded_and_honest_clien
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_connects_again_when_its_connection_is_closed_before_its_hello_is_answered() {
+    // A scripted server closes the first connection as privagg does when a hello comes
+    // too late ("no hello in time": the client's device was busy), then admits the second.
+    // The SDK used to give up at the first close.
+    let dir = state_dir("overload-sdk-hello-retry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let certificate = ServerCertificate::load_or_generate(&dir).unwrap();
+    let server_config = certificate.server_config(1 << 20, Duration::from_secs(30), None).unwrap();
+    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        // The hello arrives (the client's stream opens with it), too late: closed unanswered.
+        let first = endpoint.accept().await.unwrap().await.unwrap();
+        let _late = first.accept_bi().await.unwrap();
+        first.close(quinn::VarInt::from_u32(0), b"no hello in time");
+        let second = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = second.accept_bi().await.unwrap();
+        let hello = read_frame(&mut recv, || 1 << 16).await.unwrap().unwrap();
+        assert!(matches!(ClientServiceMessage::decode(&hello), Ok(ClientServiceMessage::Hello { .. })));
+        write_frame(&mut send, &Frame::new(ServerServiceMessage::Welcome { resumed: None }.encode())).await.unwrap();
+        tokio::time::sleep(PATIENCE).await;
+        drop((first, second, endpoint));
+    });
+    let mut options = ClientOptions::new(addr, certificate.cert.clone());
+    options.state_dir = None;
+    options.policy.server = privagg_protocol::AdversaryClass::CuriousServer;
+    options.connect_deadline = PATIENCE;
+    let client = tokio::time::timeout(PATIENCE, Client::connect(options)).await.expect("the client waited");
+    assert!(client.is_ok(), "{:?}", client.err());
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_refuses_an_oversized_announced_frame_before_reading_it() {
     // A hostile server answers the Hello with the header of a 512 MiB frame and nothing
     // else. The SDK, capped at 1 MiB before any Config, refuses the length at once: it

@@ -285,8 +285,8 @@ impl TrainedFor {
 }
 
 impl Client {
-    /// Connects and gets admitted. Retries an unreachable server until
-    /// `connect_deadline`; a refusal is final.
+    /// Connects and gets admitted. Retries an unreachable server, and a connection lost
+    /// before the server answered the hello, until `connect_deadline`; a refusal is final.
     pub async fn connect(options: ClientOptions) -> Result<Self, SdkError> {
         options.validate()?;
         let credential = match (&options.cert, &options.key) {
@@ -337,7 +337,7 @@ impl Client {
             trained: None,
             interrupted: Arc::default(),
         };
-        client.admit().await?;
+        client.admit_or_reconnect().await?;
         Ok(client)
     }
 
@@ -361,7 +361,24 @@ impl Client {
     pub async fn reconnect(&mut self) -> Result<(), SdkError> {
         self.session.handle_connection_lost();
         self.link = Link::open(&self.endpoint, &self.options, &self.frame_limit).await?;
-        self.admit().await
+        self.admit_or_reconnect().await
+    }
+
+    /// [`Client::admit`], connecting again while the connection is lost before the answer,
+    /// until `connect_deadline`: a client slow to say hello (a busy device) has its
+    /// connection closed "no hello in time", and a restarting server drops it.
+    async fn admit_or_reconnect(&mut self) -> Result<(), SdkError> {
+        let deadline = tokio::time::Instant::now() + self.options.connect_deadline;
+        loop {
+            match self.admit().await {
+                Err(e @ SdkError::Unreachable(_)) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "connection lost before admission; connecting again");
+                    self.session.handle_connection_lost();
+                    self.link = Link::open(&self.endpoint, &self.options, &self.frame_limit).await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Says hello and waits for the server's answer; other actions wait for the round.
