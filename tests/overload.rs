@@ -184,17 +184,26 @@ async fn a_flood_of_connections_that_never_say_hello_is_bounded_and_honest_clien
     assert_eq!(running.finish().await.completed_rounds, 1);
 }
 
+/// A bare QUIC endpoint with privagg's server certificate, for a test to script what a
+/// server does; and the options of an SDK client that trusts it.
+fn scripted_server(name: &str) -> (quinn::Endpoint, ClientOptions) {
+    let dir = state_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let certificate = ServerCertificate::load_or_generate(&dir).unwrap();
+    let server_config = certificate.server_config(1 << 20, Duration::from_secs(30), None).unwrap();
+    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut options = ClientOptions::new(endpoint.local_addr().unwrap(), certificate.cert.clone());
+    options.state_dir = None;
+    options.policy.server = privagg_protocol::AdversaryClass::CuriousServer;
+    (endpoint, options)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_connects_again_when_its_connection_is_closed_before_its_hello_is_answered() {
     // A scripted server closes the first connection as privagg does when a hello comes
     // too late ("no hello in time": the client's device was busy), then admits the second.
     // The SDK used to give up at the first close.
-    let dir = state_dir("overload-sdk-hello-retry");
-    std::fs::create_dir_all(&dir).unwrap();
-    let certificate = ServerCertificate::load_or_generate(&dir).unwrap();
-    let server_config = certificate.server_config(1 << 20, Duration::from_secs(30), None).unwrap();
-    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = endpoint.local_addr().unwrap();
+    let (endpoint, mut options) = scripted_server("overload-sdk-hello-retry");
     let server = tokio::spawn(async move {
         // The hello arrives (the client's stream opens with it), too late: closed unanswered.
         let first = endpoint.accept().await.unwrap().await.unwrap();
@@ -208,9 +217,6 @@ async fn the_sdk_connects_again_when_its_connection_is_closed_before_its_hello_i
         tokio::time::sleep(PATIENCE).await;
         drop((first, second, endpoint));
     });
-    let mut options = ClientOptions::new(addr, certificate.cert.clone());
-    options.state_dir = None;
-    options.policy.server = privagg_protocol::AdversaryClass::CuriousServer;
     options.connect_deadline = PATIENCE;
     let client = tokio::time::timeout(PATIENCE, Client::connect(options)).await.expect("the client waited");
     assert!(client.is_ok(), "{:?}", client.err());
@@ -222,12 +228,7 @@ async fn the_sdk_refuses_an_oversized_announced_frame_before_reading_it() {
     // A hostile server answers the Hello with the header of a 512 MiB frame and nothing
     // else. The SDK, capped at 1 MiB before any Config, refuses the length at once: it
     // neither waits for the bytes nor allocates for them.
-    let dir = state_dir("overload-sdk-cap");
-    std::fs::create_dir_all(&dir).unwrap();
-    let certificate = ServerCertificate::load_or_generate(&dir).unwrap();
-    let server_config = certificate.server_config(1 << 20, Duration::from_secs(30), None).unwrap();
-    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = endpoint.local_addr().unwrap();
+    let (endpoint, mut options) = scripted_server("overload-sdk-cap");
     let server = tokio::spawn(async move {
         let conn = endpoint.accept().await.unwrap().await.unwrap();
         let (mut send, mut recv) = conn.accept_bi().await.unwrap();
@@ -237,10 +238,7 @@ async fn the_sdk_refuses_an_oversized_announced_frame_before_reading_it() {
         tokio::time::sleep(PATIENCE).await;
         drop((conn, endpoint));
     });
-    let mut options = ClientOptions::new(addr, certificate.cert.clone());
     options.max_server_frame = 1 << 20;
-    options.state_dir = None;
-    options.policy.server = privagg_protocol::AdversaryClass::CuriousServer;
     let result = tokio::time::timeout(PATIENCE, Client::connect(options)).await.expect("the client waited");
     match result {
         Err(SdkError::Frame(FrameError::TooLarge { len, limit })) => {

@@ -611,8 +611,8 @@ impl ServerRound {
     /// relayed, fails the check the recipient runs: the envelope carries the signature
     /// its sender's certificate requires (checked on receipt, confirmed here: a sender
     /// cannot deny a signed envelope), the proofs verify for the recipient's and the
-    /// sender's advertised channel and mask keys, and the key derived from the revealed value (as
-    /// both clients derive it) does not yield valid shares.
+    /// sender's advertised channel and mask keys, and the key derived from the revealed
+    /// value (as both clients derive it) does not yield valid shares.
     fn envelope_is_bad(&self, recipient: ClientId, complaint: &EnvelopeComplaint) -> bool {
         let sender = complaint.sender;
         let (Some(ctx), Some(envelope)) = (self.ctx.as_ref(), self.relayed.get(&(sender, recipient))) else {
@@ -1005,7 +1005,7 @@ impl ServerRound {
                 let public = self.slots[u.index()].keys.map(|k| k.mask).ok_or(RoundAbort::ReconstructionFailed(u))?;
                 let key = key_of.get(&v).ok_or(RoundAbort::ReconstructionFailed(v))?;
                 let seed = pairwise_seed(key, &ctx, v, u, &public).map_err(|_| RoundAbort::ReconstructionFailed(v))?;
-                Ok((seed, opposite(sign_for(u, v))))
+                Ok((seed, sign_for(u, v).opposite()))
             })
             .collect();
         for p in pairwise {
@@ -1015,19 +1015,11 @@ impl ServerRound {
         // neighbour alone: its half comes out with the seed the complaint revealed.
         for (&(sender, complainer), seed) in &self.unmasked {
             if self.slots[sender.index()].in_sum {
-                masks.push((seed.clone(), opposite(sign_for(sender, complainer))));
+                masks.push((seed.clone(), sign_for(sender, complainer).opposite()));
             }
         }
         masking::apply_all(self.params.prg, &mut self.sum, self.params.bits, &masks)
             .map_err(|e| RoundAbort::Cancelled(e.to_string()))
-    }
-}
-
-/// The sign that removes a mask applied with `sign`.
-fn opposite(sign: MaskSign) -> MaskSign {
-    match sign {
-        MaskSign::Add => MaskSign::Subtract,
-        MaskSign::Subtract => MaskSign::Add,
     }
 }
 

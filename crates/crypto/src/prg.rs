@@ -118,6 +118,16 @@ pub enum MaskSign {
     Subtract,
 }
 
+impl MaskSign {
+    /// The sign that removes a mask applied with this one.
+    pub fn opposite(self) -> Self {
+        match self {
+            Self::Add => Self::Subtract,
+            Self::Subtract => Self::Add,
+        }
+    }
+}
+
 /// The keystream generator behind the masks (see the module docs for the exact definitions).
 ///
 /// The default is AES-128-CTR, chosen by measurement: with AES-NI its keystream ran ≈ 3.5×
