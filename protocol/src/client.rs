@@ -613,7 +613,12 @@ impl ClientRound {
                 let context = complaint_context(&session.ctx, sender, seat.id);
                 let (shared, proof) = dleq::prove(&seat.channel_key, &keys.channel, &context, rng);
                 let (mask_shared, mask_proof) = dleq::prove(&seat.mask_key, &keys.mask, &context, rng);
-                complaints.push(EnvelopeComplaint { sender, shared, proof, mask_shared, mask_proof });
+                let sealed = forwarded
+                    .iter()
+                    .find(|f| f.envelope.peer == sender)
+                    .map(|f| f.envelope.sealed.clone())
+                    .ok_or(ClientError::UnexpectedPeer(sender))?;
+                complaints.push(EnvelopeComplaint { sender, sealed, shared, proof, mask_shared, mask_proof });
             }
             return Ok(Some(ClientMessage::Complaints(complaints)));
         }

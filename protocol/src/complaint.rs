@@ -6,9 +6,11 @@
 //! plaintext is malformed, it is bound to other commitments than those relayed with it,
 //! or its shares do not verify against them) reveals Z = c_v·C_u, the Diffie-Hellman value
 //! of their channel keys, with a DLEQ proof ([`privagg_crypto::dleq`]) bound to
-//! [`complaint_context`]. The server checks the proof (X = C_v, P = C_u), derives the
-//! envelope key from Z as both clients do, and runs [`RelayedEnvelope::check`] on the
-//! envelope it relayed: a fault blames u, none (or a bad proof) blames v.
+//! [`complaint_context`], and sends back the envelope. The server checks that it is the
+//! envelope it relayed (it keeps only a digest of each), checks the proof (X = C_v,
+//! P = C_u), derives the envelope key from Z as both clients do, and runs
+//! [`RelayedEnvelope::check`]: a fault blames u, none (or a bad proof, or another
+//! envelope) blames v.
 //!
 //! Revealing Z lets whoever holds the envelope open it, so a recipient must know that
 //! the sender made exactly the bytes it complains about: otherwise a server could alter
@@ -22,6 +24,7 @@
 use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
 use privagg_crypto::shamir::Share;
 use privagg_crypto::{ChannelKey, EnvelopeContext, KeyContext, PublicKey, Scalar, open};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::message::{ENVELOPE_LEN, ENVELOPE_PLAINTEXT_LEN, ShareCommitments};
@@ -50,6 +53,12 @@ pub fn complaint_context(ctx: &KeyContext, sender: ClientId, recipient: ClientId
         at += part.len();
     }
     out
+}
+
+/// What the server keeps of an envelope it relays to judge a complaint about it:
+/// SHA-256 of the sealed bytes (sender and recipient are the key it is kept under).
+pub(crate) fn relayed_digest(sealed: &[u8; ENVELOPE_LEN]) -> [u8; 32] {
+    Sha256::digest(sealed).into()
 }
 
 /// Domain-separation label that starts every envelope signature's message.

@@ -110,6 +110,9 @@ pub struct ForwardedShare {
 pub struct EnvelopeComplaint {
     /// The sender of the envelope complained about.
     pub sender: ClientId,
+    /// The envelope complained about, as it was forwarded: the server keeps only a digest
+    /// of each envelope it relays, and judges these bytes if they match it.
+    pub sealed: Box<[u8; ENVELOPE_LEN]>,
     /// Z = c_v·C_u, the canonical encoding of the channel's Diffie-Hellman value (v the
     /// complainer, u the sender). Secret until sent; zeroized on drop.
     pub shared: Zeroizing<[u8; 32]>,
@@ -508,8 +511,8 @@ const SEAT_LEN: usize = 64;
 /// Shortest key-list entry: id, keys and the flag of an unsigned entry.
 const ENTRY_MIN_LEN: usize = ID_LEN + KEYS_LEN + 1;
 const SHARE_LEN: usize = ID_LEN + 32;
-/// A complaint: sender, revealed value, proof.
-const COMPLAINT_LEN: usize = ID_LEN + 2 * (32 + DleqProof::LEN);
+/// A complaint: sender, the envelope, two revealed values with their proofs.
+const COMPLAINT_LEN: usize = ID_LEN + ENVELOPE_LEN + 2 * (32 + DleqProof::LEN);
 /// Shortest envelope entry: id, envelope and the flag of an unsigned envelope.
 const ENVELOPE_ENTRY_MIN_LEN: usize = ID_LEN + ENVELOPE_LEN + 1;
 /// Shortest forwarded envelope: an unsigned envelope entry, and commitments of degree 0
@@ -797,6 +800,7 @@ impl ClientMessage {
                 w.u32(complaints.len() as u32);
                 for c in complaints {
                     w.u32(c.sender.get());
+                    w.bytes(c.sealed.as_ref());
                     w.bytes(c.shared.as_ref());
                     w.bytes(&c.proof.to_bytes());
                     w.bytes(c.mask_shared.as_ref());
@@ -856,11 +860,12 @@ impl ClientMessage {
                 let mut complaints = Vec::with_capacity(count);
                 for _ in 0..count {
                     let sender = decode_id(&mut r)?;
+                    let sealed = Box::new(r.array()?);
                     let shared = Zeroizing::new(r.array()?);
                     let proof = DleqProof::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidScalar)?;
                     let mask_shared = Zeroizing::new(r.array()?);
                     let mask_proof = DleqProof::from_bytes(&r.array()?).map_err(|_| DecodeError::InvalidScalar)?;
-                    complaints.push(EnvelopeComplaint { sender, shared, proof, mask_shared, mask_proof });
+                    complaints.push(EnvelopeComplaint { sender, sealed, shared, proof, mask_shared, mask_proof });
                 }
                 Self::Complaints(complaints)
             }

@@ -119,9 +119,11 @@ fn a_complaint_revealing_a_wrong_mask_seed_blames_the_complainer_and_cannot_corr
     // sender's input is already in the sum, could otherwise shift the released sum at
     // will. The value must carry its own DLEQ proof against the advertised mask keys: a
     // wrong value, a bad proof, or the channel value's proof in its place makes the whole
-    // complaint unfounded. Then the complainer, not the sender, is blamed, and the sum
-    // is exact (client 1's mask with client 2 comes out with client 2's rebuilt key).
-    for lie in 0..3 {
+    // complaint unfounded. So does carrying other bytes than the (bad) envelope relayed:
+    // the server judges only what it relayed. Then the complainer, not the sender, is
+    // blamed, and the sum is exact (client 1's mask with client 2 comes out with client
+    // 2's rebuilt key).
+    for lie in 0..4 {
         let mut h = Harness::new(params(5, 4, 3, 16, 32), 23);
         let mut garbage = garbage_to(1, &[2]);
         h.run(move |h, from, msg| match garbage(h, from, msg)? {
@@ -129,7 +131,8 @@ fn a_complaint_revealing_a_wrong_mask_seed_blames_the_complainer_and_cannot_corr
                 match lie {
                     0 => *c[0].mask_shared = RistrettoPoint::mul_base(&Scalar::from(7u8)).compress().to_bytes(),
                     1 => c[0].mask_proof.response += Scalar::ONE,
-                    _ => c[0].mask_proof = c[0].proof,
+                    2 => c[0].mask_proof = c[0].proof,
+                    _ => c[0].sealed[0] ^= 1,
                 }
                 Some(ClientMessage::Complaints(c))
             }

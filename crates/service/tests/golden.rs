@@ -279,6 +279,7 @@ fn vectors() -> Vec<Vector> {
             ClientMessage::Complaints(vec![
                 EnvelopeComplaint {
                     sender: id(1),
+                    sealed: Box::new([0x3c; ENVELOPE_LEN]),
                     shared: [0x5c; 32].into(),
                     proof: DleqProof { challenge: Scalar::from(3u64), response: -Scalar::ONE },
                     mask_shared: [0x6c; 32].into(),
@@ -286,6 +287,7 @@ fn vectors() -> Vec<Vector> {
                 },
                 EnvelopeComplaint {
                     sender: id(4),
+                    sealed: Box::new([0x3d; ENVELOPE_LEN]),
                     shared: [0x5d; 32].into(),
                     proof: DleqProof { challenge: Scalar::from(5u64), response: Scalar::from(6u64) },
                     mask_shared: [0x6d; 32].into(),
