@@ -528,7 +528,7 @@ impl ServerRound {
         }
         let slot = &mut self.slots[client.index()];
         slot.shared = true;
-        slot.commitments = Some(commitments);
+        slot.commitments = Some(Arc::new(Arc::unwrap_or_clone(commitments).without_points()));
         Ok(())
     }
 

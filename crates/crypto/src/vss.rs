@@ -35,6 +35,8 @@
 //! The multiscalar multiplications run in variable time over public points; the only
 //! secret-dependent product, `(Σ r_i·y_i)·G`, uses the constant-time fixed-base path.
 
+use std::borrow::Cow;
+
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -48,17 +50,28 @@ use crate::shamir::Share;
 /// Domain-separation label of the batch-verification weights.
 const WEIGHTS_LABEL: &[u8] = b"privagg/v1 feldman-batch-weights";
 
-/// A Feldman commitment to a sharing polynomial of degree `t − 1`: the points `a_j·G`, with
-/// their canonical encodings. [`Commitment::threshold`] is `t`.
-#[derive(Clone, PartialEq, Eq)]
+/// A Feldman commitment to a sharing polynomial of degree `t − 1`: the points `a_j·G`, as
+/// their canonical encodings and, unless [`Commitment::without_points`] dropped them,
+/// decoded. [`Commitment::threshold`] is `t`. Two commitments are equal iff their
+/// encodings are.
+#[derive(Clone)]
 pub struct Commitment {
-    points: Vec<RistrettoPoint>,
     encodings: Vec<[u8; 32]>,
+    /// `None` once dropped: every check then decodes the points again.
+    points: Option<Vec<RistrettoPoint>>,
 }
+
+impl PartialEq for Commitment {
+    fn eq(&self, other: &Self) -> bool {
+        self.encodings == other.encodings
+    }
+}
+
+impl Eq for Commitment {}
 
 impl core::fmt::Debug for Commitment {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Commitment(t = {})", self.points.len())
+        write!(f, "Commitment(t = {})", self.encodings.len())
     }
 }
 
@@ -73,11 +86,15 @@ impl Commitment {
         if encodings.is_empty() {
             return Err(CryptoError::InvalidCommitment);
         }
-        let points = encodings
-            .iter()
-            .map(|e| CompressedRistretto(*e).decompress().ok_or(CryptoError::InvalidPublicKey))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { points, encodings })
+        let points = decode(&encodings).ok_or(CryptoError::InvalidPublicKey)?;
+        Ok(Self { encodings, points: Some(points) })
+    }
+
+    /// The same commitment keeping only the encodings: 32 bytes a point instead of 192,
+    /// for a holder that keeps many commitments and checks few shares against them (the
+    /// server). Each check then decodes the points again (a few µs a point).
+    pub fn without_points(self) -> Self {
+        Self { encodings: self.encodings, points: None }
     }
 
     /// The points' canonical encodings, `C₀` first.
@@ -87,7 +104,7 @@ impl Commitment {
 
     /// The threshold t of the sharing: the number of coefficients committed to.
     pub fn threshold(&self) -> usize {
-        self.points.len()
+        self.encodings.len()
     }
 
     /// The encoding of `C₀ = s·G`, the commitment to the secret itself.
@@ -97,25 +114,23 @@ impl Commitment {
 
     /// Whether `secret·G = C₀`: checks a rebuilt secret.
     pub fn opens_to(&self, secret: &Scalar) -> bool {
-        RistrettoPoint::mul_base(secret) == self.points[0]
+        RistrettoPoint::mul_base(secret).compress().to_bytes() == self.encodings[0]
     }
 
     /// Checks one share: `y·G = Σ_j x^j·C_j`.
     pub fn verify(&self, share: &Share) -> bool {
-        let x = Scalar::from(share.x);
-        let powers = powers(x, self.points.len());
-        RistrettoPoint::mul_base(&share.y) == RistrettoPoint::vartime_multiscalar_mul(&powers, &self.points)
+        self.points().is_some_and(|points| verify_one(&points, share))
     }
 
     /// Checks all `shares` of this one secret at once (one (t + 1)-point multiscalar
     /// multiplication and O(t) scalar operations per share). `true` for an empty list.
     pub fn verify_batch(&self, shares: &[Share]) -> bool {
-        if shares.is_empty() {
-            return true;
-        }
+        shares.is_empty() || self.points().is_some_and(|points| self.verify_batch_with(&points, shares))
+    }
+
+    fn verify_batch_with(&self, points: &[RistrettoPoint], shares: &[Share]) -> bool {
         let weights = batch_weights(std::iter::once(self), shares);
-        let t = self.points.len();
-        let mut coefficients = vec![Scalar::ZERO; t];
+        let mut coefficients = vec![Scalar::ZERO; points.len()];
         let mut weighted_y = Zeroizing::new(Scalar::ZERO);
         for (share, r) in shares.iter().zip(&weights) {
             *weighted_y += r * share.y;
@@ -126,18 +141,39 @@ impl Commitment {
                 power *= x;
             }
         }
-        (&*weighted_y * RISTRETTO_BASEPOINT_TABLE)
-            == RistrettoPoint::vartime_multiscalar_mul(&coefficients, &self.points)
+        (&*weighted_y * RISTRETTO_BASEPOINT_TABLE) == RistrettoPoint::vartime_multiscalar_mul(&coefficients, points)
     }
 
     /// The holder ids (share x-coordinates) of the shares that do not verify, in order.
     /// Cheap when all are valid (one batch check); otherwise checks each share.
     pub fn invalid_shares(&self, shares: &[Share]) -> Vec<u32> {
-        if self.verify_batch(shares) {
+        let Some(points) = self.points() else {
+            return shares.iter().map(|s| s.x).collect();
+        };
+        if shares.is_empty() || self.verify_batch_with(&points, shares) {
             return Vec::new();
         }
-        shares.iter().filter(|s| !self.verify(s)).map(|s| s.x).collect()
+        shares.iter().filter(|s| !verify_one(&points, s)).map(|s| s.x).collect()
     }
+
+    /// The decoded points, kept or decoded again. `None` only if an encoding does not
+    /// decode, which [`Commitment::from_encodings`] and [`split`] rule out.
+    fn points(&self) -> Option<Cow<'_, [RistrettoPoint]>> {
+        match &self.points {
+            Some(points) => Some(Cow::Borrowed(points)),
+            None => decode(&self.encodings).map(Cow::Owned),
+        }
+    }
+}
+
+fn verify_one(points: &[RistrettoPoint], share: &Share) -> bool {
+    let powers = powers(Scalar::from(share.x), points.len());
+    RistrettoPoint::mul_base(&share.y) == RistrettoPoint::vartime_multiscalar_mul(&powers, points)
+}
+
+/// The points of canonical `encodings`, or `None` if one is not.
+fn decode(encodings: &[[u8; 32]]) -> Option<Vec<RistrettoPoint>> {
+    encodings.iter().map(|e| CompressedRistretto(*e).decompress()).collect()
 }
 
 /// Splits `secret` like [`crate::shamir::split`] and returns the Feldman commitment to the
@@ -151,7 +187,7 @@ pub fn split<R: rand_core::CryptoRng + ?Sized>(
     let (shares, coefficients) = crate::shamir::split_with_coefficients(secret, threshold, holders, rng)?;
     let points: Vec<RistrettoPoint> = coefficients.iter().map(RistrettoPoint::mul_base).collect();
     let encodings = points.iter().map(|p| p.compress().to_bytes()).collect();
-    Ok((shares, Commitment { points, encodings }))
+    Ok((shares, Commitment { encodings, points: Some(points) }))
 }
 
 /// Checks many shares, each against its own commitment, with one multiscalar multiplication
@@ -163,15 +199,16 @@ pub fn verify_many(items: &[(&Commitment, &Share)]) -> bool {
     }
     let shares: Vec<&Share> = items.iter().map(|(_, s)| *s).collect();
     let weights = batch_weights_refs(items.iter().map(|(c, _)| *c), &shares);
-    let total: usize = items.iter().map(|(c, _)| c.points.len()).sum();
+    let total: usize = items.iter().map(|(c, _)| c.threshold()).sum();
     let mut scalars = Vec::with_capacity(total);
     let mut points = Vec::with_capacity(total);
     let mut weighted_y = Zeroizing::new(Scalar::ZERO);
     for ((commitment, share), r) in items.iter().zip(&weights) {
+        let Some(commitment_points) = commitment.points() else { return false };
         *weighted_y += r * share.y;
         let x = Scalar::from(share.x);
         let mut power = *r;
-        for p in &commitment.points {
+        for p in commitment_points.iter() {
             scalars.push(power);
             points.push(*p);
             power *= x;
@@ -276,6 +313,24 @@ mod tests {
     }
 
     #[test]
+    fn without_its_points_a_commitment_checks_shares_the_same() {
+        let mut rng = rng();
+        let secret = Scalar::random(&mut rng);
+        let holders: Vec<u32> = (1..=6).collect();
+        let (mut shares, full) = split(&secret, 3, &holders, &mut rng).unwrap();
+        let compact = full.clone().without_points();
+        assert!(compact.points.is_none());
+        assert!(compact.opens_to(&secret) && !compact.opens_to(&Scalar::ONE));
+        assert!(compact.verify_batch(&shares) && compact.verify(&shares[0]));
+        assert!(verify_many(&[(&compact, &shares[0]), (&full, &shares[1])]));
+        shares[3].y += Scalar::ONE;
+        assert!(!compact.verify(&shares[3]) && !compact.verify_batch(&shares));
+        assert!(!verify_many(&[(&compact, &shares[3])]));
+        assert_eq!(compact.invalid_shares(&shares), full.invalid_shares(&shares));
+        assert_eq!(compact.invalid_shares(&shares), vec![4]);
+    }
+
+    #[test]
     fn a_share_of_another_polynomial_is_rejected() {
         let mut rng = rng();
         let holders: Vec<u32> = (1..=5).collect();
@@ -293,6 +348,7 @@ mod tests {
         let (_, c) = split(&Scalar::ONE, 3, &[1, 2, 3], &mut rng).unwrap();
         let back = Commitment::from_encodings(c.encodings().to_vec()).unwrap();
         assert_eq!(back, c);
+        assert_eq!(back.clone().without_points(), c);
         assert_eq!(Commitment::from_encodings(vec![]), Err(CryptoError::InvalidCommitment));
         assert_eq!(Commitment::from_encodings(vec![[0xff; 32]]), Err(CryptoError::InvalidPublicKey));
     }
