@@ -67,7 +67,7 @@ async fn keys_the_server_substitutes_for_a_neighbours_are_refused_and_the_round_
         {
             victim = Some(conn);
             let entry = list.entries.iter_mut().find(|e| Some(e.id) != own).unwrap();
-            entry.keys = server_keys;
+            std::sync::Arc::make_mut(entry).keys = server_keys;
         }
     });
     let mut running = start_deviating(config("substituted-keys", 8, 6, 5), Some(deviation)).await;

@@ -460,8 +460,8 @@ impl ClientRound {
                 if let Some(identity) = &self.identity {
                     authenticate(identity, &seat.cohort, &entry, &list.cohort[id.index()])?;
                 }
-                if let Some(certified) = entry.certified {
-                    certificates.insert(id, certified.certificate);
+                if let Some(certified) = &entry.certified {
+                    certificates.insert(id, certified.certificate.clone());
                 }
                 peers.insert(id, entry.keys);
             }

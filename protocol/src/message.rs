@@ -286,8 +286,9 @@ pub struct Config {
 pub struct KeyList {
     /// Every seat, seat 1 first (the same list for every recipient).
     pub cohort: Arc<[RevealedSeat]>,
-    /// The recipient's entry and its neighbours'.
-    pub entries: Vec<PeerEntry>,
+    /// The recipient's entry and its neighbours' (each shared, on the server, by every
+    /// list that carries it: n·k entries of ≈ 600 B would otherwise be held at once).
+    pub entries: Vec<Arc<PeerEntry>>,
 }
 
 /// An encrypted pair of Shamir shares, the peer it is for (in `ShareKeys`) or from (in
@@ -717,7 +718,7 @@ impl ServerMessage {
                         }),
                         _ => return Err(DecodeError::InvalidField("signature flag")),
                     };
-                    entries.push(PeerEntry { id, keys, certified });
+                    entries.push(Arc::new(PeerEntry { id, keys, certified }));
                 }
                 Self::KeyList(KeyList { cohort: cohort.into(), entries })
             }

@@ -764,17 +764,17 @@ impl ServerRound {
         let labelling = cohort::labelling(&self.cohort, revealed.iter().map(|s| &s.nonce));
         self.ctx = Some(KeyContext { session_id: labelling.session_id, round: self.params.round });
         let graph = NeighbourGraph::new(self.params.num_clients, self.params.neighbours, &labelling.graph_seed);
+        let entries: Vec<Option<Arc<PeerEntry>>> = (self.slots.iter().enumerate())
+            .map(|(i, slot)| {
+                let id = ClientId::from_index(i);
+                slot.keys.map(|keys| Arc::new(PeerEntry { id, keys, certified: slot.certified.clone() }))
+            })
+            .collect();
         for &to in &u1 {
             let mut ids = graph.neighbours(to);
             ids.push(to);
             ids.sort_unstable();
-            let entries = ids
-                .into_iter()
-                .filter_map(|id| {
-                    let slot = &self.slots[id.index()];
-                    slot.keys.map(|keys| PeerEntry { id, keys, certified: slot.certified.clone() })
-                })
-                .collect();
+            let entries = ids.into_iter().filter_map(|id| entries[id.index()].clone()).collect();
             let list = KeyList { cohort: revealed.clone(), entries };
             self.outgoing.push(Outgoing { to, message: ServerMessage::KeyList(list) });
         }

@@ -13,10 +13,11 @@ use privagg_crypto::SecretKey;
 use privagg_protocol::graph_params::{AdversaryClass, ThreatModel, find_graph_parameters};
 use privagg_protocol::{
     AdvertisedKeys, ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, KeyList, NeighbourGraph,
-    RoundParams, ServerMessage, UnmaskRequest, Violation, cohort,
+    PeerEntry, RoundParams, ServerMessage, UnmaskRequest, Violation, cohort,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::sync::Arc;
 
 fn is_key_list(m: &ServerMessage) -> bool {
     matches!(m, ServerMessage::KeyList(_))
@@ -74,8 +75,7 @@ fn a_neighbours_keys_substituted_by_the_server_are_refused() {
     let enrollment = Enrollment::new();
     let (mut h, honest) = certified_round(&enrollment);
     let mut list = honest.clone();
-    let entry = list.entries.iter_mut().find(|e| e.id == id(4)).unwrap();
-    entry.keys = server_keys(1, &honest, id(4));
+    entry_mut(&mut list, id(4)).keys = server_keys(1, &honest, id(4));
     assert_eq!(refusal(&mut h, list), ClientError::BadPeerSignature(id(4)));
 }
 
@@ -100,7 +100,7 @@ fn a_neighbours_keys_without_proof_of_possession_are_refused_before_anything_is_
     for case in 0..3 {
         let (mut h, mut list) = certified_round(&enrollment);
         let three = list.entries.iter().find(|e| e.id == id(3)).unwrap().keys;
-        let entry = list.entries.iter_mut().find(|e| e.id == id(4)).unwrap();
+        let entry = entry_mut(&mut list, id(4));
         let rogue =
             |possession| AdvertisedKeys { channel: related(&three.channel), mask: related(&three.mask), possession };
         entry.keys = match case {
@@ -121,19 +121,19 @@ fn unsigned_or_wrongly_signed_neighbours_are_refused() {
 
     // Unsigned: the server strips the certificate and signature.
     let (mut h, mut list) = certified_round(&enrollment);
-    list.entries.iter_mut().find(|e| e.id == id(3)).unwrap().certified = None;
+    entry_mut(&mut list, id(3)).certified = None;
     assert_eq!(refusal(&mut h, list), ClientError::UnsignedPeer(id(3)));
 
     // A signature that does not verify.
     let (mut h, mut list) = certified_round(&enrollment);
-    list.entries.iter_mut().find(|e| e.id == id(5)).unwrap().certified.as_mut().unwrap().signature[7] ^= 1;
+    entry_mut(&mut list, id(5)).certified.as_mut().unwrap().signature[7] ^= 1;
     assert_eq!(refusal(&mut h, list), ClientError::BadPeerSignature(id(5)));
 
     // Another client's genuine certificate and signature moved to seat 6: the certificate
     // is not the one seat 6 was taken with.
     let (mut h, mut list) = certified_round(&enrollment);
     let seven = list.entries.iter().find(|e| e.id == id(7)).unwrap().certified.clone();
-    list.entries.iter_mut().find(|e| e.id == id(6)).unwrap().certified = seven;
+    entry_mut(&mut list, id(6)).certified = seven;
     assert!(matches!(refusal(&mut h, list), ClientError::PeerCertificate { peer, .. } if peer == id(6)));
 }
 
@@ -246,7 +246,7 @@ fn a_neighbourhood_the_server_chose_after_the_reveal_is_refused() {
     let neighbours: Vec<ClientId> = list.entries.iter().map(|e| e.id).filter(|&c| c != id(1)).collect();
     let outsider = p.client_ids().find(|c| *c != id(1) && !neighbours.contains(c)).unwrap();
     let swapped = list.entries.iter().position(|e| e.id == neighbours[0]).unwrap();
-    list.entries[swapped].id = outsider;
+    Arc::make_mut(&mut list.entries[swapped]).id = outsider;
     list.entries.sort_by_key(|e| e.id);
     assert!(matches!(refusal(&mut h, list), ClientError::UnexpectedPeer(c) if c == outsider));
 
@@ -439,4 +439,9 @@ fn the_server_drops_a_client_whose_survivor_signature_does_not_verify() {
         && matches!(e, privagg_protocol::ServerError::Violation { violation: Violation::BadSignature, .. })));
     // Its masked input is in the sum: its holders reveal b_4 as usual.
     assert_eq!(h.assert_exact().len(), 10);
+}
+
+/// The entry of `who` in `list`, to tamper with (a copy if it is shared).
+fn entry_mut(list: &mut KeyList, who: ClientId) -> &mut PeerEntry {
+    Arc::make_mut(list.entries.iter_mut().find(|e| e.id == who).expect("in the list"))
 }

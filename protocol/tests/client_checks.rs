@@ -126,12 +126,12 @@ fn key_lists_contradicting_the_clients_view_are_refused() {
     };
 
     assert_eq!(refused(&|k| drop(k.entries.remove(own))), ClientError::OwnKeysMissing);
-    let others_keys = refused(&|k| k.entries[own].keys = k.entries[other].keys);
+    let others_keys = refused(&|k| std::sync::Arc::make_mut(&mut k.entries[own]).keys = k.entries[other].keys);
     assert!(matches!(others_keys, ClientError::OwnKeysMissing | ClientError::ReusedKey(_)), "{others_keys}");
     let stranger = (2..=10).map(id).find(|c| !honest.entries.iter().any(|e| e.id == *c)).unwrap();
     let with_stranger = refused(&|k| {
         let mut entry = k.entries[other].clone();
-        entry.id = stranger;
+        std::sync::Arc::make_mut(&mut entry).id = stranger;
         k.entries.push(entry);
         k.entries.sort_by_key(|e| e.id);
     });

@@ -71,8 +71,8 @@ fn server_messages() -> Vec<ServerMessage> {
         ServerMessage::KeyList(KeyList {
             cohort: seats(5),
             entries: vec![
-                PeerEntry { id: id(1), keys: keys(1), certified: None },
-                PeerEntry { id: id(5), keys: keys(5), certified: None },
+                Arc::new(PeerEntry { id: id(1), keys: keys(1), certified: None }),
+                Arc::new(PeerEntry { id: id(5), keys: keys(5), certified: None }),
             ],
         }),
         ServerMessage::ForwardedShares(vec![forwarded(2), forwarded(3)]),
@@ -89,11 +89,11 @@ fn server_messages() -> Vec<ServerMessage> {
         ServerMessage::Abort(Abort::new(AbortCode::TooFewClients, "only 3 clients remain — abandon")),
         ServerMessage::KeyList(KeyList {
             cohort: seats(3),
-            entries: vec![PeerEntry {
+            entries: vec![Arc::new(PeerEntry {
                 id: id(2),
                 keys: keys(2),
                 certified: Some(Certified { certificate: Arc::from(&b"a certificate"[..]), signature: [9; 64] }),
-            }],
+            })],
         }),
         ServerMessage::ConsistencyCheck(vec![id(1), id(2), id(300)]),
         ServerMessage::ConsistencyCheck(vec![]),

@@ -237,7 +237,7 @@ fn shares_that_contradict_their_commitments_blame_the_sender() {
                     d.key_list = Some(list.clone());
                     // Client 5's state machine sees the keys it made (it seals nothing that counts).
                     let own = list.entries.iter_mut().find(|e| e.id == id(5)).unwrap();
-                    own.keys = d.own_keys.unwrap();
+                    std::sync::Arc::make_mut(own).keys = d.own_keys.unwrap();
                 }
                 _ => {}
             }

@@ -193,11 +193,13 @@ fn vectors() -> Vec<Vector> {
     let hash = cohort::cohort_hash(&params(), seats.iter().map(|s| (s.fingerprint, cohort::commitment(&s.nonce))));
     let labelling = cohort::labelling(&hash, seats.iter().map(|s| &s.nonce));
     let signed = Certified { certificate: certificate.clone(), signature: [0x51; 64] };
-    let entries = vec![
+    let entries = [
         PeerEntry { id: id(1), keys: keys(1), certified: Some(signed.clone()) },
         PeerEntry { id: id(2), keys: keys(2), certified: Some(signed) },
         PeerEntry { id: id(4), keys: keys(4), certified: None },
-    ];
+    ]
+    .map(Arc::new)
+    .to_vec();
     let advertisement = cohort::advertisement_message(&hash, id(2), &keys(2), &[2; 32]);
     let survivors = cohort::survivors_message(&labelling.session_id, 3, &[id(1), id(2), id(4)]);
     let commitment_digest = commitments(2).digest(&labelling.session_id, 3, id(2));
