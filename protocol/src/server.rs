@@ -181,6 +181,7 @@ pub struct ServerRound {
     /// receipt, by (sender, recipient): a complaint carries the envelope it is about, and
     /// is judged only if it matches. A digest rather than the envelope, because at n = 300
     /// the envelopes would take ~10 MB through the masked-input phase, the server's peak.
+    /// The digest covers the sealed bytes only: the key is what binds them to the pair.
     relayed: HashMap<(ClientId, ClientId), [u8; 32]>,
     /// Pairs (sender, recipient) that did not mask with each other: the recipient proved
     /// the sender's envelope bad and held none of its shares. Each with the pairwise mask

@@ -160,24 +160,35 @@ enum FalseComplaint {
     WrongValue,
     /// The same complaint twice.
     Repeated,
+    /// The bytes of the accused's envelope to another client (which do not open under the
+    /// complainer's channel key, so judged on them the accused would look guilty).
+    AnotherPairsEnvelope,
 }
 
 #[test]
 fn a_false_complaint_blames_the_complainer_and_the_accused_stays_in_the_sum() {
-    for lie in
-        [FalseComplaint::TrueValue, FalseComplaint::BadProof, FalseComplaint::WrongValue, FalseComplaint::Repeated]
-    {
+    for lie in [
+        FalseComplaint::TrueValue,
+        FalseComplaint::BadProof,
+        FalseComplaint::WrongValue,
+        FalseComplaint::Repeated,
+        FalseComplaint::AnotherPairsEnvelope,
+    ] {
         // Client 2 is shown client 3's envelope with a bit flipped (the server relayed it
         // intact), so it complains — honestly, from where it stands, with a valid proof;
         // the other cases tamper with that complaint.
         let mut h = Harness::new(params(5, 4, 3, 16, 32), 24);
+        let to_4 = Rc::new(RefCell::new(None));
+        let seen = to_4.clone();
         h.run_with(
-            |to, msg| {
-                if let ServerMessage::ForwardedShares(f) = msg
-                    && to == id(2)
-                {
-                    let from_3 = f.iter_mut().find(|f| f.envelope.peer == id(3)).unwrap();
-                    from_3.envelope.sealed[30] ^= 1;
+            move |to, msg| {
+                if let ServerMessage::ForwardedShares(f) = msg {
+                    let from_3 = f.iter_mut().find(|f| f.envelope.peer == id(3));
+                    if to == id(2) {
+                        from_3.unwrap().envelope.sealed[30] ^= 1;
+                    } else if to == id(4) {
+                        *seen.borrow_mut() = Some(from_3.unwrap().envelope.sealed.clone());
+                    }
                 }
             },
             move |_, from, msg| match msg {
@@ -191,6 +202,9 @@ fn a_false_complaint_blames_the_complainer_and_the_accused_stays_in_the_sum() {
                             *c[0].shared = RistrettoPoint::mul_base(&Scalar::from(7u8)).compress().to_bytes();
                         }
                         FalseComplaint::Repeated => c.push(c[0].clone()),
+                        FalseComplaint::AnotherPairsEnvelope => {
+                            c[0].sealed = to_4.borrow().clone().expect("relayed to client 4 before client 2 complains");
+                        }
                     }
                     Some(ClientMessage::Complaints(c))
                 }

@@ -56,6 +56,8 @@ const WEIGHTS_LABEL: &[u8] = b"privagg/v1 feldman-batch-weights";
 /// encodings are.
 #[derive(Clone)]
 pub struct Commitment {
+    /// Every one decodes: each constructor checks it (or made the points), and the checks
+    /// rely on it, since a commitment that did not decode would fail every share.
     encodings: Vec<[u8; 32]>,
     /// `None` once dropped: every check then decodes the points again.
     points: Option<Vec<RistrettoPoint>>,
