@@ -765,7 +765,10 @@ impl ServerRound {
         let labelling = cohort::labelling(&self.cohort, revealed.iter().map(|s| &s.nonce));
         self.ctx = Some(KeyContext { session_id: labelling.session_id, round: self.params.round });
         let graph = NeighbourGraph::new(self.params.num_clients, self.params.neighbours, &labelling.graph_seed);
-        let entries: Vec<Option<Arc<PeerEntry>>> = (self.slots.iter().enumerate())
+        let entries: Vec<Option<Arc<PeerEntry>>> = self
+            .slots
+            .iter()
+            .enumerate()
             .map(|(i, slot)| {
                 let id = ClientId::from_index(i);
                 slot.keys.map(|keys| Arc::new(PeerEntry { id, keys, certified: slot.certified.clone() }))
