@@ -21,9 +21,10 @@
 //! then only ever about bytes the sender signed, and Z opens only what the sender itself
 //! made bad.
 
-use privagg_crypto::identity::{SIGNATURE_LEN, verify_signed_by};
+use privagg_crypto::identity::{SIGNATURE_LEN, certificate_key};
 use privagg_crypto::shamir::Share;
 use privagg_crypto::{ChannelKey, EnvelopeContext, KeyContext, PublicKey, Scalar, open};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -110,6 +111,10 @@ pub(crate) enum SignatureFault {
 
 /// Checks an envelope's signature against its sender's certificate (DER; `None` for a
 /// sender without one, whose envelopes must be unsigned), over [`envelope_message`].
+/// Envelope signatures are checked with the cofactored equation
+/// ([`privagg_crypto::ed25519_cofactored`]), so that the server's batch over all of a
+/// sender's envelopes ([`envelope_signatures_all_valid`]) and each recipient's check of its
+/// own reach the same verdict.
 pub(crate) fn check_envelope_signature(
     certificate: Option<&[u8]>,
     message: &[u8; ENVELOPE_MESSAGE_LEN],
@@ -119,10 +124,34 @@ pub(crate) fn check_envelope_signature(
         (None, None) => Ok(()),
         (None, Some(_)) => Err(SignatureFault::Unexpected),
         (Some(_), None) => Err(SignatureFault::Missing),
-        (Some(certificate), Some(signature)) => {
-            verify_signed_by(certificate, message, signature).map_err(|_| SignatureFault::Invalid)
-        }
+        (Some(certificate), Some(signature)) => certificate_key(certificate)
+            .is_ok_and(|key| key.verify(message, signature))
+            .then_some(())
+            .ok_or(SignatureFault::Invalid),
     }
+}
+
+/// Whether every one of a sender's envelopes passes [`check_envelope_signature`], as
+/// `(message, signature)` pairs: one batch check instead of one check each, with the same
+/// verdict (but for a chance below 2⁻¹²⁷ of passing a bad one).
+pub(crate) fn envelope_signatures_all_valid(
+    certificate: Option<&[u8]>,
+    signed: &[(&[u8; ENVELOPE_MESSAGE_LEN], Option<&[u8; SIGNATURE_LEN]>)],
+) -> bool {
+    let Some(certificate) = certificate else {
+        return signed.iter().all(|(_, signature)| signature.is_none());
+    };
+    let (Some(items), Ok(key)) = (
+        signed
+            .iter()
+            .map(|(message, signature)| signature.map(|s| (message.as_slice(), s)))
+            .collect::<Option<Vec<_>>>(),
+        certificate_key(certificate),
+    ) else {
+        return false;
+    };
+    // Batches of 64 on every core: each agrees with the checks one by one, so any split does.
+    items.par_chunks(64).all(|batch| key.verify_all(batch))
 }
 
 /// The associated data of the envelope from `sender` to `recipient`.

@@ -20,8 +20,13 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use sha2::{Digest, Sha512};
+
 use common::{Enrollment, Harness, id, params};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
 use privagg_crypto::KeyContext;
+use privagg_crypto::identity::verify_signed_by;
 use privagg_protocol::complaint::envelope_message;
 use privagg_protocol::{
     ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, DropReason, ForwardedShare, Identity, RoundParams,
@@ -316,4 +321,94 @@ fn a_client_without_a_certificate_may_not_sign_its_envelopes() {
     let recipient = recipient.unwrap();
     assert_eq!(drop_reason(&h, 2), Some(DropReason::Violation(Violation::UnexpectedEnvelopeSignature { recipient })));
     assert_eq!(h.assert_exact(), [1, 3, 4, 5, 6].into_iter().map(id).collect::<Vec<_>>());
+}
+
+/// The Ed25519 signing scalar of a PKCS#8 (RFC 8410) key, to sign as no honest signer
+/// would: what a malicious client holding its own certified key can do.
+struct RawSigner {
+    secret: Scalar,
+    public: [u8; 32],
+}
+
+impl RawSigner {
+    fn from_pkcs8(der: &[u8]) -> Self {
+        let at = der.windows(4).position(|w| w == [0x04, 0x22, 0x04, 0x20]).unwrap() + 4;
+        let expanded = Sha512::digest(&der[at..at + 32]);
+        let mut clamped: [u8; 32] = expanded[..32].try_into().unwrap();
+        clamped[0] &= 248;
+        clamped[31] &= 127;
+        clamped[31] |= 64;
+        let secret = Scalar::from_bytes_mod_order(clamped);
+        Self { secret, public: EdwardsPoint::mul_base(&secret).compress().to_bytes() }
+    }
+
+    /// A signature on `message` whose R carries a point of order 4: valid under the
+    /// cofactored equation, refused by an uncofactored check (ring's).
+    fn sign_with_torsion(&self, message: &[u8], nonce: u64) -> [u8; 64] {
+        let order_four = CompressedEdwardsY([0; 32]).decompress().unwrap();
+        let r = Scalar::from(nonce);
+        let big_r = (EdwardsPoint::mul_base(&r) + order_four).compress().to_bytes();
+        let wide: [u8; 64] =
+            Sha512::new().chain_update(big_r).chain_update(self.public).chain_update(message).finalize().into();
+        let s = r + Scalar::from_bytes_mod_order_wide(&wide) * self.secret;
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&big_r);
+        signature[32..].copy_from_slice(s.as_bytes());
+        signature
+    }
+}
+
+#[test]
+fn the_server_batch_and_each_recipient_judge_every_envelope_signature_alike() {
+    // The server checks a client's k envelope signatures in one batch, each recipient
+    // checks its own alone; if they could disagree, a client could get envelopes relayed
+    // that their recipients then refuse, stalling its neighbours without blame. Client 4,
+    // holding its own certified key, signs every envelope with a small-order component in
+    // R (what separates the cofactored equation from ring's): the server relays them and
+    // every recipient accepts them; the round completes with everyone. Client 7 signs
+    // validly but alters its last envelope after signing: the batch fails, and the check
+    // one by one names that envelope's recipient.
+    let enrollment = Enrollment::new();
+    let credentials: Vec<_> =
+        (1..=10).map(|c| enrollment.authority.issue(&format!("client-{c}"), 30).unwrap()).collect();
+    let identities: Vec<Identity> = credentials
+        .iter()
+        .map(|c| Identity::from_der(&c.cert, &c.key, enrollment.authority.root_der(), common::now()).unwrap())
+        .collect();
+    let torsion_signer = RawSigner::from_pkcs8(&credentials[3].key);
+    assert_eq!(torsion_signer.public, identities[3].key.public_key());
+    let mut h = certified(round(3), 37, &identities);
+    let last_recipient = Rc::new(RefCell::new(None));
+    let seen = last_recipient.clone();
+    let ring_refused = Rc::new(RefCell::new(0));
+    let refused = ring_refused.clone();
+    let cert_4 = credentials[3].cert.clone();
+    h.run(move |h, from, msg| match msg {
+        ClientMessage::ShareKeys(mut s) if from == id(4) => {
+            let ctx = KeyContext { session_id: h.clients[3].0.session_id().unwrap(), round: 3 };
+            let digest = s.commitments.digest(&ctx.session_id, ctx.round, id(4));
+            for (i, e) in s.envelopes.iter_mut().enumerate() {
+                let message = envelope_message(&ctx, id(4), e.peer, &digest, &e.sealed);
+                let signature = torsion_signer.sign_with_torsion(&message, 1_000 + i as u64);
+                *refused.borrow_mut() += usize::from(verify_signed_by(&cert_4, &message, &signature).is_err());
+                e.signature = Some(signature);
+            }
+            Some(ClientMessage::ShareKeys(s))
+        }
+        ClientMessage::ShareKeys(mut s) if from == id(7) => {
+            let last = s.envelopes.last_mut().unwrap();
+            last.sealed[3] ^= 1;
+            *seen.borrow_mut() = Some(last.peer);
+            Some(ClientMessage::ShareKeys(s))
+        }
+        m => Some(m),
+    });
+    assert_eq!(*ring_refused.borrow(), 9, "every one of client 4's signatures is one ring refuses");
+    let recipient = last_recipient.borrow().unwrap();
+    assert_ne!(recipient, id(1), "not the first envelope");
+    assert_eq!(drop_reason(&h, 7), Some(DropReason::Violation(Violation::BadEnvelopeSignature { recipient })));
+    assert_eq!(h.server.dropped().len(), 1, "{:?}", h.server.dropped());
+    let honest: Vec<ClientId> = [1, 2, 3, 4, 5, 6, 8, 9, 10].into_iter().map(id).collect();
+    assert_eq!(h.assert_exact(), honest);
+    assert_completed(&h, &honest);
 }

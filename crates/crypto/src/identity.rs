@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, KeyUsage};
 use zeroize::Zeroizing;
 
+use crate::ed25519_cofactored::VerifyingKey;
+
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -168,6 +170,22 @@ impl TrustRoot {
 /// its clients'.
 pub fn verify_signed_by(cert: &[u8], message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), IdentityError> {
     CertifiedKey { der: CertificateDer::from(cert) }.verify_signature(message, signature)
+}
+
+/// The Ed25519 key of `cert` (DER), decoded to check signatures with
+/// [`crate::ed25519_cofactored`], without checking who issued it (as
+/// [`verify_signed_by`]). Refuses a certificate that does not parse or whose key is not
+/// an Ed25519 point.
+pub fn certificate_key(cert: &[u8]) -> Result<VerifyingKey, IdentityError> {
+    /// An Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID 1.3.101.112 },
+    /// BIT STRING (0 unused bits) key }.
+    const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+    let der = CertificateDer::from(cert);
+    let spki = parse(&der)?.subject_public_key_info();
+    spki.strip_prefix(ED25519_SPKI_PREFIX.as_slice())
+        .and_then(|key| <&[u8; 32]>::try_from(key).ok())
+        .and_then(VerifyingKey::from_bytes)
+        .ok_or_else(|| IdentityError::Certificate("not an Ed25519 key".into()))
 }
 
 fn parse<'a>(der: &'a CertificateDer<'a>) -> Result<EndEntityCert<'a>, IdentityError> {

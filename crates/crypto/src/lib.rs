@@ -11,6 +11,7 @@
 //! | [`vss`] | Feldman commitments to the sharing polynomials, batch share verification | checking every share a client receives and the server is revealed |
 //! | [`dleq`] | Chaum–Pedersen proofs of discrete-log equality (Fiat–Shamir, SHA-512) | proving a revealed Diffie-Hellman value (blame for a bad envelope) |
 //! | [`identity`] | Ed25519 signatures (RFC 8032, ring) under X.509 client certificates (rustls-webpki) | binding each round's keys and survivor sets to a certified client |
+//! | [`ed25519_cofactored`] | Ed25519 verification with the cofactored equation (RFC 8032 §5.1.7), one signature or a batch under one key, which agree | envelope signatures: the server's batch and each recipient's check |
 //!
 //! # How they fit together
 //!
@@ -56,6 +57,7 @@
 //!   ([`CryptoError`], [`ShamirError`]).
 
 pub mod dleq;
+pub mod ed25519_cofactored;
 pub mod envelope;
 pub mod error;
 pub mod identity;

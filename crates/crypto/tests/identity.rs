@@ -2,7 +2,8 @@
 //! root the way peers check each other (issued with rcgen, as `privagg ca` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use privagg_crypto::identity::{CHAIN_CACHE_HORIZON, IdentityError, IdentityKey, TrustRoot};
+use privagg_crypto::ed25519_cofactored::VerifyingKey;
+use privagg_crypto::identity::{CHAIN_CACHE_HORIZON, IdentityError, IdentityKey, TrustRoot, certificate_key};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ED25519,
@@ -40,6 +41,16 @@ fn ed25519_matches_rfc_8032() {
         let key = IdentityKey::from_seed(&unhex(secret)).unwrap();
         assert_eq!(key.public_key(), unhex::<32>(public));
         assert_eq!(key.sign(&hex::decode(message).unwrap()), unhex::<64>(signature));
+        // The cofactored check of envelope signatures accepts the vectors, and nothing altered.
+        let public = VerifyingKey::from_bytes(&unhex(public)).unwrap();
+        let (message, signature) = (hex::decode(message).unwrap(), unhex::<64>(signature));
+        assert!(public.verify(&message, &signature));
+        assert!(!public.verify(&[message.as_slice(), b"!"].concat(), &signature));
+        for byte in [0, 31, 32, 63] {
+            let mut bad = signature;
+            bad[byte] ^= 1;
+            assert!(!public.verify(&message, &bad), "flipped byte {byte}");
+        }
     }
 }
 
@@ -88,6 +99,24 @@ fn a_certificate_of_the_root_verifies_signatures_of_its_key() {
     let mut flipped = signature;
     flipped[10] ^= 1;
     assert_eq!(certified.verify_signature(b"round 3 keys", &flipped), Err(IdentityError::Signature));
+}
+
+#[test]
+fn a_certificates_key_checks_its_holders_signatures_the_cofactored_way_too() {
+    let ca = authority("privagg enrollment");
+    let (cert, key) = client(&ca, NOW - DAY, NOW + DAY, false);
+    let public = certificate_key(&cert).unwrap();
+    let signature = key.sign(b"envelope");
+    assert!(public.verify(b"envelope", &signature));
+    assert!(!public.verify(b"envelope!", &signature));
+    let (other, _) = client(&ca, NOW - DAY, NOW + DAY, false);
+    assert!(!certificate_key(&other).unwrap().verify(b"envelope", &signature));
+    assert!(matches!(certificate_key(b"not a certificate"), Err(IdentityError::Certificate(_))));
+    let p256 = CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap())
+        .unwrap();
+    assert!(matches!(certificate_key(p256.der()), Err(IdentityError::Certificate(_))));
 }
 
 #[test]
