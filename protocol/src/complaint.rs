@@ -124,10 +124,10 @@ pub(crate) fn check_envelope_signature(
         (None, None) => Ok(()),
         (None, Some(_)) => Err(SignatureFault::Unexpected),
         (Some(_), None) => Err(SignatureFault::Missing),
-        (Some(certificate), Some(signature)) => certificate_key(certificate)
-            .is_ok_and(|key| key.verify(message, signature))
-            .then_some(())
-            .ok_or(SignatureFault::Invalid),
+        (Some(certificate), Some(signature)) => match certificate_key(certificate) {
+            Ok(key) if key.verify(message, signature) => Ok(()),
+            _ => Err(SignatureFault::Invalid),
+        },
     }
 }
 

@@ -64,17 +64,16 @@ impl VerifyingKey {
         let mut points = Vec::with_capacity(items.len() + 2);
         let (mut s_sum, mut h_sum) = (Scalar::ZERO, Scalar::ZERO);
         for ((message, signature), z) in items.iter().zip(weights) {
-            let (r_bytes, s_bytes) = signature.split_at(32);
-            let (Ok(r_bytes), Ok(s_bytes)) = (<[u8; 32]>::try_from(r_bytes), <[u8; 32]>::try_from(s_bytes)) else {
+            let (Some(r_bytes), Some(s_bytes)) = (signature.first_chunk::<32>(), signature.last_chunk::<32>()) else {
                 return false;
             };
-            let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+            let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*s_bytes)) else {
                 return false;
             };
-            let Some(r) = CompressedEdwardsY(r_bytes).decompress() else {
+            let Some(r) = CompressedEdwardsY(*r_bytes).decompress() else {
                 return false;
             };
-            let h = challenge(&r_bytes, &self.encoding, message);
+            let h = challenge(r_bytes, &self.encoding, message);
             s_sum += z * s;
             h_sum += z * h;
             scalars.push(-z);

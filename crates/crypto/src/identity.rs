@@ -7,7 +7,8 @@
 //!
 //! Signing is ring's Ed25519 and verification is rustls-webpki's — the libraries rustls
 //! itself uses for TLS — so the certificates are the ones mutual TLS checks too; nothing
-//! here invents a format.
+//! here invents a format. Envelope signatures, which the server checks in batches, are
+//! verified with [`crate::ed25519_cofactored`] under [`certificate_key`] instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
