@@ -131,10 +131,11 @@ pub(crate) fn check_envelope_signature(
     }
 }
 
-/// Whether every one of a sender's envelopes passes [`check_envelope_signature`], as
-/// `(message, signature)` pairs: one batch check instead of one check each, with the same
-/// verdict (but for a chance below 2⁻¹²⁷ of passing a bad one).
-pub(crate) fn envelope_signatures_all_valid(
+/// Whether every one of a sender's envelopes passes the check its recipient runs, given
+/// as `(message, signature)` pairs ([`envelope_message`]) and the sender's certificate
+/// (DER; `None`: every signature must be absent): batches of 64 instead of one check each,
+/// with the same verdict (but for a chance below 2⁻¹²⁷ of passing a bad one).
+pub fn envelope_signatures_all_valid(
     certificate: Option<&[u8]>,
     signed: &[(&[u8; ENVELOPE_MESSAGE_LEN], Option<&[u8; SIGNATURE_LEN]>)],
 ) -> bool {

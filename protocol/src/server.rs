@@ -564,6 +564,7 @@ impl ServerRound {
                 check_envelope_signature(certificate, message, *signature).err().map(|f| (e.peer, f))
             })
             .collect();
+        debug_assert!(!faults.is_empty(), "the batch and the checks one by one disagree");
         match faults.into_iter().min_by_key(|(recipient, _)| *recipient) {
             None => Ok(()),
             Some((recipient, SignatureFault::Missing)) => Err(Violation::UnsignedEnvelope { recipient }),

@@ -27,7 +27,7 @@ use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use privagg_crypto::KeyContext;
 use privagg_crypto::identity::verify_signed_by;
-use privagg_protocol::complaint::envelope_message;
+use privagg_protocol::complaint::{envelope_message, envelope_signatures_all_valid};
 use privagg_protocol::{
     ClientError, ClientId, ClientMessage, ClientPolicy, ClientState, DropReason, ForwardedShare, Identity, RoundParams,
     ServerMessage, Violation,
@@ -345,9 +345,17 @@ impl RawSigner {
     /// A signature on `message` whose R carries a point of order 4: valid under the
     /// cofactored equation, refused by an uncofactored check (ring's).
     fn sign_with_torsion(&self, message: &[u8], nonce: u64) -> [u8; 64] {
-        let order_four = CompressedEdwardsY([0; 32]).decompress().unwrap();
+        self.sign_with_r(message, nonce, CompressedEdwardsY([0; 32]).decompress().unwrap())
+    }
+
+    /// An ordinary signature, with `nonce` for r.
+    fn sign(&self, message: &[u8], nonce: u64) -> [u8; 64] {
+        self.sign_with_r(message, nonce, EdwardsPoint::default())
+    }
+
+    fn sign_with_r(&self, message: &[u8], nonce: u64, torsion: EdwardsPoint) -> [u8; 64] {
         let r = Scalar::from(nonce);
-        let big_r = (EdwardsPoint::mul_base(&r) + order_four).compress().to_bytes();
+        let big_r = (EdwardsPoint::mul_base(&r) + torsion).compress().to_bytes();
         let wide: [u8; 64] =
             Sha512::new().chain_update(big_r).chain_update(self.public).chain_update(message).finalize().into();
         let s = r + Scalar::from_bytes_mod_order_wide(&wide) * self.secret;
@@ -411,4 +419,37 @@ fn the_server_batch_and_each_recipient_judge_every_envelope_signature_alike() {
     let honest: Vec<ClientId> = [1, 2, 3, 4, 5, 6, 8, 9, 10].into_iter().map(id).collect();
     assert_eq!(h.assert_exact(), honest);
     assert_completed(&h, &honest);
+}
+
+#[test]
+fn the_batch_accepts_small_order_components_in_every_chunk_and_refuses_a_bad_signature_in_the_last() {
+    // More envelopes than one batch of 64 holds, so that every chunk is checked: a
+    // small-order component in every other signature, across all chunks, passes; one bad
+    // signature in the last chunk alone fails the whole check.
+    let enrollment = Enrollment::new();
+    let credential = enrollment.authority.issue("client-1", 30).unwrap();
+    let signer = RawSigner::from_pkcs8(&credential.key);
+    let messages: Vec<[u8; privagg_protocol::complaint::ENVELOPE_MESSAGE_LEN]> = (0..200u32)
+        .map(|i| {
+            let mut m = [0u8; privagg_protocol::complaint::ENVELOPE_MESSAGE_LEN];
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        })
+        .collect();
+    let mut signatures: Vec<[u8; 64]> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| if i % 2 == 1 { signer.sign_with_torsion(m, 7 + i as u64) } else { signer.sign(m, 7 + i as u64) })
+        .collect();
+    let signed = |signatures: &[[u8; 64]]| -> bool {
+        let pairs: Vec<_> = messages.iter().zip(signatures).map(|(m, s)| (m, Some(s))).collect();
+        envelope_signatures_all_valid(Some(&credential.cert), &pairs)
+    };
+    assert!(signed(&signatures));
+    assert!(verify_signed_by(&credential.cert, &messages[199], &signatures[199]).is_err(), "ring refuses these");
+    signatures[198][40] ^= 1;
+    assert!(!signed(&signatures));
+    let unsigned: Vec<_> = messages.iter().map(|m| (m, None)).collect();
+    assert!(!envelope_signatures_all_valid(Some(&credential.cert), &unsigned));
+    assert!(envelope_signatures_all_valid(None, &unsigned));
 }

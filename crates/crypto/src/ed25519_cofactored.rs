@@ -44,10 +44,12 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
-    /// The key with this encoding, or `None` if it does not decode to a curve point.
+    /// The key with this encoding, or `None` if it does not decode to a curve point or
+    /// the point has small order (under such a key `[8][h]A` vanishes and anyone could
+    /// sign anything).
     pub fn from_bytes(encoding: &[u8; 32]) -> Option<Self> {
         let point = CompressedEdwardsY(*encoding).decompress()?;
-        Some(Self { encoding: *encoding, point })
+        (!point.is_small_order()).then_some(Self { encoding: *encoding, point })
     }
 
     /// Whether `signature` on `message` is valid under this key (the module's rule).
@@ -203,10 +205,10 @@ mod tests {
         // passes every time: the cofactor clears it whatever the weights.
         let (pair, other) = ring_key(9);
         assert!(!other.verify(message, &signature));
+        // (`bad_companion` below: a valid signature, but under another key.)
         for i in 0..16u8 {
             let companion = [i; 8];
-            let mut bad_companion = sign(&pair, &companion);
-            bad_companion[40] ^= 1;
+            let bad_companion = sign(&pair, &companion);
             let plain_nonce = Scalar::from(1_000 + u64::from(i));
             let plain_r = EdwardsPoint::mul_base(&plain_nonce).compress().to_bytes();
             let plain_s = plain_nonce + challenge(&plain_r, &public, &companion) * secret;
@@ -218,8 +220,35 @@ mod tests {
             assert!(!key.verify_all(&[
                 (message, &signature),
                 (companion.as_slice(), &plain),
-                (message, &bad_companion)
+                (companion.as_slice(), &bad_companion)
             ]));
+        }
+    }
+
+    #[test]
+    fn two_wrong_signatures_whose_errors_cancel_in_a_plain_sum_fail_the_batch() {
+        let (pair, key) = ring_key(5);
+        let messages = [b"first".as_slice(), b"second".as_slice()];
+        let mut signatures = messages.map(|m| sign(&pair, m));
+        let delta = Scalar::from(7u8);
+        for (signature, change) in signatures.iter_mut().zip([delta, -delta]) {
+            let s = Scalar::from_canonical_bytes(signature[32..].try_into().unwrap()).unwrap() + change;
+            signature[32..].copy_from_slice(s.as_bytes());
+        }
+        assert!(!key.verify(messages[0], &signatures[0]) && !key.verify(messages[1], &signatures[1]));
+        assert!(!key.verify_all(&[(messages[0], &signatures[0]), (messages[1], &signatures[1])]));
+    }
+
+    #[test]
+    fn small_order_keys_are_refused() {
+        let identity = {
+            let mut e = [0u8; 32];
+            e[0] = 1;
+            e
+        };
+        for encoding in [identity, [0u8; 32]] {
+            assert!(CompressedEdwardsY(encoding).decompress().unwrap().is_small_order());
+            assert!(VerifyingKey::from_bytes(&encoding).is_none());
         }
     }
 
