@@ -534,7 +534,7 @@ impl ServerRound {
         Ok(())
     }
 
-    /// Checks the signature of each of `sender`'s envelopes (all in one batch; one by one,
+    /// Checks the signature of each of `sender`'s envelopes (in batches; one by one,
     /// in parallel, only if the batch fails, to report the first fault by recipient): so
     /// that only envelopes their sender provably made are relayed, and a recipient's
     /// complaint can blame the sender for certain. The batch and a recipient's own check

@@ -176,7 +176,7 @@ pub fn verify_signed_by(cert: &[u8], message: &[u8], signature: &[u8; SIGNATURE_
 /// The Ed25519 key of `cert` (DER), decoded to check signatures with
 /// [`crate::ed25519_cofactored`], without checking who issued it (as
 /// [`verify_signed_by`]). Refuses a certificate that does not parse or whose key is not
-/// an Ed25519 point.
+/// an Ed25519 point of large order.
 pub fn certificate_key(cert: &[u8]) -> Result<VerifyingKey, IdentityError> {
     /// An Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID 1.3.101.112 },
     /// BIT STRING (0 unused bits) key }.
